@@ -1,0 +1,58 @@
+//! `rbd-mirror-rs`: the daemon binary.
+//!
+//! Owns process-level concerns and nothing of replication itself: the command line (which
+//! accepts the stock `rbd-mirror` arguments as they are: `--cluster`, `-c`, `--id`/`-n`,
+//! `-f`), logging, the tokio runtime, signals, and operator subcommands such as `check`.
+//! Replication lives in `image-replayer` and `peer-manager`; cluster access in `rados-ffi`.
+//! Only this crate builds a runtime and will know about Prometheus, the admin socket and
+//! systemd (see ARCHITECTURE.md).
+#![forbid(unsafe_code)]
+
+mod check;
+mod cli;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    init_tracing(&args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads.max(1))
+        .thread_name("rbd-mirror-rs")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rbd-mirror-rs: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &args.command {
+            Some(cli::Command::Check(check_args)) => check::run(&args, check_args).await,
+            None | Some(cli::Command::Run) => run::run(&args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("rbd-mirror-rs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(args: &cli::Args) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RBD_MIRROR_RS_LOG").unwrap_or_else(|_| EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,2 @@
+//! Decoding of RBD journals (to be written).
+#![forbid(unsafe_code)]

@@ -1,0 +1,849 @@
+//! `IoCtx`: object I/O in one pool and RADOS namespace, all through aio completions.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, c_int, CStr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::cluster::{take_buffer, ClusterHandle, SendPtr};
+use crate::completion::{blocking, submit, teardown, RadosCompletion};
+use crate::error::{check, cstring, RadosError, Result};
+use crate::sys::librados;
+
+/// Owns the `rados_ioctx_t`; holds the cluster handle so the cluster outlives it.
+pub(crate) struct IoCtxHandle {
+    pub(crate) raw: librados::rados_ioctx_t,
+    pub(crate) cluster: Arc<ClusterHandle>,
+    pub(crate) pool: String,
+    pub(crate) namespace: String,
+}
+
+// SAFETY: librados allows I/O on one `rados_ioctx_t` from many threads concurrently; what is
+// not thread-safe is changing its settings (namespace, locator, snapshot contexts). Those are
+// set once in `IoCtx::open` or through `&mut IoCtx` (see `set_selfmanaged_snap_write_context`).
+unsafe impl Send for IoCtxHandle {}
+// SAFETY: as above: shared references only reach thread-safe I/O calls.
+unsafe impl Sync for IoCtxHandle {}
+
+impl Drop for IoCtxHandle {
+    fn drop(&mut self) {
+        let raw = SendPtr(self.raw);
+        let cluster = self.cluster.clone();
+        // Wait for in-flight aio (whose callbacks own their buffers) before destroying the
+        // context, then let the cluster handle go: on the blocking pool, never a runtime thread.
+        teardown(move || {
+            let raw = raw;
+            // SAFETY: last owner of the ioctx; flush waits for every pending aio on it.
+            unsafe {
+                librados::rados_aio_flush(raw.0.cast());
+                librados::rados_ioctx_destroy(raw.0.cast());
+            }
+            drop(cluster);
+        });
+    }
+}
+
+/// An I/O context: one pool, one RADOS namespace.
+///
+/// Object operations are aio futures; operations with no aio variant run on the blocking
+/// pool. Dropping an in-flight future is safe: the operation finishes in the background and
+/// its buffers are freed by its completion callback.
+pub struct IoCtx {
+    pub(crate) handle: Arc<IoCtxHandle>,
+}
+
+impl std::fmt::Debug for IoCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoCtx")
+            .field("cluster", &self.handle.cluster.name)
+            .field("pool", &self.handle.pool)
+            .field("namespace", &self.handle.namespace)
+            .finish()
+    }
+}
+
+/// Size and modification time of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time.
+    pub mtime: SystemTime,
+}
+
+/// One event delivered to a watcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A notification (already acknowledged with an empty reply).
+    Notify {
+        /// Id of this notification.
+        notify_id: u64,
+        /// Global id of the notifying client.
+        notifier_id: u64,
+        /// Its payload.
+        payload: Bytes,
+    },
+    /// The watch broke (e.g. `ENOTCONN` after a timeout): events may have been missed and the
+    /// watcher must re-read the object's state and watch again.
+    Error {
+        /// Positive errno.
+        errno: i32,
+    },
+}
+
+/// Acknowledgements and timeouts gathered by a notify.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifyReply {
+    /// `(notifier global id, watch cookie, reply payload)` of each watcher that acked.
+    pub acks: Vec<(u64, u64, Bytes)>,
+    /// `(global id, watch cookie)` of each watcher that did not answer in time.
+    pub timeouts: Vec<(u64, u64)>,
+}
+
+impl IoCtx {
+    pub(crate) async fn open(cluster: Arc<ClusterHandle>, pool: &str, namespace: &str) -> Result<IoCtx> {
+        let c_pool = cstring("pool name", pool)?;
+        let c_ns = cstring("namespace", namespace)?;
+        let (pool, namespace) = (pool.to_owned(), namespace.to_owned());
+        blocking(move || {
+            let mut raw: librados::rados_ioctx_t = std::ptr::null_mut();
+            // SAFETY: connected cluster (kept alive by the Arc); valid strings and out-pointer.
+            let ret = unsafe { librados::rados_ioctx_create(cluster.raw, c_pool.as_ptr(), &mut raw) };
+            check(ret, "rados_ioctx_create", || format!("pool {pool} in cluster {}", cluster.name))?;
+            // SAFETY: freshly created ioctx, not shared yet: setting the namespace is safe.
+            unsafe { librados::rados_ioctx_set_namespace(raw, c_ns.as_ptr()) };
+            Ok(IoCtx { handle: Arc::new(IoCtxHandle { raw, cluster, pool, namespace }) })
+        })
+        .await
+    }
+
+    /// Pool name.
+    pub fn pool_name(&self) -> &str {
+        &self.handle.pool
+    }
+
+    /// RADOS namespace ("" for the default).
+    pub fn namespace(&self) -> &str {
+        &self.handle.namespace
+    }
+
+    /// Pool id.
+    pub fn pool_id(&self) -> i64 {
+        // SAFETY: live ioctx; a pure getter.
+        unsafe { librados::rados_ioctx_get_id(self.handle.raw) }
+    }
+
+    pub(crate) fn raw(&self) -> librados::rados_ioctx_t {
+        self.handle.raw
+    }
+
+    pub(crate) fn object_target(&self, oid: &str) -> String {
+        if self.handle.namespace.is_empty() {
+            format!("object {}/{oid}", self.handle.pool)
+        } else {
+            format!("object {}/{}/{oid}", self.handle.pool, self.handle.namespace)
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset`. A short result means the object ends there.
+    pub async fn read(&self, oid: &str, offset: u64, len: usize) -> Result<Bytes> {
+        let c_oid = cstring("object name", oid)?;
+        let io = self.raw();
+        // SAFETY: the buffer lives in the payload until the callback returns it to us.
+        let aio = unsafe {
+            submit::<Vec<u8>, RadosCompletion>("rados_aio_read", vec![0u8; len], || self.object_target(oid), |buf, c| {
+                librados::rados_aio_read(io, c_oid.as_ptr(), c.0, (*buf).as_mut_ptr().cast(), len, offset)
+            })
+        }?;
+        let (ret, mut buf) = aio.await?;
+        check(ret, "rados_aio_read", || self.object_target(oid))?;
+        buf.truncate(ret as usize);
+        Ok(Bytes::from(buf))
+    }
+
+    /// Reads a whole object (stat, then read).
+    pub async fn read_full(&self, oid: &str) -> Result<Bytes> {
+        let stat = self.stat(oid).await?;
+        self.read(oid, 0, stat.size as usize).await
+    }
+
+    /// Size and mtime of an object.
+    pub async fn stat(&self, oid: &str) -> Result<ObjectStat> {
+        let c_oid = cstring("object name", oid)?;
+        let io = self.raw();
+        // SAFETY: out-parameters live in the payload until the callback returns it.
+        let aio = unsafe {
+            submit::<(u64, libc::time_t), RadosCompletion>("rados_aio_stat", (0, 0), || self.object_target(oid), |out, c| {
+                librados::rados_aio_stat(io, c_oid.as_ptr(), c.0, &mut (*out).0, &mut (*out).1)
+            })
+        }?;
+        let (ret, (size, mtime)) = aio.await?;
+        check(ret, "rados_aio_stat", || self.object_target(oid))?;
+        Ok(ObjectStat { size, mtime: UNIX_EPOCH + Duration::from_secs(mtime.max(0) as u64) })
+    }
+
+    /// Writes `data` at `offset`.
+    pub async fn write(&self, oid: &str, offset: u64, data: &[u8]) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.write(offset, data);
+        self.operate(oid, op).await
+    }
+
+    /// Replaces the whole object with `data`.
+    pub async fn write_full(&self, oid: &str, data: &[u8]) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.write_full(data);
+        self.operate(oid, op).await
+    }
+
+    /// Appends `data`.
+    pub async fn append(&self, oid: &str, data: &[u8]) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.append(data);
+        self.operate(oid, op).await
+    }
+
+    /// Removes an object.
+    pub async fn remove(&self, oid: &str) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.remove();
+        self.operate(oid, op).await
+    }
+
+    /// Sets omap keys.
+    pub async fn omap_set(&self, oid: &str, entries: &[(&str, &[u8])]) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.omap_set(entries)?;
+        self.operate(oid, op).await
+    }
+
+    /// Removes omap keys.
+    pub async fn omap_remove(&self, oid: &str, keys: &[&str]) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.omap_rm_keys(keys)?;
+        self.operate(oid, op).await
+    }
+
+    /// Sets an extended attribute.
+    pub async fn set_xattr(&self, oid: &str, name: &str, value: &[u8]) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.set_xattr(name, value)?;
+        self.operate(oid, op).await
+    }
+
+    /// Removes an extended attribute.
+    pub async fn remove_xattr(&self, oid: &str, name: &str) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.remove_xattr(name)?;
+        self.operate(oid, op).await
+    }
+
+    /// Calls an object-class method that modifies the object (`rados_write_op_exec`).
+    /// Write ops return no data; use [`IoCtx::exec`] for read-only methods.
+    pub async fn exec_write(&self, oid: &str, class: &str, method: &str, input: &[u8]) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.exec(class, method, input)?;
+        self.operate(oid, op).await
+    }
+
+    /// Runs a compound write operation atomically on one object.
+    pub async fn operate(&self, oid: &str, op: WriteOp) -> Result<()> {
+        let c_oid = cstring("object name", oid)?;
+        let io = self.raw();
+        let raw_op = op.raw;
+        let what = op.first_step;
+        // SAFETY: `op` (which owns the write op) lives in the payload until completion.
+        let aio = unsafe {
+            submit::<WriteOp, RadosCompletion>("rados_aio_write_op_operate", op, || self.object_target(oid), |_op, c| {
+                librados::rados_aio_write_op_operate(raw_op, io, c.0, c_oid.as_ptr(), std::ptr::null_mut(), 0)
+            })
+        }?;
+        let (ret, _op) = aio.await?;
+        if ret < 0 {
+            return Err(RadosError::Call { op: what, target: self.object_target(oid), errno: -ret });
+        }
+        Ok(())
+    }
+
+    /// Calls a read-only object-class method and returns its output.
+    pub async fn exec(&self, oid: &str, class: &str, method: &str, input: &[u8]) -> Result<Bytes> {
+        let mut op = Box::new(ReadOp::new());
+        let c_class = cstring("class name", class)?;
+        let c_method = cstring("method name", method)?;
+        // SAFETY: `op.raw` is live; out-parameters point into the boxed `ReadOp` which lives in
+        // the payload until completion; the input is copied by librados.
+        unsafe {
+            librados::rados_read_op_exec(
+                op.raw,
+                c_class.as_ptr(),
+                c_method.as_ptr(),
+                input.as_ptr().cast(),
+                input.len(),
+                &mut op.out.exec_buf,
+                &mut op.out.exec_len,
+                &mut op.out.prval,
+            )
+        };
+        let mut op = self.operate_read(oid, op, "exec").await?;
+        let (ptr, len) = (std::mem::replace(&mut op.out.exec_buf, std::ptr::null_mut()), op.out.exec_len);
+        // SAFETY: buffer allocated by librados for this op (or null), freed exactly once.
+        Ok(unsafe { take_buffer(ptr, len) })
+    }
+
+    /// Up to `max` omap entries after `start_after` whose keys start with `prefix`, and
+    /// whether more remain.
+    pub async fn omap_get_vals(
+        &self,
+        oid: &str,
+        start_after: &str,
+        prefix: &str,
+        max: u64,
+    ) -> Result<(BTreeMap<String, Bytes>, bool)> {
+        let mut op = Box::new(ReadOp::new());
+        let c_start = cstring("omap start key", start_after)?;
+        let c_prefix = cstring("omap prefix", prefix)?;
+        // SAFETY: live op; out-parameters point into the boxed `ReadOp` kept alive until
+        // completion; the strings are copied by librados.
+        unsafe {
+            librados::rados_read_op_omap_get_vals2(
+                op.raw,
+                c_start.as_ptr(),
+                c_prefix.as_ptr(),
+                max,
+                &mut op.out.iter,
+                &mut op.out.more,
+                &mut op.out.prval,
+            )
+        };
+        let mut op = self.operate_read(oid, op, "omap_get_vals").await?;
+        let mut map = BTreeMap::new();
+        loop {
+            let (mut k, mut v): (*mut c_char, *mut c_char) = (std::ptr::null_mut(), std::ptr::null_mut());
+            let (mut klen, mut vlen): (usize, usize) = (0, 0);
+            // SAFETY: the iterator was filled by the completed op and is freed in ReadOp::drop.
+            let ret = unsafe { librados::rados_omap_get_next2(op.out.iter, &mut k, &mut v, &mut klen, &mut vlen) };
+            check(ret, "rados_omap_get_next2", || self.object_target(oid))?;
+            if k.is_null() {
+                break;
+            }
+            // SAFETY: librados returns `klen`/`vlen` readable bytes valid until the next call.
+            let (key, val) = unsafe {
+                (
+                    std::slice::from_raw_parts(k.cast::<u8>(), klen),
+                    if v.is_null() { &[][..] } else { std::slice::from_raw_parts(v.cast::<u8>(), vlen) },
+                )
+            };
+            map.insert(String::from_utf8_lossy(key).into_owned(), Bytes::copy_from_slice(val));
+        }
+        let more = op.out.more != 0;
+        op.out.free_iter();
+        Ok((map, more))
+    }
+
+    /// Every omap entry (paged internally).
+    pub async fn omap_get_all(&self, oid: &str, prefix: &str) -> Result<BTreeMap<String, Bytes>> {
+        const PAGE: u64 = 1024;
+        let mut all = BTreeMap::new();
+        let mut after = String::new();
+        loop {
+            let (page, more) = self.omap_get_vals(oid, &after, prefix, PAGE).await?;
+            if let Some(last) = page.keys().next_back() {
+                after = last.clone();
+            }
+            let empty = page.is_empty();
+            all.extend(page);
+            if !more || empty {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// All extended attributes of an object.
+    pub async fn xattrs(&self, oid: &str) -> Result<BTreeMap<String, Bytes>> {
+        let mut op = Box::new(ReadOp::new());
+        // SAFETY: live op; out-parameters in the boxed `ReadOp` kept alive until completion.
+        unsafe { librados::rados_read_op_getxattrs(op.raw, &mut op.out.xattr_iter, &mut op.out.prval) };
+        let mut op = self.operate_read(oid, op, "getxattrs").await?;
+        let mut map = BTreeMap::new();
+        loop {
+            let (mut name, mut val): (*const c_char, *const c_char) = (std::ptr::null(), std::ptr::null());
+            let mut len: usize = 0;
+            // SAFETY: iterator filled by the completed op; freed in ReadOp::drop.
+            let ret = unsafe { librados::rados_getxattrs_next(op.out.xattr_iter, &mut name, &mut val, &mut len) };
+            check(ret, "rados_getxattrs_next", || self.object_target(oid))?;
+            if name.is_null() {
+                break;
+            }
+            // SAFETY: NUL-terminated name and `len` value bytes, valid until the next call.
+            let (n, v) = unsafe {
+                (
+                    CStr::from_ptr(name).to_string_lossy().into_owned(),
+                    if val.is_null() { Bytes::new() } else { Bytes::copy_from_slice(std::slice::from_raw_parts(val.cast::<u8>(), len)) },
+                )
+            };
+            map.insert(n, v);
+        }
+        op.out.free_iter();
+        Ok(map)
+    }
+
+    /// One extended attribute.
+    pub async fn xattr(&self, oid: &str, name: &str) -> Result<Bytes> {
+        self.xattrs(oid).await?.remove(name).ok_or_else(|| RadosError::Call {
+            op: "getxattr",
+            target: format!("{} xattr {name}", self.object_target(oid)),
+            errno: libc::ENODATA,
+        })
+    }
+
+    /// Submits a read op. It is boxed *before* any step is added, so the out-parameter
+    /// addresses handed to librados stay put.
+    async fn operate_read(&self, oid: &str, op: Box<ReadOp>, what: &'static str) -> Result<Box<ReadOp>> {
+        let c_oid = cstring("object name", oid)?;
+        let io = self.raw();
+        let raw_op = op.raw;
+        // SAFETY: the boxed op and its out-parameters live in the payload until completion.
+        let aio = unsafe {
+            submit::<Box<ReadOp>, RadosCompletion>("rados_aio_read_op_operate", op, || self.object_target(oid), |_op, c| {
+                librados::rados_aio_read_op_operate(raw_op, io, c.0, c_oid.as_ptr(), 0)
+            })
+        }?;
+        let (ret, op) = aio.await?;
+        let ret = if ret < 0 { ret } else { op.out.prval.min(0) };
+        if ret < 0 {
+            return Err(RadosError::Call { op: what, target: self.object_target(oid), errno: -ret });
+        }
+        Ok(op)
+    }
+
+    /// Names of every object in this pool and namespace.
+    pub async fn list_objects(&self) -> Result<Vec<String>> {
+        let handle = self.handle.clone();
+        let target = format!("pool {}/{}", handle.pool, handle.namespace);
+        blocking(move || {
+            let mut ctx: librados::rados_list_ctx_t = std::ptr::null_mut();
+            // SAFETY: live ioctx kept by `handle`; out-pointer valid.
+            let ret = unsafe { librados::rados_nobjects_list_open(handle.raw, &mut ctx) };
+            check(ret, "rados_nobjects_list_open", || target.clone())?;
+            let mut names = Vec::new();
+            let result = loop {
+                let mut entry: *const c_char = std::ptr::null();
+                let mut entry_len: usize = 0;
+                // SAFETY: valid list context; the out strings stay valid until the next call.
+                let ret = unsafe {
+                    librados::rados_nobjects_list_next2(
+                        ctx,
+                        &mut entry,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        &mut entry_len,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                };
+                if ret == -libc::ENOENT {
+                    break Ok(names);
+                }
+                if ret < 0 {
+                    break Err(RadosError::Call { op: "rados_nobjects_list_next2", target: target.clone(), errno: -ret });
+                }
+                // SAFETY: `entry_len` bytes at `entry`, valid until the next call.
+                let name = unsafe { std::slice::from_raw_parts(entry.cast::<u8>(), entry_len) };
+                names.push(String::from_utf8_lossy(name).into_owned());
+            };
+            // SAFETY: opened above, closed once.
+            unsafe { librados::rados_nobjects_list_close(ctx) };
+            result
+        })
+        .await
+    }
+
+    /// Sets the self-managed snapshot context for subsequent writes through this handle.
+    /// Takes `&mut self`: librados does not make settings changes thread-safe.
+    pub fn set_selfmanaged_snap_write_context(&mut self, seq: u64, snaps: &[u64]) -> Result<()> {
+        let mut snaps: Vec<librados::rados_snap_t> = snaps.to_vec();
+        // SAFETY: exclusive access to this handle's settings (`&mut self`); librados copies
+        // the snapshot list.
+        let ret = unsafe {
+            librados::rados_ioctx_selfmanaged_snap_set_write_ctx(self.raw(), seq, snaps.as_mut_ptr(), snaps.len() as c_int)
+        };
+        check(ret, "rados_ioctx_selfmanaged_snap_set_write_ctx", || format!("pool {}", self.handle.pool))?;
+        Ok(())
+    }
+
+    /// Allocates a new self-managed snapshot id in this pool.
+    pub async fn selfmanaged_snap_create(&self) -> Result<u64> {
+        let io = self.raw();
+        // SAFETY: the out snap id lives in the payload until completion.
+        let aio = unsafe {
+            submit::<u64, RadosCompletion>("rados_aio_ioctx_selfmanaged_snap_create", 0, || format!("pool {}", self.handle.pool), |snap, c| {
+                librados::rados_aio_ioctx_selfmanaged_snap_create(io, snap, c.0);
+                0
+            })
+        }?;
+        let (ret, snap) = aio.await?;
+        check(ret, "selfmanaged_snap_create", || format!("pool {}", self.handle.pool))?;
+        Ok(snap)
+    }
+
+    /// Releases a self-managed snapshot id.
+    pub async fn selfmanaged_snap_remove(&self, snap: u64) -> Result<()> {
+        let io = self.raw();
+        // SAFETY: no out-parameters.
+        let aio = unsafe {
+            submit::<(), RadosCompletion>("rados_aio_ioctx_selfmanaged_snap_remove", (), || format!("pool {}", self.handle.pool), |_, c| {
+                librados::rados_aio_ioctx_selfmanaged_snap_remove(io, snap, c.0);
+                0
+            })
+        }?;
+        let (ret, ()) = aio.await?;
+        check(ret, "selfmanaged_snap_remove", || format!("pool {} snap {snap}", self.handle.pool))?;
+        Ok(())
+    }
+
+    /// Sends a notification to the object's watchers and waits for their acks (or `timeout`).
+    pub async fn notify(&self, oid: &str, payload: &[u8], timeout: Duration) -> Result<NotifyReply> {
+        let c_oid = cstring("object name", oid)?;
+        let io = self.raw();
+        let timeout_ms = timeout.as_millis().min(u64::MAX as u128) as u64;
+        // SAFETY: the reply out-parameters live in the payload until completion; the payload
+        // bytes are copied by librados.
+        let aio = unsafe {
+            submit::<NotifyOut, RadosCompletion>("rados_aio_notify", NotifyOut::default(), || self.object_target(oid), |out, c| {
+                librados::rados_aio_notify(
+                    io,
+                    c_oid.as_ptr(),
+                    c.0,
+                    payload.as_ptr().cast(),
+                    payload.len() as c_int,
+                    timeout_ms,
+                    &mut (*out).buf,
+                    &mut (*out).len,
+                )
+            })
+        }?;
+        let (ret, mut out) = aio.await?;
+        // SAFETY: buffer allocated by librados for this notify (or null), freed once.
+        let reply = unsafe { take_buffer(std::mem::replace(&mut out.buf, std::ptr::null_mut()), out.len) };
+        // ETIMEDOUT still carries the acks that did arrive.
+        if ret < 0 && ret != -libc::ETIMEDOUT {
+            return Err(RadosError::Call { op: "rados_aio_notify", target: self.object_target(oid), errno: -ret });
+        }
+        decode_notify_reply(&reply).ok_or_else(|| RadosError::BadReply {
+            op: "rados_aio_notify",
+            target: self.object_target(oid),
+            detail: format!("{} bytes of notify reply do not decode", reply.len()),
+        })
+    }
+
+    /// Watches an object: notifications arrive on the returned [`crate::Watch`].
+    pub async fn watch(&self, oid: &str) -> Result<crate::Watch> {
+        crate::watch::Watch::start(self.handle.clone(), oid, self.object_target(oid)).await
+    }
+}
+
+/// Decodes the reply of `rados_notify2`: acks `map<(gid, cookie), bufferlist>` then timeouts
+/// `set<(gid, cookie)>`.
+fn decode_notify_reply(mut b: &[u8]) -> Option<NotifyReply> {
+    fn u32_(b: &mut &[u8]) -> Option<u32> {
+        let (h, t) = b.split_first_chunk::<4>()?;
+        *b = t;
+        Some(u32::from_le_bytes(*h))
+    }
+    fn u64_(b: &mut &[u8]) -> Option<u64> {
+        let (h, t) = b.split_first_chunk::<8>()?;
+        *b = t;
+        Some(u64::from_le_bytes(*h))
+    }
+    if b.is_empty() {
+        return Some(NotifyReply::default());
+    }
+    let mut reply = NotifyReply::default();
+    let n = u32_(&mut b)?;
+    for _ in 0..n {
+        let (gid, cookie) = (u64_(&mut b)?, u64_(&mut b)?);
+        let len = u32_(&mut b)? as usize;
+        let data = b.get(..len)?;
+        b = b.get(len..)?;
+        reply.acks.push((gid, cookie, Bytes::copy_from_slice(data)));
+    }
+    let n = u32_(&mut b)?;
+    for _ in 0..n {
+        reply.timeouts.push((u64_(&mut b)?, u64_(&mut b)?));
+    }
+    Some(reply)
+}
+
+#[derive(Default)]
+struct NotifyOut {
+    buf: *mut c_char,
+    len: usize,
+}
+// SAFETY: owns a librados buffer; moved only between the submitting thread and the callback.
+unsafe impl Send for NotifyOut {}
+impl Drop for NotifyOut {
+    fn drop(&mut self) {
+        // SAFETY: librados-allocated buffer (or null), freed once.
+        drop(unsafe { take_buffer(std::mem::replace(&mut self.buf, std::ptr::null_mut()), self.len) });
+    }
+}
+
+/// Out-parameters of a read op, at a stable (boxed) address while the op is in flight.
+struct ReadOut {
+    prval: c_int,
+    iter: librados::rados_omap_iter_t,
+    more: u8,
+    xattr_iter: librados::rados_xattrs_iter_t,
+    exec_buf: *mut c_char,
+    exec_len: usize,
+}
+
+impl ReadOut {
+    fn free_iter(&mut self) {
+        if !self.iter.is_null() {
+            // SAFETY: iterator from a completed op, freed once.
+            unsafe { librados::rados_omap_get_end(self.iter) };
+            self.iter = std::ptr::null_mut();
+        }
+        if !self.xattr_iter.is_null() {
+            // SAFETY: iterator from a completed op, freed once.
+            unsafe { librados::rados_getxattrs_end(self.xattr_iter) };
+            self.xattr_iter = std::ptr::null_mut();
+        }
+    }
+}
+
+/// A read operation with its out-parameters; crate-internal (reads go through `IoCtx`).
+struct ReadOp {
+    raw: librados::rados_read_op_t,
+    out: ReadOut,
+}
+
+// SAFETY: owns its op and out-parameters; moved between the submitting thread and the
+// completion callback, never shared.
+unsafe impl Send for ReadOp {}
+
+impl ReadOp {
+    fn new() -> ReadOp {
+        ReadOp {
+            // SAFETY: allocation only.
+            raw: unsafe { librados::rados_create_read_op() },
+            out: ReadOut {
+                prval: 0,
+                iter: std::ptr::null_mut(),
+                more: 0,
+                xattr_iter: std::ptr::null_mut(),
+                exec_buf: std::ptr::null_mut(),
+                exec_len: 0,
+            },
+        }
+    }
+}
+
+impl Drop for ReadOp {
+    fn drop(&mut self) {
+        self.out.free_iter();
+        // SAFETY: buffer allocated by librados (or null), freed once.
+        drop(unsafe { take_buffer(std::mem::replace(&mut self.out.exec_buf, std::ptr::null_mut()), self.out.exec_len) });
+        // SAFETY: only dropped once the op completed or was never submitted.
+        unsafe { librados::rados_release_read_op(self.raw) };
+    }
+}
+
+/// A compound write operation, applied atomically to one object by [`IoCtx::operate`].
+///
+/// Every step copies its data into the operation at once (librados does), so callers'
+/// buffers need not outlive the call.
+pub struct WriteOp {
+    raw: librados::rados_write_op_t,
+    first_step: &'static str,
+}
+
+impl std::fmt::Debug for WriteOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteOp").field("first_step", &self.first_step).finish()
+    }
+}
+
+// SAFETY: owns its op; moved between the submitting thread and the completion callback.
+unsafe impl Send for WriteOp {}
+
+impl Drop for WriteOp {
+    fn drop(&mut self) {
+        // SAFETY: only dropped once the op completed or was never submitted.
+        unsafe { librados::rados_release_write_op(self.raw) };
+    }
+}
+
+impl Default for WriteOp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WriteOp {
+    /// An empty operation.
+    pub fn new() -> WriteOp {
+        // SAFETY: allocation only.
+        WriteOp { raw: unsafe { librados::rados_create_write_op() }, first_step: "write_op" }
+    }
+
+    fn step(&mut self, name: &'static str) {
+        if self.first_step == "write_op" {
+            self.first_step = name;
+        }
+    }
+
+    /// Creates the object; `exclusive` fails with `EEXIST` if it exists.
+    pub fn create(&mut self, exclusive: bool) -> &mut Self {
+        self.step("create");
+        let flag = if exclusive { librados::LIBRADOS_CREATE_EXCLUSIVE } else { librados::LIBRADOS_CREATE_IDEMPOTENT };
+        // SAFETY: live op.
+        unsafe { librados::rados_write_op_create(self.raw, flag as c_int, std::ptr::null()) };
+        self
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> &mut Self {
+        self.step("write");
+        // SAFETY: live op; librados copies `data`.
+        unsafe { librados::rados_write_op_write(self.raw, data.as_ptr().cast(), data.len(), offset) };
+        self
+    }
+
+    /// Replaces the object's content.
+    pub fn write_full(&mut self, data: &[u8]) -> &mut Self {
+        self.step("write_full");
+        // SAFETY: live op; librados copies `data`.
+        unsafe { librados::rados_write_op_write_full(self.raw, data.as_ptr().cast(), data.len()) };
+        self
+    }
+
+    /// Appends `data`.
+    pub fn append(&mut self, data: &[u8]) -> &mut Self {
+        self.step("append");
+        // SAFETY: live op; librados copies `data`.
+        unsafe { librados::rados_write_op_append(self.raw, data.as_ptr().cast(), data.len()) };
+        self
+    }
+
+    /// Zeroes `len` bytes at `offset`.
+    pub fn zero(&mut self, offset: u64, len: u64) -> &mut Self {
+        self.step("zero");
+        // SAFETY: live op.
+        unsafe { librados::rados_write_op_zero(self.raw, offset, len) };
+        self
+    }
+
+    /// Truncates to `size`.
+    pub fn truncate(&mut self, size: u64) -> &mut Self {
+        self.step("truncate");
+        // SAFETY: live op.
+        unsafe { librados::rados_write_op_truncate(self.raw, size) };
+        self
+    }
+
+    /// Removes the object.
+    pub fn remove(&mut self) -> &mut Self {
+        self.step("remove");
+        // SAFETY: live op.
+        unsafe { librados::rados_write_op_remove(self.raw) };
+        self
+    }
+
+    /// Fails the whole op with `ENOENT` unless the object exists.
+    pub fn assert_exists(&mut self) -> &mut Self {
+        self.step("assert_exists");
+        // SAFETY: live op.
+        unsafe { librados::rados_write_op_assert_exists(self.raw) };
+        self
+    }
+
+    /// Sets omap keys.
+    pub fn omap_set(&mut self, entries: &[(&str, &[u8])]) -> Result<&mut Self> {
+        self.step("omap_set");
+        let keys = entries.iter().map(|(k, _)| cstring("omap key", k)).collect::<Result<Vec<_>>>()?;
+        let key_ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
+        let val_ptrs: Vec<*const c_char> = entries.iter().map(|(_, v)| v.as_ptr().cast()).collect();
+        let lens: Vec<usize> = entries.iter().map(|(_, v)| v.len()).collect();
+        // SAFETY: live op; arrays of equal length; librados copies keys and values.
+        unsafe {
+            librados::rados_write_op_omap_set(self.raw, key_ptrs.as_ptr(), val_ptrs.as_ptr(), lens.as_ptr(), entries.len())
+        };
+        Ok(self)
+    }
+
+    /// Removes omap keys.
+    pub fn omap_rm_keys(&mut self, keys: &[&str]) -> Result<&mut Self> {
+        self.step("omap_rm_keys");
+        let keys = keys.iter().map(|k| cstring("omap key", k)).collect::<Result<Vec<_>>>()?;
+        let ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
+        // SAFETY: live op; librados copies the keys.
+        unsafe { librados::rados_write_op_omap_rm_keys(self.raw, ptrs.as_ptr(), ptrs.len()) };
+        Ok(self)
+    }
+
+    /// Removes every omap key.
+    pub fn omap_clear(&mut self) -> &mut Self {
+        self.step("omap_clear");
+        // SAFETY: live op.
+        unsafe { librados::rados_write_op_omap_clear(self.raw) };
+        self
+    }
+
+    /// Sets an extended attribute.
+    pub fn set_xattr(&mut self, name: &str, value: &[u8]) -> Result<&mut Self> {
+        self.step("setxattr");
+        let n = cstring("xattr name", name)?;
+        // SAFETY: live op; librados copies name and value.
+        unsafe { librados::rados_write_op_setxattr(self.raw, n.as_ptr(), value.as_ptr().cast(), value.len()) };
+        Ok(self)
+    }
+
+    /// Removes an extended attribute.
+    pub fn remove_xattr(&mut self, name: &str) -> Result<&mut Self> {
+        self.step("rmxattr");
+        let n = cstring("xattr name", name)?;
+        // SAFETY: live op; librados copies the name.
+        unsafe { librados::rados_write_op_rmxattr(self.raw, n.as_ptr()) };
+        Ok(self)
+    }
+
+    /// Calls an object-class method as part of this write.
+    pub fn exec(&mut self, class: &str, method: &str, input: &[u8]) -> Result<&mut Self> {
+        self.step("exec");
+        let c = cstring("class name", class)?;
+        let m = cstring("method name", method)?;
+        // SAFETY: live op; librados copies the names and the input. The per-step return value
+        // is not requested (null): the op's overall result reports failure.
+        unsafe {
+            librados::rados_write_op_exec(self.raw, c.as_ptr(), m.as_ptr(), input.as_ptr().cast(), input.len(), std::ptr::null_mut())
+        };
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_reply_decodes_acks_and_timeouts() {
+        let mut b = Vec::new();
+        b.extend(1u32.to_le_bytes());
+        b.extend(42u64.to_le_bytes());
+        b.extend(7u64.to_le_bytes());
+        b.extend(3u32.to_le_bytes());
+        b.extend(b"abc");
+        b.extend(1u32.to_le_bytes());
+        b.extend(43u64.to_le_bytes());
+        b.extend(8u64.to_le_bytes());
+        let r = decode_notify_reply(&b).unwrap();
+        assert_eq!(r.acks, vec![(42, 7, Bytes::from_static(b"abc"))]);
+        assert_eq!(r.timeouts, vec![(43, 8)]);
+        assert!(decode_notify_reply(&b[..b.len() - 1]).is_none());
+        assert_eq!(decode_notify_reply(&[]).unwrap(), NotifyReply::default());
+    }
+}

@@ -1,0 +1,29 @@
+//! librados and librbd for rbd-mirror-rs: checked-in bindings and a safe async layer.
+//!
+//! This crate owns every line of `unsafe` in the workspace. `sys` is bindgen output for
+//! Ceph Pacific 16.2's `librados.h` / `librbd.h` (regenerated only by `regen-bindings.sh`;
+//! symbols of newer releases are to be resolved at run time, never linked). On top of it:
+//! [`Rados`] (a cluster connection: local by conf + client id, or a peer by `mon_host` + key),
+//! [`IoCtx`] (object I/O, omap, xattrs, cls `exec`, self-managed snapshot contexts,
+//! watch/notify, listing) and [`rbd`] (read-only images, snapshots, diffs, mirroring
+//! configuration and status through the public librbd API).
+//!
+//! Data-path calls are aio completions turned into futures (see `completion`); calls with no
+//! aio variant run on tokio's blocking pool behind a semaphore, never on runtime threads.
+//! It deliberately knows nothing of journals, mirror snapshots or replay: it decodes no Ceph
+//! structure beyond what a C API hands back (ceph-formats.md §8.1 lists what that covers).
+//! Errors are one enum, [`RadosError`]: the operation, its target and the errno.
+
+pub mod cluster;
+mod completion;
+pub mod error;
+pub mod ioctx;
+pub mod rbd;
+mod sys;
+mod watch;
+
+pub use cluster::{ClusterConfig, Rados, DEFAULT_CONNECT_TIMEOUT};
+pub use completion::MAX_BLOCKING_CALLS;
+pub use error::{RadosError, Result};
+pub use ioctx::{IoCtx, NotifyReply, ObjectStat, WatchEvent, WriteOp};
+pub use watch::Watch;

@@ -1,0 +1,1 @@
+//! Images opened read-only (to come).

@@ -1,0 +1,112 @@
+//! Shared by the integration tests of every crate (included with `#[path]`): finds the
+//! project's two-cluster lab (`tests/lab/lab.sh`) and runs the stock `rbd` CLI against it.
+//!
+//! A missing or stopped lab FAILS the test with instructions; nothing here ever skips.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// The lab's state directory (`RBD_MIRROR_LAB_DIR`, as `lab.sh` uses it).
+pub fn lab_dir() -> PathBuf {
+    std::env::var_os("RBD_MIRROR_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/rbd-mirror-rs-lab"))
+}
+
+/// The mirrored pool the lab creates on both sites.
+pub const POOL: &str = "mirror";
+
+/// One site of the lab.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// `site-a` or `site-b`, also the cluster name.
+    pub name: &'static str,
+    /// Its `ceph.conf`.
+    pub conf: PathBuf,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+const HOW_TO_START: &str = "the Ceph lab is not running: start it with `tests/lab/lab.sh up` \
+     (needs the Ceph packages: see tests/lab/README.md), or run everything with `tests/run.sh`";
+
+/// A site of the running lab; panics (fails the test) with instructions when it is not up.
+pub fn site(name: &'static str) -> Site {
+    let dir = lab_dir().join(name);
+    let conf = dir.join(format!("{name}.conf"));
+    assert!(conf.is_file(), "{HOW_TO_START} ({} does not exist)", conf.display());
+    let out = Command::new("timeout")
+        .args(["30", "ceph", "--cluster", name, "-c"])
+        .arg(&conf)
+        .args(["--connect-timeout", "15", "fsid"])
+        .output()
+        .expect("running the ceph CLI");
+    assert!(
+        out.status.success(),
+        "{HOW_TO_START} (`ceph fsid` on {name} failed: {})",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Site { name, conf, dir }
+}
+
+impl Site {
+    /// The fsid written in the site's conf.
+    pub fn fsid(&self) -> String {
+        let out = self.ceph(&["fsid"]);
+        out.trim().to_owned()
+    }
+
+    /// Runs `ceph` against this site; panics with its stderr on failure.
+    pub fn ceph(&self, args: &[&str]) -> String {
+        self.run("ceph", args)
+    }
+
+    /// Runs `rbd` against this site; panics with its stderr on failure.
+    pub fn rbd(&self, args: &[&str]) -> String {
+        self.run("rbd", args)
+    }
+
+    /// Runs `rbd` and returns whether it succeeded (for cleanup that may find nothing).
+    pub fn rbd_ok(&self, args: &[&str]) -> bool {
+        self.command("rbd", args).output().map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    fn command(&self, tool: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.args(["120", tool, "--cluster", self.name, "-c"]).arg(&self.conf).args(args);
+        c
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> String {
+        let out = self.command(tool, args).output().unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} {} on {} failed: {}",
+            args.join(" "),
+            self.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `rbd ... --format json`, parsed.
+    pub fn rbd_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        let out = self.rbd(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("rbd {} output is not JSON ({e}): {out}", args.join(" ")))
+    }
+
+    /// How `rados-ffi` reaches this site as `client.admin`.
+    pub fn admin_config(&self) -> rados_ffi::ClusterConfig {
+        let mut cfg = rados_ffi::ClusterConfig::local(self.name, Some(self.conf.clone()), "admin");
+        cfg.connect_timeout = Duration::from_secs(20);
+        cfg
+    }
+}
+
+/// A name unique to this test run, for images and objects.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{nanos:08x}", std::process::id())
+}
