@@ -89,6 +89,20 @@ impl Site {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `rados` against this site; panics with its stderr on failure.
+    pub fn rados(&self, args: &[&str]) -> String {
+        self.run("rados", args)
+    }
+
+    /// The site's monitor addresses as its conf names them (`[v2:ip:port,v1:ip:port]`).
+    pub fn mon_host(&self) -> String {
+        let conf = std::fs::read_to_string(&self.conf).expect("reading the site conf");
+        conf.lines()
+            .find_map(|l| l.trim().strip_prefix("mon host = "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no 'mon host' in {}", self.conf.display()))
+    }
+
     /// `rbd ... --format json`, parsed.
     pub fn rbd_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
