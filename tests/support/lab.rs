@@ -10,7 +10,9 @@ use std::time::Duration;
 
 /// The lab's state directory (`RBD_MIRROR_LAB_DIR`, as `lab.sh` uses it).
 pub fn lab_dir() -> PathBuf {
-    std::env::var_os("RBD_MIRROR_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/rbd-mirror-rs-lab"))
+    std::env::var_os("RBD_MIRROR_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/rbd-mirror-rs-lab"))
 }
 
 /// The mirrored pool the lab creates on both sites.
@@ -34,7 +36,11 @@ const HOW_TO_START: &str = "the Ceph lab is not running: start it with `tests/la
 pub fn site(name: &'static str) -> Site {
     let dir = lab_dir().join(name);
     let conf = dir.join(format!("{name}.conf"));
-    assert!(conf.is_file(), "{HOW_TO_START} ({} does not exist)", conf.display());
+    assert!(
+        conf.is_file(),
+        "{HOW_TO_START} ({} does not exist)",
+        conf.display()
+    );
     let out = Command::new("timeout")
         .args(["30", "ceph", "--cluster", name, "-c"])
         .arg(&conf)
@@ -68,17 +74,33 @@ impl Site {
 
     /// Runs `rbd` and returns whether it succeeded (for cleanup that may find nothing).
     pub fn rbd_ok(&self, args: &[&str]) -> bool {
-        self.command("rbd", args).output().map(|o| o.status.success()).unwrap_or(false)
+        self.command("rbd", args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Runs `ceph` and returns whether it succeeded (for cleanup that may find nothing).
+    pub fn ceph_ok(&self, args: &[&str]) -> bool {
+        self.command("ceph", args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
     }
 
     fn command(&self, tool: &str, args: &[&str]) -> Command {
         let mut c = Command::new("timeout");
-        c.args(["120", tool, "--cluster", self.name, "-c"]).arg(&self.conf).args(args);
+        c.args(["120", tool, "--cluster", self.name, "-c"])
+            .arg(&self.conf)
+            .args(args);
         c
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> String {
-        let out = self.command(tool, args).output().unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        let out = self
+            .command(tool, args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
         assert!(
             out.status.success(),
             "{tool} {} on {} failed: {}",
@@ -108,7 +130,8 @@ impl Site {
         let mut a = args.to_vec();
         a.extend(["--format", "json"]);
         let out = self.rbd(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("rbd {} output is not JSON ({e}): {out}", args.join(" ")))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("rbd {} output is not JSON ({e}): {out}", args.join(" ")))
     }
 
     /// How `rados-ffi` reaches this site as `client.admin`.
@@ -121,6 +144,9 @@ impl Site {
 
 /// A name unique to this test run, for images and objects.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{prefix}-{}-{nanos:08x}", std::process::id())
 }
