@@ -36,11 +36,7 @@ const HOW_TO_START: &str = "the Ceph lab is not running: start it with `tests/la
 pub fn site(name: &'static str) -> Site {
     let dir = lab_dir().join(name);
     let conf = dir.join(format!("{name}.conf"));
-    assert!(
-        conf.is_file(),
-        "{HOW_TO_START} ({} does not exist)",
-        conf.display()
-    );
+    assert!(conf.is_file(), "{HOW_TO_START} ({} does not exist)", conf.display());
     let out = Command::new("timeout")
         .args(["30", "ceph", "--cluster", name, "-c"])
         .arg(&conf)
@@ -74,33 +70,22 @@ impl Site {
 
     /// Runs `rbd` and returns whether it succeeded (for cleanup that may find nothing).
     pub fn rbd_ok(&self, args: &[&str]) -> bool {
-        self.command("rbd", args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        self.command("rbd", args).output().map(|o| o.status.success()).unwrap_or(false)
     }
 
     /// Runs `ceph` and returns whether it succeeded (for cleanup that may find nothing).
     pub fn ceph_ok(&self, args: &[&str]) -> bool {
-        self.command("ceph", args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        self.command("ceph", args).output().map(|o| o.status.success()).unwrap_or(false)
     }
 
     fn command(&self, tool: &str, args: &[&str]) -> Command {
         let mut c = Command::new("timeout");
-        c.args(["120", tool, "--cluster", self.name, "-c"])
-            .arg(&self.conf)
-            .args(args);
+        c.args(["120", tool, "--cluster", self.name, "-c"]).arg(&self.conf).args(args);
         c
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> String {
-        let out = self
-            .command(tool, args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        let out = self.command(tool, args).output().unwrap_or_else(|e| panic!("running {tool}: {e}"));
         assert!(
             out.status.success(),
             "{tool} {} on {} failed: {}",

@@ -130,7 +130,8 @@ async fn build_report(args: &Args, check: &CheckArgs) -> Report {
 
 /// One pool's report; `None` for a pool without mirroring that was not asked for by name.
 async fn check_pool(args: &Args, local: &Rados, pool: &str, explicit: bool) -> Option<PoolReport> {
-    let mut rep = PoolReport { pool: pool.to_owned(), mode: None, mirror_uuid: None, error: None, peers: Vec::new() };
+    let mut rep =
+        PoolReport { pool: pool.to_owned(), mode: None, mirror_uuid: None, error: None, peers: Vec::new() };
     let io = match local.ioctx(pool, "").await {
         Ok(io) => io,
         Err(e) => {
@@ -219,7 +220,8 @@ async fn check_peer(args: &Args, io: &rados_ffi::IoCtx, pool: &str, peer: Mirror
     match remote_io.mirror_mode().await {
         Ok(m) => {
             if m == MirrorMode::Disabled {
-                rep.error = Some(format!("peer {}: mirroring is disabled on its pool {pool}", peer.site_name));
+                rep.error =
+                    Some(format!("peer {}: mirroring is disabled on its pool {pool}", peer.site_name));
             }
             rep.remote_mode = Some(m.as_str().to_owned());
         }

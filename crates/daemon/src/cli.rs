@@ -120,8 +120,17 @@ mod tests {
 
     #[test]
     fn accepts_the_stock_daemon_arguments() {
-        let a = Args::try_parse_from(["rbd-mirror-rs", "--cluster", "site-b", "-c", "site-b.conf", "-f", "--id", "rbd-mirror.b"])
-            .unwrap();
+        let a = Args::try_parse_from([
+            "rbd-mirror-rs",
+            "--cluster",
+            "site-b",
+            "-c",
+            "site-b.conf",
+            "-f",
+            "--id",
+            "rbd-mirror.b",
+        ])
+        .unwrap();
         assert_eq!(a.cluster, "site-b");
         assert_eq!(a.conf.as_deref(), Some(std::path::Path::new("site-b.conf")));
         assert!(a.foreground);
@@ -133,7 +142,8 @@ mod tests {
     fn name_and_default_client() {
         let a = Args::try_parse_from(["rbd-mirror-rs", "-n", "client.x", "check"]).unwrap();
         assert_eq!(a.client_id(), "x");
-        let a = Args::try_parse_from(["rbd-mirror-rs", "check", "--format", "json", "--pool", "mirror"]).unwrap();
+        let a =
+            Args::try_parse_from(["rbd-mirror-rs", "check", "--format", "json", "--pool", "mirror"]).unwrap();
         assert_eq!(a.client_id(), "admin");
         match a.command {
             Some(Command::Check(c)) => {

@@ -49,10 +49,13 @@ fn main() -> ExitCode {
 
 fn init_tracing(args: &cli::Args) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RBD_MIRROR_RS_LOG").unwrap_or_else(|_| EnvFilter::new(&args.log_level));
+    let filter =
+        EnvFilter::try_from_env("RBD_MIRROR_RS_LOG").unwrap_or_else(|_| EnvFilter::new(&args.log_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Plain text when stderr is a log file (as under lab.sh or systemd), colours on a tty.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -27,8 +27,9 @@ fn check_json(site: &lab::Site, client_id: &str, extra: &[&str]) -> (bool, Value
     let out = check(site, client_id, &args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    let report = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("check output is not JSON ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("check output is not JSON ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
     (out.status.success(), report)
 }
 
@@ -39,7 +40,9 @@ fn check_matches_rbd_mirror_pool_info_on_both_sites() {
     // site-a: every mirrored pool (the default); site-b: pool mirror named explicitly, as
     // another test makes a scratch pool there concurrently.
     let site_b_pools: &[&str] = &["--pool", lab::POOL];
-    for (site, other, id, selection) in [(&a, &b, "rbd-mirror.a", &[][..]), (&b, &a, "rbd-mirror.b", site_b_pools)] {
+    for (site, other, id, selection) in
+        [(&a, &b, "rbd-mirror.a", &[][..]), (&b, &a, "rbd-mirror.b", site_b_pools)]
+    {
         let (ok, report) = check_json(site, id, selection);
         assert!(ok, "check on {} failed: {report:#}", site.name);
         assert_eq!(report["errors"], 0);
@@ -64,7 +67,8 @@ fn check_matches_rbd_mirror_pool_info_on_both_sites() {
             }
             // We really reached the peer: its fsid and mirror uuid are the other site's.
             assert_eq!(p["fsid"], other.fsid(), "peer of {} is {}", site.name, other.name);
-            let other_uuid = other.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
+            let other_uuid =
+                other.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
             assert_eq!(p["remote_mirror_uuid"].as_str().unwrap_or_default(), other_uuid.trim());
             assert_eq!(p["remote_mode"], "image");
         }
@@ -93,8 +97,16 @@ fn check_reports_a_bad_peer_without_hiding_the_rest() {
     std::fs::write(&key_file, "AQBUEQlrAAAAABAAwTCV1/uNxnNPjaVaj2xZ2w==\n").expect("key file");
     let key_file = key_file.to_str().expect("utf-8 path").to_owned();
     let uuid = b.rbd(&[
-        "mirror", "pool", "peer", "add", pool, "client.nobody@site-a",
-        "--remote-mon-host", &a.mon_host(), "--remote-key-file", &key_file,
+        "mirror",
+        "pool",
+        "peer",
+        "add",
+        pool,
+        "client.nobody@site-a",
+        "--remote-mon-host",
+        &a.mon_host(),
+        "--remote-key-file",
+        &key_file,
     ]);
     let _ = std::fs::remove_file(&key_file);
     assert!(!uuid.trim().is_empty(), "peer add prints the peer uuid");
@@ -126,7 +138,8 @@ fn check_fails_clearly_when_the_local_cluster_is_unreachable() {
     let dir = std::env::temp_dir().join(lab::unique("check-nowhere"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let conf = dir.join("nowhere.conf");
-    std::fs::write(&conf, "[global]\nmon host = v2:127.0.0.1:1\nauth client required = none\n").expect("conf");
+    std::fs::write(&conf, "[global]\nmon host = v2:127.0.0.1:1\nauth client required = none\n")
+        .expect("conf");
     let out = Command::new(env!("CARGO_BIN_EXE_rbd-mirror-rs"))
         .current_dir(&dir)
         .args(["--cluster", "nowhere", "-c"])

@@ -321,7 +321,10 @@ fn connect_blocking(config: &ClusterConfig) -> Result<Rados> {
         // SAFETY: handle created and not connected; `ptr` is null (default search) or valid.
         let ret = unsafe { librados::rados_conf_read_file(raw, ptr) };
         check(ret, "rados_conf_read_file", || {
-            format!("{target} ({})", config.conf_file.as_ref().map_or("default search path".into(), |p| p.display().to_string()))
+            format!(
+                "{target} ({})",
+                config.conf_file.as_ref().map_or("default search path".into(), |p| p.display().to_string())
+            )
         })?;
         // CEPH_ARGS, as the stock tools honour it.
         // SAFETY: null means "the CEPH_ARGS environment variable".

@@ -162,15 +162,8 @@ where
     C: CompletionKind,
 {
     let (tx, rx) = oneshot::channel();
-    let ctx = Box::into_raw(Box::new(Ctx::<P, C> {
-        tx: Some(tx),
-        payload: Some(payload),
-        completion: None,
-    }));
-    let erased = Box::into_raw(Box::new(Erased {
-        finish: finish::<P, C>,
-        ctx: ctx.cast(),
-    }));
+    let ctx = Box::into_raw(Box::new(Ctx::<P, C> { tx: Some(tx), payload: Some(payload), completion: None }));
+    let erased = Box::into_raw(Box::new(Erased { finish: finish::<P, C>, ctx: ctx.cast() }));
     // SAFETY: `erased` stays valid until the callback reclaims it, or until we reclaim it
     // below when submission fails (then no callback will run).
     let completion = match unsafe { C::create(erased.cast()) } {
@@ -201,11 +194,7 @@ where
             drop(Box::from_raw(erased));
             drop(Box::from_raw(ctx));
         }
-        return Err(RadosError::Call {
-            op,
-            target: target(),
-            errno: -ret,
-        });
+        return Err(RadosError::Call { op, target: target(), errno: -ret });
     }
     // From here on `ctx` belongs to the callback; never touch it again.
     Ok(Aio { rx, op })

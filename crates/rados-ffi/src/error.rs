@@ -138,11 +138,7 @@ impl fmt::Display for Errno {
 /// Turns a librados/librbd return code into a `Result`, keeping non-negative values.
 pub(crate) fn check(ret: i32, op: &'static str, target: impl FnOnce() -> String) -> Result<i32> {
     if ret < 0 {
-        Err(RadosError::Call {
-            op,
-            target: target(),
-            errno: -ret,
-        })
+        Err(RadosError::Call { op, target: target(), errno: -ret })
     } else {
         Ok(ret)
     }
@@ -150,10 +146,7 @@ pub(crate) fn check(ret: i32, op: &'static str, target: impl FnOnce() -> String)
 
 /// A C string from a Rust one, refusing interior NULs.
 pub(crate) fn cstring(what: &'static str, value: &str) -> Result<std::ffi::CString> {
-    std::ffi::CString::new(value).map_err(|_| RadosError::Nul {
-        what,
-        value: value.to_owned(),
-    })
+    std::ffi::CString::new(value).map_err(|_| RadosError::Nul { what, value: value.to_owned() })
 }
 
 #[cfg(test)]
@@ -167,10 +160,7 @@ mod tests {
             target: "object mirror/foo".into(),
             errno: libc::ENOENT,
         };
-        assert_eq!(
-            e.to_string(),
-            "rados_aio_read object mirror/foo: ENOENT (No such file or directory)"
-        );
+        assert_eq!(e.to_string(), "rados_aio_read object mirror/foo: ENOENT (No such file or directory)");
         assert!(e.is_not_found());
     }
 

@@ -153,9 +153,14 @@ impl IoCtx {
         let io = self.raw();
         // SAFETY: the buffer lives in the payload until the callback returns it to us.
         let aio = unsafe {
-            submit::<Vec<u8>, RadosCompletion>("rados_aio_read", vec![0u8; len], || self.object_target(oid), |buf, c| {
-                librados::rados_aio_read(io, c_oid.as_ptr(), c.0, (*buf).as_mut_ptr().cast(), len, offset)
-            })
+            submit::<Vec<u8>, RadosCompletion>(
+                "rados_aio_read",
+                vec![0u8; len],
+                || self.object_target(oid),
+                |buf, c| {
+                    librados::rados_aio_read(io, c_oid.as_ptr(), c.0, (*buf).as_mut_ptr().cast(), len, offset)
+                },
+            )
         }?;
         let (ret, mut buf) = aio.await?;
         check(ret, "rados_aio_read", || self.object_target(oid))?;
@@ -175,9 +180,12 @@ impl IoCtx {
         let io = self.raw();
         // SAFETY: out-parameters live in the payload until the callback returns it.
         let aio = unsafe {
-            submit::<(u64, libc::time_t), RadosCompletion>("rados_aio_stat", (0, 0), || self.object_target(oid), |out, c| {
-                librados::rados_aio_stat(io, c_oid.as_ptr(), c.0, &mut (*out).0, &mut (*out).1)
-            })
+            submit::<(u64, libc::time_t), RadosCompletion>(
+                "rados_aio_stat",
+                (0, 0),
+                || self.object_target(oid),
+                |out, c| librados::rados_aio_stat(io, c_oid.as_ptr(), c.0, &mut (*out).0, &mut (*out).1),
+            )
         }?;
         let (ret, (size, mtime)) = aio.await?;
         check(ret, "rados_aio_stat", || self.object_target(oid))?;
@@ -256,9 +264,21 @@ impl IoCtx {
         let what = op.first_step;
         // SAFETY: `op` (which owns the write op) lives in the payload until completion.
         let aio = unsafe {
-            submit::<WriteOp, RadosCompletion>("rados_aio_write_op_operate", op, || self.object_target(oid), |_op, c| {
-                librados::rados_aio_write_op_operate(raw_op, io, c.0, c_oid.as_ptr(), std::ptr::null_mut(), 0)
-            })
+            submit::<WriteOp, RadosCompletion>(
+                "rados_aio_write_op_operate",
+                op,
+                || self.object_target(oid),
+                |_op, c| {
+                    librados::rados_aio_write_op_operate(
+                        raw_op,
+                        io,
+                        c.0,
+                        c_oid.as_ptr(),
+                        std::ptr::null_mut(),
+                        0,
+                    )
+                },
+            )
         }?;
         let (ret, _op) = aio.await?;
         if ret < 0 {
@@ -323,7 +343,8 @@ impl IoCtx {
             let (mut k, mut v): (*mut c_char, *mut c_char) = (std::ptr::null_mut(), std::ptr::null_mut());
             let (mut klen, mut vlen): (usize, usize) = (0, 0);
             // SAFETY: the iterator was filled by the completed op and is freed in ReadOp::drop.
-            let ret = unsafe { librados::rados_omap_get_next2(op.out.iter, &mut k, &mut v, &mut klen, &mut vlen) };
+            let ret =
+                unsafe { librados::rados_omap_get_next2(op.out.iter, &mut k, &mut v, &mut klen, &mut vlen) };
             check(ret, "rados_omap_get_next2", || self.object_target(oid))?;
             if k.is_null() {
                 break;
@@ -371,7 +392,8 @@ impl IoCtx {
             let (mut name, mut val): (*const c_char, *const c_char) = (std::ptr::null(), std::ptr::null());
             let mut len: usize = 0;
             // SAFETY: iterator filled by the completed op; freed in ReadOp::drop.
-            let ret = unsafe { librados::rados_getxattrs_next(op.out.xattr_iter, &mut name, &mut val, &mut len) };
+            let ret =
+                unsafe { librados::rados_getxattrs_next(op.out.xattr_iter, &mut name, &mut val, &mut len) };
             check(ret, "rados_getxattrs_next", || self.object_target(oid))?;
             if name.is_null() {
                 break;
@@ -380,7 +402,11 @@ impl IoCtx {
             let (n, v) = unsafe {
                 (
                     CStr::from_ptr(name).to_string_lossy().into_owned(),
-                    if val.is_null() { Bytes::new() } else { Bytes::copy_from_slice(std::slice::from_raw_parts(val.cast::<u8>(), len)) },
+                    if val.is_null() {
+                        Bytes::new()
+                    } else {
+                        Bytes::copy_from_slice(std::slice::from_raw_parts(val.cast::<u8>(), len))
+                    },
                 )
             };
             map.insert(n, v);
@@ -406,9 +432,12 @@ impl IoCtx {
         let raw_op = op.raw;
         // SAFETY: the boxed op and its out-parameters live in the payload until completion.
         let aio = unsafe {
-            submit::<Box<ReadOp>, RadosCompletion>("rados_aio_read_op_operate", op, || self.object_target(oid), |_op, c| {
-                librados::rados_aio_read_op_operate(raw_op, io, c.0, c_oid.as_ptr(), 0)
-            })
+            submit::<Box<ReadOp>, RadosCompletion>(
+                "rados_aio_read_op_operate",
+                op,
+                || self.object_target(oid),
+                |_op, c| librados::rados_aio_read_op_operate(raw_op, io, c.0, c_oid.as_ptr(), 0),
+            )
         }?;
         let (ret, op) = aio.await?;
         let ret = if ret < 0 { ret } else { op.out.prval.min(0) };
@@ -447,7 +476,11 @@ impl IoCtx {
                     break Ok(names);
                 }
                 if ret < 0 {
-                    break Err(RadosError::Call { op: "rados_nobjects_list_next2", target: target.clone(), errno: -ret });
+                    break Err(RadosError::Call {
+                        op: "rados_nobjects_list_next2",
+                        target: target.clone(),
+                        errno: -ret,
+                    });
                 }
                 // SAFETY: `entry_len` bytes at `entry`, valid until the next call.
                 let name = unsafe { std::slice::from_raw_parts(entry.cast::<u8>(), entry_len) };
@@ -467,7 +500,12 @@ impl IoCtx {
         // SAFETY: exclusive access to this handle's settings (`&mut self`); librados copies
         // the snapshot list.
         let ret = unsafe {
-            librados::rados_ioctx_selfmanaged_snap_set_write_ctx(self.raw(), seq, snaps.as_mut_ptr(), snaps.len() as c_int)
+            librados::rados_ioctx_selfmanaged_snap_set_write_ctx(
+                self.raw(),
+                seq,
+                snaps.as_mut_ptr(),
+                snaps.len() as c_int,
+            )
         };
         check(ret, "rados_ioctx_selfmanaged_snap_set_write_ctx", || format!("pool {}", self.handle.pool))?;
         Ok(())
@@ -478,10 +516,15 @@ impl IoCtx {
         let io = self.raw();
         // SAFETY: the out snap id lives in the payload until completion.
         let aio = unsafe {
-            submit::<u64, RadosCompletion>("rados_aio_ioctx_selfmanaged_snap_create", 0, || format!("pool {}", self.handle.pool), |snap, c| {
-                librados::rados_aio_ioctx_selfmanaged_snap_create(io, snap, c.0);
-                0
-            })
+            submit::<u64, RadosCompletion>(
+                "rados_aio_ioctx_selfmanaged_snap_create",
+                0,
+                || format!("pool {}", self.handle.pool),
+                |snap, c| {
+                    librados::rados_aio_ioctx_selfmanaged_snap_create(io, snap, c.0);
+                    0
+                },
+            )
         }?;
         let (ret, snap) = aio.await?;
         check(ret, "selfmanaged_snap_create", || format!("pool {}", self.handle.pool))?;
@@ -493,10 +536,15 @@ impl IoCtx {
         let io = self.raw();
         // SAFETY: no out-parameters.
         let aio = unsafe {
-            submit::<(), RadosCompletion>("rados_aio_ioctx_selfmanaged_snap_remove", (), || format!("pool {}", self.handle.pool), |_, c| {
-                librados::rados_aio_ioctx_selfmanaged_snap_remove(io, snap, c.0);
-                0
-            })
+            submit::<(), RadosCompletion>(
+                "rados_aio_ioctx_selfmanaged_snap_remove",
+                (),
+                || format!("pool {}", self.handle.pool),
+                |_, c| {
+                    librados::rados_aio_ioctx_selfmanaged_snap_remove(io, snap, c.0);
+                    0
+                },
+            )
         }?;
         let (ret, ()) = aio.await?;
         check(ret, "selfmanaged_snap_remove", || format!("pool {} snap {snap}", self.handle.pool))?;
@@ -511,25 +559,34 @@ impl IoCtx {
         // SAFETY: the reply out-parameters live in the payload until completion; the payload
         // bytes are copied by librados.
         let aio = unsafe {
-            submit::<NotifyOut, RadosCompletion>("rados_aio_notify", NotifyOut::default(), || self.object_target(oid), |out, c| {
-                librados::rados_aio_notify(
-                    io,
-                    c_oid.as_ptr(),
-                    c.0,
-                    payload.as_ptr().cast(),
-                    payload.len() as c_int,
-                    timeout_ms,
-                    &mut (*out).buf,
-                    &mut (*out).len,
-                )
-            })
+            submit::<NotifyOut, RadosCompletion>(
+                "rados_aio_notify",
+                NotifyOut::default(),
+                || self.object_target(oid),
+                |out, c| {
+                    librados::rados_aio_notify(
+                        io,
+                        c_oid.as_ptr(),
+                        c.0,
+                        payload.as_ptr().cast(),
+                        payload.len() as c_int,
+                        timeout_ms,
+                        &mut (*out).buf,
+                        &mut (*out).len,
+                    )
+                },
+            )
         }?;
         let (ret, mut out) = aio.await?;
         // SAFETY: buffer allocated by librados for this notify (or null), freed once.
         let reply = unsafe { take_buffer(std::mem::replace(&mut out.buf, std::ptr::null_mut()), out.len) };
         // ETIMEDOUT still carries the acks that did arrive.
         if ret < 0 && ret != -libc::ETIMEDOUT {
-            return Err(RadosError::Call { op: "rados_aio_notify", target: self.object_target(oid), errno: -ret });
+            return Err(RadosError::Call {
+                op: "rados_aio_notify",
+                target: self.object_target(oid),
+                errno: -ret,
+            });
         }
         decode_notify_reply(&reply).ok_or_else(|| RadosError::BadReply {
             op: "rados_aio_notify",
@@ -646,7 +703,9 @@ impl Drop for ReadOp {
     fn drop(&mut self) {
         self.out.free_iter();
         // SAFETY: buffer allocated by librados (or null), freed once.
-        drop(unsafe { take_buffer(std::mem::replace(&mut self.out.exec_buf, std::ptr::null_mut()), self.out.exec_len) });
+        drop(unsafe {
+            take_buffer(std::mem::replace(&mut self.out.exec_buf, std::ptr::null_mut()), self.out.exec_len)
+        });
         // SAFETY: only dropped once the op completed or was never submitted.
         unsafe { librados::rados_release_read_op(self.raw) };
     }
@@ -699,7 +758,11 @@ impl WriteOp {
     /// Creates the object; `exclusive` fails with `EEXIST` if it exists.
     pub fn create(&mut self, exclusive: bool) -> &mut Self {
         self.step("create");
-        let flag = if exclusive { librados::LIBRADOS_CREATE_EXCLUSIVE } else { librados::LIBRADOS_CREATE_IDEMPOTENT };
+        let flag = if exclusive {
+            librados::LIBRADOS_CREATE_EXCLUSIVE
+        } else {
+            librados::LIBRADOS_CREATE_IDEMPOTENT
+        };
         // SAFETY: live op.
         unsafe { librados::rados_write_op_create(self.raw, flag as c_int, std::ptr::null()) };
         self
@@ -770,7 +833,13 @@ impl WriteOp {
         let lens: Vec<usize> = entries.iter().map(|(_, v)| v.len()).collect();
         // SAFETY: live op; arrays of equal length; librados copies keys and values.
         unsafe {
-            librados::rados_write_op_omap_set(self.raw, key_ptrs.as_ptr(), val_ptrs.as_ptr(), lens.as_ptr(), entries.len())
+            librados::rados_write_op_omap_set(
+                self.raw,
+                key_ptrs.as_ptr(),
+                val_ptrs.as_ptr(),
+                lens.as_ptr(),
+                entries.len(),
+            )
         };
         Ok(self)
     }
@@ -798,7 +867,9 @@ impl WriteOp {
         self.step("setxattr");
         let n = cstring("xattr name", name)?;
         // SAFETY: live op; librados copies name and value.
-        unsafe { librados::rados_write_op_setxattr(self.raw, n.as_ptr(), value.as_ptr().cast(), value.len()) };
+        unsafe {
+            librados::rados_write_op_setxattr(self.raw, n.as_ptr(), value.as_ptr().cast(), value.len())
+        };
         Ok(self)
     }
 
@@ -819,7 +890,14 @@ impl WriteOp {
         // SAFETY: live op; librados copies the names and the input. The per-step return value
         // is not requested (null): the op's overall result reports failure.
         unsafe {
-            librados::rados_write_op_exec(self.raw, c.as_ptr(), m.as_ptr(), input.as_ptr().cast(), input.len(), std::ptr::null_mut())
+            librados::rados_write_op_exec(
+                self.raw,
+                c.as_ptr(),
+                m.as_ptr(),
+                input.as_ptr().cast(),
+                input.len(),
+                std::ptr::null_mut(),
+            )
         };
         Ok(self)
     }

@@ -127,7 +127,8 @@ impl Watch {
     /// Unregisters the watch and waits until no callback can run any more.
     pub async fn close(mut self) -> Result<()> {
         self.closed = true;
-        let (io, cookie, ctx, target) = (self.io.clone(), self.cookie, SendPtr(self.ctx), self.target.clone());
+        let (io, cookie, ctx, target) =
+            (self.io.clone(), self.cookie, SendPtr(self.ctx), self.target.clone());
         blocking(move || unwatch(io, cookie, ctx, &target)).await
     }
 }
@@ -148,7 +149,8 @@ impl Drop for Watch {
         if self.closed {
             return;
         }
-        let (io, cookie, ctx, target) = (self.io.clone(), self.cookie, SendPtr(self.ctx), self.target.clone());
+        let (io, cookie, ctx, target) =
+            (self.io.clone(), self.cookie, SendPtr(self.ctx), self.target.clone());
         teardown(move || {
             if let Err(e) = unwatch(io, cookie, ctx, &target) {
                 tracing::debug!(error = %e, "unwatch on drop failed");

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use rados_ffi::{ClusterConfig, IoCtx, Rados, RadosError, WatchEvent, WriteOp};
 
 async fn connect(site: &lab::Site) -> Rados {
-    Rados::connect(&site.admin_config())
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {}: {e}", site.name))
+    Rados::connect(&site.admin_config()).await.unwrap_or_else(|e| panic!("connecting to {}: {e}", site.name))
 }
 
 async fn mirror_pool(site: &lab::Site) -> IoCtx {

@@ -123,7 +123,11 @@ impl std::fmt::Debug for PeerAttributes {
 
 /// Calls a librbd getter that fills a caller-sized buffer and answers `-ERANGE` with the size
 /// it needs, until the buffer is big enough.
-fn sized_string(op: &'static str, target: &str, mut call: impl FnMut(*mut c_char, *mut usize) -> c_int) -> Result<String> {
+fn sized_string(
+    op: &'static str,
+    target: &str,
+    mut call: impl FnMut(*mut c_char, *mut usize) -> c_int,
+) -> Result<String> {
     let mut len: usize = 64;
     for _ in 0..8 {
         let mut buf = vec![0 as c_char; len.max(1)];
@@ -223,14 +227,19 @@ impl IoCtx {
                         site_name: s(p.site_name),
                         mirror_uuid: s(p.mirror_uuid),
                         client_name: s(p.client_name),
-                        last_seen: (p.last_seen > 0).then(|| UNIX_EPOCH + Duration::from_secs(p.last_seen as u64)),
+                        last_seen: (p.last_seen > 0)
+                            .then(|| UNIX_EPOCH + Duration::from_secs(p.last_seen as u64)),
                     })
                     .collect();
                 // SAFETY: frees the strings librbd allocated for the `n` filled entries.
                 unsafe { librbd::rbd_mirror_peer_site_list_cleanup(peers.as_mut_ptr(), n) };
                 return Ok(out);
             }
-            Err(RadosError::BadReply { op: "rbd_mirror_peer_site_list", target, detail: "peer count kept growing".into() })
+            Err(RadosError::BadReply {
+                op: "rbd_mirror_peer_site_list",
+                target,
+                detail: "peer count kept growing".into(),
+            })
         })
         .await
     }
@@ -282,7 +291,11 @@ impl IoCtx {
                 }
                 return Ok(attrs);
             }
-            Err(RadosError::BadReply { op: "rbd_mirror_peer_site_get_attributes", target, detail: "size kept growing".into() })
+            Err(RadosError::BadReply {
+                op: "rbd_mirror_peer_site_get_attributes",
+                target,
+                detail: "size kept growing".into(),
+            })
         })
         .await
     }

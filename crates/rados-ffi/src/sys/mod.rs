@@ -13,5 +13,7 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+#[rustfmt::skip]
 pub mod librados;
+#[rustfmt::skip]
 pub mod librbd;
