@@ -1,2 +1,37 @@
-//! Decoding of RBD journals (to be written).
+//! Pure decoding of Ceph RBD journals.
+//!
+//! This crate owns the byte-level formats of a journaled RBD image:
+//!
+//! * [`encoding`]: Ceph encoding primitives (little-endian integers,
+//!   strings, blobs, vectors, maps, optionals, `utime_t`) and versioned
+//!   envelopes (`ENCODE_START`/`DECODE_START`) that honour compat versions
+//!   and skip unknown trailing fields;
+//! * [`cls_journal`]: journal metadata — the `journal.<image id>` header
+//!   omap (order, splay width, pool, minimum/active object set), registered
+//!   journal clients with their commit positions, tags — and the argument
+//!   encodings of the cls `journal` methods the daemon calls;
+//! * [`entry`]: entry framing inside `journal_data.*` objects with CRC32C as
+//!   Ceph computes it;
+//! * [`player`]: the order in which the journal player consumes entries
+//!   across the splay objects of an object set, starting after a commit
+//!   position;
+//! * [`event`]: librbd's journal payloads — `EventEntry` (every event type,
+//!   with its timestamp trailer), `TagData` and `ClientData`.
+//!
+//! It does no I/O: bytes in, entries out. Payloads are zero-copy slices of
+//! the input [`bytes::Bytes`]; decoders never panic on input and never
+//! allocate based on an unchecked length field. The live tail that joins
+//! this crate to `rados-ffi` (fetching objects, polling, committing) lives
+//! in a separate module and is not part of this crate's pure core.
 #![forbid(unsafe_code)]
+
+pub mod cls_journal;
+pub mod encoding;
+pub mod entry;
+pub mod event;
+pub mod player;
+
+pub use cls_journal::{Client, ClientState, JournalHeader, ObjectPosition, ObjectSetPosition, Tag};
+pub use encoding::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
+pub use entry::{ceph_crc32c, decode_object, DecodedObject, Entry, EntryError, EntryIter};
+pub use event::{ClientData, ClientMeta, Event, EventEntry, SnapshotNamespace, TagData};
