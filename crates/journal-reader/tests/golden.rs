@@ -25,7 +25,7 @@ fn read_json(name: &str) -> Value {
 }
 
 fn hex(s: &str) -> Bytes {
-    assert!(s.len() % 2 == 0);
+    assert!(s.len().is_multiple_of(2));
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
