@@ -140,6 +140,31 @@ pub enum EntryError {
     },
 }
 
+impl EntryError {
+    /// The same error with its offset moved by `base`: for decoders fed a buffer that
+    /// starts `base` bytes into the object (the live tail reads objects piecewise).
+    pub fn at_base(mut self, base: u64) -> Self {
+        let base = usize::try_from(base).unwrap_or(usize::MAX);
+        match &mut self {
+            EntryError::BadPreamble { offset, .. }
+            | EntryError::BadVersion { offset, .. }
+            | EntryError::AbsurdLength { offset, .. }
+            | EntryError::BadCrc { offset, .. } => *offset = offset.saturating_add(base),
+        }
+        self
+    }
+
+    /// Byte offset of the bad entry within its object.
+    pub fn offset(&self) -> usize {
+        match self {
+            EntryError::BadPreamble { offset, .. }
+            | EntryError::BadVersion { offset, .. }
+            | EntryError::AbsurdLength { offset, .. }
+            | EntryError::BadCrc { offset, .. } => *offset,
+        }
+    }
+}
+
 fn le_u64(b: &[u8], at: usize) -> Option<u64> {
     let s = b.get(at..at + 8)?;
     let mut a = [0u8; 8];

@@ -18,11 +18,12 @@
 //! * [`event`]: librbd's journal payloads — `EventEntry` (every event type,
 //!   with its timestamp trailer), `TagData` and `ClientData`.
 //!
-//! It does no I/O: bytes in, entries out. Payloads are zero-copy slices of
+//! Its decoding core does no I/O: bytes in, entries out. Payloads are zero-copy slices of
 //! the input [`bytes::Bytes`]; decoders never panic on input and never
 //! allocate based on an unchecked length field. The live tail that joins
 //! this crate to `rados-ffi` (fetching objects, polling, committing) lives
-//! in a separate module and is not part of this crate's pure core.
+//! in [`tail`] (default feature `live`), the one module that does I/O; without that feature
+//! the crate builds with no native library at all.
 #![forbid(unsafe_code)]
 
 pub mod cls_journal;
@@ -30,6 +31,8 @@ pub mod encoding;
 pub mod entry;
 pub mod event;
 pub mod player;
+#[cfg(feature = "live")]
+pub mod tail;
 
 pub use cls_journal::{Client, ClientState, JournalHeader, ObjectPosition, ObjectSetPosition, Tag};
 pub use encoding::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};

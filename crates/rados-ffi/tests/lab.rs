@@ -31,7 +31,10 @@ async fn connects_to_both_sites_and_reads_their_fsids() {
     for r in [&ra, &rb] {
         let pools = r.pool_list().await.expect("pool list");
         assert!(pools.iter().any(|p| p == lab::POOL), "pool mirror missing from {pools:?}");
-        assert!(r.pool_lookup(lab::POOL).await.expect("pool lookup") > 0);
+        let id = r.pool_lookup(lab::POOL).await.expect("pool lookup");
+        assert!(id > 0);
+        assert_eq!(r.pool_reverse_lookup(id).await.expect("reverse lookup"), lab::POOL);
+        assert!(r.pool_reverse_lookup(9999).await.expect_err("no pool 9999").is_not_found());
         let missing = r.pool_lookup("no-such-pool").await.expect_err("lookup of a missing pool");
         assert!(missing.is_not_found(), "{missing}");
     }

@@ -1,0 +1,323 @@
+//! The live tail of one journal for one journal client: the only part of this crate that
+//! does I/O (through `rados-ffi`, behind the default `live` feature).
+//!
+//! [`JournalTail::open`] reads the header `journal.<image id>`, finds our journal client and
+//! starts after its commit position. [`JournalTail::next`] hands out entries in the order the
+//! journal player uses (ceph-formats.md §2.7), fetching only the bytes appended to each data
+//! object since the last look; it is woken by watch notifications on the header and
+//! otherwise polls at most every [`TailOptions::poll_interval`]. [`JournalTail::commit`]
+//! writes a commit position with cls `journal.client_commit` and notifies the header, as
+//! the `journal::` library does (§2.3, §2.8). Framing errors (bad CRC, bad preamble) end the
+//! tail with an error naming the object and offset; event decoding is the caller's.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rados_ffi::{IoCtx, Rados, RadosError, Watch, WatchEvent};
+
+use crate::cls_journal::{
+    args, data_object_name, header_object_name, HeaderError, JournalHeader, ObjectSetPosition,
+};
+use crate::entry::{decode_object, Entry, EntryError};
+use crate::player::{plan_playback, PlayedEntry, PlayerError};
+
+/// How the tail reads.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Longest wait between two looks at the data objects when no notification arrives
+    /// (Ceph's `rbd_mirror_journal_poll_age` is 5 s).
+    pub poll_interval: Duration,
+    /// Bytes read per data-object read (default: two journal objects, as the player does).
+    pub fetch_bytes: Option<usize>,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions { poll_interval: Duration::from_secs(1), fetch_bytes: None }
+    }
+}
+
+/// Why the tail stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    /// A RADOS call failed.
+    #[error(transparent)]
+    Rados(#[from] RadosError),
+    /// The header could not be decoded.
+    #[error("journal header {object}: {source}")]
+    Header {
+        /// `journal.<image id>`.
+        object: String,
+        /// What was wrong.
+        #[source]
+        source: HeaderError,
+    },
+    /// Our journal client is not registered (or was unregistered under us).
+    #[error("journal client '{client_id}' is not registered in {object}")]
+    ClientNotRegistered {
+        /// `journal.<image id>`.
+        object: String,
+        /// The client id.
+        client_id: String,
+    },
+    /// A data object holds a corrupt entry.
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    /// Entries are missing from the sequence.
+    #[error("journal {object}: {source}")]
+    Player {
+        /// `journal.<image id>`.
+        object: String,
+        /// What the player found.
+        #[source]
+        source: PlayerError,
+    },
+}
+
+/// Bytes of one data object seen so far.
+#[derive(Debug, Default)]
+struct CachedObject {
+    /// Complete entries, in object order.
+    entries: Vec<Entry>,
+    /// Bytes of the object read so far (complete entries + `partial`).
+    read: u64,
+    /// A partial entry at the tail, completed by the next read.
+    partial: Bytes,
+}
+
+/// Registers `client_id` on the journal of `image_id` with `data` (a `ClientData`).
+/// `EEXIST` (already registered) is returned as an error for the caller to judge.
+pub async fn register_client(
+    io: &IoCtx,
+    image_id: &str,
+    client_id: &str,
+    data: &[u8],
+) -> Result<(), TailError> {
+    let header = header_object_name(image_id);
+    io.exec_write(&header, "journal", "client_register", &args::client_register(client_id, data)).await?;
+    notify_header(io, &header).await;
+    Ok(())
+}
+
+/// Unregisters `client_id` from the journal of `image_id`.
+pub async fn unregister_client(io: &IoCtx, image_id: &str, client_id: &str) -> Result<(), TailError> {
+    let header = header_object_name(image_id);
+    io.exec_write(&header, "journal", "client_unregister", &args::client_id(client_id)).await?;
+    notify_header(io, &header).await;
+    Ok(())
+}
+
+/// Reads and decodes the header of the journal of `image_id`.
+pub async fn read_header(io: &IoCtx, image_id: &str) -> Result<JournalHeader, TailError> {
+    let object = header_object_name(image_id);
+    let omap = io.omap_get_all(&object, "").await?;
+    JournalHeader::from_omap(omap.iter().map(|(k, v)| (k.as_str(), v)))
+        .map_err(|source| TailError::Header { object, source })
+}
+
+/// Tells the header's other watchers (librbd, other daemons) that metadata changed, as the
+/// `journal::` library does after every update. Best effort: a failure only delays them.
+async fn notify_header(io: &IoCtx, header: &str) {
+    if let Err(e) = io.notify(header, &[], Duration::from_secs(5)).await {
+        tracing::debug!(object = header, error = %e, "journal header notify failed");
+    }
+}
+
+/// A journal client's view of a live journal.
+#[derive(Debug)]
+pub struct JournalTail {
+    header_io: IoCtx,
+    data_io: IoCtx,
+    image_id: String,
+    client_id: String,
+    header_object: String,
+    header_pool_id: i64,
+    header: JournalHeader,
+    /// Position after the last entry handed out (starts at the client's commit position).
+    position: ObjectSetPosition,
+    objects: BTreeMap<u64, CachedObject>,
+    ready: VecDeque<PlayedEntry>,
+    watch: Option<Watch>,
+    options: TailOptions,
+}
+
+impl JournalTail {
+    /// Opens the journal of `image_id` in `pool`/`namespace` for `client_id`, starting
+    /// after the client's commit position.
+    pub async fn open(
+        rados: &Rados,
+        pool: &str,
+        namespace: &str,
+        image_id: &str,
+        client_id: &str,
+        options: TailOptions,
+    ) -> Result<JournalTail, TailError> {
+        let header_io = rados.ioctx(pool, namespace).await?;
+        let header_object = header_object_name(image_id);
+        let header = read_header(&header_io, image_id).await?;
+        let client = header.clients.get(client_id).ok_or_else(|| TailError::ClientNotRegistered {
+            object: header_object.clone(),
+            client_id: client_id.to_owned(),
+        })?;
+        let position = client.commit_position.clone();
+        let header_pool_id = header_io.pool_id();
+        // Data objects live in the header's pool unless the journal was created with a
+        // journal pool (`rbd_journal_pool`); their names embed the header's pool id either way.
+        let data_io = if header.pool_id < 0 || header.pool_id == header_pool_id {
+            rados.ioctx(pool, namespace).await?
+        } else {
+            let data_pool = rados.pool_reverse_lookup(header.pool_id).await?;
+            rados.ioctx(&data_pool, namespace).await?
+        };
+        let watch = match header_io.watch(&header_object).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(object = %header_object, error = %e, "cannot watch the journal header; polling only");
+                None
+            }
+        };
+        Ok(JournalTail {
+            header_io,
+            data_io,
+            image_id: image_id.to_owned(),
+            client_id: client_id.to_owned(),
+            header_object,
+            header_pool_id,
+            header,
+            position,
+            objects: BTreeMap::new(),
+            ready: VecDeque::new(),
+            watch,
+            options,
+        })
+    }
+
+    /// The header as last read.
+    pub fn header(&self) -> &JournalHeader {
+        &self.header
+    }
+
+    /// The position after the last entry handed out by [`Self::next`].
+    pub fn position(&self) -> &ObjectSetPosition {
+        &self.position
+    }
+
+    /// The next entry; waits (watch notification or poll) until one is there.
+    pub async fn next(&mut self) -> Result<PlayedEntry, TailError> {
+        loop {
+            if let Some(e) = self.try_next().await? {
+                return Ok(e);
+            }
+            self.wait().await;
+        }
+    }
+
+    /// The next entry if one is already written, without waiting.
+    pub async fn try_next(&mut self) -> Result<Option<PlayedEntry>, TailError> {
+        if self.ready.is_empty() {
+            self.refresh().await?;
+        }
+        Ok(self.ready.pop_front())
+    }
+
+    /// Waits for a header notification or the poll interval, whichever comes first.
+    async fn wait(&mut self) {
+        let interval = self.options.poll_interval;
+        match self.watch.as_mut() {
+            Some(watch) => match tokio::time::timeout(interval, watch.next()).await {
+                Ok(Some(WatchEvent::Error { errno })) => {
+                    tracing::warn!(object = %self.header_object, errno, "journal header watch failed; polling only");
+                    self.watch = None;
+                }
+                Ok(None) => self.watch = None,
+                Ok(Some(WatchEvent::Notify { .. })) | Err(_) => {}
+            },
+            None => tokio::time::sleep(interval).await,
+        }
+    }
+
+    /// Re-reads the header and the new bytes of every data object that may hold entries
+    /// after our position, then plans playback from the position.
+    async fn refresh(&mut self) -> Result<(), TailError> {
+        self.header = read_header(&self.header_io, &self.image_id).await?;
+        if !self.header.clients.contains_key(&self.client_id) {
+            return Err(TailError::ClientNotRegistered {
+                object: self.header_object.clone(),
+                client_id: self.client_id.clone(),
+            });
+        }
+        let width = u64::from(self.header.splay_width.max(1));
+        let first_set = self.first_set(width);
+        self.objects.retain(|n, _| n / width >= first_set);
+        for set in first_set..=self.header.active_set {
+            for object_number in set * width..(set + 1) * width {
+                self.fetch(object_number).await?;
+            }
+        }
+        let view: BTreeMap<u64, Vec<Entry>> =
+            self.objects.iter().map(|(n, o)| (*n, o.entries.clone())).collect();
+        let playback = plan_playback(self.header.splay_width, self.header.active_set, &self.position, &view)
+            .map_err(|source| TailError::Player { object: self.header_object.clone(), source })?;
+        for played in playback.entries {
+            self.position.advance(played.position(), self.header.splay_width);
+            self.ready.push_back(played);
+        }
+        Ok(())
+    }
+
+    /// The oldest object set that can still hold entries after our position.
+    fn first_set(&self, width: u64) -> u64 {
+        let from_position = self.position.object_positions.iter().map(|p| p.object_number / width).min();
+        from_position.unwrap_or(self.header.minimum_set).max(self.header.minimum_set)
+    }
+
+    /// Reads what was appended to one data object since the last look.
+    async fn fetch(&mut self, object_number: u64) -> Result<(), TailError> {
+        let name = data_object_name(self.header_pool_id, &self.image_id, object_number);
+        let chunk = self
+            .options
+            .fetch_bytes
+            .unwrap_or_else(|| (2 * self.header.object_size()).clamp(4096, 64 << 20) as usize);
+        let cached = self.objects.entry(object_number).or_default();
+        loop {
+            let new = match self.data_io.read(&name, cached.read, chunk).await {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if new.is_empty() {
+                return Ok(());
+            }
+            let got = new.len();
+            cached.read += got as u64;
+            let base = cached.read - got as u64 - cached.partial.len() as u64;
+            let buf = if cached.partial.is_empty() {
+                new
+            } else {
+                let mut b = BytesMut::with_capacity(cached.partial.len() + got);
+                b.extend_from_slice(&cached.partial);
+                b.extend_from_slice(&new);
+                b.freeze()
+            };
+            let decoded = decode_object(&name, &buf).map_err(|e| e.at_base(base))?;
+            cached.entries.extend(decoded.entries.into_iter().map(|mut e| {
+                e.offset += base as usize;
+                e
+            }));
+            cached.partial = buf.slice(decoded.consumed..);
+            if got < chunk {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Commits `position` for our client on the primary's journal (cls
+    /// `journal.client_commit`) and notifies the header's watchers.
+    pub async fn commit(&self, position: &ObjectSetPosition) -> Result<(), TailError> {
+        let arg = args::client_commit(&self.client_id, position);
+        self.header_io.exec_write(&self.header_object, "journal", "client_commit", &arg).await?;
+        notify_header(&self.header_io, &self.header_object).await;
+        Ok(())
+    }
+}
