@@ -19,6 +19,7 @@ mod completion;
 pub mod error;
 pub mod ioctx;
 pub mod rbd;
+pub mod service;
 mod sys;
 mod watch;
 

@@ -22,11 +22,11 @@ use crate::IoCtx;
 
 /// Owns the `rbd_image_t`; holds the ioctx handle (and through it the cluster) so that the
 /// cluster connection outlives the image (librbd duplicates the ioctx but not the cluster).
-struct ImageHandle {
-    raw: librbd::rbd_image_t,
+pub(crate) struct ImageHandle {
+    pub(crate) raw: librbd::rbd_image_t,
     /// Serializes librbd's synchronous (non-aio) calls on this image; see the `Sync` impl.
-    sync_calls: Mutex<()>,
-    ioctx: Arc<IoCtxHandle>,
+    pub(crate) sync_calls: Mutex<()>,
+    pub(crate) ioctx: Arc<IoCtxHandle>,
 }
 
 // SAFETY: an `rbd_image_t` is a pointer to a heap `librbd::ImageCtx` not tied to the thread
@@ -38,6 +38,9 @@ unsafe impl Send for ImageHandle {}
 // mirroring), which we serialize with `sync_calls` out of caution rather than rely on every
 // one of them being internally locked. The image is opened read-only and its snapshot is only
 // chosen before the handle is shared (`open_by_id_at_snap_id`), so nothing mutates it.
+// `admin::ImageRw` also uses this handle read-write: its aio writes/discards/flushes are as
+// concurrency-safe in librbd as `rbd_aio_read`, and its mutating synchronous calls (snapshots,
+// resize, metadata, features) go through the same `sync_calls` mutex.
 unsafe impl Sync for ImageHandle {}
 
 impl Drop for ImageHandle {
@@ -444,7 +447,7 @@ unsafe fn packed_strings(p: *const c_char, count: usize) -> Vec<String> {
 
 /// Calls a librbd getter that fills a caller-sized buffer and answers `-ERANGE` when it is
 /// too small (updating `*len` to the size needed when the call supports it), until it fits.
-fn sized_string(
+pub(crate) fn sized_string(
     op: &'static str,
     target: &str,
     mut call: impl FnMut(*mut c_char, *mut usize) -> c_int,
@@ -468,7 +471,7 @@ fn time_from_secs(secs: i64) -> Option<SystemTime> {
     (secs > 0).then(|| UNIX_EPOCH + Duration::from_secs(secs as u64))
 }
 
-fn image_target(io: &IoCtx, key: &str, snap: Option<&str>) -> String {
+pub(crate) fn image_target(io: &IoCtx, key: &str, snap: Option<&str>) -> String {
     let mut t = if io.namespace().is_empty() {
         format!("image {}/{key}", io.pool_name())
     } else {
