@@ -78,6 +78,16 @@ impl Site {
         self.command("ceph", args).output().map(|o| o.status.success()).unwrap_or(false)
     }
 
+    /// Runs `tool` against this site: its stdout, or its stderr as the error.
+    pub fn command_output(&self, tool: &str, args: &[&str]) -> Result<String, String> {
+        let out = self.command(tool, args).output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
     fn command(&self, tool: &str, args: &[&str]) -> Command {
         let mut c = Command::new("timeout");
         c.args(["120", tool, "--cluster", self.name, "-c"]).arg(&self.conf).args(args);
@@ -110,6 +120,23 @@ impl Site {
             .unwrap_or_else(|| panic!("no 'mon host' in {}", self.conf.display()))
     }
 
+    /// `sha256sum` of `rbd export <spec> -` (the image content as librbd reads it).
+    pub fn export_sha256(&self, spec: &str) -> String {
+        let script = format!(
+            "set -o pipefail; timeout 300 rbd --cluster {} -c '{}' export --no-progress {spec} - | sha256sum",
+            self.name,
+            self.conf.display()
+        );
+        let out = Command::new("bash").args(["-c", &script]).output().expect("running rbd export");
+        assert!(
+            out.status.success(),
+            "rbd export {spec} on {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+    }
+
     /// `rbd ... --format json`, parsed.
     pub fn rbd_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
@@ -124,6 +151,33 @@ impl Site {
         let mut cfg = rados_ffi::ClusterConfig::local(self.name, Some(self.conf.clone()), "admin");
         cfg.connect_timeout = Duration::from_secs(20);
         cfg
+    }
+}
+
+/// `tests/lab/lab.sh` with the lab's state directory, for tests that start daemons.
+pub fn lab_script(args: &[&str], envs: &[(&str, &str)]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/lab.sh");
+    let out = Command::new(&script)
+        .args(args)
+        .env("RBD_MIRROR_LAB_DIR", lab_dir())
+        .envs(envs.iter().copied())
+        .output()
+        .expect("running tests/lab/lab.sh");
+    assert!(out.status.success(), "lab.sh {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Polls `f` every 500 ms until it returns `Some`, for at most `timeout`; panics with
+/// `what` and the last observation otherwise.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
     }
 }
 

@@ -70,7 +70,7 @@ pub async fn run(args: &Args, check: &CheckArgs) -> Result<ExitCode, Box<dyn std
     Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn local_config(args: &Args) -> ClusterConfig {
+pub(crate) fn local_config(args: &Args) -> ClusterConfig {
     let mut cfg = ClusterConfig::local(&args.cluster, args.conf.clone(), &args.client_id());
     cfg.keyring = args.keyring.clone();
     cfg.connect_timeout = args.connect_timeout;
@@ -187,21 +187,14 @@ async fn check_peer(args: &Args, io: &rados_ffi::IoCtx, pool: &str, peer: Mirror
         remote_mirror_uuid: None,
         error: None,
     };
-    let client_id = peer.client_name.strip_prefix("client.").unwrap_or(&peer.client_name).to_owned();
-    let attrs = match io.mirror_peer_attributes(&peer.uuid).await {
-        Ok(a) => a,
+    let cfg = match peer_manager::peers::peer_cluster_config(io, &peer, args.connect_timeout).await {
+        Ok(c) => c,
         Err(e) => {
             rep.error = Some(format!("reading the peer's mon_host/key: {e}"));
             return rep;
         }
     };
-    let mut cfg = match (&attrs.mon_host, &attrs.key) {
-        (Some(mon_host), Some(key)) => ClusterConfig::peer(&peer.site_name, &client_id, mon_host, key),
-        // Peers added without credentials are reached through their own conf and keyring.
-        _ => ClusterConfig::local(&peer.site_name, None, &client_id),
-    };
-    cfg.connect_timeout = args.connect_timeout;
-    rep.mon_host = attrs.mon_host.clone();
+    rep.mon_host = cfg.mon_host.clone();
     let remote = match Rados::connect(&cfg).await {
         Ok(r) => r,
         Err(e) => {

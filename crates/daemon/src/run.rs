@@ -1,37 +1,120 @@
-//! The daemon's main loop.
-//!
-//! Today it connects to the local cluster, logs what it serves and waits for SIGTERM /
-//! SIGINT: image replay arrives with the journal- and snapshot-mode issues, through
-//! `peer-manager`. Shutdown is already shaped as it will stay: a signal cancels, then the
-//! connections are dropped (which shuts librados down off the runtime threads).
+//! The daemon's main loop: connect to the local cluster, register in the mgr service map,
+//! replicate every mirrored pool from its receiving peers (`peer-manager`), and on SIGTERM /
+//! SIGINT stop every image replayer, each committing its replayed position first.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use rados_ffi::{ClusterConfig, Rados};
+use image_replayer::ReplayerConfig;
+use parking_lot::Mutex;
+use peer_manager::PoolReplayerStatus;
+use rados_ffi::Rados;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::Args;
 
+/// Time allowed for image replayers to commit and stop after a signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Service-map status refresh.
+const SERVICE_STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// Concurrent initial syncs per pool (`rbd_mirror_concurrent_image_syncs`).
+const CONCURRENT_IMAGE_SYNCS: usize = 5;
+
+type Status = Arc<Mutex<Vec<Arc<Mutex<PoolReplayerStatus>>>>>;
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let mut cfg = ClusterConfig::local(&args.cluster, args.conf.clone(), &args.client_id());
-    cfg.keyring = args.keyring.clone();
-    cfg.connect_timeout = args.connect_timeout;
-    let local = Rados::connect(&cfg).await?;
-    tracing::info!(
-        cluster = %args.cluster,
-        fsid = %local.fsid(),
-        instance_id = local.instance_id(),
-        "connected to the local cluster"
-    );
-    tracing::warn!("image replay is not implemented yet: this build only checks connectivity (see `rbd-mirror-rs check`)");
+    let local = Rados::connect(&crate::check::local_config(args)).await?;
+    let instance_id = local.instance_id().to_string();
+    tracing::info!(cluster = %args.cluster, fsid = %local.fsid(), %instance_id, "connected to the local cluster");
+
+    // The mgr service map: what `ceph -s` and `rbd mirror pool status` count as daemons.
+    let client_id = args.client_id();
+    let short_id = client_id.strip_prefix("rbd-mirror.").unwrap_or(&client_id).to_owned();
+    let registered = match local
+        .service_register("rbd-mirror", &instance_id, &[("id", &short_id), ("instance_id", &instance_id)])
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register in the mgr service map");
+            false
+        }
+    };
+
+    let status: Status = Arc::new(Mutex::new(Vec::new()));
+    let cancel = CancellationToken::new();
+    let mut replication = tokio::spawn(peer_manager::run(
+        local.clone(),
+        ReplayerConfig::default(),
+        args.connect_timeout,
+        CONCURRENT_IMAGE_SYNCS,
+        status.clone(),
+        cancel.clone(),
+    ));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let mut tick = tokio::time::interval(SERVICE_STATUS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            r = &mut replication => {
+                match r {
+                    Ok(Ok(())) => tracing::warn!("replication ended"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "replication failed"),
+                    Err(e) => tracing::error!(error = %e, "replication task failed"),
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            _ = tick.tick() => {
+                if registered {
+                    let json = service_status_json(&status, &instance_id);
+                    if let Err(e) = local.service_update_status(&[("json", &json)]).await {
+                        tracing::debug!(error = %e, "service status update failed");
+                    }
+                }
+            }
+        }
     }
-    drop(local);
+    cancel.cancel();
+    match tokio::time::timeout(SHUTDOWN_GRACE, replication).await {
+        Ok(_) => tracing::info!("all image replayers stopped"),
+        Err(_) => tracing::warn!("image replayers did not stop within {SHUTDOWN_GRACE:?}"),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The service-map status the stock daemon publishes (ceph-formats.md §5.8): per pool id,
+/// its name, our instance id, `leader: true` (we are the only instance) and image counts.
+fn service_status_json(status: &Status, instance_id: &str) -> String {
+    let mut root = serde_json::Map::new();
+    for pool in status.lock().iter() {
+        let p = pool.lock();
+        let mut callouts = serde_json::Map::new();
+        if let Some(e) = &p.error {
+            callouts.insert("0".into(), serde_json::json!({"level": "error", "text": e}));
+        }
+        let errors = p.images.values().filter(|i| i.lock().state == "error").count();
+        if errors > 0 {
+            let text = format!("{errors} image(s) in error");
+            callouts
+                .insert(callouts.len().to_string(), serde_json::json!({"level": "warning", "text": text}));
+        }
+        let mut entry = serde_json::json!({
+            "name": p.pool,
+            "instance_id": instance_id,
+            "leader": true,
+            "image_local_count": p.images.len(),
+            "image_remote_count": p.images.len(),
+        });
+        if !callouts.is_empty() {
+            entry["callouts"] = serde_json::Value::Object(callouts);
+        }
+        root.insert(p.pool_id.to_string(), entry);
+    }
+    serde_json::Value::Object(root).to_string()
 }

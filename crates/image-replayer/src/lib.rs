@@ -1,8 +1,87 @@
-//! One tokio task per mirrored image: bootstrap, full sync, journal or snapshot replay,
-//! commit-position checkpointing and the image's mirror status.
+//! One tokio task per mirrored image: bootstrap, initial sync, journal replay,
+//! commit-position checkpointing and the image's mirror status (ceph-formats.md §3.5–3.8,
+//! §5.6).
 //!
-//! **Status: to come** (issues "Journal-mode mirroring end to end" and "Snapshot-mode
-//! mirroring end to end"). It will reach both clusters through a trait implemented over
-//! `rados-ffi`, so an in-memory fake can drive it in unit tests, and it will keep the whole
-//! replay state of an image in one place that status, metrics and the admin socket read.
+//! Entry point: [`image_replayer::run`], given a [`PeerContext`] (both clusters, the pool,
+//! both mirror uuids, the sync semaphore) shared by every image of a pool and peer. The
+//! secondary image is written through librados ([`local_image`]) because librbd refuses
+//! writes to non-primary images; cls `rbd` encodings are in [`cls_rbd`], image-to-object
+//! mapping in [`striping`]. It does not discover images or peers (that is `peer-manager`)
+//! and does not build a runtime. Snapshot-mode replay and the snapshot operations of
+//! journal mode are to come; an image that needs them stops with an `error` status naming
+//! the event.
 #![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rados_ffi::{IoCtx, Rados};
+use tokio::sync::Semaphore;
+
+pub mod bootstrap;
+pub mod cls;
+pub mod cls_rbd;
+pub mod error;
+pub mod image_replayer;
+pub mod journal_replay;
+pub mod local_image;
+pub mod status;
+pub mod striping;
+
+pub use error::{ReplayError, Result};
+pub use status::ImageReplayerState;
+
+/// Timings of the replayers (Ceph option in brackets where one exists).
+#[derive(Debug, Clone)]
+pub struct ReplayerConfig {
+    /// Longest time between two commit-position writes while entries are replayed
+    /// (`rbd_mirror_journal_commit_age`, stock default 5 s; ours 1 s).
+    pub commit_interval: Duration,
+    /// Longest wait between two looks at the primary's journal without a notification
+    /// (`rbd_mirror_journal_poll_age`, stock default 5 s).
+    pub poll_interval: Duration,
+    /// Status refresh while replaying (stock: 10 s).
+    pub status_interval: Duration,
+    /// Wait before retrying an image whose replay failed.
+    pub retry_interval: Duration,
+    /// Wait before re-checking an image whose roles forbid replay (remote non-primary,
+    /// local primary).
+    pub role_check_interval: Duration,
+}
+
+impl Default for ReplayerConfig {
+    fn default() -> Self {
+        ReplayerConfig {
+            commit_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(1),
+            status_interval: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(30),
+            role_check_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything the replayers of one pool and one peer share.
+#[derive(Debug)]
+pub struct PeerContext {
+    /// The local (secondary) cluster.
+    pub local: Rados,
+    /// The peer (primary) cluster.
+    pub remote: Rados,
+    /// Pool name (the same on both sites).
+    pub pool: String,
+    /// RADOS namespace ("" for the default).
+    pub namespace: String,
+    /// The local pool, for cls calls and statuses.
+    pub local_io: IoCtx,
+    /// The remote pool, for cls calls and statuses.
+    pub remote_io: IoCtx,
+    /// The local pool's mirror uuid (our journal client id on the primary).
+    pub local_mirror_uuid: String,
+    /// The remote pool's mirror uuid (owner of the local images' journal tags).
+    pub remote_mirror_uuid: String,
+    /// Timings.
+    pub config: ReplayerConfig,
+    /// Bounds concurrent initial syncs (`rbd_mirror_concurrent_image_syncs`, default 5).
+    pub sync_slots: Arc<Semaphore>,
+}

@@ -1,8 +1,17 @@
-//! Pools, peers and image discovery; leader / instances; bounded concurrency.
+//! Pools, peers and image discovery: which images this daemon replays, from where.
 //!
-//! **Status: to come.** Today the only pool-level logic the daemon needs (reading a pool's
-//! mirroring configuration for `rbd-mirror-rs check`) lives in `rados-ffi`'s librbd
-//! wrappers. This crate will own the per-pool replayers, peer connections (bootstrap-token
-//! peers from the config-key store, ceph-formats.md §5.1), the leader lock and image
-//! assignment (§5.5), and the semaphores that bound image syncs.
+//! [`peers`] turns a pool's peer record into a cluster connection the way the stock daemon
+//! does (bootstrap-token peers by `mon_host` + key from the config-key store, others by
+//! their own conf; ceph-formats.md §5.1). [`pool_replayer`] runs one pool against one peer:
+//! both `rbd_mirroring` watches (which make statuses `up`), periodic and notified rescans of
+//! the peer's mirrored images, one `image-replayer` task per journal-mode image, the peer
+//! ping, and the semaphore that bounds initial syncs. [`run`] finds every mirrored pool and
+//! receiving peer of the local cluster. Not yet here: the leader / instances protocol
+//! (§5.5; this daemon acts as the only instance), snapshot-mode images, and reacting to
+//! pools and peers added while running.
 #![forbid(unsafe_code)]
+
+pub mod peers;
+pub mod pool_replayer;
+
+pub use pool_replayer::{run, PoolReplayerStatus};

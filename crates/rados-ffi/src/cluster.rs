@@ -122,9 +122,11 @@ impl Drop for ClusterHandle {
     }
 }
 
-/// A raw pointer moved to the blocking pool for teardown.
+/// A raw pointer moved to another thread (the blocking pool, for teardown) or held across
+/// an await. Whoever dereferences it says, at that `unsafe` block, why the pointee is alive.
 pub(crate) struct SendPtr<T>(pub(crate) *mut T);
-// SAFETY: only used to move a handle whose last owner is gone to the thread that frees it.
+// SAFETY: the wrapper only moves the address; every dereference is justified where it
+// happens (a handle whose last owner is gone, or an op kept alive by its completion payload).
 unsafe impl<T> Send for SendPtr<T> {}
 
 /// A connection to one Ceph cluster. Cheap to clone.

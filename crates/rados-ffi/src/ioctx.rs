@@ -150,7 +150,6 @@ impl IoCtx {
     /// Reads up to `len` bytes at `offset`. A short result means the object ends there.
     pub async fn read(&self, oid: &str, offset: u64, len: usize) -> Result<Bytes> {
         let c_oid = cstring("object name", oid)?;
-        let io = self.raw();
         // SAFETY: the buffer lives in the payload until the callback returns it to us.
         let aio = unsafe {
             submit::<Vec<u8>, RadosCompletion>(
@@ -158,7 +157,14 @@ impl IoCtx {
                 vec![0u8; len],
                 || self.object_target(oid),
                 |buf, c| {
-                    librados::rados_aio_read(io, c_oid.as_ptr(), c.0, (*buf).as_mut_ptr().cast(), len, offset)
+                    librados::rados_aio_read(
+                        self.raw(),
+                        c_oid.as_ptr(),
+                        c.0,
+                        (*buf).as_mut_ptr().cast(),
+                        len,
+                        offset,
+                    )
                 },
             )
         }?;
@@ -177,14 +183,15 @@ impl IoCtx {
     /// Size and mtime of an object.
     pub async fn stat(&self, oid: &str) -> Result<ObjectStat> {
         let c_oid = cstring("object name", oid)?;
-        let io = self.raw();
         // SAFETY: out-parameters live in the payload until the callback returns it.
         let aio = unsafe {
             submit::<(u64, libc::time_t), RadosCompletion>(
                 "rados_aio_stat",
                 (0, 0),
                 || self.object_target(oid),
-                |out, c| librados::rados_aio_stat(io, c_oid.as_ptr(), c.0, &mut (*out).0, &mut (*out).1),
+                |out, c| {
+                    librados::rados_aio_stat(self.raw(), c_oid.as_ptr(), c.0, &mut (*out).0, &mut (*out).1)
+                },
             )
         }?;
         let (ret, (size, mtime)) = aio.await?;
@@ -259,8 +266,7 @@ impl IoCtx {
     /// Runs a compound write operation atomically on one object.
     pub async fn operate(&self, oid: &str, op: WriteOp) -> Result<()> {
         let c_oid = cstring("object name", oid)?;
-        let io = self.raw();
-        let raw_op = op.raw;
+        let raw_op = SendPtr(op.raw);
         let what = op.first_step;
         // SAFETY: `op` (which owns the write op) lives in the payload until completion.
         let aio = unsafe {
@@ -270,8 +276,8 @@ impl IoCtx {
                 || self.object_target(oid),
                 |_op, c| {
                     librados::rados_aio_write_op_operate(
-                        raw_op,
-                        io,
+                        raw_op.0,
+                        self.raw(),
                         c.0,
                         c_oid.as_ptr(),
                         std::ptr::null_mut(),
@@ -428,15 +434,14 @@ impl IoCtx {
     /// addresses handed to librados stay put.
     async fn operate_read(&self, oid: &str, op: Box<ReadOp>, what: &'static str) -> Result<Box<ReadOp>> {
         let c_oid = cstring("object name", oid)?;
-        let io = self.raw();
-        let raw_op = op.raw;
+        let raw_op = SendPtr(op.raw);
         // SAFETY: the boxed op and its out-parameters live in the payload until completion.
         let aio = unsafe {
             submit::<Box<ReadOp>, RadosCompletion>(
                 "rados_aio_read_op_operate",
                 op,
                 || self.object_target(oid),
-                |_op, c| librados::rados_aio_read_op_operate(raw_op, io, c.0, c_oid.as_ptr(), 0),
+                |_op, c| librados::rados_aio_read_op_operate(raw_op.0, self.raw(), c.0, c_oid.as_ptr(), 0),
             )
         }?;
         let (ret, op) = aio.await?;
@@ -513,7 +518,6 @@ impl IoCtx {
 
     /// Allocates a new self-managed snapshot id in this pool.
     pub async fn selfmanaged_snap_create(&self) -> Result<u64> {
-        let io = self.raw();
         // SAFETY: the out snap id lives in the payload until completion.
         let aio = unsafe {
             submit::<u64, RadosCompletion>(
@@ -521,7 +525,7 @@ impl IoCtx {
                 0,
                 || format!("pool {}", self.handle.pool),
                 |snap, c| {
-                    librados::rados_aio_ioctx_selfmanaged_snap_create(io, snap, c.0);
+                    librados::rados_aio_ioctx_selfmanaged_snap_create(self.raw(), snap, c.0);
                     0
                 },
             )
@@ -533,7 +537,6 @@ impl IoCtx {
 
     /// Releases a self-managed snapshot id.
     pub async fn selfmanaged_snap_remove(&self, snap: u64) -> Result<()> {
-        let io = self.raw();
         // SAFETY: no out-parameters.
         let aio = unsafe {
             submit::<(), RadosCompletion>(
@@ -541,7 +544,7 @@ impl IoCtx {
                 (),
                 || format!("pool {}", self.handle.pool),
                 |_, c| {
-                    librados::rados_aio_ioctx_selfmanaged_snap_remove(io, snap, c.0);
+                    librados::rados_aio_ioctx_selfmanaged_snap_remove(self.raw(), snap, c.0);
                     0
                 },
             )
@@ -554,7 +557,6 @@ impl IoCtx {
     /// Sends a notification to the object's watchers and waits for their acks (or `timeout`).
     pub async fn notify(&self, oid: &str, payload: &[u8], timeout: Duration) -> Result<NotifyReply> {
         let c_oid = cstring("object name", oid)?;
-        let io = self.raw();
         let timeout_ms = timeout.as_millis().min(u64::MAX as u128) as u64;
         // SAFETY: the reply out-parameters live in the payload until completion; the payload
         // bytes are copied by librados.
@@ -565,7 +567,7 @@ impl IoCtx {
                 || self.object_target(oid),
                 |out, c| {
                     librados::rados_aio_notify(
-                        io,
+                        self.raw(),
                         c_oid.as_ptr(),
                         c.0,
                         payload.as_ptr().cast(),

@@ -45,6 +45,10 @@ impl std::fmt::Debug for Watch {
 // SAFETY: `ctx` is only dereferenced by librados' callback threads (through its own copy of the
 // pointer) and freed by teardown after unwatch + flush; the Watch itself never dereferences it.
 unsafe impl Send for Watch {}
+// SAFETY: through `&Watch` only `check` (`rados_watch_check`, thread-safe in librados) and
+// `Debug` are reachable; `ctx` is never dereferenced by the Watch, and the event receiver
+// is only used through `&mut self`.
+unsafe impl Sync for Watch {}
 
 unsafe extern "C" fn on_notify(
     arg: *mut c_void,
@@ -79,8 +83,9 @@ impl Watch {
     pub(crate) async fn start(io: Arc<IoCtxHandle>, oid: &str, target: String) -> Result<Watch> {
         let c_oid = cstring("object name", oid)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let ctx = Box::into_raw(Box::new(WatchCtx { events: tx, io: io.raw, oid: c_oid.clone() }));
-        let ctx_ptr = SendPtr(ctx);
+        // Held as `SendPtr` across the await below so the future stays `Send`.
+        let ctx = SendPtr(Box::into_raw(Box::new(WatchCtx { events: tx, io: io.raw, oid: c_oid.clone() })));
+        let ctx_ptr = SendPtr(ctx.0);
         let io2 = io.clone();
         let t = target.clone();
         let registered = blocking(move || {
@@ -102,10 +107,10 @@ impl Watch {
         })
         .await;
         match registered {
-            Ok(cookie) => Ok(Watch { events: rx, cookie, ctx, io, target, closed: false }),
+            Ok(cookie) => Ok(Watch { events: rx, cookie, ctx: ctx.0, io, target, closed: false }),
             Err(e) => {
                 // SAFETY: registration failed, so no callback can reference `ctx`.
-                drop(unsafe { Box::from_raw(ctx) });
+                drop(unsafe { Box::from_raw(ctx.0) });
                 Err(e)
             }
         }

@@ -10,6 +10,7 @@
 use std::ffi::{c_int, CString};
 use std::sync::{Arc, Mutex};
 
+use crate::cluster::SendPtr;
 use crate::completion::{blocking, submit, RbdCompletion};
 use crate::error::{check, cstring, RadosError, Result};
 use crate::rbd::image::{image_target, sized_string, ImageHandle};
@@ -338,7 +339,7 @@ impl ImageRw {
             return Err(self.invalid("rbd_aio_write"));
         }
         let len = data.len();
-        let raw = self.handle.raw;
+        let raw = SendPtr(self.handle.raw);
         // SAFETY: the buffer lives in the payload until the completion callback hands it back
         // (librbd references, not copies, the caller's buffer); the image stays open at least
         // until librbd finished the request (rbd_close waits for in-flight I/O).
@@ -347,7 +348,7 @@ impl ImageRw {
                 "rbd_aio_write",
                 data.to_vec(),
                 || self.target.clone(),
-                |buf, c| librbd::rbd_aio_write(raw, offset, len, (*buf).as_ptr().cast(), c.0),
+                |buf, c| librbd::rbd_aio_write(raw.0, offset, len, (*buf).as_ptr().cast(), c.0),
             )
         }?;
         let (ret, _buf) = aio.await?;
@@ -356,14 +357,14 @@ impl ImageRw {
 
     /// Discards `len` bytes at `offset` (`rbd_aio_discard`; reads back as zeros).
     pub async fn discard(&self, offset: u64, len: u64) -> Result<()> {
-        let raw = self.handle.raw;
+        let raw = SendPtr(self.handle.raw);
         // SAFETY: no buffers or out-parameters; the image stays open until the request is done.
         let aio = unsafe {
             submit::<(), RbdCompletion>(
                 "rbd_aio_discard",
                 (),
                 || self.target.clone(),
-                |_, c| librbd::rbd_aio_discard(raw, offset, len, c.0),
+                |_, c| librbd::rbd_aio_discard(raw.0, offset, len, c.0),
             )
         }?;
         let (ret, ()) = aio.await?;
@@ -372,14 +373,14 @@ impl ImageRw {
 
     /// Waits until every write issued before is persisted (`rbd_aio_flush`).
     pub async fn flush(&self) -> Result<()> {
-        let raw = self.handle.raw;
+        let raw = SendPtr(self.handle.raw);
         // SAFETY: no buffers or out-parameters; the image stays open until the request is done.
         let aio = unsafe {
             submit::<(), RbdCompletion>(
                 "rbd_aio_flush",
                 (),
                 || self.target.clone(),
-                |_, c| librbd::rbd_aio_flush(raw, c.0),
+                |_, c| librbd::rbd_aio_flush(raw.0, c.0),
             )
         }?;
         let (ret, ()) = aio.await?;

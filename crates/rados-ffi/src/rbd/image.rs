@@ -691,7 +691,7 @@ impl Image {
             });
         }
         let aio = {
-            let raw = self.handle.raw;
+            let raw = SendPtr(self.handle.raw);
             // SAFETY: the buffer lives in the payload until the completion callback hands it
             // back; the image stays open at least until librbd finished the request (rbd_close
             // waits for in-flight I/O).
@@ -700,7 +700,7 @@ impl Image {
                     "rbd_aio_read",
                     vec![0u8; len],
                     || self.target.clone(),
-                    |buf, c| librbd::rbd_aio_read(raw, offset, len, (*buf).as_mut_ptr().cast(), c.0),
+                    |buf, c| librbd::rbd_aio_read(raw.0, offset, len, (*buf).as_mut_ptr().cast(), c.0),
                 )
             }?
         };

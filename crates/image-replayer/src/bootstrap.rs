@@ -1,0 +1,288 @@
+//! Journal-mode bootstrap (ceph-formats.md §3.6): the local non-primary image, our journal
+//! client on the primary's journal, and the initial sync at a sync-point snapshot.
+
+use std::hash::{BuildHasher, Hasher};
+
+use journal_reader::cls_journal::{args as journal_args, header_object_name as journal_header};
+use journal_reader::event::{ClientMeta, MirrorPeerClientMeta, MirrorPeerState, MirrorPeerSyncPoint};
+use journal_reader::tail::{read_header, register_client};
+use journal_reader::{ClientData, Decode, Encode, SnapshotNamespace, TagData};
+use rados_ffi::rbd::{Image, ImageCreateOptions, ImageRw};
+use rados_ffi::IoCtx;
+
+use crate::cls;
+use crate::cls_rbd::{MirrorImage, MirrorImageMode, MirrorImageState, MirrorImageStatusState};
+use crate::error::{ReplayError, Result};
+use crate::local_image::{ImageGeometry, LocalImage};
+use crate::status::StatusPublisher;
+use crate::PeerContext;
+
+/// The primary image as found on the remote site.
+#[derive(Debug, Clone)]
+pub struct RemoteImage {
+    /// Its image id in the remote pool.
+    pub image_id: String,
+    /// Its name (the local image gets the same).
+    pub name: String,
+    /// The global image id shared by both sites.
+    pub global_id: String,
+    /// Size, order, striping, features.
+    pub geometry: ImageGeometry,
+}
+
+impl RemoteImage {
+    /// Reads what bootstrap needs of the remote image.
+    pub async fn read(io: &IoCtx, image_id: &str, global_id: &str) -> Result<RemoteImage> {
+        let image = Image::open_by_id(io, image_id, None).await?;
+        let name = image.name().await?;
+        drop(image);
+        let geometry = ImageGeometry::read(io, image_id).await?;
+        Ok(RemoteImage { image_id: image_id.to_owned(), name, global_id: global_id.to_owned(), geometry })
+    }
+
+    /// Whether the remote image is currently primary (its newest journal tag is local).
+    pub async fn is_primary(io: &IoCtx, image_id: &str) -> Result<bool> {
+        Ok(Image::open_by_id(io, image_id, None).await?.mirror_image_info().await?.primary)
+    }
+}
+
+/// Maps a remote tag owner to the local journal's view (ceph-formats.md §3.7 step 4).
+pub fn map_mirror_uuid(uuid: &str, local_mirror_uuid: &str, remote_mirror_uuid: &str) -> String {
+    if uuid.is_empty() {
+        remote_mirror_uuid.to_owned()
+    } else if uuid == local_mirror_uuid {
+        String::new()
+    } else {
+        uuid.to_owned()
+    }
+}
+
+/// The local image of `remote`: found through the local pool's mirroring directory, or
+/// created non-primary. Returns its id and whether it was created now.
+pub async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Result<(String, bool)> {
+    let io = &ctx.local_io;
+    if let Some(id) = cls::mirror_image_get_image_id(io, &remote.global_id).await? {
+        if let Some(record) = cls::mirror_image_get(io, &id).await? {
+            if record.mode != MirrorImageMode::Journal {
+                return Err(ReplayError::State(format!(
+                    "local image {id} is mirrored in {:?} mode, the primary in journal mode",
+                    record.mode
+                )));
+            }
+        }
+        return Ok((id, false));
+    }
+    if io.image_id(&remote.name).await.is_ok() {
+        return Err(ReplayError::State(format!(
+            "a local image named {} exists but is not mirrored with global id {}",
+            remote.name, remote.global_id
+        )));
+    }
+    let g = &remote.geometry;
+    let remote_journal = read_header(&ctx.remote_io, &remote.image_id).await?;
+    let options = ImageCreateOptions {
+        order: Some(g.order),
+        features: Some(g.features),
+        stripe_unit: Some(g.stripe_unit),
+        stripe_count: Some(g.stripe_count),
+        journal_order: Some(remote_journal.order),
+        journal_splay_width: Some(remote_journal.splay_width),
+        ..Default::default()
+    };
+    io.create_image(&remote.name, g.size, &options).await?;
+    let id = io.image_id(&remote.name).await?;
+    tracing::info!(image = %remote.name, local_image_id = %id, "created the local image");
+    // Owned by the remote from the start: its newest journal tag names the remote pool.
+    let owner = TagData { mirror_uuid: ctx.remote_mirror_uuid.clone(), ..Default::default() };
+    local_tag_create(io, &id, &owner).await?;
+    let record = MirrorImage {
+        global_image_id: remote.global_id.clone(),
+        state: MirrorImageState::Enabled,
+        mode: MirrorImageMode::Journal,
+    };
+    cls::mirror_image_set(io, &id, &record).await?;
+    Ok((id, true))
+}
+
+/// Allocates a tag in the local journal's tag class unless the newest tag already carries
+/// `data` (replay restarts must not pile up identical epochs).
+pub async fn local_tag_create(io: &IoCtx, image_id: &str, data: &TagData) -> Result<()> {
+    let object = journal_header(image_id);
+    for _ in 0..8 {
+        let header = read_header(io, image_id).await?;
+        let client = header
+            .clients
+            .get("")
+            .ok_or_else(|| ReplayError::State(format!("{object}: no image journal client")))?;
+        let meta = ClientData::decode_all(&client.data)
+            .map_err(|e| ReplayError::decode(format!("image client data in {object}"), e))?;
+        let ClientMeta::Image(meta) = meta.client_meta else {
+            return Err(ReplayError::State(format!("{object}: the image client is not an image client")));
+        };
+        let newest = header.tags.values().rfind(|t| t.tag_class == meta.tag_class);
+        if let Some(t) = newest {
+            if TagData::decode_all(&t.data).ok().as_ref() == Some(data) {
+                return Ok(());
+            }
+        }
+        let tid = header.next_tag_tid.unwrap_or(0);
+        let arg = journal_args::tag_create(tid, meta.tag_class, &data.to_bytes());
+        match io.exec_write(&object, "journal", "tag_create", &arg).await {
+            Ok(()) => {
+                let _ = io.notify(&object, &[], std::time::Duration::from_secs(5)).await;
+                return Ok(());
+            }
+            Err(e) if e.errno() == Some(libc::ESTALE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ReplayError::State(format!("{object}: tag allocation kept racing")))
+}
+
+/// Our journal client on the primary's journal (id = the local pool's mirror uuid).
+/// Registers it when absent, pointing at `local_image_id` and in state `Syncing` when the
+/// local image still needs its initial copy. Returns the client's state.
+pub async fn ensure_remote_client(
+    ctx: &PeerContext,
+    remote: &RemoteImage,
+    local_image_id: &str,
+    needs_sync: bool,
+) -> Result<MirrorPeerState> {
+    let header = read_header(&ctx.remote_io, &remote.image_id).await?;
+    let client_id = &ctx.local_mirror_uuid;
+    let object = journal_header(&remote.image_id);
+    match header.clients.get(client_id) {
+        None => {
+            let state = if needs_sync { MirrorPeerState::Syncing } else { MirrorPeerState::Replaying };
+            let meta =
+                MirrorPeerClientMeta { image_id: local_image_id.to_owned(), state, ..Default::default() };
+            let data = ClientData { client_meta: ClientMeta::MirrorPeer(meta) }.to_bytes();
+            register_client(&ctx.remote_io, &remote.image_id, client_id, &data).await?;
+            tracing::info!(image = %remote.name, client_id = %client_id, ?state, "registered on the primary's journal");
+            Ok(state)
+        }
+        Some(c) => {
+            let data = ClientData::decode_all(&c.data)
+                .map_err(|e| ReplayError::decode(format!("journal client {client_id} in {object}"), e))?;
+            match data.client_meta {
+                ClientMeta::MirrorPeer(mut meta) => {
+                    if meta.image_id != local_image_id
+                        || (needs_sync && meta.state != MirrorPeerState::Syncing)
+                    {
+                        meta.image_id = local_image_id.to_owned();
+                        if needs_sync {
+                            meta.state = MirrorPeerState::Syncing;
+                        }
+                        update_remote_client(ctx, remote, &meta).await?;
+                    }
+                    Ok(meta.state)
+                }
+                other => Err(ReplayError::State(format!(
+                    "journal client {client_id} in {object} is not a mirror peer client: {other:?}"
+                ))),
+            }
+        }
+    }
+}
+
+/// Replaces our client's `MirrorPeerClientMeta` on the primary's journal.
+pub async fn update_remote_client(
+    ctx: &PeerContext,
+    remote: &RemoteImage,
+    meta: &MirrorPeerClientMeta,
+) -> Result<()> {
+    let data = ClientData { client_meta: ClientMeta::MirrorPeer(meta.clone()) }.to_bytes();
+    let object = journal_header(&remote.image_id);
+    let arg = journal_args::client_update_data(&ctx.local_mirror_uuid, &data);
+    ctx.remote_io.exec_write(&object, "journal", "client_update_data", &arg).await?;
+    let _ = ctx.remote_io.notify(&object, &[], std::time::Duration::from_secs(5)).await;
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    format!("{:016x}", h.finish())
+}
+
+/// Copies the primary's content at a fresh sync-point snapshot into the local image, then
+/// marks our client `Replaying` and removes the sync point. Progress is published every 10 %.
+pub async fn initial_sync(
+    ctx: &PeerContext,
+    remote: &RemoteImage,
+    local: &LocalImage,
+    status: &mut StatusPublisher,
+) -> Result<()> {
+    let snap_name = format!(".rbd-mirror.{}.{}", ctx.local_mirror_uuid, random_suffix());
+    let primary = ImageRw::open(&ctx.remote_io, &remote.name).await?;
+    primary.snap_create(&snap_name).await?;
+    let mut meta = MirrorPeerClientMeta {
+        image_id: local.image_id().to_owned(),
+        state: MirrorPeerState::Syncing,
+        sync_object_count: remote.geometry.layout()?.object_count(remote.geometry.size),
+        sync_points: vec![MirrorPeerSyncPoint {
+            snap_namespace: SnapshotNamespace::User,
+            snap_name: snap_name.clone(),
+            from_snap_name: String::new(),
+            object_number: None,
+        }],
+        snap_seqs: Default::default(),
+    };
+    update_remote_client(ctx, remote, &meta).await?;
+
+    let at_snap = Image::open_by_id(&ctx.remote_io, &remote.image_id, Some(&snap_name)).await?;
+    let size = at_snap.stat().await?.size;
+    let extents = at_snap.diff_iterate(None, 0, size, true, false).await?;
+    let total: u64 = extents.iter().filter(|e| e.exists).map(|e| e.len).sum();
+    let mut done = 0u64;
+    let mut reported = 0u64;
+    const CHUNK: u64 = 4 << 20;
+    for e in extents.iter().filter(|e| e.exists) {
+        let mut off = e.offset;
+        let end = e.offset + e.len;
+        while off < end {
+            let len = (end - off).min(CHUNK);
+            let data = at_snap.read(off, len as usize).await?;
+            local.write(off, &data).await?;
+            off += len;
+            done += len;
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
+            if pct >= reported + 10 {
+                reported = pct;
+                let description = format!("bootstrapping, IMAGE_SYNC/COPY_IMAGE {pct}%");
+                status
+                    .publish(&ctx.local_io, &ctx.remote_io, MirrorImageStatusState::Syncing, &description)
+                    .await;
+            }
+        }
+    }
+    drop(at_snap);
+    meta.state = MirrorPeerState::Replaying;
+    meta.sync_points.clear();
+    update_remote_client(ctx, remote, &meta).await?;
+    if let Err(e) = primary.snap_remove(&snap_name).await {
+        tracing::warn!(image = %remote.name, snap = %snap_name, error = %e, "cannot remove the sync point");
+    }
+    tracing::info!(image = %remote.name, bytes = done, "initial sync complete");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_owners_map_between_sites() {
+        assert_eq!(map_mirror_uuid("", "UL", "UR"), "UR");
+        assert_eq!(map_mirror_uuid("UL", "UL", "UR"), "");
+        assert_eq!(map_mirror_uuid("<orphan>", "UL", "UR"), "<orphan>");
+        assert_eq!(map_mirror_uuid("other", "UL", "UR"), "other");
+    }
+
+    #[test]
+    fn sync_point_suffixes_differ() {
+        assert_ne!(random_suffix(), random_suffix());
+    }
+}

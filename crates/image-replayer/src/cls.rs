@@ -1,0 +1,148 @@
+//! The cls `rbd` calls the replayer makes, as async functions over `rados-ffi`: the
+//! argument and reply encodings live in [`crate::cls_rbd`], this module only sends them.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use rados_ffi::IoCtx;
+
+use crate::cls_rbd::{
+    args, header_object_name, object_map_name, MirrorImage, MirrorImageSiteStatus, RBD_MIRRORING,
+};
+use crate::error::{ReplayError, Result};
+
+/// Every mirrored image of the pool: image id → global image id.
+pub async fn mirror_image_list(io: &IoCtx) -> Result<BTreeMap<String, String>> {
+    const PAGE: u64 = 1024;
+    let mut all = BTreeMap::new();
+    let mut start_after = String::new();
+    loop {
+        let reply = io
+            .exec(RBD_MIRRORING, "rbd", "mirror_image_list", &args::mirror_image_list(&start_after, PAGE))
+            .await;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(all),
+            Err(e) => return Err(e.into()),
+        };
+        let page = args::mirror_image_list_reply(&reply)
+            .map_err(|e| ReplayError::decode(format!("mirror_image_list reply of {}", io.pool_name()), e))?;
+        let n = page.len() as u64;
+        if let Some(last) = page.keys().next_back() {
+            start_after = last.clone();
+        }
+        all.extend(page);
+        if n < PAGE {
+            return Ok(all);
+        }
+    }
+}
+
+/// The mirroring record of one image, `None` when the image is not mirrored.
+pub async fn mirror_image_get(io: &IoCtx, image_id: &str) -> Result<Option<MirrorImage>> {
+    match io.exec(RBD_MIRRORING, "rbd", "mirror_image_get", &args::mirror_image_get(image_id)).await {
+        Ok(reply) => args::mirror_image_get_reply(&reply)
+            .map(Some)
+            .map_err(|e| ReplayError::decode(format!("mirror image record of {image_id}"), e)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The local image id of a global image id, `None` when this pool has no such image.
+pub async fn mirror_image_get_image_id(io: &IoCtx, global_id: &str) -> Result<Option<String>> {
+    match io
+        .exec(RBD_MIRRORING, "rbd", "mirror_image_get_image_id", &args::mirror_image_get_image_id(global_id))
+        .await
+    {
+        Ok(reply) => args::mirror_image_get_image_id_reply(&reply)
+            .map(Some)
+            .map_err(|e| ReplayError::decode(format!("image id of global id {global_id}"), e)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes an image's mirroring record.
+pub async fn mirror_image_set(io: &IoCtx, image_id: &str, image: &MirrorImage) -> Result<()> {
+    io.exec_write(RBD_MIRRORING, "rbd", "mirror_image_set", &args::mirror_image_set(image_id, image)).await?;
+    Ok(())
+}
+
+/// Publishes one site status of an image (`mirror_uuid` empty: the pool's own site).
+pub async fn mirror_image_status_set(
+    io: &IoCtx,
+    global_id: &str,
+    status: &MirrorImageSiteStatus,
+) -> Result<()> {
+    let arg = args::mirror_image_status_set(global_id, status);
+    io.exec_write(RBD_MIRRORING, "rbd", "mirror_image_status_set", &arg).await?;
+    Ok(())
+}
+
+/// Drops the statuses whose writers no longer watch `rbd_mirroring`.
+pub async fn mirror_image_status_remove_down(io: &IoCtx) -> Result<()> {
+    io.exec_write(
+        RBD_MIRRORING,
+        "rbd",
+        "mirror_image_status_remove_down",
+        &args::mirror_image_status_remove_down(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Tells a primary pool that this site (its mirror uuid) pulls from it.
+pub async fn mirror_peer_ping(io: &IoCtx, site_name: &str, mirror_uuid: &str) -> Result<()> {
+    let arg = args::mirror_peer_ping(site_name, mirror_uuid, crate::cls_rbd::MirrorPeerDirection::Tx);
+    io.exec_write(RBD_MIRRORING, "rbd", "mirror_peer_ping", &arg).await?;
+    Ok(())
+}
+
+/// The image's snapshot context: `(seq, snap ids newest first)`.
+pub async fn get_snapcontext(io: &IoCtx, image_id: &str) -> Result<(u64, Vec<u64>)> {
+    let header = header_object_name(image_id);
+    let reply = io.exec(&header, "rbd", "get_snapcontext", &args::get_snapcontext()).await?;
+    let snapc = args::get_snapcontext_reply(&reply)
+        .map_err(|e| ReplayError::decode(format!("snap context of {header}"), e))?;
+    Ok((snapc.seq, snapc.snaps))
+}
+
+/// Sets the HEAD state of objects `[start, end)` in the image's object map.
+pub async fn object_map_update(io: &IoCtx, image_id: &str, start: u64, end: u64, state: u8) -> Result<()> {
+    let arg = args::object_map_update(start, end, state, None);
+    io.exec_write(&object_map_name(image_id, None), "rbd", "object_map_update", &arg).await?;
+    Ok(())
+}
+
+/// Resizes the HEAD object map to `objects` entries, new ones in `default_state`.
+pub async fn object_map_resize(io: &IoCtx, image_id: &str, objects: u64, default_state: u8) -> Result<()> {
+    let arg = args::object_map_resize(objects, default_state);
+    io.exec_write(&object_map_name(image_id, None), "rbd", "object_map_resize", &arg).await?;
+    Ok(())
+}
+
+/// Sets the image's size in its header.
+pub async fn set_size(io: &IoCtx, image_id: &str, size: u64) -> Result<()> {
+    io.exec_write(&header_object_name(image_id), "rbd", "set_size", &args::set_size(size)).await?;
+    Ok(())
+}
+
+/// Sets one image-meta key.
+pub async fn metadata_set(io: &IoCtx, image_id: &str, key: &str, value: &str) -> Result<()> {
+    let mut map = BTreeMap::new();
+    map.insert(key.to_owned(), Bytes::copy_from_slice(value.as_bytes()));
+    io.exec_write(&header_object_name(image_id), "rbd", "metadata_set", &args::metadata_set(&map)).await?;
+    Ok(())
+}
+
+/// Removes one image-meta key (absent is fine).
+pub async fn metadata_remove(io: &IoCtx, image_id: &str, key: &str) -> Result<()> {
+    match io
+        .exec_write(&header_object_name(image_id), "rbd", "metadata_remove", &args::metadata_remove(key))
+        .await
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => Ok(other?),
+    }
+}

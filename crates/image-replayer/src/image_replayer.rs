@@ -1,0 +1,131 @@
+//! One task per mirrored image: check roles, bootstrap, initial sync (bounded by the pool's
+//! sync semaphore), replay, and publish the status at every step. Errors end the attempt
+//! with an `error` status and a retry after [`crate::ReplayerConfig::retry_interval`];
+//! cancellation commits the replayed position and returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use journal_reader::event::MirrorPeerState;
+use journal_reader::tail::{JournalTail, TailOptions};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::bootstrap::{ensure_local_image, ensure_remote_client, initial_sync, RemoteImage};
+use crate::cls_rbd::MirrorImageStatusState as State;
+use crate::error::Result;
+use crate::journal_replay::{JournalReplayer, ReplayEnd};
+use crate::local_image::LocalImage;
+use crate::status::{ImageReplayerState, StatusPublisher};
+use crate::PeerContext;
+
+/// How one attempt ended.
+enum Attempt {
+    Cancelled,
+    /// Retry after this long (the status says why).
+    RetryAfter(Duration),
+}
+
+/// Runs the replayer of remote image `remote_image_id` (global id `global_id`) until
+/// `cancel` fires.
+pub async fn run(
+    ctx: Arc<PeerContext>,
+    remote_image_id: String,
+    global_id: String,
+    cancel: CancellationToken,
+    shared: Arc<Mutex<ImageReplayerState>>,
+) {
+    let span = tracing::info_span!("image", global_id = %global_id, remote_image_id = %remote_image_id);
+    async move {
+        let mut status = StatusPublisher::new(&global_id, &ctx.local_mirror_uuid, shared);
+        loop {
+            let outcome = attempt(&ctx, &remote_image_id, &global_id, &cancel, &mut status).await;
+            let wait = match outcome {
+                Ok(Attempt::Cancelled) => return,
+                Ok(Attempt::RetryAfter(d)) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "image replay failed");
+                    metrics::counter!("rbd_mirror_rs_image_errors_total").increment(1);
+                    let description = e.to_string();
+                    publish(&ctx, &mut status, State::Error, &description).await;
+                    ctx.config.retry_interval
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn publish(ctx: &PeerContext, status: &mut StatusPublisher, state: State, description: &str) {
+    status.publish(&ctx.local_io, &ctx.remote_io, state, description).await;
+}
+
+async fn attempt(
+    ctx: &PeerContext,
+    remote_image_id: &str,
+    global_id: &str,
+    cancel: &CancellationToken,
+    status: &mut StatusPublisher,
+) -> Result<Attempt> {
+    publish(ctx, status, State::StartingReplay, "bootstrapping, PREPARE_REMOTE_IMAGE").await;
+    let remote = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
+    status.shared().lock().name = remote.name.clone();
+    tracing::Span::current().record("image", remote.name.as_str());
+
+    if !RemoteImage::is_primary(&ctx.remote_io, remote_image_id).await? {
+        publish(ctx, status, State::Unknown, "remote image is non-primary").await;
+        return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+    }
+    let (local_id, created) = ensure_local_image(ctx, &remote).await?;
+    if !created && RemoteImage::is_primary(&ctx.local_io, &local_id).await? {
+        publish(ctx, status, State::Stopped, "local image is primary").await;
+        return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+    }
+    let client_state = ensure_remote_client(ctx, &remote, &local_id, created).await?;
+    let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
+
+    if client_state == MirrorPeerState::Syncing {
+        publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/WAIT_FOR_SLOT").await;
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
+            p = ctx.sync_slots.clone().acquire_owned() => p.map_err(|_| crate::ReplayError::State("sync slots closed".into()))?,
+        };
+        publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/COPY_IMAGE 0%").await;
+        let sync = initial_sync(ctx, &remote, &local, status);
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
+            r = sync => r?,
+        }
+        drop(permit);
+        metrics::counter!("rbd_mirror_rs_image_syncs_total").increment(1);
+    }
+
+    publish(ctx, status, State::StartingReplay, "starting replay").await;
+    let options = TailOptions { poll_interval: ctx.config.poll_interval, fetch_bytes: None };
+    let tail = JournalTail::open(
+        &ctx.remote,
+        &ctx.pool,
+        &ctx.namespace,
+        remote_image_id,
+        &ctx.local_mirror_uuid,
+        options,
+    )
+    .await?;
+    tracing::info!(position = ?tail.position(), "replaying from the committed position");
+    let mut replayer = JournalReplayer::new(ctx, remote_image_id, local, tail);
+    let end = replayer.run(cancel, ctx.config.status_interval, status).await;
+    match end? {
+        ReplayEnd::Cancelled => Ok(Attempt::Cancelled),
+        ReplayEnd::RemoteDemoted => {
+            tracing::info!("the primary was demoted: replay stopped after its last entry");
+            publish(ctx, status, State::Unknown, "remote image is non-primary").await;
+            Ok(Attempt::RetryAfter(ctx.config.role_check_interval))
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Journal-mode replay: entries from the primary's journal applied to the local image
+//! (ceph-formats.md §3.5, §3.7).
+//!
+//! IO events are applied as they arrive; maintenance operations wait for their `OpFinish`
+//! and run only if the primary's operation succeeded. A new remote tag is mirrored as a
+//! local tag with its owner mapped (`""` → the remote pool's mirror uuid); a demotion tag
+//! (`"<orphan>"`) ends replay once its entries are applied.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use journal_reader::cls_journal::{
+    args as journal_args, header_object_name as journal_header, ObjectPosition, Tag,
+};
+use journal_reader::event::{Event, EventEntry, ORPHAN_MIRROR_UUID};
+use journal_reader::tail::JournalTail;
+use journal_reader::{Decode, TagData};
+use tokio_util::sync::CancellationToken;
+
+use crate::bootstrap::{local_tag_create, map_mirror_uuid};
+use crate::cls_rbd::MirrorImageStatusState;
+use crate::error::{ReplayError, Result};
+use crate::local_image::LocalImage;
+use crate::status::{ReplayProgress, StatusPublisher};
+use crate::PeerContext;
+
+/// Why replay returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayEnd {
+    /// Shutdown was requested; the position is committed.
+    Cancelled,
+    /// The primary was demoted: every entry of its epoch is replayed and committed.
+    RemoteDemoted,
+}
+
+/// Counters a replayer exposes (status, metrics).
+#[derive(Debug, Default, Clone)]
+pub struct ReplayCounters {
+    /// Entries replayed since start.
+    pub entries: u64,
+    /// Payload bytes replayed since start.
+    pub bytes: u64,
+    /// Commit positions written.
+    pub commits: u64,
+}
+
+/// Replays the primary's journal into `local` until cancelled or demoted.
+pub struct JournalReplayer<'a> {
+    ctx: &'a PeerContext,
+    remote_image_id: String,
+    local: LocalImage,
+    tail: JournalTail,
+    /// Operation events waiting for their `OpFinish`, by op tid.
+    pending_ops: HashMap<u64, Event>,
+    /// The remote tag whose entries we are replaying.
+    current_tag: Option<u64>,
+    /// Whether the current remote tag is a demotion.
+    current_tag_demoted: bool,
+    /// Position of the last applied entry.
+    applied: Option<ObjectPosition>,
+    /// Whether `applied` moved since the last commit.
+    uncommitted: bool,
+    /// Counters.
+    pub counters: ReplayCounters,
+}
+
+impl std::fmt::Debug for JournalReplayer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalReplayer")
+            .field("remote_image_id", &self.remote_image_id)
+            .field("current_tag", &self.current_tag)
+            .field("applied", &self.applied)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> JournalReplayer<'a> {
+    /// A replayer of `tail` (opened for our client) into `local`.
+    pub fn new(ctx: &'a PeerContext, remote_image_id: &str, local: LocalImage, tail: JournalTail) -> Self {
+        let applied = tail.position().front().copied();
+        JournalReplayer {
+            ctx,
+            remote_image_id: remote_image_id.to_owned(),
+            local,
+            tail,
+            pending_ops: HashMap::new(),
+            current_tag: None,
+            current_tag_demoted: false,
+            applied,
+            uncommitted: false,
+            counters: ReplayCounters::default(),
+        }
+    }
+
+    /// Progress for the status description.
+    pub fn progress(&self, entries_per_second: f64, bytes_per_second: f64) -> ReplayProgress {
+        let primary = self.tail.header().clients.get("").and_then(|c| c.commit_position.front().copied());
+        ReplayProgress {
+            primary_position: primary,
+            non_primary_position: self.applied,
+            entries_per_second,
+            bytes_per_second,
+        }
+    }
+
+    /// Runs until `cancel` fires or the primary is demoted, publishing `replaying` with
+    /// its progress at least every `status_interval`.
+    pub async fn run(
+        &mut self,
+        cancel: &CancellationToken,
+        status_interval: Duration,
+        status: &mut StatusPublisher,
+    ) -> Result<ReplayEnd> {
+        let commit_interval = self.ctx.config.commit_interval;
+        let mut last_commit = Instant::now();
+        let mut last_status = Instant::now();
+        let mut rate_mark = (Instant::now(), 0u64, 0u64);
+        self.report(status, 0.0, 0.0).await;
+        loop {
+            let wait = commit_interval.min(status_interval);
+            let next = tokio::select! {
+                _ = cancel.cancelled() => None,
+                r = tokio::time::timeout(wait, self.tail.next()) => Some(r),
+            };
+            match next {
+                None => {
+                    self.commit().await?;
+                    return Ok(ReplayEnd::Cancelled);
+                }
+                Some(Ok(entry)) => {
+                    let entry = entry?;
+                    let demotion_done = self.apply(entry.position(), &entry.entry.payload).await?;
+                    if demotion_done {
+                        self.commit().await?;
+                        return Ok(ReplayEnd::RemoteDemoted);
+                    }
+                }
+                Some(Err(_elapsed)) => {}
+            }
+            if self.uncommitted && last_commit.elapsed() >= commit_interval {
+                self.commit().await?;
+                last_commit = Instant::now();
+            }
+            if last_status.elapsed() >= status_interval {
+                let (t0, e0, b0) = rate_mark;
+                let secs = t0.elapsed().as_secs_f64().max(1e-3);
+                let rates =
+                    ((self.counters.entries - e0) as f64 / secs, (self.counters.bytes - b0) as f64 / secs);
+                rate_mark = (Instant::now(), self.counters.entries, self.counters.bytes);
+                self.report(status, rates.0, rates.1).await;
+                last_status = Instant::now();
+            }
+        }
+    }
+
+    async fn report(&self, status: &mut StatusPublisher, entries_per_second: f64, bytes_per_second: f64) {
+        let progress = self.progress(entries_per_second, bytes_per_second);
+        metrics::gauge!("rbd_mirror_rs_image_entries_behind_primary")
+            .set(progress.entries_behind_primary() as f64);
+        let (local, remote) = (&self.ctx.local_io, &self.ctx.remote_io);
+        status.publish(local, remote, MirrorImageStatusState::Replaying, &progress.description()).await;
+    }
+
+    /// Writes the position of the last applied entry to the primary's journal.
+    pub async fn commit(&mut self) -> Result<()> {
+        if !self.uncommitted {
+            return Ok(());
+        }
+        let position = self.tail.position().clone();
+        self.tail.commit(&position).await?;
+        self.uncommitted = false;
+        self.counters.commits += 1;
+        metrics::counter!("rbd_mirror_rs_journal_commits_total").increment(1);
+        Ok(())
+    }
+
+    /// Applies one entry. Returns true when it completed a demotion epoch.
+    async fn apply(&mut self, position: ObjectPosition, payload: &bytes::Bytes) -> Result<bool> {
+        if self.current_tag != Some(position.tag_tid) {
+            self.enter_tag(position.tag_tid).await?;
+        }
+        let what = format!("event at {position:?} of journal {}", journal_header(&self.remote_image_id));
+        let entry = EventEntry::decode_payload(payload).map_err(|e| ReplayError::decode(what.clone(), e))?;
+        let bytes = self.apply_event(entry.event).await.map_err(|e| match e {
+            ReplayError::Unsupported(m) => ReplayError::Unsupported(format!("{m} ({what})")),
+            other => other,
+        })?;
+        self.applied = Some(position);
+        self.uncommitted = true;
+        self.counters.entries += 1;
+        self.counters.bytes += bytes;
+        metrics::counter!("rbd_mirror_rs_journal_entries_replayed_total").increment(1);
+        metrics::counter!("rbd_mirror_rs_journal_bytes_replayed_total").increment(bytes);
+        // A demotion epoch holds only its DemotePromote marker: replay ends after it.
+        Ok(self.current_tag_demoted)
+    }
+
+    /// A new remote epoch: mirror its tag into the local journal.
+    async fn enter_tag(&mut self, tag_tid: u64) -> Result<()> {
+        let object = journal_header(&self.remote_image_id);
+        let reply =
+            self.ctx.remote_io.exec(&object, "journal", "get_tag", &journal_args::get_tag(tag_tid)).await?;
+        let tag = Tag::decode_all(&reply)
+            .map_err(|e| ReplayError::decode(format!("tag {tag_tid} of {object}"), e))?;
+        let data = TagData::decode_all(&tag.data)
+            .map_err(|e| ReplayError::decode(format!("tag {tag_tid} data of {object}"), e))?;
+        let (ul, ur) = (&self.ctx.local_mirror_uuid, &self.ctx.remote_mirror_uuid);
+        let mut local = data.clone();
+        local.mirror_uuid = map_mirror_uuid(&data.mirror_uuid, ul, ur);
+        local.predecessor.mirror_uuid = map_mirror_uuid(&data.predecessor.mirror_uuid, ul, ur);
+        local_tag_create(&self.ctx.local_io, self.local.image_id(), &local).await?;
+        tracing::info!(tag_tid, owner = %data.mirror_uuid, "replaying a new primary epoch");
+        self.current_tag = Some(tag_tid);
+        self.current_tag_demoted = data.mirror_uuid == ORPHAN_MIRROR_UUID;
+        Ok(())
+    }
+
+    /// Applies one event; returns the data bytes it carried.
+    async fn apply_event(&mut self, event: Event) -> Result<u64> {
+        match event {
+            Event::AioWrite { offset, data, .. } => {
+                self.local.write(offset, &data).await?;
+                Ok(data.len() as u64)
+            }
+            Event::AioDiscard { offset, length, .. } => {
+                self.local.discard(offset, length).await?;
+                Ok(0)
+            }
+            Event::AioWriteSame { offset, length, data } => {
+                self.local.write_same(offset, length, &data).await?;
+                Ok(length)
+            }
+            Event::AioCompareAndWrite { offset, cmp_data, write_data, .. } => {
+                let wrote = self.local.compare_and_write(offset, &cmp_data, &write_data).await?;
+                Ok(if wrote { write_data.len() as u64 } else { 0 })
+            }
+            // Every write above completed (durably) before the next event is read.
+            Event::AioFlush | Event::DemotePromote => Ok(0),
+            Event::OpFinish { op_tid, r } => {
+                match self.pending_ops.remove(&op_tid) {
+                    Some(op) if r >= 0 => self.apply_op(op).await?,
+                    Some(op) => {
+                        tracing::info!(op_tid, r, ?op, "skipping an operation that failed on the primary")
+                    }
+                    None => {} // its start was committed before: already applied
+                }
+                Ok(0)
+            }
+            op => {
+                let op_tid = op.op_tid().unwrap_or_default();
+                self.pending_ops.insert(op_tid, op);
+                Ok(0)
+            }
+        }
+    }
+
+    /// Executes a maintenance operation whose `OpFinish` reported success.
+    async fn apply_op(&mut self, op: Event) -> Result<()> {
+        match op {
+            Event::Resize { size, .. } => self.local.resize(size).await,
+            Event::MetadataSet { key, value, .. } => self.local.metadata_set(&key, &value).await,
+            Event::MetadataRemove { key, .. } => self.local.metadata_remove(&key).await,
+            // A snapshot count limit does not change what is replicated.
+            Event::SnapLimit { .. } => Ok(()),
+            // Sync points (ours or another daemon's) exist only for the initial copy.
+            Event::SnapCreate(e) | Event::SnapRemove(e) if is_sync_point(&e.snap_name) => {
+                tracing::debug!(snap = %e.snap_name, "sync point snapshot: nothing to replay");
+                Ok(())
+            }
+            other => Err(ReplayError::Unsupported(format!(
+                "replay of {} is not implemented yet",
+                event_name(&other)
+            ))),
+        }
+    }
+}
+
+/// Whether a snapshot is an rbd-mirror sync point (`.rbd-mirror.<mirror uuid>.<id>`).
+pub fn is_sync_point(snap_name: &str) -> bool {
+    snap_name.starts_with(".rbd-mirror.")
+}
+
+/// The event's name as `rbd journal inspect` prints it.
+pub fn event_name(e: &Event) -> &'static str {
+    match e {
+        Event::AioDiscard { .. } => "AioDiscard",
+        Event::AioWrite { .. } => "AioWrite",
+        Event::AioFlush => "AioFlush",
+        Event::OpFinish { .. } => "OpFinish",
+        Event::SnapCreate(_) => "SnapCreate",
+        Event::SnapRemove(_) => "SnapRemove",
+        Event::SnapRename { .. } => "SnapRename",
+        Event::SnapProtect(_) => "SnapProtect",
+        Event::SnapUnprotect(_) => "SnapUnprotect",
+        Event::SnapRollback(_) => "SnapRollback",
+        Event::Rename { .. } => "Rename",
+        Event::Resize { .. } => "Resize",
+        Event::Flatten { .. } => "Flatten",
+        Event::DemotePromote => "Demote/Promote",
+        Event::SnapLimit { .. } => "SnapLimit",
+        Event::UpdateFeatures { .. } => "UpdateFeatures",
+        Event::MetadataSet { .. } => "MetadataSet",
+        Event::MetadataRemove { .. } => "MetadataRemove",
+        Event::AioWriteSame { .. } => "AioWriteSame",
+        Event::AioCompareAndWrite { .. } => "AioCompareAndWrite",
+    }
+}

@@ -1,0 +1,265 @@
+//! The secondary (non-primary) image as the replayer writes it.
+//!
+//! librbd refuses writes to a non-primary image through its public API (ceph-formats.md
+//! §8.2), so data goes straight to the image's `rbd_data.<id>.<object>` objects through
+//! librados, with the image's snapshot context, after marking the objects as existing in the
+//! HEAD object map (what librbd's object-map pre-update does) when the image has one.
+//! Metadata changes (size, image-meta) are cls `rbd` calls on its header.
+
+use std::collections::BTreeSet;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::try_join_all;
+use parking_lot::Mutex;
+use rados_ffi::rbd::Image;
+use rados_ffi::{IoCtx, Rados, WriteOp};
+
+use crate::cls;
+use crate::cls_rbd::{image_data_object_name, OBJECT_EXISTS, OBJECT_NONEXISTENT};
+use crate::error::{ReplayError, Result};
+use crate::striping::{image_to_object_extents, Layout, ObjectExtent};
+
+/// `RBD_FEATURE_OBJECT_MAP`.
+pub const FEATURE_OBJECT_MAP: u64 = 1 << 3;
+
+/// What is fixed about an image for the life of a replayer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageGeometry {
+    /// Image size in bytes.
+    pub size: u64,
+    /// log2 of the object size.
+    pub order: u8,
+    /// Stripe unit in bytes.
+    pub stripe_unit: u64,
+    /// Stripe count.
+    pub stripe_count: u64,
+    /// Feature bits.
+    pub features: u64,
+    /// `rbd_data.<id>`.
+    pub block_name_prefix: String,
+}
+
+impl ImageGeometry {
+    /// Reads an image's geometry through librbd (works read-only on non-primary images).
+    pub async fn read(io: &IoCtx, image_id: &str) -> Result<ImageGeometry> {
+        let image = Image::open_by_id(io, image_id, None).await?;
+        let info = image.stat().await?;
+        let (stripe_unit, stripe_count) = image.stripe().await?;
+        let features = image.features().await?;
+        Ok(ImageGeometry {
+            size: info.size,
+            order: u8::try_from(info.order).unwrap_or(22),
+            stripe_unit,
+            stripe_count,
+            features,
+            block_name_prefix: info.block_name_prefix,
+        })
+    }
+
+    /// The striping layout.
+    pub fn layout(&self) -> Result<Layout> {
+        Layout::new(self.order, self.stripe_unit, self.stripe_count)
+            .map_err(|e| ReplayError::State(format!("image layout: {e}")))
+    }
+}
+
+/// A non-primary image being written by replay.
+#[derive(Debug)]
+pub struct LocalImage {
+    io: IoCtx,
+    image_id: String,
+    geometry: ImageGeometry,
+    layout: Layout,
+    /// Objects already marked `EXISTS` in the HEAD object map by us.
+    marked: Mutex<BTreeSet<u64>>,
+}
+
+impl LocalImage {
+    /// Opens image `image_id` of `pool`/`namespace` for raw writes.
+    pub async fn open(rados: &Rados, pool: &str, namespace: &str, image_id: &str) -> Result<LocalImage> {
+        let mut io = rados.ioctx(pool, namespace).await?;
+        let geometry = ImageGeometry::read(&io, image_id).await?;
+        let layout = geometry.layout()?;
+        let (seq, snaps) = cls::get_snapcontext(&io, image_id).await?;
+        io.set_selfmanaged_snap_write_context(seq, &snaps)?;
+        Ok(LocalImage {
+            io,
+            image_id: image_id.to_owned(),
+            geometry,
+            layout,
+            marked: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// The image id.
+    pub fn image_id(&self) -> &str {
+        &self.image_id
+    }
+
+    /// The geometry read at open (size kept current by [`Self::resize`]).
+    pub fn geometry(&self) -> &ImageGeometry {
+        &self.geometry
+    }
+
+    fn object_name(&self, object_no: u64) -> String {
+        image_data_object_name(&self.geometry.block_name_prefix, object_no)
+    }
+
+    fn has_object_map(&self) -> bool {
+        self.geometry.features & FEATURE_OBJECT_MAP != 0
+    }
+
+    /// Marks an object as existing in the object map before its first write.
+    async fn mark_exists(&self, object_no: u64) -> Result<()> {
+        if !self.has_object_map() || self.marked.lock().contains(&object_no) {
+            return Ok(());
+        }
+        cls::object_map_update(&self.io, &self.image_id, object_no, object_no + 1, OBJECT_EXISTS).await?;
+        self.marked.lock().insert(object_no);
+        Ok(())
+    }
+
+    async fn mark_removed(&self, object_no: u64) -> Result<()> {
+        if !self.has_object_map() {
+            return Ok(());
+        }
+        self.marked.lock().remove(&object_no);
+        cls::object_map_update(&self.io, &self.image_id, object_no, object_no + 1, OBJECT_NONEXISTENT).await
+    }
+
+    fn extents(&self, offset: u64, length: u64) -> Vec<ObjectExtent> {
+        image_to_object_extents(&self.layout, offset, length)
+    }
+
+    /// Writes `data` at image offset `offset`.
+    pub async fn write(&self, offset: u64, data: &Bytes) -> Result<()> {
+        let extents = self.extents(offset, data.len() as u64);
+        try_join_all(extents.into_iter().map(|x| async move {
+            let start = usize::try_from(x.buffer_offset).unwrap_or(usize::MAX);
+            let end = start.saturating_add(usize::try_from(x.length).unwrap_or(usize::MAX));
+            let piece = data.get(start..end).ok_or_else(|| {
+                ReplayError::State(format!(
+                    "write extent {start}..{end} outside a {} byte buffer",
+                    data.len()
+                ))
+            })?;
+            self.mark_exists(x.object_no).await?;
+            self.io.write(&self.object_name(x.object_no), x.offset, piece).await?;
+            Ok::<_, ReplayError>(())
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Discards `[offset, offset + length)`: whole objects are removed, object tails
+    /// truncated, the rest zeroed; objects that do not exist are left alone.
+    pub async fn discard(&self, offset: u64, length: u64) -> Result<()> {
+        let object_size = self.layout.object_size;
+        let extents = self.extents(offset, length);
+        try_join_all(extents.into_iter().map(|x| async move {
+            let name = self.object_name(x.object_no);
+            let mut op = WriteOp::new();
+            let whole = x.offset == 0 && x.length >= object_size;
+            if whole {
+                op.remove();
+            } else if x.offset + x.length >= object_size {
+                op.assert_exists().truncate(x.offset);
+            } else {
+                op.assert_exists().zero(x.offset, x.length);
+            }
+            match self.io.operate(&name, op).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            if whole {
+                self.mark_removed(x.object_no).await?;
+            }
+            Ok::<_, ReplayError>(())
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Writes `pattern` repeated over `[offset, offset + length)`.
+    pub async fn write_same(&self, offset: u64, length: u64, pattern: &Bytes) -> Result<()> {
+        if pattern.is_empty() {
+            return Err(ReplayError::State(format!("write-same at {offset} with an empty pattern")));
+        }
+        let plen = pattern.len() as u64;
+        let extents = self.extents(offset, length);
+        try_join_all(extents.into_iter().map(|x| async move {
+            // Phase of the pattern at this extent's first byte.
+            let mut buf = BytesMut::with_capacity(usize::try_from(x.length).unwrap_or(0));
+            let mut pos = x.buffer_offset % plen;
+            let mut left = x.length;
+            while left > 0 {
+                let take = (plen - pos).min(left);
+                let (a, b) = (pos as usize, (pos + take) as usize);
+                buf.extend_from_slice(pattern.get(a..b).unwrap_or_default());
+                left -= take;
+                pos = 0;
+            }
+            self.mark_exists(x.object_no).await?;
+            self.io.write(&self.object_name(x.object_no), x.offset, &buf).await?;
+            Ok::<_, ReplayError>(())
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Reads `[offset, offset + length)` of the image HEAD (holes read as zeros).
+    pub async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
+        let mut out = vec![0u8; usize::try_from(length).unwrap_or(0)];
+        for x in self.extents(offset, length) {
+            let got = match self.io.read(&self.object_name(x.object_no), x.offset, x.length as usize).await {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => Bytes::new(),
+                Err(e) => return Err(e.into()),
+            };
+            let start = x.buffer_offset as usize;
+            if let Some(dst) = out.get_mut(start..start + got.len()) {
+                dst.copy_from_slice(&got);
+            }
+        }
+        Ok(out.into())
+    }
+
+    /// Compare-and-write as librbd replays it: writes only if the current bytes match.
+    /// Returns whether it wrote.
+    pub async fn compare_and_write(&self, offset: u64, cmp: &Bytes, data: &Bytes) -> Result<bool> {
+        let current = self.read(offset, cmp.len() as u64).await?;
+        if current != *cmp {
+            return Ok(false);
+        }
+        self.write(offset, data).await?;
+        Ok(true)
+    }
+
+    /// Resizes the image: trims data beyond a smaller size, then updates the header size
+    /// and the object map.
+    pub async fn resize(&mut self, size: u64) -> Result<()> {
+        let old = self.geometry.size;
+        if size < old {
+            self.discard(size, old - size).await?;
+        }
+        cls::set_size(&self.io, &self.image_id, size).await?;
+        if self.has_object_map() {
+            let objects = self.layout.object_count(size);
+            cls::object_map_resize(&self.io, &self.image_id, objects, OBJECT_NONEXISTENT).await?;
+            self.marked.lock().retain(|&o| o < objects);
+        }
+        self.geometry.size = size;
+        Ok(())
+    }
+
+    /// Sets an image-meta key.
+    pub async fn metadata_set(&self, key: &str, value: &str) -> Result<()> {
+        cls::metadata_set(&self.io, &self.image_id, key, value).await
+    }
+
+    /// Removes an image-meta key.
+    pub async fn metadata_remove(&self, key: &str) -> Result<()> {
+        cls::metadata_remove(&self.io, &self.image_id, key).await
+    }
+}

@@ -1,0 +1,181 @@
+//! The image's mirror status as `rbd mirror image status` shows it (ceph-formats.md §5.6,
+//! §3.8): written to the local pool (site status, empty mirror uuid) and to the remote pool
+//! (tagged with the local pool's mirror uuid, what the primary site's `rbd mirror pool
+//! status` reads). `up` is computed by the OSD from the watchers of `rbd_mirroring`, which
+//! the pool replayer holds on the same cluster connections.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use journal_reader::cls_journal::ObjectPosition;
+use journal_reader::UTime;
+use rados_ffi::IoCtx;
+use serde_json::json;
+
+use crate::cls;
+use crate::cls_rbd::{MirrorImageSiteStatus, MirrorImageStatusState};
+
+/// Where replay stands, for the status description.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplayProgress {
+    /// The primary's own committed position (its journal client `""`).
+    pub primary_position: Option<ObjectPosition>,
+    /// Our last replayed position.
+    pub non_primary_position: Option<ObjectPosition>,
+    /// Entries replayed per second (recent).
+    pub entries_per_second: f64,
+    /// Bytes replayed per second (recent).
+    pub bytes_per_second: f64,
+}
+
+impl ReplayProgress {
+    /// Entries between our position and the primary's, as the stock formatter counts them
+    /// within one tag. Across tags it counts the primary tag's entries (the stock daemon
+    /// walks the tag chain; an approximation until that is needed).
+    pub fn entries_behind_primary(&self) -> u64 {
+        match (&self.primary_position, &self.non_primary_position) {
+            (Some(p), Some(n)) if p.tag_tid == n.tag_tid => p.entry_tid.saturating_sub(n.entry_tid),
+            (Some(p), Some(n)) if p.tag_tid < n.tag_tid => 0,
+            (Some(p), _) => p.entry_tid + 1,
+            (None, _) => 0,
+        }
+    }
+
+    /// `"replaying, {json}"` as the stock daemon writes it.
+    pub fn description(&self) -> String {
+        fn pos(p: &Option<ObjectPosition>) -> serde_json::Value {
+            match p {
+                Some(p) => {
+                    json!({"object_number": p.object_number, "tag_tid": p.tag_tid, "entry_tid": p.entry_tid})
+                }
+                None => json!({}),
+            }
+        }
+        let behind = self.entries_behind_primary();
+        let mut v = json!({
+            "primary_position": pos(&self.primary_position),
+            "non_primary_position": pos(&self.non_primary_position),
+            "entries_behind_primary": behind,
+            "bytes_per_second": round2(self.bytes_per_second),
+            "entries_per_second": round2(self.entries_per_second),
+        });
+        if behind > 0 && self.entries_per_second > 0.0 {
+            v["seconds_until_synced"] = json!((behind as f64 / self.entries_per_second).ceil() as u64);
+        }
+        format!("replaying, {v}")
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn now() -> UTime {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    UTime { sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX), nsec: d.subsec_nanos() }
+}
+
+/// What an image replayer last reported: read by status, metrics and the admin socket.
+#[derive(Debug, Clone, Default)]
+pub struct ImageReplayerState {
+    /// The image name once known.
+    pub name: String,
+    /// `rbd mirror image status` state string (`replaying`, `error`, ...).
+    pub state: String,
+    /// Its description.
+    pub description: String,
+}
+
+/// Publishes one image's status on both sites and in the replayer's shared state.
+#[derive(Debug)]
+pub struct StatusPublisher {
+    global_id: String,
+    local_mirror_uuid: String,
+    shared: Arc<Mutex<ImageReplayerState>>,
+}
+
+impl StatusPublisher {
+    /// For image `global_id`; `local_mirror_uuid` tags the copy written to the remote pool.
+    pub fn new(global_id: &str, local_mirror_uuid: &str, shared: Arc<Mutex<ImageReplayerState>>) -> Self {
+        StatusPublisher {
+            global_id: global_id.to_owned(),
+            local_mirror_uuid: local_mirror_uuid.to_owned(),
+            shared,
+        }
+    }
+
+    /// The shared state this publisher keeps current.
+    pub fn shared(&self) -> &Arc<Mutex<ImageReplayerState>> {
+        &self.shared
+    }
+
+    /// Writes `state` + `description` to the local pool and (best effort) the remote pool.
+    /// Failures are logged, never fatal: status is advisory.
+    pub async fn publish(
+        &mut self,
+        local: &IoCtx,
+        remote: &IoCtx,
+        state: MirrorImageStatusState,
+        description: &str,
+    ) {
+        let mut status = MirrorImageSiteStatus {
+            mirror_uuid: String::new(),
+            state,
+            description: description.to_owned(),
+            last_update: now(),
+            up: true,
+        };
+        if let Err(e) = cls::mirror_image_status_set(local, &self.global_id, &status).await {
+            tracing::warn!(global_id = %self.global_id, error = %e, "cannot write the local mirror image status");
+        }
+        status.mirror_uuid = self.local_mirror_uuid.clone();
+        if let Err(e) = cls::mirror_image_status_set(remote, &self.global_id, &status).await {
+            tracing::debug!(global_id = %self.global_id, error = %e, "cannot write the remote mirror image status");
+        }
+        let mut shared = self.shared.lock();
+        shared.state = state.as_str().to_owned();
+        shared.description = description.to_owned();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(tag: u64, entry: u64) -> Option<ObjectPosition> {
+        Some(ObjectPosition { object_number: 0, tag_tid: tag, entry_tid: entry })
+    }
+
+    #[test]
+    fn description_is_the_stock_json() {
+        let progress = ReplayProgress {
+            primary_position: p(1, 10),
+            non_primary_position: p(1, 4),
+            entries_per_second: 2.0,
+            bytes_per_second: 8192.0,
+        };
+        let d = progress.description();
+        let json: serde_json::Value =
+            serde_json::from_str(d.strip_prefix("replaying, ").expect("prefix")).expect("json");
+        assert_eq!(json["entries_behind_primary"], 6);
+        assert_eq!(json["seconds_until_synced"], 3);
+        assert_eq!(json["primary_position"]["entry_tid"], 10);
+        assert!(ReplayProgress::default().description().contains("\"primary_position\":{}"));
+    }
+
+    #[test]
+    fn behind_counts_within_and_across_tags() {
+        let mut r = ReplayProgress {
+            primary_position: p(2, 3),
+            non_primary_position: p(1, 50),
+            ..Default::default()
+        };
+        assert_eq!(r.entries_behind_primary(), 4);
+        r.non_primary_position = p(2, 3);
+        assert_eq!(r.entries_behind_primary(), 0);
+        r.non_primary_position = p(3, 0);
+        assert_eq!(r.entries_behind_primary(), 0);
+    }
+}

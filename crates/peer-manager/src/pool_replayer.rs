@@ -1,0 +1,246 @@
+//! The daemon's replication work: every mirrored pool of the local cluster, every peer it
+//! receives from, every journal-mode image of that peer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image_replayer::cls;
+use image_replayer::cls_rbd::{MirrorImageMode, MirrorImageState, RBD_MIRRORING};
+use image_replayer::{ImageReplayerState, PeerContext, ReplayerConfig};
+use parking_lot::Mutex;
+use rados_ffi::rbd::{MirrorMode, MirrorPeerSite};
+use rados_ffi::{Rados, Watch};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::peers::peer_cluster_config;
+
+/// How often the peer's image list is rescanned without a notification.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the primary pool is told we pull from it (`mirror_peer_ping`).
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What one pool replayer serves, for status and the service map.
+#[derive(Debug, Default)]
+pub struct PoolReplayerStatus {
+    /// Pool name.
+    pub pool: String,
+    /// Local pool id.
+    pub pool_id: i64,
+    /// Peer site name.
+    pub peer_site: String,
+    /// Per image (global id): what its replayer last reported.
+    pub images: BTreeMap<String, Arc<Mutex<ImageReplayerState>>>,
+    /// A pool-level problem (peer unreachable, ...), if any.
+    pub error: Option<String>,
+}
+
+/// Runs replication for every mirrored pool of `local` and every peer it receives from,
+/// until `cancel` fires; then stops every image replayer (each commits its position).
+/// `concurrent_image_syncs` bounds initial syncs per pool.
+pub async fn run(
+    local: Rados,
+    config: ReplayerConfig,
+    connect_timeout: Duration,
+    concurrent_image_syncs: usize,
+    status: Arc<Mutex<Vec<Arc<Mutex<PoolReplayerStatus>>>>>,
+    cancel: CancellationToken,
+) -> rados_ffi::Result<()> {
+    let site_name = local.mirror_site_name().await.unwrap_or_default();
+    let mut pools = JoinSet::new();
+    for pool in local.pool_list().await? {
+        let io = match local.ioctx(&pool, "").await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::warn!(pool = %pool, error = %e, "cannot open pool");
+                continue;
+            }
+        };
+        match io.mirror_mode().await {
+            Ok(MirrorMode::Disabled) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(pool = %pool, error = %e, "not a mirrored pool");
+                continue;
+            }
+        }
+        let peers = match io.mirror_peer_sites().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(pool = %pool, error = %e, "cannot list the pool's peers");
+                continue;
+            }
+        };
+        for peer in peers.into_iter().filter(|p| p.direction.receives()) {
+            let pool_status = Arc::new(Mutex::new(PoolReplayerStatus {
+                pool: pool.clone(),
+                pool_id: io.pool_id(),
+                peer_site: peer.site_name.clone(),
+                ..Default::default()
+            }));
+            status.lock().push(pool_status.clone());
+            let span = tracing::info_span!("pool", pool = %pool, peer = %peer.site_name);
+            let task = PoolTask {
+                local: local.clone(),
+                pool: pool.clone(),
+                peer,
+                site_name: site_name.clone(),
+                config: config.clone(),
+                connect_timeout,
+                syncs: concurrent_image_syncs,
+                status: pool_status,
+            };
+            pools.spawn(task.run(cancel.clone()).instrument(span));
+        }
+    }
+    if pools.is_empty() {
+        tracing::warn!("no mirrored pool with a receiving peer: nothing to replay");
+    }
+    while pools.join_next().await.is_some() {}
+    Ok(())
+}
+
+struct PoolTask {
+    local: Rados,
+    pool: String,
+    peer: MirrorPeerSite,
+    site_name: String,
+    config: ReplayerConfig,
+    connect_timeout: Duration,
+    syncs: usize,
+    status: Arc<Mutex<PoolReplayerStatus>>,
+}
+
+impl PoolTask {
+    /// Connects to the peer (retrying), then serves the pool until cancelled.
+    async fn run(self, cancel: CancellationToken) {
+        loop {
+            match self.serve(&cancel).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "pool replayer failed; retrying in 30 s");
+                    self.status.lock().error = Some(e.to_string());
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+    }
+
+    async fn serve(&self, cancel: &CancellationToken) -> rados_ffi::Result<()> {
+        let local_io = self.local.ioctx(&self.pool, "").await?;
+        let cfg = peer_cluster_config(&local_io, &self.peer, self.connect_timeout).await?;
+        let remote = Rados::connect(&cfg).await?;
+        let remote_io = remote.ioctx(&self.pool, "").await?;
+        let local_mirror_uuid = local_io.mirror_uuid().await?;
+        let remote_mirror_uuid = remote_io.mirror_uuid().await?;
+        tracing::info!(remote_fsid = %remote.fsid(), %local_mirror_uuid, %remote_mirror_uuid, "connected to the peer");
+        self.status.lock().error = None;
+
+        // Statuses are `up` while their writer watches `rbd_mirroring`: drop stale ones,
+        // then watch with the same connections that write them.
+        for io in [&local_io, &remote_io] {
+            if let Err(e) = cls::mirror_image_status_remove_down(io).await {
+                tracing::debug!(pool = %io.pool_name(), error = %e, "status_remove_down failed");
+            }
+        }
+        let _local_watch = local_io.watch(RBD_MIRRORING).await?;
+        let mut remote_watch = remote_io.watch(RBD_MIRRORING).await?;
+
+        let ctx = Arc::new(PeerContext {
+            local: self.local.clone(),
+            remote,
+            pool: self.pool.clone(),
+            namespace: String::new(),
+            local_io,
+            remote_io,
+            local_mirror_uuid,
+            remote_mirror_uuid,
+            config: self.config.clone(),
+            sync_slots: Arc::new(Semaphore::new(self.syncs.max(1))),
+        });
+        let mut images: HashMap<String, (CancellationToken, String)> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let mut last_ping: Option<Instant> = None;
+        loop {
+            if last_ping.is_none_or(|t| t.elapsed() >= PING_INTERVAL) {
+                if let Err(e) =
+                    cls::mirror_peer_ping(&ctx.remote_io, &self.site_name, &ctx.local_mirror_uuid).await
+                {
+                    tracing::debug!(error = %e, "mirror_peer_ping failed");
+                }
+                last_ping = Some(Instant::now());
+            }
+            match self.scan(&ctx).await {
+                Ok(wanted) => {
+                    // Stop replayers of images no longer mirrored in journal mode.
+                    images.retain(|global_id, (token, _)| {
+                        let keep = wanted.contains_key(global_id);
+                        if !keep {
+                            tracing::info!(%global_id, "image no longer mirrored from the peer: stopping its replayer");
+                            token.cancel();
+                            self.status.lock().images.remove(global_id);
+                        }
+                        keep
+                    });
+                    for (global_id, remote_id) in wanted {
+                        if images.contains_key(&global_id) {
+                            continue;
+                        }
+                        let token = cancel.child_token();
+                        let shared = Arc::new(Mutex::new(ImageReplayerState::default()));
+                        self.status.lock().images.insert(global_id.clone(), shared.clone());
+                        tasks.spawn(image_replayer::image_replayer::run(
+                            ctx.clone(),
+                            remote_id.clone(),
+                            global_id.clone(),
+                            token.clone(),
+                            shared,
+                        ));
+                        images.insert(global_id, (token, remote_id));
+                    }
+                    metrics::gauge!("rbd_mirror_rs_pool_images", "pool" => self.pool.clone())
+                        .set(images.len() as f64);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the peer's mirrored images"),
+            }
+            // Reap finished replayers (they only finish when cancelled).
+            while tasks.try_join_next().is_some() {}
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = next_notification(&mut remote_watch) => {}
+                _ = tokio::time::sleep(RESCAN_INTERVAL) => {}
+            }
+        }
+        // Shutdown: every replayer commits its position, then returns.
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// The peer's images to replay: mirroring enabled in journal mode (global id → image id).
+    async fn scan(&self, ctx: &PeerContext) -> image_replayer::Result<BTreeMap<String, String>> {
+        let mut wanted = BTreeMap::new();
+        for (image_id, global_id) in cls::mirror_image_list(&ctx.remote_io).await? {
+            match cls::mirror_image_get(&ctx.remote_io, &image_id).await? {
+                Some(m) if m.state == MirrorImageState::Enabled && m.mode == MirrorImageMode::Journal => {
+                    wanted.insert(global_id, image_id);
+                }
+                _ => {}
+            }
+        }
+        Ok(wanted)
+    }
+}
+
+/// Waits for a notification on the watch (a closed watch waits forever: the rescan timer
+/// still runs).
+async fn next_notification(watch: &mut Watch) {
+    if watch.next().await.is_none() {
+        std::future::pending::<()>().await;
+    }
+}
