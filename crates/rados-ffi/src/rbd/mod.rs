@@ -1,8 +1,9 @@
 //! librbd through its public C API: read-only images, snapshots, diffs, and the pool's and
 //! images' mirroring configuration and status.
 //!
-//! Public librbd refuses writes to non-primary images (ceph-formats.md §8.2), so nothing
-//! here writes image data: the replayers write data objects through [`crate::IoCtx`].
+//! Public librbd refuses writes to non-primary images (ceph-formats.md §8.2): the replayers
+//! write a secondary image's data objects through [`crate::IoCtx`]. `admin` (create, remove,
+//! read-write handles) is for primary images: sync points, tests and DR tooling.
 
 mod admin;
 mod image;
