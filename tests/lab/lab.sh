@@ -16,14 +16,17 @@
 #        lab.sh purge            down, then delete the state directory
 #
 # Environment: RBD_MIRROR_LAB_DIR (state, default /tmp/rbd-mirror-rs-lab),
+#   RBD_MIRROR_LAB_INSTANCE=N (0..3: a separate lab on 127.0.N.1/.2, ports +N, state dir
+#   default /tmp/rbd-mirror-rs-labN, so several can run on one machine),
 #   RBD_MIRROR_LAB_OSD_BYTES (sparse bluestore file, default 16G), RBD_MIRROR_LAB_TIMEOUT
 #   (seconds per wait, default 120), RBD_MIRROR_LAB_PROMETHEUS=1 (enable mgr prometheus).
 #
 # Layout: $RBD_MIRROR_LAB_DIR/<site>/{<site>.conf, <site>.client.<id>.keyring, fsid,
 #   mon/ mgr/ osd/ run/ (pid files "pid exe", admin sockets) log/}, and peer-token.
-# Addresses (chosen apart from ../shared's lab so both can run on one machine):
+# Addresses (chosen apart from ../shared's lab so both can run on one machine), instance 0:
 #   site-a 127.0.0.1: mon v2 16300, v1 16789, daemons 16800-16899, prometheus 16283
 #   site-b 127.0.0.2: mon v2 26300, v1 26789, daemons 26800-26899, prometheus 26283
+#   (instance N: 127.0.N.1 / 127.0.N.2, port prefixes 16+N / 26+N)
 #
 # Pitfalls this script handles (learned the hard way, keep them):
 #  * memstore under-counts used bytes on Pacific once images with snapshots are deleted
@@ -40,7 +43,9 @@ set -euo pipefail
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH   # Debian's python for the ceph CLI
 unset CEPH_ARGS CEPH_CONF                          # never inherit a caller's cluster
 
-STATE=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab}
+INSTANCE=${RBD_MIRROR_LAB_INSTANCE:-0}
+[[ $INSTANCE =~ ^[0-3]$ ]] || { echo "lab.sh: error: RBD_MIRROR_LAB_INSTANCE must be 0..3" >&2; exit 1; }
+if ((INSTANCE == 0)); then STATE=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab}; else STATE=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab$INSTANCE}; fi
 POOL=mirror
 OSD_BYTES=${RBD_MIRROR_LAB_OSD_BYTES:-16G}
 PG_NUM=8
@@ -52,8 +57,8 @@ PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common rbd-mirror jq uuid-runtime)
 die() { echo "lab.sh: error: $*" >&2; exit 1; }
 log() { echo "lab.sh: $*" >&2; }
 
-site_ip()  { case $1 in site-a) echo 127.0.0.1 ;; site-b) echo 127.0.0.2 ;; *) die "unknown site '$1' (site-a or site-b)" ;; esac; }
-site_port_prefix() { case $1 in site-a) echo 16 ;; site-b) echo 26 ;; *) die "unknown site '$1'" ;; esac; }
+site_ip()  { case $1 in site-a) echo "127.0.$INSTANCE.1" ;; site-b) echo "127.0.$INSTANCE.2" ;; *) die "unknown site '$1' (site-a or site-b)" ;; esac; }
+site_port_prefix() { case $1 in site-a) echo $((16 + INSTANCE)) ;; site-b) echo $((26 + INSTANCE)) ;; *) die "unknown site '$1'" ;; esac; }
 site_id()  { echo "${1#site-}"; }
 site_dir() { echo "$STATE/$1"; }
 conf()     { echo "$STATE/$1/$1.conf"; }

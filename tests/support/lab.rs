@@ -8,11 +8,16 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// The lab's state directory (`RBD_MIRROR_LAB_DIR`, as `lab.sh` uses it).
+/// The lab's state directory, as `lab.sh` chooses it: `RBD_MIRROR_LAB_DIR`, else
+/// `/tmp/rbd-mirror-rs-lab` (or `…-labN` for `RBD_MIRROR_LAB_INSTANCE=N`).
 pub fn lab_dir() -> PathBuf {
-    std::env::var_os("RBD_MIRROR_LAB_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/rbd-mirror-rs-lab"))
+    if let Some(dir) = std::env::var_os("RBD_MIRROR_LAB_DIR") {
+        return PathBuf::from(dir);
+    }
+    match std::env::var("RBD_MIRROR_LAB_INSTANCE").ok().filter(|i| !i.is_empty() && i != "0") {
+        Some(i) => PathBuf::from(format!("/tmp/rbd-mirror-rs-lab{i}")),
+        None => PathBuf::from("/tmp/rbd-mirror-rs-lab"),
+    }
 }
 
 /// The mirrored pool the lab creates on both sites.
