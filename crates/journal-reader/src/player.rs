@@ -30,7 +30,7 @@
 //! `reserve_entry_tid` keeps the highest entry tid seen per tag, and
 //! "last allocated" is that value.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::cls_journal::{ObjectPosition, ObjectSetPosition};
 use crate::entry::Entry;
@@ -117,6 +117,9 @@ struct Planner<'a> {
     width: u64,
     active_set: u64,
     objects: &'a BTreeMap<u64, Vec<Entry>>,
+    /// Objects that may hold more entries than given (only partly read): never skipped
+    /// as empty.
+    incomplete: &'a BTreeSet<u64>,
     players: Vec<ObjectCursor>,
     splay_offset: usize,
     active_tag: Option<u64>,
@@ -186,7 +189,10 @@ impl Planner<'_> {
         let Some(player) = self.players.get(k) else {
             return false;
         };
-        if !player.entries.is_empty() || player.object_number / self.width >= self.active_set {
+        if !player.entries.is_empty()
+            || player.object_number / self.width >= self.active_set
+            || self.incomplete.contains(&player.object_number)
+        {
             return false;
         }
         let next = player.object_number + self.width;
@@ -290,6 +296,20 @@ pub fn plan_playback(
     commit_position: &ObjectSetPosition,
     objects: &BTreeMap<u64, Vec<Entry>>,
 ) -> Result<Playback, PlayerError> {
+    plan_playback_partial(splay_width, active_set, commit_position, objects, &BTreeSet::new())
+}
+
+/// [`plan_playback`] over objects read only in part: an object listed in `incomplete` may
+/// hold entries after those given, so running out of its entries stops playback there
+/// (`NoMoreEntries`) instead of moving on to the next object set, as Ceph's player waits for
+/// an object's fetch to complete.
+pub fn plan_playback_partial(
+    splay_width: u8,
+    active_set: u64,
+    commit_position: &ObjectSetPosition,
+    objects: &BTreeMap<u64, Vec<Entry>>,
+    incomplete: &BTreeSet<u64>,
+) -> Result<Playback, PlayerError> {
     if splay_width == 0 {
         return Err(PlayerError::InvalidSplayWidth);
     }
@@ -304,6 +324,7 @@ pub fn plan_playback(
         width,
         active_set,
         objects,
+        incomplete,
         players: Vec::new(),
         splay_offset: front.map_or(0, |f| (f.object_number % width) as usize),
         active_tag: front.map(|f| f.tag_tid),
@@ -388,6 +409,22 @@ mod tests {
 
     fn tids(p: &Playback) -> Vec<(u64, u64, u64)> {
         p.entries.iter().map(|x| (x.object_number, x.entry.tag_tid, x.entry.entry_tid)).collect()
+    }
+
+    #[test]
+    fn a_partly_read_object_is_not_skipped() {
+        // Set 0 holds tids 0..4 (two per object), set 1 tids 4..8; only the first entry of
+        // object 1 has been read so far.
+        let mut objs = layout(2, 1, 8, 2);
+        objs.get_mut(&1).expect("object 1").truncate(1);
+        let incomplete = BTreeSet::from([1]);
+        let p = plan_playback_partial(2, 1, &ObjectSetPosition::default(), &objs, &incomplete).unwrap();
+        let got: Vec<u64> = p.entries.iter().map(|x| x.entry.entry_tid).collect();
+        assert_eq!(got, vec![0, 1, 2], "stops where object 1 needs more bytes");
+        assert!(matches!(p.end, PlaybackEnd::NoMoreEntries { .. }), "{:?}", p.end);
+        // Treated as complete, the same object would wrongly be skipped into set 1.
+        let p = plan_playback(2, 1, &ObjectSetPosition::default(), &objs).unwrap_err();
+        assert!(matches!(p, PlayerError::MissingPriorEntry { .. }), "{p:?}");
     }
 
     #[test]

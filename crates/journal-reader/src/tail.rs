@@ -10,7 +10,7 @@
 //! the `journal::` library does (§2.3, §2.8). Framing errors (bad CRC, bad preamble) end the
 //! tail with an error naming the object and offset; event decoding is the caller's.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +20,10 @@ use crate::cls_journal::{
     args, data_object_name, header_object_name, HeaderError, JournalHeader, ObjectSetPosition,
 };
 use crate::entry::{decode_object, Entry, EntryError};
-use crate::player::{plan_playback, PlayedEntry, PlayerError};
+use crate::player::{plan_playback_partial, PlayedEntry, PlayerError};
+
+/// Bytes read from one data object at a time unless [`TailOptions::fetch_bytes`] says.
+pub const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 
 /// How the tail reads.
 #[derive(Debug, Clone)]
@@ -28,7 +31,9 @@ pub struct TailOptions {
     /// Longest wait between two looks at the data objects when no notification arrives
     /// (Ceph's `rbd_mirror_journal_poll_age` is 5 s).
     pub poll_interval: Duration,
-    /// Bytes read per data-object read (default: two journal objects, as the player does).
+    /// Bytes read per data-object read (default [`DEFAULT_FETCH_BYTES`]); what is read but
+    /// not yet replayed is what the tail holds in memory, at most two object sets' worth of
+    /// reads.
     pub fetch_bytes: Option<usize>,
 }
 
@@ -84,6 +89,8 @@ struct CachedObject {
     read: u64,
     /// A partial entry at the tail, completed by the next read.
     partial: Bytes,
+    /// The last read came back full: the object may hold more.
+    more: bool,
 }
 
 /// Registers `client_id` on the journal of `image_id` with `data` (a `ClientData`).
@@ -215,8 +222,14 @@ impl JournalTail {
 
     /// The next entry if one is already written, without waiting.
     pub async fn try_next(&mut self) -> Result<Option<PlayedEntry>, TailError> {
-        if self.ready.is_empty() {
-            self.refresh().await?;
+        let mut read_all = false;
+        while self.ready.is_empty() {
+            // Objects are read a chunk at a time: while playback is stuck on an object that
+            // has more bytes, read the next chunk of every such object.
+            if !self.refresh(read_all).await? {
+                break;
+            }
+            read_all = true;
         }
         Ok(self.ready.pop_front())
     }
@@ -237,9 +250,11 @@ impl JournalTail {
         }
     }
 
-    /// Re-reads the header and the new bytes of every data object that may hold entries
-    /// after our position, then plans playback from the position.
-    async fn refresh(&mut self) -> Result<(), TailError> {
+    /// Re-reads the header and the next bytes of the data objects of the (at most two)
+    /// object sets that can hold entries after our position, then plans playback from the
+    /// position. Objects with little left to play are read further, or all objects with
+    /// `read_all`. Returns whether some object may hold bytes not read yet.
+    async fn refresh(&mut self, read_all: bool) -> Result<bool, TailError> {
         self.header = read_header(&self.header_io, &self.image_id).await?;
         if !self.header.clients.contains_key(&self.client_id) {
             return Err(TailError::ClientNotRegistered {
@@ -250,20 +265,63 @@ impl JournalTail {
         let width = u64::from(self.header.splay_width.max(1));
         let first_set = self.first_set(width);
         self.objects.retain(|n, _| n / width >= first_set);
-        for set in first_set..=self.header.active_set {
+        let last_set = self.header.active_set.min(first_set.saturating_add(1)).max(first_set);
+        self.forget_played();
+        let mut more = false;
+        for set in first_set..=last_set {
             for object_number in set * width..(set + 1) * width {
-                self.fetch(object_number).await?;
+                // Read ahead only where nothing is left to play: memory stays at about one
+                // read per object.
+                if read_all || self.unplayed(object_number) == 0 {
+                    self.fetch(object_number).await?;
+                }
+                more |= self.objects.get(&object_number).is_some_and(|o| o.more);
             }
         }
         let view: BTreeMap<u64, Vec<Entry>> =
             self.objects.iter().map(|(n, o)| (*n, o.entries.clone())).collect();
-        let playback = plan_playback(self.header.splay_width, self.header.active_set, &self.position, &view)
-            .map_err(|source| TailError::Player { object: self.header_object.clone(), source })?;
+        let incomplete: BTreeSet<u64> =
+            self.objects.iter().filter(|(_, o)| o.more).map(|(n, _)| *n).collect();
+        let playback = plan_playback_partial(
+            self.header.splay_width,
+            self.header.active_set,
+            &self.position,
+            &view,
+            &incomplete,
+        )
+        .map_err(|source| TailError::Player { object: self.header_object.clone(), source })?;
         for played in playback.entries {
             self.position.advance(played.position(), self.header.splay_width);
             self.ready.push_back(played);
         }
-        Ok(())
+        Ok(more)
+    }
+
+    /// Drops the cached entries already handed out, except each object's last one: the
+    /// player finds its position there. This bounds memory to the unread part.
+    fn forget_played(&mut self) {
+        for p in &self.position.object_positions {
+            if let Some(cached) = self.objects.get_mut(&p.object_number) {
+                let at =
+                    cached.entries.iter().position(|e| e.tag_tid == p.tag_tid && e.entry_tid == p.entry_tid);
+                if let Some(i) = at {
+                    cached.entries.drain(..i);
+                }
+            }
+        }
+    }
+
+    /// Cached entries of an object not yet handed out (after [`Self::forget_played`]).
+    fn unplayed(&self, object_number: u64) -> usize {
+        let Some(cached) = self.objects.get(&object_number) else {
+            return 0;
+        };
+        let first_is_position = cached.entries.first().is_some_and(|e| {
+            self.position.object_positions.iter().any(|p| {
+                p.object_number == object_number && p.tag_tid == e.tag_tid && p.entry_tid == e.entry_tid
+            })
+        });
+        cached.entries.len() - usize::from(first_is_position)
     }
 
     /// The oldest object set that can still hold entries after our position.
@@ -272,44 +330,39 @@ impl JournalTail {
         from_position.unwrap_or(self.header.minimum_set).max(self.header.minimum_set)
     }
 
-    /// Reads what was appended to one data object since the last look.
+    /// Reads the next chunk appended to one data object; `more` records whether it came
+    /// back full.
     async fn fetch(&mut self, object_number: u64) -> Result<(), TailError> {
         let name = data_object_name(self.header_pool_id, &self.image_id, object_number);
-        let chunk = self
-            .options
-            .fetch_bytes
-            .unwrap_or_else(|| (2 * self.header.object_size()).clamp(4096, 64 << 20) as usize);
+        let chunk = self.options.fetch_bytes.unwrap_or(DEFAULT_FETCH_BYTES).max(4096);
         let cached = self.objects.entry(object_number).or_default();
-        loop {
-            let new = match self.data_io.read(&name, cached.read, chunk).await {
-                Ok(b) => b,
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            if new.is_empty() {
-                return Ok(());
-            }
-            let got = new.len();
-            cached.read += got as u64;
-            let base = cached.read - got as u64 - cached.partial.len() as u64;
-            let buf = if cached.partial.is_empty() {
-                new
-            } else {
-                let mut b = BytesMut::with_capacity(cached.partial.len() + got);
-                b.extend_from_slice(&cached.partial);
-                b.extend_from_slice(&new);
-                b.freeze()
-            };
-            let decoded = decode_object(&name, &buf).map_err(|e| e.at_base(base))?;
-            cached.entries.extend(decoded.entries.into_iter().map(|mut e| {
-                e.offset += base as usize;
-                e
-            }));
-            cached.partial = buf.slice(decoded.consumed..);
-            if got < chunk {
-                return Ok(());
-            }
+        let new = match self.data_io.read(&name, cached.read, chunk).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => Bytes::new(),
+            Err(e) => return Err(e.into()),
+        };
+        cached.more = new.len() >= chunk;
+        if new.is_empty() {
+            return Ok(());
         }
+        let got = new.len();
+        cached.read += got as u64;
+        let base = cached.read - got as u64 - cached.partial.len() as u64;
+        let buf = if cached.partial.is_empty() {
+            new
+        } else {
+            let mut b = BytesMut::with_capacity(cached.partial.len() + got);
+            b.extend_from_slice(&cached.partial);
+            b.extend_from_slice(&new);
+            b.freeze()
+        };
+        let decoded = decode_object(&name, &buf).map_err(|e| e.at_base(base))?;
+        cached.entries.extend(decoded.entries.into_iter().map(|mut e| {
+            e.offset += base as usize;
+            e
+        }));
+        cached.partial = buf.slice(decoded.consumed..);
+        Ok(())
     }
 
     /// Commits `position` for our client on the primary's journal (cls

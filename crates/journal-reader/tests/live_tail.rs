@@ -17,7 +17,8 @@ use rados_ffi::Rados;
 const CLIENT: &str = "tail-test";
 
 fn options() -> TailOptions {
-    TailOptions { poll_interval: Duration::from_millis(200), fetch_bytes: None }
+    // Reads smaller than one entry: every entry is completed across reads.
+    TailOptions { poll_interval: Duration::from_millis(200), fetch_bytes: Some(4096) }
 }
 
 /// Takes entries until `writes` AioWrite events were seen; returns their offsets.
