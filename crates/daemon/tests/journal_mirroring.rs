@@ -35,6 +35,9 @@ struct Images(Vec<String>);
 
 impl Drop for Images {
     fn drop(&mut self) {
+        if std::env::var_os("RBD_MIRROR_TEST_KEEP").is_some() {
+            return;
+        }
         let (a, b) = (lab::site("site-a"), lab::site("site-b"));
         for spec in &self.0 {
             for site in [&a, &b] {
@@ -111,6 +114,8 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
 
     let primary = a.export_sha256(&spec);
     let secondary = lab::wait_for("equal content on both sites", Duration::from_secs(180), || {
+        let (state, description) = image_status(&b, &spec)?;
+        assert!(!state.ends_with("error"), "replay failed: {state}: {description}");
         let s = b.export_sha256(&spec);
         if s == primary {
             Ok(s)

@@ -6,11 +6,16 @@
 //! local tag with its owner mapped (`""` → the remote pool's mirror uuid); a demotion tag
 //! (`"<orphan>"`) ends replay once its entries are applied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
+
 use journal_reader::cls_journal::{
-    args as journal_args, header_object_name as journal_header, ObjectPosition, Tag,
+    args as journal_args, header_object_name as journal_header, ObjectPosition, ObjectSetPosition, Tag,
 };
 use journal_reader::event::{Event, EventEntry, ORPHAN_MIRROR_UUID};
 use journal_reader::tail::JournalTail;
@@ -44,11 +49,30 @@ pub struct ReplayCounters {
     pub commits: u64,
 }
 
+/// Most IO events applied concurrently (entries read ahead but not yet durable).
+pub const MAX_IN_FLIGHT: usize = 128;
+
+type IoFuture = Pin<Box<dyn Future<Output = (u64, Result<u64>)> + Send>>;
+
+/// An IO event being applied: its image extent, to order overlapping ones.
+#[derive(Debug, Clone, Copy)]
+struct Extent {
+    seq: u64,
+    start: u64,
+    end: u64,
+}
+
 /// Replays the primary's journal into `local` until cancelled or demoted.
+///
+/// IO events run concurrently (up to [`MAX_IN_FLIGHT`]); an event waits only for in-flight
+/// events whose image extents overlap its own, so the image ends up as if applied in journal
+/// order. Everything else (operations, tag changes, compare-and-write) waits for all IO in
+/// flight. The commit position advances over the longest prefix of entries whose effects are
+/// durable, so a crash never commits an entry that was not applied.
 pub struct JournalReplayer<'a> {
     ctx: &'a PeerContext,
     remote_image_id: String,
-    local: LocalImage,
+    local: Arc<LocalImage>,
     tail: JournalTail,
     /// Operation events waiting for their `OpFinish`, by op tid.
     pending_ops: HashMap<u64, Event>,
@@ -56,9 +80,15 @@ pub struct JournalReplayer<'a> {
     current_tag: Option<u64>,
     /// Whether the current remote tag is a demotion.
     current_tag_demoted: bool,
-    /// Position of the last applied entry.
-    applied: Option<ObjectPosition>,
-    /// Whether `applied` moved since the last commit.
+    /// IO events in flight.
+    in_flight: FuturesUnordered<IoFuture>,
+    extents: Vec<Extent>,
+    /// Entries handed out, in journal order, with whether they are done.
+    order: VecDeque<(u64, ObjectPosition, bool)>,
+    next_seq: u64,
+    /// Position after the last entry of the done prefix: what may be committed.
+    committable: ObjectSetPosition,
+    /// Whether `committable` moved since the last commit.
     uncommitted: bool,
     /// Counters.
     pub counters: ReplayCounters,
@@ -69,7 +99,8 @@ impl std::fmt::Debug for JournalReplayer<'_> {
         f.debug_struct("JournalReplayer")
             .field("remote_image_id", &self.remote_image_id)
             .field("current_tag", &self.current_tag)
-            .field("applied", &self.applied)
+            .field("committable", &self.committable)
+            .field("in_flight", &self.in_flight.len())
             .finish_non_exhaustive()
     }
 }
@@ -77,16 +108,20 @@ impl std::fmt::Debug for JournalReplayer<'_> {
 impl<'a> JournalReplayer<'a> {
     /// A replayer of `tail` (opened for our client) into `local`.
     pub fn new(ctx: &'a PeerContext, remote_image_id: &str, local: LocalImage, tail: JournalTail) -> Self {
-        let applied = tail.position().front().copied();
+        let committable = tail.position().clone();
         JournalReplayer {
             ctx,
             remote_image_id: remote_image_id.to_owned(),
-            local,
+            local: Arc::new(local),
             tail,
             pending_ops: HashMap::new(),
             current_tag: None,
             current_tag_demoted: false,
-            applied,
+            in_flight: FuturesUnordered::new(),
+            extents: Vec::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            committable,
             uncommitted: false,
             counters: ReplayCounters::default(),
         }
@@ -97,7 +132,7 @@ impl<'a> JournalReplayer<'a> {
         let primary = self.tail.header().clients.get("").and_then(|c| c.commit_position.front().copied());
         ReplayProgress {
             primary_position: primary,
-            non_primary_position: self.applied,
+            non_primary_position: self.committable.front().copied(),
             entries_per_second,
             bytes_per_second,
         }
@@ -111,31 +146,44 @@ impl<'a> JournalReplayer<'a> {
         status_interval: Duration,
         status: &mut StatusPublisher,
     ) -> Result<ReplayEnd> {
+        let result = self.replay(cancel, status_interval, status).await;
+        // Whatever happened, what is durable gets committed (a failed IO stops the prefix).
+        let drained = self.drain().await;
+        self.commit().await?;
+        match (result, drained) {
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(end), Ok(())) => Ok(end),
+        }
+    }
+
+    async fn replay(
+        &mut self,
+        cancel: &CancellationToken,
+        status_interval: Duration,
+        status: &mut StatusPublisher,
+    ) -> Result<ReplayEnd> {
         let commit_interval = self.ctx.config.commit_interval;
         let mut last_commit = Instant::now();
         let mut last_status = Instant::now();
         let mut rate_mark = (Instant::now(), 0u64, 0u64);
+        let mut tick = tokio::time::interval(commit_interval.min(status_interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.report(status, 0.0, 0.0).await;
         loop {
-            let wait = commit_interval.min(status_interval);
-            let next = tokio::select! {
-                _ = cancel.cancelled() => None,
-                r = tokio::time::timeout(wait, self.tail.next()) => Some(r),
-            };
-            match next {
-                None => {
-                    self.commit().await?;
-                    return Ok(ReplayEnd::Cancelled);
+            let room = self.in_flight.len() < MAX_IN_FLIGHT;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(ReplayEnd::Cancelled),
+                Some((seq, r)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.complete(seq, r)?;
                 }
-                Some(Ok(entry)) => {
+                entry = self.tail.next(), if room => {
                     let entry = entry?;
-                    let demotion_done = self.apply(entry.position(), &entry.entry.payload).await?;
-                    if demotion_done {
-                        self.commit().await?;
+                    if self.handle(entry.position(), &entry.entry.payload).await? {
                         return Ok(ReplayEnd::RemoteDemoted);
                     }
                 }
-                Some(Err(_elapsed)) => {}
+                _ = tick.tick() => {}
             }
             if self.uncommitted && last_commit.elapsed() >= commit_interval {
                 self.commit().await?;
@@ -153,7 +201,7 @@ impl<'a> JournalReplayer<'a> {
         }
     }
 
-    async fn report(&self, status: &mut StatusPublisher, entries_per_second: f64, bytes_per_second: f64) {
+    async fn report(&mut self, status: &mut StatusPublisher, entries_per_second: f64, bytes_per_second: f64) {
         let progress = self.progress(entries_per_second, bytes_per_second);
         metrics::gauge!("rbd_mirror_rs_image_entries_behind_primary")
             .set(progress.entries_behind_primary() as f64);
@@ -161,12 +209,12 @@ impl<'a> JournalReplayer<'a> {
         status.publish(local, remote, MirrorImageStatusState::Replaying, &progress.description()).await;
     }
 
-    /// Writes the position of the last applied entry to the primary's journal.
+    /// Writes the committable position to the primary's journal.
     pub async fn commit(&mut self) -> Result<()> {
         if !self.uncommitted {
             return Ok(());
         }
-        let position = self.tail.position().clone();
+        let position = self.committable.clone();
         self.tail.commit(&position).await?;
         self.uncommitted = false;
         self.counters.commits += 1;
@@ -174,25 +222,111 @@ impl<'a> JournalReplayer<'a> {
         Ok(())
     }
 
-    /// Applies one entry. Returns true when it completed a demotion epoch.
-    async fn apply(&mut self, position: ObjectPosition, payload: &bytes::Bytes) -> Result<bool> {
+    /// Records a finished IO event.
+    fn complete(&mut self, seq: u64, result: Result<u64>) -> Result<()> {
+        self.extents.retain(|x| x.seq != seq);
+        let bytes = result?;
+        self.counters.bytes += bytes;
+        metrics::counter!("rbd_mirror_rs_journal_bytes_replayed_total").increment(bytes);
+        self.mark_done(seq);
+        Ok(())
+    }
+
+    /// Marks entry `seq` done and advances the committable position over the done prefix.
+    fn mark_done(&mut self, seq: u64) {
+        if let Some(slot) = self.order.iter_mut().find(|(s, _, _)| *s == seq) {
+            slot.2 = true;
+        }
+        let width = self.tail.header().splay_width;
+        while let Some(&(_, position, true)) = self.order.front() {
+            self.order.pop_front();
+            self.committable.advance(position, width);
+            self.uncommitted = true;
+            self.counters.entries += 1;
+            metrics::counter!("rbd_mirror_rs_journal_entries_replayed_total").increment(1);
+        }
+    }
+
+    /// Waits for every IO event in flight.
+    async fn drain(&mut self) -> Result<()> {
+        let mut first_error = None;
+        while let Some((seq, r)) = self.in_flight.next().await {
+            if let Err(e) = self.complete(seq, r) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Waits until no IO in flight overlaps `[start, end)`.
+    async fn wait_for_overlaps(&mut self, start: u64, end: u64) -> Result<()> {
+        while self.extents.iter().any(|x| x.start < end && start < x.end) {
+            match self.in_flight.next().await {
+                Some((seq, r)) => self.complete(seq, r)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one entry. Returns true when it completed a demotion epoch.
+    async fn handle(&mut self, position: ObjectPosition, payload: &bytes::Bytes) -> Result<bool> {
         if self.current_tag != Some(position.tag_tid) {
+            self.drain().await?;
             self.enter_tag(position.tag_tid).await?;
         }
-        let what = format!("event at {position:?} of journal {}", journal_header(&self.remote_image_id));
-        let entry = EventEntry::decode_payload(payload).map_err(|e| ReplayError::decode(what.clone(), e))?;
-        let bytes = self.apply_event(entry.event).await.map_err(|e| match e {
-            ReplayError::Unsupported(m) => ReplayError::Unsupported(format!("{m} ({what})")),
-            other => other,
-        })?;
-        self.applied = Some(position);
-        self.uncommitted = true;
-        self.counters.entries += 1;
-        self.counters.bytes += bytes;
-        metrics::counter!("rbd_mirror_rs_journal_entries_replayed_total").increment(1);
-        metrics::counter!("rbd_mirror_rs_journal_bytes_replayed_total").increment(bytes);
+        let journal = journal_header(&self.remote_image_id);
+        let what = move || format!("event at {position:?} of journal {journal}");
+        let entry = EventEntry::decode_payload(payload).map_err(|e| ReplayError::decode(what(), e))?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.push_back((seq, position, false));
+        let local = self.local.clone();
+        let io: Option<(u64, u64, IoFuture)> = match entry.event {
+            Event::AioWrite { offset, data, .. } => {
+                let len = data.len() as u64;
+                Some((
+                    offset,
+                    len,
+                    Box::pin(async move { (seq, local.write(offset, &data).await.map(|()| len)) }),
+                ))
+            }
+            Event::AioDiscard { offset, length, .. } => Some((
+                offset,
+                length,
+                Box::pin(async move { (seq, local.discard(offset, length).await.map(|()| 0)) }),
+            )),
+            Event::AioWriteSame { offset, length, data } => Some((
+                offset,
+                length,
+                Box::pin(
+                    async move { (seq, local.write_same(offset, length, &data).await.map(|()| length)) },
+                ),
+            )),
+            event => {
+                // Everything else sees all earlier IO applied.
+                self.drain().await?;
+                let bytes = self.apply_inline(event).await.map_err(|e| match e {
+                    ReplayError::Unsupported(m) => ReplayError::Unsupported(format!("{m} ({})", what())),
+                    other => other,
+                })?;
+                self.counters.bytes += bytes;
+                self.mark_done(seq);
+                None
+            }
+        };
+        if let Some((start, len, fut)) = io {
+            let end = start.saturating_add(len);
+            self.wait_for_overlaps(start, end).await?;
+            self.extents.push(Extent { seq, start, end });
+            self.in_flight.push(fut);
+        }
         // A demotion epoch holds only its DemotePromote marker: replay ends after it.
-        Ok(self.current_tag_demoted)
+        if self.current_tag_demoted {
+            self.drain().await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// A new remote epoch: mirror its tag into the local journal.
@@ -215,26 +349,15 @@ impl<'a> JournalReplayer<'a> {
         Ok(())
     }
 
-    /// Applies one event; returns the data bytes it carried.
-    async fn apply_event(&mut self, event: Event) -> Result<u64> {
+    /// Applies an event that is not a plain IO (all earlier IO is done); returns the data
+    /// bytes it wrote.
+    async fn apply_inline(&mut self, event: Event) -> Result<u64> {
         match event {
-            Event::AioWrite { offset, data, .. } => {
-                self.local.write(offset, &data).await?;
-                Ok(data.len() as u64)
-            }
-            Event::AioDiscard { offset, length, .. } => {
-                self.local.discard(offset, length).await?;
-                Ok(0)
-            }
-            Event::AioWriteSame { offset, length, data } => {
-                self.local.write_same(offset, length, &data).await?;
-                Ok(length)
-            }
             Event::AioCompareAndWrite { offset, cmp_data, write_data, .. } => {
                 let wrote = self.local.compare_and_write(offset, &cmp_data, &write_data).await?;
                 Ok(if wrote { write_data.len() as u64 } else { 0 })
             }
-            // Every write above completed (durably) before the next event is read.
+            // IO events are durable when they complete; nothing more to flush.
             Event::AioFlush | Event::DemotePromote => Ok(0),
             Event::OpFinish { op_tid, r } => {
                 match self.pending_ops.remove(&op_tid) {
@@ -245,6 +368,9 @@ impl<'a> JournalReplayer<'a> {
                     None => {} // its start was committed before: already applied
                 }
                 Ok(0)
+            }
+            Event::AioWrite { .. } | Event::AioDiscard { .. } | Event::AioWriteSame { .. } => {
+                Err(ReplayError::State("IO event applied inline".into()))
             }
             op => {
                 let op_tid = op.op_tid().unwrap_or_default();

@@ -7,6 +7,7 @@
 //! Metadata changes (size, image-meta) are cls `rbd` calls on its header.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::try_join_all;
@@ -70,6 +71,8 @@ pub struct LocalImage {
     image_id: String,
     geometry: ImageGeometry,
     layout: Layout,
+    /// Current size (the geometry's is the size at open).
+    size: AtomicU64,
     /// Objects already marked `EXISTS` in the HEAD object map by us.
     marked: Mutex<BTreeSet<u64>>,
 }
@@ -85,6 +88,7 @@ impl LocalImage {
         Ok(LocalImage {
             io,
             image_id: image_id.to_owned(),
+            size: AtomicU64::new(geometry.size),
             geometry,
             layout,
             marked: Mutex::new(BTreeSet::new()),
@@ -96,9 +100,14 @@ impl LocalImage {
         &self.image_id
     }
 
-    /// The geometry read at open (size kept current by [`Self::resize`]).
+    /// The geometry read at open (see [`Self::size`] for the current size).
     pub fn geometry(&self) -> &ImageGeometry {
         &self.geometry
+    }
+
+    /// The current size.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
     }
 
     fn object_name(&self, object_no: u64) -> String {
@@ -238,8 +247,8 @@ impl LocalImage {
 
     /// Resizes the image: trims data beyond a smaller size, then updates the header size
     /// and the object map.
-    pub async fn resize(&mut self, size: u64) -> Result<()> {
-        let old = self.geometry.size;
+    pub async fn resize(&self, size: u64) -> Result<()> {
+        let old = self.size();
         if size < old {
             self.discard(size, old - size).await?;
         }
@@ -249,7 +258,7 @@ impl LocalImage {
             cls::object_map_resize(&self.io, &self.image_id, objects, OBJECT_NONEXISTENT).await?;
             self.marked.lock().retain(|&o| o < objects);
         }
-        self.geometry.size = size;
+        self.size.store(size, Ordering::Release);
         Ok(())
     }
 

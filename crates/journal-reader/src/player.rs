@@ -275,7 +275,12 @@ impl Planner<'_> {
                 (Some(_), Some(_)) => return Ok(()),
                 (None, None) => return Err(PlaybackEnd::NoMoreEntries { object_number }),
                 (None, Some(active)) => {
-                    if self.prune_tag == Some(active) || !self.prune_active(None) {
+                    // An object that may still grow is waited for: the active tag's next
+                    // entry may be in the part not read yet.
+                    if self.incomplete.contains(&object_number)
+                        || self.prune_tag == Some(active)
+                        || !self.prune_active(None)
+                    {
                         return Err(PlaybackEnd::NoMoreEntries { object_number });
                     }
                 }
@@ -425,6 +430,23 @@ mod tests {
         // Treated as complete, the same object would wrongly be skipped into set 1.
         let p = plan_playback(2, 1, &ObjectSetPosition::default(), &objs).unwrap_err();
         assert!(matches!(p, PlayerError::MissingPriorEntry { .. }), "{p:?}");
+    }
+
+    #[test]
+    fn a_partly_read_object_holds_back_a_tag_switch() {
+        // Tag 1 ends with tid 2 in object 0 and tid 3 in object 1; tag 2 starts at tid 0 in
+        // object 0. Object 1 has been read only up to its tag-1 entry before tid 3.
+        let mut objs: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+        objs.insert(0, vec![e(1, 0), e(1, 2), e(2, 0)]);
+        objs.insert(1, vec![e(1, 1)]);
+        let incomplete = BTreeSet::from([1]);
+        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &incomplete).unwrap();
+        let got: Vec<(u64, u64)> = p.entries.iter().map(|x| (x.entry.tag_tid, x.entry.entry_tid)).collect();
+        assert_eq!(got, vec![(1, 0), (1, 1), (1, 2)], "waits for tag 1's tid 3 instead of switching");
+        objs.get_mut(&1).expect("object 1").extend([e(1, 3), e(2, 1)]);
+        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &BTreeSet::new()).unwrap();
+        let got: Vec<(u64, u64)> = p.entries.iter().map(|x| (x.entry.tag_tid, x.entry.entry_tid)).collect();
+        assert_eq!(got, vec![(1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1)]);
     }
 
     #[test]

@@ -91,6 +91,17 @@ struct CachedObject {
     partial: Bytes,
     /// The last read came back full: the object may hold more.
     more: bool,
+    /// The last read happened after the object's set was closed (older than the active
+    /// set): a short read then means the object is complete. Before that, the writer may
+    /// still have been appending.
+    read_closed: bool,
+}
+
+impl CachedObject {
+    /// Whether reading again may find entries not seen yet.
+    fn may_grow(&self) -> bool {
+        self.more || !self.read_closed
+    }
 }
 
 /// Registers `client_id` on the journal of `image_id` with `data` (a `ClientData`).
@@ -141,7 +152,9 @@ pub struct JournalTail {
     header_object: String,
     header_pool_id: i64,
     header: JournalHeader,
-    /// Position after the last entry handed out (starts at the client's commit position).
+    /// Position after the last entry planned into `ready` (what playback continues from).
+    planned: ObjectSetPosition,
+    /// Position after the last entry returned by `next` (starts at the commit position).
     position: ObjectSetPosition,
     objects: BTreeMap<u64, CachedObject>,
     ready: VecDeque<PlayedEntry>,
@@ -192,6 +205,7 @@ impl JournalTail {
             header_object,
             header_pool_id,
             header,
+            planned: position.clone(),
             position,
             objects: BTreeMap::new(),
             ready: VecDeque::new(),
@@ -205,7 +219,7 @@ impl JournalTail {
         &self.header
     }
 
-    /// The position after the last entry handed out by [`Self::next`].
+    /// The position after the last entry returned by [`Self::next`] / [`Self::try_next`].
     pub fn position(&self) -> &ObjectSetPosition {
         &self.position
     }
@@ -231,7 +245,11 @@ impl JournalTail {
             }
             read_all = true;
         }
-        Ok(self.ready.pop_front())
+        let next = self.ready.pop_front();
+        if let Some(e) = &next {
+            self.position.advance(e.position(), self.header.splay_width);
+        }
+        Ok(next)
     }
 
     /// Waits for a header notification or the poll interval, whichever comes first.
@@ -263,6 +281,7 @@ impl JournalTail {
             });
         }
         let width = u64::from(self.header.splay_width.max(1));
+        let active_set = self.header.active_set;
         let first_set = self.first_set(width);
         self.objects.retain(|n, _| n / width >= first_set);
         let last_set = self.header.active_set.min(first_set.saturating_add(1)).max(first_set);
@@ -275,23 +294,48 @@ impl JournalTail {
                 if read_all || self.unplayed(object_number) == 0 {
                     self.fetch(object_number).await?;
                 }
-                more |= self.objects.get(&object_number).is_some_and(|o| o.more);
+                // Worth another read now: a full read, or a closed set's object not yet read
+                // since it closed (objects of the active set are waited for by polling).
+                more |= self
+                    .objects
+                    .get(&object_number)
+                    .is_some_and(|o| o.more || (set < active_set && !o.read_closed));
             }
         }
         let view: BTreeMap<u64, Vec<Entry>> =
             self.objects.iter().map(|(n, o)| (*n, o.entries.clone())).collect();
-        let incomplete: BTreeSet<u64> =
-            self.objects.iter().filter(|(_, o)| o.more).map(|(n, _)| *n).collect();
+        // Objects that may hold more than was read, and the set after the last one read,
+        // which playback must not take for empty.
+        let mut incomplete: BTreeSet<u64> =
+            self.objects.iter().filter(|(_, o)| o.may_grow()).map(|(n, _)| *n).collect();
+        let beyond = last_set.saturating_add(1);
+        incomplete.extend(beyond.saturating_mul(width)..beyond.saturating_add(1).saturating_mul(width));
         let playback = plan_playback_partial(
             self.header.splay_width,
             self.header.active_set,
-            &self.position,
+            &self.planned,
             &view,
             &incomplete,
         )
         .map_err(|source| TailError::Player { object: self.header_object.clone(), source })?;
+        tracing::debug!(
+            journal = %self.header_object,
+            first_set,
+            last_set,
+            active_set,
+            planned = playback.entries.len(),
+            end = ?playback.end,
+            incomplete = ?incomplete,
+            "journal playback planned"
+        );
         for played in playback.entries {
-            self.position.advance(played.position(), self.header.splay_width);
+            tracing::trace!(
+                object = played.object_number,
+                tag = played.entry.tag_tid,
+                entry = played.entry.entry_tid,
+                "planned"
+            );
+            self.planned.advance(played.position(), self.header.splay_width);
             self.ready.push_back(played);
         }
         Ok(more)
@@ -300,7 +344,7 @@ impl JournalTail {
     /// Drops the cached entries already handed out, except each object's last one: the
     /// player finds its position there. This bounds memory to the unread part.
     fn forget_played(&mut self) {
-        for p in &self.position.object_positions {
+        for p in &self.planned.object_positions {
             if let Some(cached) = self.objects.get_mut(&p.object_number) {
                 let at =
                     cached.entries.iter().position(|e| e.tag_tid == p.tag_tid && e.entry_tid == p.entry_tid);
@@ -317,7 +361,7 @@ impl JournalTail {
             return 0;
         };
         let first_is_position = cached.entries.first().is_some_and(|e| {
-            self.position.object_positions.iter().any(|p| {
+            self.planned.object_positions.iter().any(|p| {
                 p.object_number == object_number && p.tag_tid == e.tag_tid && p.entry_tid == e.entry_tid
             })
         });
@@ -326,7 +370,7 @@ impl JournalTail {
 
     /// The oldest object set that can still hold entries after our position.
     fn first_set(&self, width: u64) -> u64 {
-        let from_position = self.position.object_positions.iter().map(|p| p.object_number / width).min();
+        let from_position = self.planned.object_positions.iter().map(|p| p.object_number / width).min();
         from_position.unwrap_or(self.header.minimum_set).max(self.header.minimum_set)
     }
 
@@ -335,6 +379,8 @@ impl JournalTail {
     async fn fetch(&mut self, object_number: u64) -> Result<(), TailError> {
         let name = data_object_name(self.header_pool_id, &self.image_id, object_number);
         let chunk = self.options.fetch_bytes.unwrap_or(DEFAULT_FETCH_BYTES).max(4096);
+        let width = u64::from(self.header.splay_width.max(1));
+        let closed = object_number / width < self.header.active_set;
         let cached = self.objects.entry(object_number).or_default();
         let new = match self.data_io.read(&name, cached.read, chunk).await {
             Ok(b) => b,
@@ -342,6 +388,7 @@ impl JournalTail {
             Err(e) => return Err(e.into()),
         };
         cached.more = new.len() >= chunk;
+        cached.read_closed = closed;
         if new.is_empty() {
             return Ok(());
         }
