@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// The tests of this file each start and stop the site-b daemon: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Our daemon at site-b for the life of the guard.
 struct Daemon;
 
@@ -75,6 +81,7 @@ fn bench(site: &lab::Site, spec: &str, pattern: &str, size: &str, total: &str) {
 
 #[test]
 fn journal_image_replicates_with_stock_tools_agreeing() {
+    let _serial = serial();
     let a = lab::site("site-a");
     let b = lab::site("site-b");
     let name = lab::unique("journal");
@@ -163,4 +170,163 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
             Err(format!("{s:?}"))
         }
     });
+}
+
+/// Creates a journaling image on site-a, mirrored in journal mode.
+fn mirrored_image(a: &lab::Site, prefix: &str) -> String {
+    let spec = format!("{}/{}", lab::POOL, lab::unique(prefix));
+    a.rbd(&["create", "--size", "64M", "--image-feature", "layering,exclusive-lock,journaling", &spec]);
+    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    spec
+}
+
+fn wait_replaying(b: &lab::Site, spec: &str) {
+    lab::wait_for(&format!("{spec} replaying on site-b"), Duration::from_secs(180), || {
+        let s = image_status(b, spec)?;
+        if s.0 == "up+replaying" {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+}
+
+fn wait_same_content(a: &lab::Site, b: &lab::Site, spec: &str) {
+    let primary = a.export_sha256(spec);
+    lab::wait_for(&format!("{spec}: equal content on both sites"), Duration::from_secs(240), || {
+        let (state, description) = image_status(b, spec)?;
+        assert!(!state.ends_with("error"), "replay of {spec} failed: {state}: {description}");
+        let s = b.export_sha256(spec);
+        if s == primary {
+            Ok(())
+        } else {
+            Err(format!("site-a {primary}, site-b {s}"))
+        }
+    });
+}
+
+/// The site-b daemon's log so far.
+fn daemon_log() -> String {
+    std::fs::read_to_string(lab::lab_dir().join("site-b/log/rbd-mirror.b.stdout")).unwrap_or_default()
+}
+
+/// Flips one payload byte of the newest write entry in the primary's journal of `spec`;
+/// returns the data object and the entry's offset.
+fn corrupt_newest_entry(a: &lab::Site, spec: &str) -> (String, usize) {
+    use journal_reader::cls_journal::data_object_name;
+    use journal_reader::entry::decode_object;
+    let image_id = a.rbd_json(&["info", spec])["id"].as_str().expect("image id").to_owned();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let rados = rados_ffi::Rados::connect(&a.admin_config()).await.expect("connect site-a");
+        let io = rados.ioctx(lab::POOL, "").await.expect("pool");
+        let header = journal_reader::tail::read_header(&io, &image_id).await.expect("journal header");
+        let width = u64::from(header.splay_width);
+        let mut newest: Option<(u64, u64, String, usize)> = None;
+        for n in header.active_set * width..(header.active_set + 1) * width {
+            let name = data_object_name(io.pool_id(), &image_id, n);
+            let Ok(bytes) = io.read_full(&name).await else { continue };
+            let entries = decode_object(&name, &bytes).expect("journal object decodes").entries;
+            for e in entries.into_iter().filter(|e| e.payload.len() > 1024) {
+                if newest.as_ref().is_none_or(|(t, x, _, _)| (e.tag_tid, e.entry_tid) > (*t, *x)) {
+                    newest = Some((e.tag_tid, e.entry_tid, name.clone(), e.offset));
+                }
+            }
+        }
+        let (_, _, object, offset) = newest.expect("the journal has entries");
+        let at = (offset + 29 + 40) as u64;
+        let byte = io.read(&object, at, 1).await.expect("read a payload byte");
+        io.write(&object, at, &[byte[0] ^ 0xff]).await.expect("flip it");
+        (object, offset)
+    })
+}
+
+/// A journal entry with a bad CRC stops that image with a clear error; another image of the
+/// same pool keeps replaying.
+#[test]
+fn a_corrupt_entry_stops_only_its_image() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let victim = mirrored_image(&a, "crc-victim");
+    let healthy = mirrored_image(&a, "crc-healthy");
+    let _images = Images(vec![victim.clone(), healthy.clone()]);
+    let daemon = Daemon::start();
+    wait_replaying(&b, &victim);
+    wait_replaying(&b, &healthy);
+    drop(daemon);
+
+    bench(&a, &victim, "seq", "4K", "64K");
+    let (object, offset) = corrupt_newest_entry(&a, &victim);
+    println!("corrupted the entry at {object} offset {offset}");
+
+    let _daemon = Daemon::start();
+    let description = lab::wait_for("the victim in error", Duration::from_secs(120), || {
+        let (state, description) = image_status(&b, &victim)?;
+        if state == "up+error" {
+            Ok(description)
+        } else {
+            Err(format!("{state}: {description}"))
+        }
+    });
+    println!("site-b {victim}: up+error, {description}");
+    assert!(description.contains("CRC mismatch") && description.contains(&object), "{description}");
+    assert!(description.contains(&format!("offset {offset}")), "{description}");
+
+    // The other image is unaffected.
+    bench(&a, &healthy, "rand", "4K", "1M");
+    wait_same_content(&a, &b, &healthy);
+    assert_eq!(image_status(&b, &healthy).expect("status").0, "up+replaying");
+}
+
+/// `kill -9` in the middle of a backlog: the restarted daemon resumes from the committed
+/// position (no new initial sync) and the images converge.
+#[test]
+fn kill_9_during_replay_resumes_from_the_committed_position() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = mirrored_image(&a, "kill9");
+    let _images = Images(vec![spec.clone()]);
+    let daemon = Daemon::start();
+    wait_replaying(&b, &spec);
+    drop(daemon);
+
+    // A backlog of 4K random writes while no daemon runs.
+    bench(&a, &spec, "rand", "4K", "64M");
+    let name = spec.split('/').nth(1).expect("image name");
+    let client = b.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
+    let client = client.trim().to_owned();
+    let position = || -> String {
+        let status = a.rbd(&["journal", "status", "--pool", lab::POOL, "--image", name]);
+        status.lines().find(|l| l.contains(&format!("[id={client},"))).unwrap_or_default().to_owned()
+    };
+    let before = position();
+
+    let _daemon = Daemon::start();
+    let moved = lab::wait_for("a commit during replay", Duration::from_secs(120), || {
+        let now = position();
+        if now != before {
+            Ok(now)
+        } else {
+            Err(now)
+        }
+    });
+    let pid_file = lab::lab_dir().join("site-b/run/rbd-mirror.b.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("pid file");
+    let pid = pid.split_whitespace().next().expect("pid").to_owned();
+    let killed = std::process::Command::new("kill").args(["-9", &pid]).status().expect("kill");
+    assert!(killed.success());
+    println!("killed {pid} after the commit {moved}");
+    std::thread::sleep(Duration::from_secs(1));
+    let committed = position();
+    let log_before = daemon_log().len();
+
+    let _daemon = Daemon::start();
+    wait_same_content(&a, &b, &spec);
+    let log = daemon_log();
+    let restarted = log.get(log_before..).unwrap_or_default();
+    assert!(restarted.contains("replaying from the committed position"), "{restarted}");
+    assert!(!restarted.contains("initial sync complete"), "no full resync after kill -9: {restarted}");
+    println!("resumed from {committed}");
 }
