@@ -21,7 +21,7 @@ struct Daemon;
 impl Daemon {
     fn start() -> Daemon {
         // Never two daemons for one site: stop a stock one left running.
-        lab::lab_script(&["mirror-stop", "all"], &[]);
+        lab::lab_script(&["mirror-stop", "site-b"], &[]);
         lab::lab_script(
             &["mirror-start", "site-b"],
             &[("RBD_MIRROR_LAB_MIRROR_BIN", env!("CARGO_BIN_EXE_rbd-mirror-rs"))],
@@ -33,6 +33,23 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         lab::lab_script(&["mirror-stop", "site-b"], &[]);
+    }
+}
+
+/// The stock rbd-mirror daemon at `site` for the life of the guard.
+struct Stock(&'static str);
+
+impl Stock {
+    fn start(site: &'static str) -> Stock {
+        lab::lab_script(&["mirror-stop", site], &[]);
+        lab::lab_script(&["mirror-start", site], &[]);
+        Stock(site)
+    }
+}
+
+impl Drop for Stock {
+    fn drop(&mut self) {
+        lab::lab_script(&["mirror-stop", self.0], &[]);
     }
 }
 
@@ -329,4 +346,85 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
     assert!(restarted.contains("replaying from the committed position"), "{restarted}");
     assert!(!restarted.contains("initial sync complete"), "no full resync after kill -9: {restarted}");
     println!("resumed from {committed}");
+}
+
+fn wait_status(site: &lab::Site, spec: &str, state: &str, description: &str) {
+    lab::wait_for(
+        &format!("{spec} on {}: {state} {description}", site.name),
+        Duration::from_secs(180),
+        || {
+            let s = image_status(site, spec)?;
+            if s.0 == state && s.1.contains(description) {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    );
+}
+
+/// Orderly failover with the stock daemon at the other site: ours replicates site-a to
+/// site-b; site-a is demoted and site-b promoted (no force); writes on site-b then reach
+/// site-a through the STOCK daemon, which accepts the tag chain our replay wrote.
+#[test]
+fn failover_to_site_b_then_stock_replicates_back() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    // rx-tx peering runs a daemon at each site, as an operator would.
+    let _stock = Stock::start("site-a");
+    let _ours = Daemon::start();
+    let spec = mirrored_image(&a, "failover");
+    let _images = Images(vec![spec.clone()]);
+    bench(&a, &spec, "rand", "4K", "1M");
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+
+    a.rbd(&["mirror", "image", "demote", &spec]);
+    wait_status(&b, &spec, "up+unknown", "remote image is non-primary");
+    b.rbd(&["mirror", "image", "promote", &spec]);
+    assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
+    wait_status(&b, &spec, "up+stopped", "local image is primary");
+
+    bench(&b, &spec, "rand", "4K", "2M");
+    let primary = b.export_sha256(&spec);
+    lab::wait_for("site-b's writes on site-a (stock daemon)", Duration::from_secs(180), || {
+        let s = a.export_sha256(&spec);
+        if s == primary {
+            Ok(())
+        } else {
+            Err(format!("site-b {primary}, site-a {s}; site-a status {:?}", image_status(&a, &spec)))
+        }
+    });
+    println!("failback path: site-a {:?}", image_status(&a, &spec));
+}
+
+/// An image bootstrapped and replayed by the STOCK daemon at site-b is taken over by ours
+/// from the stock daemon's commit position, without a new initial sync.
+#[test]
+fn takeover_of_a_stock_bootstrapped_image_without_resync() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = mirrored_image(&a, "takeover");
+    let _images = Images(vec![spec.clone()]);
+    bench(&a, &spec, "rand", "4K", "1M");
+    {
+        let _stock = Stock::start("site-b");
+        wait_replaying(&b, &spec);
+        wait_same_content(&a, &b, &spec);
+    }
+    bench(&a, &spec, "rand", "4K", "2M");
+    let log_before = daemon_log().len();
+    let _ours = Daemon::start();
+    wait_same_content(&a, &b, &spec);
+    wait_replaying(&b, &spec);
+    let log = daemon_log();
+    let ours = log.get(log_before..).unwrap_or_default();
+    let name = spec.split('/').nth(1).expect("name");
+    assert!(ours.contains("replaying from the committed position"), "{ours}");
+    assert!(
+        !ours.lines().any(|l| l.contains("initial sync complete") && l.contains(name)),
+        "no resync of a stock-bootstrapped image: {ours}"
+    );
 }

@@ -78,15 +78,18 @@ async fn attempt(
     status.shared().lock().name = remote.name.clone();
     tracing::Span::current().record("image", remote.name.as_str());
 
+    // A local image promoted here (failover) is not replayed into, whatever the remote is.
+    if let Some(local_id) = crate::cls::mirror_image_get_image_id(&ctx.local_io, global_id).await? {
+        if RemoteImage::is_primary(&ctx.local_io, &local_id).await? {
+            publish(ctx, status, State::Stopped, "local image is primary").await;
+            return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+        }
+    }
     if !RemoteImage::is_primary(&ctx.remote_io, remote_image_id).await? {
         publish(ctx, status, State::Unknown, "remote image is non-primary").await;
         return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
     }
     let (local_id, created) = ensure_local_image(ctx, &remote).await?;
-    if !created && RemoteImage::is_primary(&ctx.local_io, &local_id).await? {
-        publish(ctx, status, State::Stopped, "local image is primary").await;
-        return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
-    }
     let client_state = ensure_remote_client(ctx, &remote, &local_id, created).await?;
     let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
 

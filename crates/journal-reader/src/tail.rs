@@ -20,7 +20,7 @@ use crate::cls_journal::{
     args, data_object_name, header_object_name, HeaderError, JournalHeader, ObjectSetPosition,
 };
 use crate::entry::{decode_object, Entry, EntryError};
-use crate::player::{plan_playback_partial, PlayedEntry, PlayerError};
+use crate::player::{plan_playback_partial, PlaybackEnd, PlayedEntry, PlayerError};
 
 /// Bytes read from one data object at a time unless [`TailOptions::fetch_bytes`] says.
 pub const DEFAULT_FETCH_BYTES: usize = 1 << 20;
@@ -78,6 +78,15 @@ pub enum TailError {
         #[source]
         source: PlayerError,
     },
+}
+
+/// What a refresh found.
+#[derive(Debug, Clone, Copy)]
+struct Refreshed {
+    /// Some object may hold bytes not read yet.
+    more: bool,
+    /// Playback is stuck on the active tag while the header lists a newer one.
+    newer_tag: bool,
 }
 
 /// Bytes of one data object seen so far.
@@ -237,10 +246,17 @@ impl JournalTail {
     /// The next entry if one is already written, without waiting.
     pub async fn try_next(&mut self) -> Result<Option<PlayedEntry>, TailError> {
         let mut read_all = false;
+        let mut tag_closed = false;
         while self.ready.is_empty() {
             // Objects are read a chunk at a time: while playback is stuck on an object that
             // has more bytes, read the next chunk of every such object.
-            if !self.refresh(read_all).await? {
+            let refreshed = self.refresh(read_all, tag_closed).await?;
+            if refreshed.newer_tag && !tag_closed {
+                // The writer moved to a newer tag, so every entry of the active tag is
+                // written: read the objects to their end once more, then let playback
+                // leave the active tag where its entries run out.
+                tag_closed = true;
+            } else if !refreshed.more {
                 break;
             }
             read_all = true;
@@ -272,7 +288,7 @@ impl JournalTail {
     /// object sets that can hold entries after our position, then plans playback from the
     /// position. Objects with little left to play are read further, or all objects with
     /// `read_all`. Returns whether some object may hold bytes not read yet.
-    async fn refresh(&mut self, read_all: bool) -> Result<bool, TailError> {
+    async fn refresh(&mut self, read_all: bool, tag_closed: bool) -> Result<Refreshed, TailError> {
         self.header = read_header(&self.header_io, &self.image_id).await?;
         if !self.header.clients.contains_key(&self.client_id) {
             return Err(TailError::ClientNotRegistered {
@@ -306,8 +322,12 @@ impl JournalTail {
             self.objects.iter().map(|(n, o)| (*n, o.entries.clone())).collect();
         // Objects that may hold more than was read, and the set after the last one read,
         // which playback must not take for empty.
-        let mut incomplete: BTreeSet<u64> =
-            self.objects.iter().filter(|(_, o)| o.may_grow()).map(|(n, _)| *n).collect();
+        let mut incomplete: BTreeSet<u64> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| if tag_closed { o.more } else { o.may_grow() })
+            .map(|(n, _)| *n)
+            .collect();
         let beyond = last_set.saturating_add(1);
         incomplete.extend(beyond.saturating_mul(width)..beyond.saturating_add(1).saturating_mul(width));
         let playback = plan_playback_partial(
@@ -318,6 +338,10 @@ impl JournalTail {
             &incomplete,
         )
         .map_err(|source| TailError::Player { object: self.header_object.clone(), source })?;
+        // Stuck with a newer tag in the header: the active tag may be over.
+        let newer_tag = playback.entries.is_empty()
+            && matches!(playback.end, PlaybackEnd::NoMoreEntries { .. })
+            && playback.active_tag_tid.is_some_and(|t| self.header.tags.keys().any(|&k| k > t));
         tracing::debug!(
             journal = %self.header_object,
             first_set,
@@ -338,7 +362,7 @@ impl JournalTail {
             self.planned.advance(played.position(), self.header.splay_width);
             self.ready.push_back(played);
         }
-        Ok(more)
+        Ok(Refreshed { more, newer_tag })
     }
 
     /// Drops the cached entries already handed out, except each object's last one: the
