@@ -8,6 +8,7 @@
 #        lab.sh down             stop every daemon this script started (by its pid files only)
 #        lab.sh status           daemons, health, mirroring status of each site
 #        lab.sh env SITE         shell exports for that site (eval "$(lab.sh env site-b)")
+#        lab.sh dir              print the state directory
 #        lab.sh mirror-start [SITE|all]  start rbd-mirror (default site-b) as the stock unit
 #                                would: --cluster SITE -c SITE.conf -f --id rbd-mirror.<a|b>,
 #                                cwd = site dir; RBD_MIRROR_LAB_MIRROR_BIN (or
@@ -358,8 +359,9 @@ case ${1:-} in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env "${2:-}" ;;
+  dir) echo "$STATE" ;;
   mirror-start) cmd_mirror_start "${2:-}" ;;
   mirror-stop) cmd_mirror_stop "${2:-}" ;;
   purge) cmd_purge ;;
-  *) sed -n '6,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '6,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
