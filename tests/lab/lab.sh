@@ -92,7 +92,8 @@ is_running() {
   local f=$1 pid exe
   [[ -s $f ]] || return 1
   read -r pid exe <"$f"
-  [[ -d /proc/$pid && $(readlink "/proc/$pid/exe" 2>/dev/null) == "$exe" ]]
+  # a binary rebuilt under a running daemon reads as "<path> (deleted)": still ours
+  [[ -d /proc/$pid && $(readlink "/proc/$pid/exe" 2>/dev/null) =~ ^"$exe"( \(deleted\))?$ ]]
 }
 
 start_daemon() {  # start_daemon SITE NAME BINARY ARGS...

@@ -17,8 +17,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any thread starts: big journal buffers go back to the system when freed.
+    let tuned = rados_ffi::process::tune_allocator();
     let args = cli::Args::parse();
     init_tracing(&args);
+    if !tuned {
+        tracing::warn!("the allocator refused its settings; memory use may grow with backlogs");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads.max(1))
         .thread_name("rbd-mirror-rs")

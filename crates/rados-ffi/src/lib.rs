@@ -18,6 +18,7 @@ pub mod cluster;
 mod completion;
 pub mod error;
 pub mod ioctx;
+pub mod process;
 pub mod rbd;
 pub mod service;
 mod sys;
