@@ -135,6 +135,17 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
     a.rbd(&["resize", "--size", "96M", &spec]);
     bench(&a, &spec, "rand", "64K", "4M");
     a.rbd(&["image-meta", "set", &spec, "rbd-mirror-rs.test", "value"]);
+    // Snapshots: created between writes (so later writes copy-on-write), protected, renamed,
+    // unprotected; another created and removed.
+    let snap = |name: &str| format!("{spec}@{name}");
+    a.rbd(&["snap", "create", &snap("s1")]);
+    bench(&a, &spec, "rand", "4K", "1M");
+    a.rbd(&["snap", "protect", &snap("s1")]);
+    a.rbd(&["snap", "rename", &snap("s1"), &snap("s1-renamed")]);
+    a.rbd(&["snap", "unprotect", &snap("s1-renamed")]);
+    a.rbd(&["snap", "create", &snap("s2")]);
+    bench(&a, &spec, "rand", "4K", "1M");
+    a.rbd(&["snap", "rm", &snap("s2")]);
 
     let primary = a.export_sha256(&spec);
     let secondary = lab::wait_for("equal content on both sites", Duration::from_secs(180), || {
@@ -156,6 +167,22 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
     assert_eq!(ia["mirroring"]["global_id"], ib["mirroring"]["global_id"]);
     assert_eq!(ia["mirroring"]["primary"], true);
     assert_eq!(ib["mirroring"]["primary"], false, "site-b holds the non-primary copy: {ib}");
+    let snaps = |site: &lab::Site| -> Vec<(String, u64, String)> {
+        let v = site.rbd_json(&["snap", "ls", &spec]);
+        v.as_array()
+            .expect("snap list")
+            .iter()
+            .map(|s| {
+                let name = s["name"].as_str().unwrap_or_default().to_owned();
+                (name, s["size"].as_u64().unwrap_or_default(), s["protected"].to_string())
+            })
+            .collect()
+    };
+    let (sa, sb) = (snaps(&a), snaps(&b));
+    assert_eq!(sa, sb, "rbd snap ls differs");
+    assert_eq!(sa.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["s1-renamed"]);
+    let at_snap = format!("{spec}@s1-renamed");
+    assert_eq!(a.export_sha256(&at_snap), b.export_sha256(&at_snap), "the snapshot's content");
     let meta = b.rbd(&["image-meta", "get", &spec, "rbd-mirror-rs.test"]);
     assert_eq!(meta.trim(), "value");
     // The object map is consistent: `rbd diff` (which reads it, fast-diff enabled) reports the

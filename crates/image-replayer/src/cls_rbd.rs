@@ -670,6 +670,28 @@ pub mod args {
         })
     }
 
+    /// `snapshot_remove` input: `u64 snap_id` (verified against cls_rbd_client.cc).
+    pub fn snapshot_remove(snap_id: u64) -> Bytes {
+        build(|e| e.u64(snap_id))
+    }
+
+    /// `snapshot_rename` input: `u64 src_snap_id, string dst_name` (cls_rbd_client.cc).
+    pub fn snapshot_rename(src_snap_id: u64, dst_name: &str) -> Bytes {
+        build(|e| {
+            e.u64(src_snap_id);
+            e.string(dst_name);
+        })
+    }
+
+    /// `set_protection_status` input: `u64 snap_id, u8 status` (0 unprotected,
+    /// 1 unprotecting, 2 protected).
+    pub fn set_protection_status(snap_id: u64, status: u8) -> Bytes {
+        build(|e| {
+            e.u64(snap_id);
+            e.u8(status);
+        })
+    }
+
     /// `mirror_image_snapshot_unlink_peer` input: `u64 snap_id, string mirror_peer_uuid`.
     pub fn mirror_image_snapshot_unlink_peer(snap_id: u64, mirror_peer_uuid: &str) -> Bytes {
         build(|e| {

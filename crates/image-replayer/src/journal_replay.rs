@@ -393,6 +393,19 @@ impl<'a> JournalReplayer<'a> {
                 tracing::debug!(snap = %e.snap_name, "sync point snapshot: nothing to replay");
                 Ok(())
             }
+            Event::SnapCreate(e) => {
+                tracing::info!(snap = %e.snap_name, "creating snapshot");
+                self.local.snap_create(&e.snap_name, &e.snap_namespace).await
+            }
+            Event::SnapRemove(e) => {
+                tracing::info!(snap = %e.snap_name, "removing snapshot");
+                self.local.snap_remove(&e.snap_name).await
+            }
+            Event::SnapRename { src_snap_name, dst_snap_name, .. } if !src_snap_name.is_empty() => {
+                self.local.snap_rename(&src_snap_name, &dst_snap_name).await
+            }
+            Event::SnapProtect(e) => self.local.snap_set_protection(&e.snap_name, PROTECTED).await,
+            Event::SnapUnprotect(e) => self.local.snap_set_protection(&e.snap_name, UNPROTECTED).await,
             other => Err(ReplayError::Unsupported(format!(
                 "replay of {} is not implemented yet",
                 event_name(&other)
@@ -400,6 +413,11 @@ impl<'a> JournalReplayer<'a> {
         }
     }
 }
+
+/// `RBD_PROTECTION_STATUS_PROTECTED`.
+const PROTECTED: u8 = 2;
+/// `RBD_PROTECTION_STATUS_UNPROTECTED`.
+const UNPROTECTED: u8 = 0;
 
 /// Whether a snapshot is an rbd-mirror sync point (`.rbd-mirror.<mirror uuid>.<id>`).
 pub fn is_sync_point(snap_name: &str) -> bool {

@@ -16,12 +16,17 @@ use rados_ffi::rbd::Image;
 use rados_ffi::{IoCtx, Rados, WriteOp};
 
 use crate::cls;
-use crate::cls_rbd::{image_data_object_name, OBJECT_EXISTS, OBJECT_NONEXISTENT};
+use crate::cls_rbd::{
+    args, header_object_name, image_data_object_name, object_map_name, SnapshotInfo, SnapshotNamespace,
+    OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT,
+};
 use crate::error::{ReplayError, Result};
 use crate::striping::{image_to_object_extents, Layout, ObjectExtent};
 
 /// `RBD_FEATURE_OBJECT_MAP`.
 pub const FEATURE_OBJECT_MAP: u64 = 1 << 3;
+/// `RBD_FEATURE_FAST_DIFF`.
+pub const FEATURE_FAST_DIFF: u64 = 1 << 4;
 
 /// What is fixed about an image for the life of a replayer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +72,9 @@ impl ImageGeometry {
 /// A non-primary image being written by replay.
 #[derive(Debug)]
 pub struct LocalImage {
-    io: IoCtx,
+    /// Data writes hold it shared; snapshot operations, which change the write snapshot
+    /// context (not thread-safe in librados), hold it exclusively.
+    io: tokio::sync::RwLock<IoCtx>,
     image_id: String,
     geometry: ImageGeometry,
     layout: Layout,
@@ -86,7 +93,7 @@ impl LocalImage {
         let (seq, snaps) = cls::get_snapcontext(&io, image_id).await?;
         io.set_selfmanaged_snap_write_context(seq, &snaps)?;
         Ok(LocalImage {
-            io,
+            io: tokio::sync::RwLock::new(io),
             image_id: image_id.to_owned(),
             size: AtomicU64::new(geometry.size),
             geometry,
@@ -123,7 +130,8 @@ impl LocalImage {
         if !self.has_object_map() || self.marked.lock().contains(&object_no) {
             return Ok(());
         }
-        cls::object_map_update(&self.io, &self.image_id, object_no, object_no + 1, OBJECT_EXISTS).await?;
+        let io = self.io.read().await;
+        cls::object_map_update(&io, &self.image_id, object_no, object_no + 1, OBJECT_EXISTS).await?;
         self.marked.lock().insert(object_no);
         Ok(())
     }
@@ -133,7 +141,8 @@ impl LocalImage {
             return Ok(());
         }
         self.marked.lock().remove(&object_no);
-        cls::object_map_update(&self.io, &self.image_id, object_no, object_no + 1, OBJECT_NONEXISTENT).await
+        let io = self.io.read().await;
+        cls::object_map_update(&io, &self.image_id, object_no, object_no + 1, OBJECT_NONEXISTENT).await
     }
 
     fn extents(&self, offset: u64, length: u64) -> Vec<ObjectExtent> {
@@ -153,7 +162,7 @@ impl LocalImage {
                 ))
             })?;
             self.mark_exists(x.object_no).await?;
-            self.io.write(&self.object_name(x.object_no), x.offset, piece).await?;
+            self.io.read().await.write(&self.object_name(x.object_no), x.offset, piece).await?;
             Ok::<_, ReplayError>(())
         }))
         .await?;
@@ -176,7 +185,8 @@ impl LocalImage {
             } else {
                 op.assert_exists().zero(x.offset, x.length);
             }
-            match self.io.operate(&name, op).await {
+            let result = self.io.read().await.operate(&name, op).await;
+            match result {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => return Ok(()),
                 Err(e) => return Err(e.into()),
@@ -210,7 +220,7 @@ impl LocalImage {
                 pos = 0;
             }
             self.mark_exists(x.object_no).await?;
-            self.io.write(&self.object_name(x.object_no), x.offset, &buf).await?;
+            self.io.read().await.write(&self.object_name(x.object_no), x.offset, &buf).await?;
             Ok::<_, ReplayError>(())
         }))
         .await?;
@@ -221,7 +231,9 @@ impl LocalImage {
     pub async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
         let mut out = vec![0u8; usize::try_from(length).unwrap_or(0)];
         for x in self.extents(offset, length) {
-            let got = match self.io.read(&self.object_name(x.object_no), x.offset, x.length as usize).await {
+            let read =
+                self.io.read().await.read(&self.object_name(x.object_no), x.offset, x.length as usize).await;
+            let got = match read {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() => Bytes::new(),
                 Err(e) => return Err(e.into()),
@@ -252,10 +264,11 @@ impl LocalImage {
         if size < old {
             self.discard(size, old - size).await?;
         }
-        cls::set_size(&self.io, &self.image_id, size).await?;
+        let io = self.io.read().await;
+        cls::set_size(&io, &self.image_id, size).await?;
         if self.has_object_map() {
             let objects = self.layout.object_count(size);
-            cls::object_map_resize(&self.io, &self.image_id, objects, OBJECT_NONEXISTENT).await?;
+            cls::object_map_resize(&io, &self.image_id, objects, OBJECT_NONEXISTENT).await?;
             self.marked.lock().retain(|&o| o < objects);
         }
         self.size.store(size, Ordering::Release);
@@ -264,11 +277,109 @@ impl LocalImage {
 
     /// Sets an image-meta key.
     pub async fn metadata_set(&self, key: &str, value: &str) -> Result<()> {
-        cls::metadata_set(&self.io, &self.image_id, key, value).await
+        cls::metadata_set(&*self.io.read().await, &self.image_id, key, value).await
     }
 
     /// Removes an image-meta key.
     pub async fn metadata_remove(&self, key: &str) -> Result<()> {
-        cls::metadata_remove(&self.io, &self.image_id, key).await
+        cls::metadata_remove(&*self.io.read().await, &self.image_id, key).await
+    }
+
+    /// The image's snapshots (all namespaces), from its header.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let io = self.io.read().await;
+        let (_, ids) = cls::get_snapcontext(&io, &self.image_id).await?;
+        let header = header_object_name(&self.image_id);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let reply = io.exec(&header, "rbd", "snapshot_get", &args::snapshot_get(id)).await?;
+            let info = args::snapshot_get_reply(&reply)
+                .map_err(|e| ReplayError::decode(format!("snapshot {id} of {header}"), e))?;
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    async fn snapshot_named(&self, name: &str) -> Result<Option<SnapshotInfo>> {
+        Ok(self.snapshots().await?.into_iter().find(|s| s.name == name))
+    }
+
+    /// Re-reads the header's snapshot context into the write context (exclusive access).
+    async fn refresh_snap_context(&self, io: &mut IoCtx) -> Result<()> {
+        let (seq, snaps) = cls::get_snapcontext(io, &self.image_id).await?;
+        io.set_selfmanaged_snap_write_context(seq, &snaps)?;
+        Ok(())
+    }
+
+    /// Creates a snapshot of the image as librbd does: a pool snapshot id, the header
+    /// record, the object map frozen for it (HEAD objects then marked clean for fast-diff),
+    /// and the new snapshot context for later writes. An existing snapshot of that name is
+    /// success (replay is idempotent).
+    pub async fn snap_create(&self, name: &str, namespace: &SnapshotNamespace) -> Result<()> {
+        if self.snapshot_named(name).await?.is_some() {
+            return Ok(());
+        }
+        let mut io = self.io.write().await;
+        let snap_id = io.selfmanaged_snap_create().await?;
+        let header = header_object_name(&self.image_id);
+        io.exec_write(&header, "rbd", "snapshot_add", &args::snapshot_add(snap_id, name, namespace)).await?;
+        if self.has_object_map() {
+            let head = object_map_name(&self.image_id, None);
+            let map = io.read_full(&head).await?;
+            io.write_full(&object_map_name(&self.image_id, Some(snap_id)), &map).await?;
+            if self.geometry.features & FEATURE_FAST_DIFF != 0 {
+                let objects = self.layout.object_count(self.size());
+                let arg = args::object_map_update(0, objects, OBJECT_EXISTS_CLEAN, Some(OBJECT_EXISTS));
+                io.exec_write(&head, "rbd", "object_map_update", &arg).await?;
+            }
+            // Objects written from now on must be marked EXISTS again.
+            self.marked.lock().clear();
+        }
+        self.refresh_snap_context(&mut io).await
+    }
+
+    /// Removes a snapshot: header record, pool snapshot, its object map.
+    pub async fn snap_remove(&self, name: &str) -> Result<()> {
+        let Some(snap) = self.snapshot_named(name).await? else {
+            return Ok(());
+        };
+        let mut io = self.io.write().await;
+        let header = header_object_name(&self.image_id);
+        io.exec_write(&header, "rbd", "snapshot_remove", &args::snapshot_remove(snap.id)).await?;
+        io.selfmanaged_snap_remove(snap.id).await?;
+        if self.has_object_map() {
+            match io.remove(&object_map_name(&self.image_id, Some(snap.id))).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        self.refresh_snap_context(&mut io).await
+    }
+
+    /// Renames a snapshot.
+    pub async fn snap_rename(&self, from: &str, to: &str) -> Result<()> {
+        let Some(snap) = self.snapshot_named(from).await? else {
+            return if self.snapshot_named(to).await?.is_some() {
+                Ok(()) // already renamed
+            } else {
+                Err(ReplayError::State(format!("snapshot {from} of image {} not found", self.image_id)))
+            };
+        };
+        let io = self.io.read().await;
+        let header = header_object_name(&self.image_id);
+        io.exec_write(&header, "rbd", "snapshot_rename", &args::snapshot_rename(snap.id, to)).await?;
+        Ok(())
+    }
+
+    /// Sets a snapshot's protection status (0 unprotected, 2 protected).
+    pub async fn snap_set_protection(&self, name: &str, status: u8) -> Result<()> {
+        let Some(snap) = self.snapshot_named(name).await? else {
+            return Err(ReplayError::State(format!("snapshot {name} of image {} not found", self.image_id)));
+        };
+        let io = self.io.read().await;
+        let header = header_object_name(&self.image_id);
+        io.exec_write(&header, "rbd", "set_protection_status", &args::set_protection_status(snap.id, status))
+            .await?;
+        Ok(())
     }
 }
