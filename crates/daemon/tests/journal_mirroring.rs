@@ -103,7 +103,8 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
     let b = lab::site("site-b");
     let name = lab::unique("journal");
     let spec = format!("{}/{name}", lab::POOL);
-    let _images = Images(vec![spec.clone()]);
+    let renamed = format!("{spec}-renamed");
+    let _images = Images(vec![spec.clone(), renamed.clone()]);
 
     // Data written before mirroring is enabled arrives by the initial sync.
     a.rbd(&[
@@ -204,10 +205,17 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
     let pool = b.rbd(&["mirror", "pool", "status", lab::POOL, "--verbose"]);
     assert!(pool.contains(&name), "{pool}");
 
+    // A rename on the primary renames the secondary.
+    a.rbd(&["rename", &spec, &renamed]);
+    bench(&a, &renamed, "rand", "4K", "256K");
+    wait_same_content(&a, &b, &renamed);
+    assert_eq!(b.rbd_json(&["info", &renamed])["mirroring"]["global_id"], ia["mirroring"]["global_id"]);
+    assert!(!b.rbd_ok(&["info", &spec]), "the old name is gone on site-b");
+
     // Stopped: the status goes down (the daemon's watch on rbd_mirroring is gone).
     drop(_daemon);
     lab::wait_for("down after the daemon stops", Duration::from_secs(60), || {
-        let s = image_status(&b, &spec)?;
+        let s = image_status(&b, &renamed)?;
         if s.0.starts_with("down+") {
             Ok(())
         } else {

@@ -670,6 +670,16 @@ pub mod args {
         })
     }
 
+    /// `dir_rename_image` input (on `rbd_directory`): `string src, string dest, string id`
+    /// (cls_rbd_client.cc).
+    pub fn dir_rename_image(src: &str, dest: &str, id: &str) -> Bytes {
+        build(|e| {
+            e.string(src);
+            e.string(dest);
+            e.string(id);
+        })
+    }
+
     /// `snapshot_remove` input: `u64 snap_id` (verified against cls_rbd_client.cc).
     pub fn snapshot_remove(snap_id: u64) -> Bytes {
         build(|e| e.u64(snap_id))

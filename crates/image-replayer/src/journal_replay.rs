@@ -404,6 +404,7 @@ impl<'a> JournalReplayer<'a> {
             Event::SnapRename { src_snap_name, dst_snap_name, .. } if !src_snap_name.is_empty() => {
                 self.local.snap_rename(&src_snap_name, &dst_snap_name).await
             }
+            Event::Rename { image_name, .. } => self.local.rename(&image_name).await,
             Event::SnapProtect(e) => self.local.snap_set_protection(&e.snap_name, PROTECTED).await,
             Event::SnapUnprotect(e) => self.local.snap_set_protection(&e.snap_name, UNPROTECTED).await,
             other => Err(ReplayError::Unsupported(format!(

@@ -17,11 +17,14 @@ use rados_ffi::{IoCtx, Rados, WriteOp};
 
 use crate::cls;
 use crate::cls_rbd::{
-    args, header_object_name, image_data_object_name, object_map_name, SnapshotInfo, SnapshotNamespace,
-    OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT,
+    args, header_object_name, id_object_name, image_data_object_name, object_map_name, SnapshotInfo,
+    SnapshotNamespace, OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT,
 };
 use crate::error::{ReplayError, Result};
 use crate::striping::{image_to_object_extents, Layout, ObjectExtent};
+
+/// The pool's image directory object.
+const RBD_DIRECTORY: &str = "rbd_directory";
 
 /// `RBD_FEATURE_OBJECT_MAP`.
 pub const FEATURE_OBJECT_MAP: u64 = 1 << 3;
@@ -368,6 +371,34 @@ impl LocalImage {
         let io = self.io.read().await;
         let header = header_object_name(&self.image_id);
         io.exec_write(&header, "rbd", "snapshot_rename", &args::snapshot_rename(snap.id, to)).await?;
+        Ok(())
+    }
+
+    /// Renames the image as librbd does: the new `rbd_id.<name>` object, the directory
+    /// entry, then the old id object removed. Renaming to the current name is a no-op.
+    pub async fn rename(&self, to: &str) -> Result<()> {
+        let io = self.io.read().await;
+        let from = Image::open_by_id(&io, &self.image_id, None).await?.name().await?;
+        if from == to {
+            return Ok(());
+        }
+        let mut op = WriteOp::new();
+        op.create(true).exec("rbd", "set_id", &args::set_id(&self.image_id))?;
+        match io.operate(&id_object_name(to), op).await {
+            Err(e) if e.errno() == Some(libc::EEXIST) => {
+                return Err(ReplayError::State(format!(
+                    "cannot rename image {from} to {to}: the name is taken"
+                )))
+            }
+            other => other?,
+        }
+        let arg = args::dir_rename_image(&from, to, &self.image_id);
+        io.exec_write(RBD_DIRECTORY, "rbd", "dir_rename_image", &arg).await?;
+        match io.remove(&id_object_name(&from)).await {
+            Err(e) if !e.is_not_found() => return Err(e.into()),
+            _ => {}
+        }
+        tracing::info!(%from, %to, "renamed the local image");
         Ok(())
     }
 
