@@ -147,6 +147,8 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
     a.rbd(&["snap", "create", &snap("s2")]);
     bench(&a, &spec, "rand", "4K", "1M");
     a.rbd(&["snap", "rm", &snap("s2")]);
+    a.rbd(&["snap", "rollback", "--no-progress", &snap("s1-renamed")]);
+    bench(&a, &spec, "rand", "4K", "512K");
 
     let primary = a.export_sha256(&spec);
     let secondary = lab::wait_for("equal content on both sites", Duration::from_secs(180), || {

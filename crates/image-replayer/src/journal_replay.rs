@@ -405,6 +405,7 @@ impl<'a> JournalReplayer<'a> {
                 self.local.snap_rename(&src_snap_name, &dst_snap_name).await
             }
             Event::Rename { image_name, .. } => self.local.rename(&image_name).await,
+            Event::SnapRollback(e) => self.local.snap_rollback(&e.snap_name).await,
             Event::SnapProtect(e) => self.local.snap_set_protection(&e.snap_name, PROTECTED).await,
             Event::SnapUnprotect(e) => self.local.snap_set_protection(&e.snap_name, UNPROTECTED).await,
             other => Err(ReplayError::Unsupported(format!(

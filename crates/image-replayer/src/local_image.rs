@@ -402,6 +402,42 @@ impl LocalImage {
         Ok(())
     }
 
+    /// Rolls the image back to snapshot `name` as librbd does: every object rolled back to
+    /// its content at the snapshot (objects absent then are removed), the size and the
+    /// object map taken from the snapshot.
+    pub async fn snap_rollback(&self, name: &str) -> Result<()> {
+        let Some(snap) = self.snapshot_named(name).await? else {
+            return Err(ReplayError::State(format!("snapshot {name} of image {} not found", self.image_id)));
+        };
+        let io = self.io.read().await;
+        let current = self.size();
+        let objects = self.layout.object_count(current.max(snap.image_size));
+        let numbers: Vec<u64> = (0..objects).collect();
+        for batch in numbers.chunks(32) {
+            try_join_all(batch.iter().map(|&n| {
+                let io = &io;
+                async move {
+                    match io.selfmanaged_snap_rollback(&self.object_name(n), snap.id).await {
+                        Err(e) if !e.is_not_found() => Err(ReplayError::from(e)),
+                        _ => Ok(()),
+                    }
+                }
+            }))
+            .await?;
+        }
+        if snap.image_size != current {
+            cls::set_size(&io, &self.image_id, snap.image_size).await?;
+            self.size.store(snap.image_size, Ordering::Release);
+        }
+        if self.has_object_map() {
+            let map = io.read_full(&object_map_name(&self.image_id, Some(snap.id))).await?;
+            io.write_full(&object_map_name(&self.image_id, None), &map).await?;
+            self.marked.lock().clear();
+        }
+        tracing::info!(snap = %name, "rolled back to snapshot");
+        Ok(())
+    }
+
     /// Sets a snapshot's protection status (0 unprotected, 2 protected).
     pub async fn snap_set_protection(&self, name: &str, status: u8) -> Result<()> {
         let Some(snap) = self.snapshot_named(name).await? else {

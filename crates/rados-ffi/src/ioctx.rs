@@ -535,6 +535,22 @@ impl IoCtx {
         Ok(snap)
     }
 
+    /// Rolls one object back to its content at self-managed snapshot `snap` (an object that
+    /// did not exist then is removed). No aio variant: runs on the blocking pool.
+    pub async fn selfmanaged_snap_rollback(&self, oid: &str, snap: u64) -> Result<()> {
+        let c_oid = cstring("object name", oid)?;
+        let handle = self.handle.clone();
+        let target = self.object_target(oid);
+        blocking(move || {
+            // SAFETY: `handle` keeps the ioctx alive for the call; `c_oid` is a valid C string.
+            let ret =
+                unsafe { librados::rados_ioctx_selfmanaged_snap_rollback(handle.raw, c_oid.as_ptr(), snap) };
+            check(ret, "rados_ioctx_selfmanaged_snap_rollback", || target)?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Releases a self-managed snapshot id.
     pub async fn selfmanaged_snap_remove(&self, snap: u64) -> Result<()> {
         // SAFETY: no out-parameters.
