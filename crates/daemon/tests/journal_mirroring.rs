@@ -214,6 +214,25 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
     assert_eq!(b.rbd_json(&["info", &renamed])["mirroring"]["global_id"], ia["mirroring"]["global_id"]);
     assert!(!b.rbd_ok(&["info", &spec]), "the old name is gone on site-b");
 
+    // Feature changes: the object map off, then on again.
+    a.rbd(&["feature", "disable", &renamed, "fast-diff", "object-map"]);
+    bench(&a, &renamed, "rand", "4K", "256K");
+    wait_same_content(&a, &b, &renamed);
+    a.rbd(&["feature", "enable", &renamed, "object-map", "fast-diff"]);
+    bench(&a, &renamed, "rand", "4K", "256K");
+    wait_same_content(&a, &b, &renamed);
+    lab::wait_for("equal features", Duration::from_secs(60), || {
+        let (fa, fb) = (
+            a.rbd_json(&["info", &renamed])["features"].clone(),
+            b.rbd_json(&["info", &renamed])["features"].clone(),
+        );
+        if fa == fb {
+            Ok(())
+        } else {
+            Err(format!("site-a {fa}, site-b {fb}"))
+        }
+    });
+
     // Stopped: the status goes down (the daemon's watch on rbd_mirroring is gone).
     drop(_daemon);
     lab::wait_for("down after the daemon stops", Duration::from_secs(60), || {

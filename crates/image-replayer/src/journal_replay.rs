@@ -406,6 +406,12 @@ impl<'a> JournalReplayer<'a> {
             }
             Event::Rename { image_name, .. } => self.local.rename(&image_name).await,
             Event::SnapRollback(e) => self.local.snap_rollback(&e.snap_name).await,
+            Event::UpdateFeatures { features, enabled, .. } => {
+                self.local.update_features(features, enabled).await
+            }
+            // The local copy of a clone is created flat (the initial sync reads through the
+            // parent): flattening the primary changes nothing here.
+            Event::Flatten { .. } => Ok(()),
             Event::SnapProtect(e) => self.local.snap_set_protection(&e.snap_name, PROTECTED).await,
             Event::SnapUnprotect(e) => self.local.snap_set_protection(&e.snap_name, UNPROTECTED).await,
             other => Err(ReplayError::Unsupported(format!(

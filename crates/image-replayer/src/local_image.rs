@@ -83,6 +83,8 @@ pub struct LocalImage {
     layout: Layout,
     /// Current size (the geometry's is the size at open).
     size: AtomicU64,
+    /// Current feature bits (the geometry's are those at open).
+    features: AtomicU64,
     /// Objects already marked `EXISTS` in the HEAD object map by us.
     marked: Mutex<BTreeSet<u64>>,
 }
@@ -99,6 +101,7 @@ impl LocalImage {
             io: tokio::sync::RwLock::new(io),
             image_id: image_id.to_owned(),
             size: AtomicU64::new(geometry.size),
+            features: AtomicU64::new(geometry.features),
             geometry,
             layout,
             marked: Mutex::new(BTreeSet::new()),
@@ -125,7 +128,7 @@ impl LocalImage {
     }
 
     fn has_object_map(&self) -> bool {
-        self.geometry.features & FEATURE_OBJECT_MAP != 0
+        self.features.load(Ordering::Acquire) & FEATURE_OBJECT_MAP != 0
     }
 
     /// Marks an object as existing in the object map before its first write.
@@ -330,7 +333,7 @@ impl LocalImage {
             let head = object_map_name(&self.image_id, None);
             let map = io.read_full(&head).await?;
             io.write_full(&object_map_name(&self.image_id, Some(snap_id)), &map).await?;
-            if self.geometry.features & FEATURE_FAST_DIFF != 0 {
+            if self.features.load(Ordering::Acquire) & FEATURE_FAST_DIFF != 0 {
                 let objects = self.layout.object_count(self.size());
                 let arg = args::object_map_update(0, objects, OBJECT_EXISTS_CLEAN, Some(OBJECT_EXISTS));
                 io.exec_write(&head, "rbd", "object_map_update", &arg).await?;
@@ -436,6 +439,47 @@ impl LocalImage {
         }
         tracing::info!(snap = %name, "rolled back to snapshot");
         Ok(())
+    }
+
+    /// Enables or disables feature bits as librbd's update_features does for the features
+    /// that can change while an image is journal-mirrored: the object map (and fast-diff) is
+    /// removed when disabled, and created with every object marked existing when enabled (a
+    /// superset `rbd diff` reads correctly; `rbd object-map rebuild` can tighten it); other
+    /// bits only change in the header.
+    pub async fn update_features(&self, features: u64, enabled: bool) -> Result<()> {
+        let io = self.io.read().await;
+        let header = header_object_name(&self.image_id);
+        let map_bits = FEATURE_OBJECT_MAP | FEATURE_FAST_DIFF;
+        let before = self.features.load(Ordering::Acquire);
+        if enabled && features & FEATURE_OBJECT_MAP != 0 && before & FEATURE_OBJECT_MAP == 0 {
+            let objects = self.layout.object_count(self.size());
+            cls::object_map_resize(&io, &self.image_id, objects, OBJECT_EXISTS).await?;
+        }
+        let value = if enabled { features } else { 0 };
+        io.exec_write(&header, "rbd", "set_features", &args::set_features(value, features)).await?;
+        if !enabled && features & FEATURE_OBJECT_MAP != 0 {
+            for snap in self.snapshots_with(&io).await? {
+                match io.remove(&object_map_name(&self.image_id, Some(snap))).await {
+                    Err(e) if !e.is_not_found() => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            match io.remove(&object_map_name(&self.image_id, None)).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+            self.marked.lock().clear();
+        }
+        let after = if enabled { before | features } else { before & !features };
+        self.features.store(after, Ordering::Release);
+        if (before ^ after) & map_bits != 0 {
+            tracing::info!(features = after, "object map features changed");
+        }
+        Ok(())
+    }
+
+    async fn snapshots_with(&self, io: &IoCtx) -> Result<Vec<u64>> {
+        Ok(cls::get_snapcontext(io, &self.image_id).await?.1)
     }
 
     /// Sets a snapshot's protection status (0 unprotected, 2 protected).
