@@ -484,3 +484,34 @@ fn takeover_of_a_stock_bootstrapped_image_without_resync() {
         "no resync of a stock-bootstrapped image: {ours}"
     );
 }
+
+/// `rbd mirror image resync` on the secondary: the local image is deleted and copied again
+/// (a new image id), then replay continues.
+#[test]
+fn resync_recreates_the_secondary() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = mirrored_image(&a, "resync");
+    let _images = Images(vec![spec.clone()]);
+    bench(&a, &spec, "rand", "4K", "1M");
+    let _ours = Daemon::start();
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+    let old_id = b.rbd_json(&["info", &spec])["id"].clone();
+
+    b.rbd(&["mirror", "image", "resync", &spec]);
+    let new_id = lab::wait_for("a new local image", Duration::from_secs(120), || {
+        let info = b.command_output("rbd", &["info", &spec, "--format", "json"])?;
+        let v: serde_json::Value = serde_json::from_str(&info).map_err(|e| e.to_string())?;
+        if v["id"] != old_id {
+            Ok(v["id"].clone())
+        } else {
+            Err(format!("still {old_id}"))
+        }
+    });
+    println!("resync: local image {old_id} replaced by {new_id}");
+    bench(&a, &spec, "rand", "4K", "512K");
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+}

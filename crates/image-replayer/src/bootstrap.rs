@@ -286,3 +286,36 @@ mod tests {
         assert_ne!(random_suffix(), random_suffix());
     }
 }
+
+/// Whether `rbd mirror image resync` flagged the local image (journal mode: the image
+/// journal client's `resync_requested`, ceph-formats.md §6.4).
+pub async fn resync_requested(io: &IoCtx, local_image_id: &str) -> Result<bool> {
+    let header = read_header(io, local_image_id).await?;
+    let Some(client) = header.clients.get("") else {
+        return Ok(false);
+    };
+    let data = ClientData::decode_all(&client.data)
+        .map_err(|e| ReplayError::decode(format!("image client of {}", journal_header(local_image_id)), e))?;
+    Ok(matches!(data.client_meta, ClientMeta::Image(m) if m.resync_requested))
+}
+
+/// Deletes the local image for a resync: mirroring disabled on it (forced, it is
+/// non-primary), then removed; the next bootstrap creates it afresh and copies it fully.
+pub async fn delete_for_resync(ctx: &PeerContext, local_image_id: &str) -> Result<()> {
+    let io = &ctx.local_io;
+    let name = io.image_name(local_image_id).await?;
+    tracing::info!(image = %name, %local_image_id, "resync requested: deleting the local image");
+    io.mirror_image_disable(&name, true).await?;
+    // Watchers of the header (a closing librbd handle) can hold the removal off briefly.
+    let mut attempts = 0;
+    loop {
+        match io.remove_image(&name).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.errno() == Some(libc::EBUSY) && attempts < 10 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

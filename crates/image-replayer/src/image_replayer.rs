@@ -90,6 +90,11 @@ async fn attempt(
         return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
     }
     let (local_id, created) = ensure_local_image(ctx, &remote).await?;
+    if !created && crate::bootstrap::resync_requested(&ctx.local_io, &local_id).await? {
+        publish(ctx, status, State::StartingReplay, "resync requested").await;
+        crate::bootstrap::delete_for_resync(ctx, &local_id).await?;
+        return Ok(Attempt::RetryAfter(Duration::from_secs(1)));
+    }
     let client_state = ensure_remote_client(ctx, &remote, &local_id, created).await?;
     let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
 
@@ -125,6 +130,7 @@ async fn attempt(
     let end = replayer.run(cancel, ctx.config.status_interval, status).await;
     match end? {
         ReplayEnd::Cancelled => Ok(Attempt::Cancelled),
+        ReplayEnd::ResyncRequested => Ok(Attempt::RetryAfter(Duration::from_secs(0))),
         ReplayEnd::RemoteDemoted => {
             tracing::info!("the primary was demoted: replay stopped after its last entry");
             publish(ctx, status, State::Unknown, "remote image is non-primary").await;

@@ -36,6 +36,8 @@ pub enum ReplayEnd {
     Cancelled,
     /// The primary was demoted: every entry of its epoch is replayed and committed.
     RemoteDemoted,
+    /// `rbd mirror image resync` was requested on the local image.
+    ResyncRequested,
 }
 
 /// Counters a replayer exposes (status, metrics).
@@ -197,6 +199,9 @@ impl<'a> JournalReplayer<'a> {
                 rate_mark = (Instant::now(), self.counters.entries, self.counters.bytes);
                 self.report(status, rates.0, rates.1).await;
                 last_status = Instant::now();
+                if crate::bootstrap::resync_requested(&self.ctx.local_io, self.local.image_id()).await? {
+                    return Ok(ReplayEnd::ResyncRequested);
+                }
             }
         }
     }
