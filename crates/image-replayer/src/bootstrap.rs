@@ -269,24 +269,6 @@ pub async fn initial_sync(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tag_owners_map_between_sites() {
-        assert_eq!(map_mirror_uuid("", "UL", "UR"), "UR");
-        assert_eq!(map_mirror_uuid("UL", "UL", "UR"), "");
-        assert_eq!(map_mirror_uuid("<orphan>", "UL", "UR"), "<orphan>");
-        assert_eq!(map_mirror_uuid("other", "UL", "UR"), "other");
-    }
-
-    #[test]
-    fn sync_point_suffixes_differ() {
-        assert_ne!(random_suffix(), random_suffix());
-    }
-}
-
 /// Whether `rbd mirror image resync` flagged the local image (journal mode: the image
 /// journal client's `resync_requested`, ceph-formats.md §6.4).
 pub async fn resync_requested(io: &IoCtx, local_image_id: &str) -> Result<bool> {
@@ -317,5 +299,23 @@ pub async fn delete_for_resync(ctx: &PeerContext, local_image_id: &str) -> Resul
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_owners_map_between_sites() {
+        assert_eq!(map_mirror_uuid("", "UL", "UR"), "UR");
+        assert_eq!(map_mirror_uuid("UL", "UL", "UR"), "");
+        assert_eq!(map_mirror_uuid("<orphan>", "UL", "UR"), "<orphan>");
+        assert_eq!(map_mirror_uuid("other", "UL", "UR"), "other");
+    }
+
+    #[test]
+    fn sync_point_suffixes_differ() {
+        assert_ne!(random_suffix(), random_suffix());
     }
 }
