@@ -142,6 +142,26 @@ impl Site {
         String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
     }
 
+    /// Image IO the rbd CLI cannot issue (`tests/support/rbdio.py`: discard, write-zeroes,
+    /// write-same, compare-and-write, resize) on `pool/image`.
+    pub fn rbdio(&self, spec: &str, op: &[&str]) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/rbdio.py");
+        let (pool, image) = spec.split_once('/').expect("pool/image");
+        let out = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args([self.name, self.conf.to_str().expect("utf-8 conf path"), pool, image])
+            .args(op)
+            .output()
+            .expect("running rbdio.py");
+        assert!(
+            out.status.success(),
+            "rbdio {} {}: {}",
+            spec,
+            op.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `rbd ... --format json`, parsed.
     pub fn rbd_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();

@@ -515,3 +515,40 @@ fn resync_recreates_the_secondary() {
     wait_replaying(&b, &spec);
     wait_same_content(&a, &b, &spec);
 }
+
+/// What the rbd CLI cannot issue, issued through librbd on site-a: discards (whole object,
+/// object tail, inside an object), write-zeroes, write-same, compare-and-write, and a shrink.
+#[test]
+fn discard_write_same_compare_and_write_and_shrink_replicate() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = format!("{}/{}", lab::POOL, lab::unique("io"));
+    let _images = Images(vec![spec.clone()]);
+    a.rbd(&[
+        "create",
+        "--size",
+        "16M",
+        "--image-feature",
+        "layering,exclusive-lock,object-map,fast-diff,journaling",
+        &spec,
+    ]);
+    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    let _ours = Daemon::start();
+    wait_replaying(&b, &spec);
+
+    const M: u64 = 1 << 20;
+    let n = |v: u64| v.to_string();
+    a.rbdio(&spec, &["write", "0", &n(12 * M), "7"]);
+    a.rbdio(&spec, &["discard", &n(4 * M), &n(4 * M)]); // the whole of object 1
+    a.rbdio(&spec, &["discard", &n(10 * M), &n(2 * M)]); // the tail of object 2
+    a.rbdio(&spec, &["write-zeroes", &n(M), &n(64 << 10)]);
+    a.rbdio(&spec, &["write-same", &n(2 * M), &n(64 << 10)]);
+    a.rbdio(&spec, &["compare-and-write", &n(2 * M)]);
+    a.rbdio(&spec, &["resize", &n(10 * M)]);
+    wait_same_content(&a, &b, &spec);
+    let (ia, ib) = (a.rbd_json(&["info", &spec]), b.rbd_json(&["info", &spec]));
+    assert_eq!(ia["size"], ib["size"]);
+    assert_eq!(ia["size"], 10 * M);
+    assert_eq!(a.rbd_json(&["diff", &spec]), b.rbd_json(&["diff", &spec]), "rbd diff (object map) differs");
+}
