@@ -365,8 +365,8 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
     wait_replaying(&b, &spec);
     drop(daemon);
 
-    // A backlog of 4K random writes while no daemon runs.
-    bench(&a, &spec, "rand", "4K", "64M");
+    // A 256 MiB backlog of 4K random writes while no daemon runs.
+    bench(&a, &spec, "rand", "4K", "256M");
     let name = spec.split('/').nth(1).expect("image name");
     let client = b.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
     let client = client.trim().to_owned();
