@@ -120,6 +120,9 @@ struct Planner<'a> {
     /// Objects that may hold more entries than given (only partly read): never skipped
     /// as empty.
     incomplete: &'a BTreeSet<u64>,
+    /// Whether playback may leave the active tag (every entry written before the newer tag
+    /// was allocated has been read).
+    allow_tag_switch: bool,
     players: Vec<ObjectCursor>,
     splay_offset: usize,
     active_tag: Option<u64>,
@@ -263,6 +266,11 @@ impl Planner<'_> {
                 {
                     self.prune(tag);
                 }
+                (Some((_, _)), Some(active))
+                    if !self.allow_tag_switch && front.is_some_and(|(t, _)| t > active) =>
+                {
+                    return Err(PlaybackEnd::NoMoreEntries { object_number });
+                }
                 (Some((tag, entry_tid)), Some(active)) if tag > active => {
                     if entry_tid == 0 {
                         self.prune_active(Some(tag));
@@ -278,6 +286,7 @@ impl Planner<'_> {
                     // An object that may still grow is waited for: the active tag's next
                     // entry may be in the part not read yet.
                     if self.incomplete.contains(&object_number)
+                        || !self.allow_tag_switch
                         || self.prune_tag == Some(active)
                         || !self.prune_active(None)
                     {
@@ -301,19 +310,23 @@ pub fn plan_playback(
     commit_position: &ObjectSetPosition,
     objects: &BTreeMap<u64, Vec<Entry>>,
 ) -> Result<Playback, PlayerError> {
-    plan_playback_partial(splay_width, active_set, commit_position, objects, &BTreeSet::new())
+    plan_playback_partial(splay_width, active_set, commit_position, objects, &BTreeSet::new(), true)
 }
 
 /// [`plan_playback`] over objects read only in part: an object listed in `incomplete` may
 /// hold entries after those given, so running out of its entries stops playback there
 /// (`NoMoreEntries`) instead of moving on to the next object set, as Ceph's player waits for
-/// an object's fetch to complete.
+/// an object's fetch to complete. Without `allow_tag_switch` playback also stops where the
+/// active tag would end: a caller sets it once it has read every object to its end after
+/// learning that a newer tag exists (the writer wrote all entries of a tag before the next
+/// tag was allocated).
 pub fn plan_playback_partial(
     splay_width: u8,
     active_set: u64,
     commit_position: &ObjectSetPosition,
     objects: &BTreeMap<u64, Vec<Entry>>,
     incomplete: &BTreeSet<u64>,
+    allow_tag_switch: bool,
 ) -> Result<Playback, PlayerError> {
     if splay_width == 0 {
         return Err(PlayerError::InvalidSplayWidth);
@@ -330,6 +343,7 @@ pub fn plan_playback_partial(
         active_set,
         objects,
         incomplete,
+        allow_tag_switch,
         players: Vec::new(),
         splay_offset: front.map_or(0, |f| (f.object_number % width) as usize),
         active_tag: front.map(|f| f.tag_tid),
@@ -423,7 +437,7 @@ mod tests {
         let mut objs = layout(2, 1, 8, 2);
         objs.get_mut(&1).expect("object 1").truncate(1);
         let incomplete = BTreeSet::from([1]);
-        let p = plan_playback_partial(2, 1, &ObjectSetPosition::default(), &objs, &incomplete).unwrap();
+        let p = plan_playback_partial(2, 1, &ObjectSetPosition::default(), &objs, &incomplete, true).unwrap();
         let got: Vec<u64> = p.entries.iter().map(|x| x.entry.entry_tid).collect();
         assert_eq!(got, vec![0, 1, 2], "stops where object 1 needs more bytes");
         assert!(matches!(p.end, PlaybackEnd::NoMoreEntries { .. }), "{:?}", p.end);
@@ -440,13 +454,21 @@ mod tests {
         objs.insert(0, vec![e(1, 0), e(1, 2), e(2, 0)]);
         objs.insert(1, vec![e(1, 1)]);
         let incomplete = BTreeSet::from([1]);
-        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &incomplete).unwrap();
+        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &incomplete, true).unwrap();
         let got: Vec<(u64, u64)> = p.entries.iter().map(|x| (x.entry.tag_tid, x.entry.entry_tid)).collect();
         assert_eq!(got, vec![(1, 0), (1, 1), (1, 2)], "waits for tag 1's tid 3 instead of switching");
         objs.get_mut(&1).expect("object 1").extend([e(1, 3), e(2, 1)]);
-        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &BTreeSet::new()).unwrap();
+        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &BTreeSet::new(), true)
+            .unwrap();
         let got: Vec<(u64, u64)> = p.entries.iter().map(|x| (x.entry.tag_tid, x.entry.entry_tid)).collect();
         assert_eq!(got, vec![(1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1)]);
+        // Not allowed to leave tag 1 yet (the caller has not read everything since tag 2
+        // appeared): playback stops at the boundary.
+        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &BTreeSet::new(), false)
+            .unwrap();
+        let got: Vec<(u64, u64)> = p.entries.iter().map(|x| (x.entry.tag_tid, x.entry.entry_tid)).collect();
+        assert_eq!(got, vec![(1, 0), (1, 1), (1, 2), (1, 3)]);
+        assert!(matches!(p.end, PlaybackEnd::NoMoreEntries { .. }));
     }
 
     #[test]

@@ -330,12 +330,15 @@ impl JournalTail {
             .collect();
         let beyond = last_set.saturating_add(1);
         incomplete.extend(beyond.saturating_mul(width)..beyond.saturating_add(1).saturating_mul(width));
+        // Leaving the active tag only once everything is read after a newer tag appeared.
+        let allow_tag_switch = tag_closed && !self.objects.values().any(|o| o.more);
         let playback = plan_playback_partial(
             self.header.splay_width,
             self.header.active_set,
             &self.planned,
             &view,
             &incomplete,
+            allow_tag_switch,
         )
         .map_err(|source| TailError::Player { object: self.header_object.clone(), source })?;
         // Stuck with a newer tag in the header: the active tag may be over.
