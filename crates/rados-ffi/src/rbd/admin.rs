@@ -197,13 +197,7 @@ impl ImageRw {
         &self,
         f: impl FnOnce(librbd::rbd_image_t, &str) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let h = self.handle.clone();
-        let target = self.target.clone();
-        blocking(move || {
-            let _guard = h.sync_calls.lock().unwrap_or_else(|e| e.into_inner());
-            f(h.raw, &target)
-        })
-        .await
+        ImageHandle::sync_call(&self.handle, &self.target, f).await
     }
 
     /// Runs a synchronous call taking one C string argument (a snapshot name, a key).
@@ -308,14 +302,7 @@ impl ImageRw {
 
     /// Feature bits (`RBD_FEATURE_*`, see [`features`]).
     pub async fn features(&self) -> Result<u64> {
-        self.sync_call(|raw, target| {
-            let mut f: u64 = 0;
-            // SAFETY: live image; valid out-pointer.
-            let ret = unsafe { librbd::rbd_get_features(raw, &mut f) };
-            check(ret, "rbd_get_features", || target.to_owned())?;
-            Ok(f)
-        })
-        .await
+        ImageHandle::features(&self.handle, &self.target).await
     }
 
     /// Enables (`enabled`) or disables the dynamic features in `features`

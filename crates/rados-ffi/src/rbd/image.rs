@@ -43,6 +43,36 @@ unsafe impl Send for ImageHandle {}
 // resize, metadata, features) go through the same `sync_calls` mutex.
 unsafe impl Sync for ImageHandle {}
 
+impl ImageHandle {
+    /// Runs a synchronous librbd call on the blocking pool, serialized with the image's other
+    /// synchronous calls; `target` names the image in errors.
+    pub(crate) async fn sync_call<T: Send + 'static>(
+        handle: &Arc<ImageHandle>,
+        target: &str,
+        f: impl FnOnce(librbd::rbd_image_t, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let h = handle.clone();
+        let target = target.to_owned();
+        blocking(move || {
+            let _guard = h.sync_calls.lock().unwrap_or_else(|e| e.into_inner());
+            f(h.raw, &target)
+        })
+        .await
+    }
+
+    /// Feature bits (`rbd_get_features`).
+    pub(crate) async fn features(handle: &Arc<ImageHandle>, target: &str) -> Result<u64> {
+        Self::sync_call(handle, target, |raw, target| {
+            let mut f: u64 = 0;
+            // SAFETY: live image; valid out-pointer.
+            let ret = unsafe { librbd::rbd_get_features(raw, &mut f) };
+            check(ret, "rbd_get_features", || target.to_owned())?;
+            Ok(f)
+        })
+        .await
+    }
+}
+
 impl Drop for ImageHandle {
     fn drop(&mut self) {
         let raw = SendPtr(self.raw);
@@ -576,13 +606,7 @@ impl Image {
         &self,
         f: impl FnOnce(librbd::rbd_image_t, &str) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let h = self.handle.clone();
-        let target = self.target.clone();
-        blocking(move || {
-            let _guard = h.sync_calls.lock().unwrap_or_else(|e| e.into_inner());
-            f(h.raw, &target)
-        })
-        .await
+        ImageHandle::sync_call(&self.handle, &self.target, f).await
     }
 
     /// `image pool/name[@snap]`, as used in errors.
@@ -615,14 +639,7 @@ impl Image {
 
     /// Feature bits (`RBD_FEATURE_*`: layering, exclusive-lock, journaling, ...).
     pub async fn features(&self) -> Result<u64> {
-        self.sync_call(|raw, target| {
-            let mut f: u64 = 0;
-            // SAFETY: live image; valid out-pointer.
-            let ret = unsafe { librbd::rbd_get_features(raw, &mut f) };
-            check(ret, "rbd_get_features", || target.to_owned())?;
-            Ok(f)
-        })
-        .await
+        ImageHandle::features(&self.handle, &self.target).await
     }
 
     /// The image id (`rbd_get_id`).

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::completion::blocking;
 use crate::error::{cstring, RadosError, Result};
+use crate::rbd::image::sized_string;
 use crate::sys::librbd;
 use crate::{IoCtx, Rados};
 
@@ -119,32 +120,6 @@ impl std::fmt::Debug for PeerAttributes {
             .field("other", &self.other)
             .finish()
     }
-}
-
-/// Calls a librbd getter that fills a caller-sized buffer and answers `-ERANGE` with the size
-/// it needs, until the buffer is big enough.
-fn sized_string(
-    op: &'static str,
-    target: &str,
-    mut call: impl FnMut(*mut c_char, *mut usize) -> c_int,
-) -> Result<String> {
-    let mut len: usize = 64;
-    for _ in 0..8 {
-        let mut buf = vec![0 as c_char; len.max(1)];
-        let mut want = buf.len();
-        let ret = call(buf.as_mut_ptr(), &mut want);
-        if ret == -libc::ERANGE {
-            len = want.max(len * 2);
-            continue;
-        }
-        if ret < 0 {
-            return Err(RadosError::Call { op, target: target.to_owned(), errno: -ret });
-        }
-        let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
-        let bytes: Vec<u8> = buf.get(..end).unwrap_or_default().iter().map(|&c| c as u8).collect();
-        return Ok(String::from_utf8_lossy(&bytes).into_owned());
-    }
-    Err(RadosError::BadReply { op, target: target.to_owned(), detail: "buffer size kept growing".into() })
 }
 
 fn pool_target(io: &IoCtx) -> String {
