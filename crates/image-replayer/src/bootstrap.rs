@@ -31,19 +31,22 @@ pub struct RemoteImage {
 }
 
 impl RemoteImage {
-    /// Reads what bootstrap needs of the remote image.
-    pub async fn read(io: &IoCtx, image_id: &str, global_id: &str) -> Result<RemoteImage> {
+    /// Reads what bootstrap needs of the remote image, through one open of it; also says
+    /// whether it is currently primary (its newest journal tag is local).
+    pub async fn read(io: &IoCtx, image_id: &str, global_id: &str) -> Result<(RemoteImage, bool)> {
         let image = Image::open_by_id(io, image_id, None).await?;
         let name = image.name().await?;
-        drop(image);
-        let geometry = ImageGeometry::read(io, image_id).await?;
-        Ok(RemoteImage { image_id: image_id.to_owned(), name, global_id: global_id.to_owned(), geometry })
+        let geometry = ImageGeometry::of(&image).await?;
+        let primary = image.mirror_image_info().await?.primary;
+        let remote =
+            RemoteImage { image_id: image_id.to_owned(), name, global_id: global_id.to_owned(), geometry };
+        Ok((remote, primary))
     }
+}
 
-    /// Whether the remote image is currently primary (its newest journal tag is local).
-    pub async fn is_primary(io: &IoCtx, image_id: &str) -> Result<bool> {
-        Ok(Image::open_by_id(io, image_id, None).await?.mirror_image_info().await?.primary)
-    }
+/// Whether image `image_id` of the pool `io` is primary (its newest journal tag is local).
+pub async fn is_primary(io: &IoCtx, image_id: &str) -> Result<bool> {
+    Ok(Image::open_by_id(io, image_id, None).await?.mirror_image_info().await?.primary)
 }
 
 /// Maps a remote tag owner to the local journal's view (ceph-formats.md §3.7 step 4).

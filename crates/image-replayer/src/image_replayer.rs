@@ -74,18 +74,18 @@ async fn attempt(
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
     publish(ctx, status, State::StartingReplay, "bootstrapping, PREPARE_REMOTE_IMAGE").await;
-    let remote = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
+    let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
     status.shared().lock().name = remote.name.clone();
     tracing::Span::current().record("image", remote.name.as_str());
 
     // A local image promoted here (failover) is not replayed into, whatever the remote is.
     if let Some(local_id) = crate::cls::mirror_image_get_image_id(&ctx.local_io, global_id).await? {
-        if RemoteImage::is_primary(&ctx.local_io, &local_id).await? {
+        if crate::bootstrap::is_primary(&ctx.local_io, &local_id).await? {
             publish(ctx, status, State::Stopped, "local image is primary").await;
             return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
         }
     }
-    if !RemoteImage::is_primary(&ctx.remote_io, remote_image_id).await? {
+    if !remote_primary {
         publish(ctx, status, State::Unknown, "remote image is non-primary").await;
         return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
     }

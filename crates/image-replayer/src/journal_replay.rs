@@ -239,7 +239,10 @@ impl<'a> JournalReplayer<'a> {
 
     /// Marks entry `seq` done and advances the committable position over the done prefix.
     fn mark_done(&mut self, seq: u64) {
-        if let Some(slot) = self.order.iter_mut().find(|(s, _, _)| *s == seq) {
+        // Sequence numbers in `order` are consecutive: the slot is found by offset.
+        let index =
+            self.order.front().and_then(|&(first, _, _)| usize::try_from(seq.checked_sub(first)?).ok());
+        if let Some(slot) = index.and_then(|i| self.order.get_mut(i)) {
             slot.2 = true;
         }
         let width = self.tail.header().splay_width;
@@ -280,9 +283,9 @@ impl<'a> JournalReplayer<'a> {
             self.drain().await?;
             self.enter_tag(position.tag_tid).await?;
         }
-        let journal = journal_header(&self.remote_image_id);
-        let what = move || format!("event at {position:?} of journal {journal}");
-        let entry = EventEntry::decode_payload(payload).map_err(|e| ReplayError::decode(what(), e))?;
+        // Error context is formatted on the error path only: this runs for every entry.
+        let entry = EventEntry::decode_payload(payload)
+            .map_err(|e| ReplayError::decode(event_context(&self.remote_image_id, position), e))?;
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.push_back((seq, position, false));
@@ -312,7 +315,10 @@ impl<'a> JournalReplayer<'a> {
                 // Everything else sees all earlier IO applied.
                 self.drain().await?;
                 let bytes = self.apply_inline(event).await.map_err(|e| match e {
-                    ReplayError::Unsupported(m) => ReplayError::Unsupported(format!("{m} ({})", what())),
+                    ReplayError::Unsupported(m) => ReplayError::Unsupported(format!(
+                        "{m} ({})",
+                        event_context(&self.remote_image_id, position)
+                    )),
                     other => other,
                 })?;
                 self.counters.bytes += bytes;
@@ -425,6 +431,11 @@ impl<'a> JournalReplayer<'a> {
             ))),
         }
     }
+}
+
+/// "event at <position> of journal <header object>", for errors.
+fn event_context(remote_image_id: &str, position: ObjectPosition) -> String {
+    format!("event at {position:?} of journal {}", journal_header(remote_image_id))
 }
 
 /// `RBD_PROTECTION_STATUS_PROTECTED`.

@@ -51,13 +51,20 @@ pub struct ImageGeometry {
 impl ImageGeometry {
     /// Reads an image's geometry through librbd (works read-only on non-primary images).
     pub async fn read(io: &IoCtx, image_id: &str) -> Result<ImageGeometry> {
-        let image = Image::open_by_id(io, image_id, None).await?;
+        Self::of(&Image::open_by_id(io, image_id, None).await?).await
+    }
+
+    /// The geometry of an image already open.
+    pub async fn of(image: &Image) -> Result<ImageGeometry> {
         let info = image.stat().await?;
         let (stripe_unit, stripe_count) = image.stripe().await?;
         let features = image.features().await?;
+        let order = u8::try_from(info.order).map_err(|_| {
+            ReplayError::State(format!("{}: object order {} out of range", image.target(), info.order))
+        })?;
         Ok(ImageGeometry {
             size: info.size,
-            order: u8::try_from(info.order).unwrap_or(22),
+            order,
             stripe_unit,
             stripe_count,
             features,
