@@ -352,7 +352,9 @@ pub struct Encoder {
 /// Converts a length to the `u32` Ceph puts on the wire.
 ///
 /// Ceph itself cannot represent longer blobs; lengths above `u32::MAX` are an
-/// encoder precondition violation.
+/// encoder precondition violation. Never reached from cluster bytes: everything the daemon
+/// encodes is either its own (ids, names, positions) or a value decoded from a `u32` length
+/// field, so it fits by construction. Decoders never call this.
 fn wire_len(n: usize) -> u32 {
     u32::try_from(n).expect("Ceph encodings cannot hold lengths above u32::MAX")
 }
