@@ -438,6 +438,22 @@ fn failover_to_site_b_then_stock_replicates_back() {
     wait_replaying(&b, &spec);
     wait_same_content(&a, &b, &spec);
 
+    // Steady state of an rx-tx setup: the stock daemon at site-a has registered its journal
+    // client on site-b's image (it keeps site-b's tags from expiring, which its split-brain
+    // check needs after the failover).
+    let site_a_uuid =
+        a.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
+    let client = format!("[id={},", site_a_uuid.trim());
+    let name = spec.split('/').nth(1).expect("image name");
+    lab::wait_for("site-a's client on site-b's journal", Duration::from_secs(120), || {
+        let status = b.rbd(&["journal", "status", "--pool", lab::POOL, "--image", name]);
+        if status.contains(&client) {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+
     a.rbd(&["mirror", "image", "demote", &spec]);
     wait_status(&b, &spec, "up+unknown", "remote image is non-primary");
     b.rbd(&["mirror", "image", "promote", &spec]);
