@@ -6,3 +6,5 @@
 //! from object maps / fast-diff or whole-object comparison. It does no I/O of its own:
 //! callers hand it the bytes they read through `rados-ffi`.
 #![forbid(unsafe_code)]
+
+pub mod planner;
