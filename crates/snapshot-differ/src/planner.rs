@@ -311,10 +311,13 @@ pub fn plan(local: &[Snap], remote: &[Snap], who: Identity<'_>) -> Step {
                 if end.is_none() {
                     unlink.insert(snap.id);
                 }
-                if latest.complete && latest.primary_snap_id >= snap.id {
-                    remote_start = Some(snap.id);
-                    continue;
-                } else if !latest.complete && latest.primary_snap_id > snap.id {
+                // Synced already, or before the one an interrupted sync is copying.
+                let synced = if latest.complete {
+                    latest.primary_snap_id >= snap.id
+                } else {
+                    latest.primary_snap_id > snap.id
+                };
+                if synced {
                     remote_start = Some(snap.id);
                     continue;
                 }
