@@ -588,7 +588,7 @@ mod tests {
         assert_eq!(plan(&[incomplete], &[], who()), Step::Stop(Stop::IncompleteLocalPrimary));
 
         let bad = Snap { id: 3, name: "x".into(), kind: SnapKind::Mirror(ns(MirrorState::Unknown(9))) };
-        assert_eq!(plan(&[], &[bad.clone()], who()), Step::Stop(Stop::InvalidRemoteState));
+        assert_eq!(plan(&[], std::slice::from_ref(&bad), who()), Step::Stop(Stop::InvalidRemoteState));
         assert_eq!(plan(&[bad], &[], who()), Step::Stop(Stop::InvalidLocalState));
     }
 
