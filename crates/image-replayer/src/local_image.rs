@@ -298,19 +298,9 @@ impl LocalImage {
         cls::metadata_remove(&*self.io.read().await, &self.image_id, key).await
     }
 
-    /// The image's snapshots (all namespaces), from its header.
+    /// The image's snapshots (all namespaces), from its header, oldest first.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
-        let io = self.io.read().await;
-        let (_, ids) = cls::get_snapcontext(&io, &self.image_id).await?;
-        let header = header_object_name(&self.image_id);
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let reply = io.exec(&header, "rbd", "snapshot_get", &args::snapshot_get(id)).await?;
-            let info = args::snapshot_get_reply(&reply)
-                .map_err(|e| ReplayError::decode(format!("snapshot {id} of {header}"), e))?;
-            out.push(info);
-        }
-        Ok(out)
+        cls::snapshot_list(&*self.io.read().await, &self.image_id).await
     }
 
     async fn snapshot_named(&self, name: &str) -> Result<Option<SnapshotInfo>> {
