@@ -71,9 +71,26 @@ pub(crate) async fn attempt(
             return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
         }
     }
-    if !remote_primary && existing.is_none() {
-        publish(ctx, status, State::Unknown, "remote image is non-primary").await;
-        return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+    // A remote that is not primary has nothing for a new image, nor for one that was
+    // primary here and demoted (both sides demoted, between a demotion and a promotion:
+    // planning now would report a split-brain the promotion is about to resolve). A
+    // non-primary local image still syncs the remote's demotion snapshot.
+    if !remote_primary {
+        let demoted_here = match &existing {
+            None => true,
+            Some(id) => {
+                cls::snapshot_list(&ctx.local_io, id).await?.iter().rev().find_map(|s| {
+                    match &s.snapshot_namespace {
+                        SnapshotNamespace::Mirror(m) => Some(m.state == MirrorSnapshotState::PrimaryDemoted),
+                        _ => None,
+                    }
+                }) == Some(true)
+            }
+        };
+        if demoted_here {
+            publish(ctx, status, State::Unknown, "remote image is non-primary").await;
+            return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+        }
     }
     let (local_id, created) = ensure_local_image(ctx, &remote).await?;
     if !created && resync_requested(&ctx.local_io, &local_id).await? {
@@ -584,6 +601,17 @@ impl SnapshotReplayer<'_> {
             }
             None => {
                 self.resize_to(end.image_size).await?;
+                // A demotion copy is linked to this pool's sending peers, so that the
+                // other site's daemon finds it when the image fails back
+                // (librbd `CreateNonPrimaryRequest`).
+                let mut peers = BTreeSet::new();
+                if plan.end_demoted {
+                    for p in ctx.local_io.mirror_peer_sites().await? {
+                        if p.direction != rados_ffi::rbd::PeerDirection::RxOnly {
+                            peers.insert(p.uuid);
+                        }
+                    }
+                }
                 let name = format!(".mirror.non_primary.{}.{}", self.global_id, unique_suffix());
                 let ns = SnapshotNamespace::Mirror(MirrorSnapshotNamespace {
                     state: if plan.end_demoted {
@@ -592,7 +620,7 @@ impl SnapshotReplayer<'_> {
                         MirrorSnapshotState::NonPrimary
                     },
                     complete: false,
-                    mirror_peer_uuids: BTreeSet::new(),
+                    mirror_peer_uuids: peers,
                     primary_mirror_uuid: ctx.remote_mirror_uuid.clone(),
                     primary_snap_id: plan.remote_end,
                     last_copied_object_number: 0,
