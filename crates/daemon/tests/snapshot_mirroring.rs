@@ -403,7 +403,7 @@ fn mgr_snapshot_schedule_drives_replication() {
     let first = enable(&a, &spec);
     let _daemon = Daemon::start();
     wait_synced(&b, &spec, first, Duration::from_secs(180));
-    a.rbd(&["mirror", "snapshot", "schedule", "add", "--pool", lab::POOL, "--image", &spec, "1m"]);
+    a.rbd(&["mirror", "snapshot", "schedule", "add", "--image", &spec, "1m"]);
     bench(&a, &spec, "rand", "4K", "4M");
     let primary = a.export_sha256(&spec);
     let scheduled = lab::wait_for("a scheduled mirror snapshot", Duration::from_secs(200), || {
