@@ -7,7 +7,8 @@ use bytes::Bytes;
 use rados_ffi::IoCtx;
 
 use crate::cls_rbd::{
-    args, header_object_name, object_map_name, MirrorImage, MirrorImageSiteStatus, RBD_MIRRORING,
+    args, header_object_name, object_map_name, MirrorImage, MirrorImageSiteStatus, SnapshotInfo,
+    RBD_MIRRORING,
 };
 use crate::error::{ReplayError, Result};
 
@@ -147,10 +148,26 @@ pub async fn metadata_remove(io: &IoCtx, image_id: &str, key: &str) -> Result<()
     }
 }
 
-/// Every snapshot of an image (all namespaces), from its header: the snap context, then
-/// `snapshot_get` per id. Returned oldest first. A snapshot removed between the two calls
-/// is left out.
-pub async fn snapshot_list(io: &IoCtx, image_id: &str) -> Result<Vec<crate::cls_rbd::SnapshotInfo>> {
+/// The image's size at snapshot `snap_id` ([`crate::cls_rbd::CEPH_NOSNAP`] for HEAD).
+pub async fn get_size(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u64> {
+    let header = header_object_name(image_id);
+    let reply = io.exec(&header, "rbd", "get_size", &args::get_size(snap_id)).await?;
+    let (_, size) = args::get_size_reply(&reply)
+        .map_err(|e| ReplayError::decode(format!("size of snapshot {snap_id} in {header}"), e))?;
+    Ok(size)
+}
+
+/// The image's flags (`RBD_FLAG_*`) at snapshot `snap_id` ([`crate::cls_rbd::CEPH_NOSNAP`]
+/// for HEAD).
+pub async fn get_flags(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u64> {
+    let header = header_object_name(image_id);
+    let reply = io.exec(&header, "rbd", "get_flags", &args::get_flags(snap_id)).await?;
+    args::get_flags_reply(&reply)
+        .map_err(|e| ReplayError::decode(format!("flags of snapshot {snap_id} in {header}"), e))
+}
+
+/// The image's snapshots (every namespace), oldest first.
+pub async fn snapshots(io: &IoCtx, image_id: &str) -> Result<Vec<SnapshotInfo>> {
     let (_, mut ids) = get_snapcontext(io, image_id).await?;
     ids.sort_unstable();
     let header = header_object_name(image_id);
@@ -217,4 +234,13 @@ pub async fn mirror_image_snapshot_unlink_peer(
         Err(e) if e.is_not_found() => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// A snapshot's protection status (0 unprotected, 1 unprotecting, 2 protected).
+pub async fn get_protection_status(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u8> {
+    let header = header_object_name(image_id);
+    let reply =
+        io.exec(&header, "rbd", "get_protection_status", &args::get_protection_status(snap_id)).await?;
+    args::get_protection_status_reply(&reply)
+        .map_err(|e| ReplayError::decode(format!("protection status of snapshot {snap_id} in {header}"), e))
 }

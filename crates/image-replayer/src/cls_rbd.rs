@@ -51,6 +51,11 @@ pub const OBJECT_PENDING: u8 = 2;
 /// Object map state: object exists and is unchanged since the last snapshot.
 pub const OBJECT_EXISTS_CLEAN: u8 = 3;
 
+/// `RBD_FLAG_OBJECT_MAP_INVALID`: the image's (or snapshot's) object map cannot be trusted.
+pub const RBD_FLAG_OBJECT_MAP_INVALID: u64 = 1 << 0;
+/// `RBD_FLAG_FAST_DIFF_INVALID`: fast-diff cannot use the object map.
+pub const RBD_FLAG_FAST_DIFF_INVALID: u64 = 1 << 1;
+
 /// `RBD_HEADER_PREFIX`.
 pub const RBD_HEADER_PREFIX: &str = "rbd_header.";
 /// `RBD_ID_PREFIX`.
@@ -580,6 +585,26 @@ pub mod args {
     pub fn get_size_reply(out: &Bytes) -> Result<(u8, u64)> {
         let mut d = Decoder::new(out);
         Ok((d.u8("order")?, d.u64("size")?))
+    }
+
+    /// `get_flags` input: `u64 snap_id` ([`CEPH_NOSNAP`] for the head).
+    pub fn get_flags(snap_id: u64) -> Bytes {
+        build(|e| e.u64(snap_id))
+    }
+
+    /// `get_flags` reply: `u64 flags` (`RBD_FLAG_*`).
+    pub fn get_flags_reply(out: &Bytes) -> Result<u64> {
+        Decoder::new(out).u64("flags")
+    }
+
+    /// `get_protection_status` input: `u64 snap_id`.
+    pub fn get_protection_status(snap_id: u64) -> Bytes {
+        build(|e| e.u64(snap_id))
+    }
+
+    /// `get_protection_status` reply: `u8` (0 unprotected, 1 unprotecting, 2 protected).
+    pub fn get_protection_status_reply(out: &Bytes) -> Result<u8> {
+        Decoder::new(out).u8("protection_status")
     }
 
     /// `set_size` input: `u64 size`.

@@ -15,12 +15,10 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use futures::StreamExt;
 use journal_reader::event::{MirrorSnapshotNamespace, MirrorSnapshotState};
 use journal_reader::SnapshotNamespace;
-use rados_ffi::rbd::{Image, ImageCreateOptions};
-use rados_ffi::{IoCtx, Watch, WriteOp};
+use rados_ffi::rbd::ImageCreateOptions;
+use rados_ffi::{IoCtx, Watch};
 use serde_json::json;
 use snapshot_differ::planner::{
     self, Identity, MirrorSnap, MirrorState, Snap, SnapKind, Step, Stop, SyncPlan,
@@ -30,13 +28,13 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::RemoteImage;
 use crate::cls;
 use crate::cls_rbd::{
-    args, header_object_name, image_data_object_name, object_map_name, MirrorImage, MirrorImageMode,
-    MirrorImageState, MirrorImageStatusState as State, SnapshotInfo, OBJECT_EXISTS, OBJECT_EXISTS_CLEAN,
-    OBJECT_NONEXISTENT,
+    args, header_object_name, MirrorImage, MirrorImageMode, MirrorImageState,
+    MirrorImageStatusState as State, SnapshotInfo,
 };
 use crate::error::{ReplayError, Result};
+use crate::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 use crate::image_replayer::Attempt;
-use crate::local_image::{LocalImage, FEATURE_FAST_DIFF, FEATURE_OBJECT_MAP};
+use crate::local_image::LocalImage;
 use crate::status::StatusPublisher;
 use crate::PeerContext;
 
@@ -79,7 +77,7 @@ pub(crate) async fn attempt(
         let demoted_here = match &existing {
             None => true,
             Some(id) => {
-                cls::snapshot_list(&ctx.local_io, id).await?.iter().rev().find_map(|s| {
+                cls::snapshots(&ctx.local_io, id).await?.iter().rev().find_map(|s| {
                     match &s.snapshot_namespace {
                         SnapshotNamespace::Mirror(m) => Some(m.state == MirrorSnapshotState::PrimaryDemoted),
                         _ => None,
@@ -375,8 +373,8 @@ impl SnapshotReplayer<'_> {
                 let id = self.local.image_id().to_owned();
                 return resync(ctx, &id, status).await;
             }
-            let local_snaps = cls::snapshot_list(&ctx.local_io, self.local.image_id()).await?;
-            let remote_snaps = cls::snapshot_list(&ctx.remote_io, &self.remote.image_id).await?;
+            let local_snaps = cls::snapshots(&ctx.local_io, self.local.image_id()).await?;
+            let remote_snaps = cls::snapshots(&ctx.remote_io, &self.remote.image_id).await?;
             let l: Vec<Snap> = local_snaps.iter().map(planner_snap).collect();
             let r: Vec<Snap> = remote_snaps.iter().map(planner_snap).collect();
             let step = planner::plan(&l, &r, self.who());
@@ -499,18 +497,19 @@ impl SnapshotReplayer<'_> {
         }
     }
 
-    /// The local snap context with `exclude` left out and the sequence below it: writes
-    /// under it do not preserve data for `exclude`, which then holds what is written.
-    async fn snapc_without(&self, exclude: Option<u64>) -> Result<(u64, Vec<u64>)> {
-        let (seq, snaps) = cls::get_snapcontext(&self.ctx.local_io, self.local.image_id()).await?;
-        let Some(x) = exclude else { return Ok((seq, snaps)) };
+    /// The local snap context as it was before snapshot `exclude` was created (the
+    /// snapshot being filled is left out and the sequence is the newest remaining one):
+    /// writes under it do not preserve data for `exclude`, which then holds what is written.
+    async fn snapc_without(&self, exclude: Option<u64>) -> Result<LocalSnapContext> {
+        let (seq, snaps) = self.local.snap_context().await?;
+        let Some(x) = exclude else { return Ok(LocalSnapContext { seq, snaps }) };
         let snaps: Vec<u64> = snaps.into_iter().filter(|&s| s != x).collect();
-        let seq = x.saturating_sub(1).max(snaps.first().copied().unwrap_or(0));
-        Ok((seq, snaps))
+        let seq = snaps.iter().copied().max().unwrap_or(0);
+        Ok(LocalSnapContext { seq, snaps })
     }
 
     async fn local_snap_id(&self, name: &str) -> Result<u64> {
-        cls::snapshot_list(&self.ctx.local_io, self.local.image_id())
+        cls::snapshots(&self.ctx.local_io, self.local.image_id())
             .await?
             .into_iter()
             .find(|s| s.name == name)
@@ -651,7 +650,7 @@ impl SnapshotReplayer<'_> {
                 bytes_copied = stats.bytes_read,
                 "image copy done"
             );
-            finish_snapshot_object_map(&ctx.local_io, &self.local, local_end, object_count).await?;
+            self.local.finish_snapshot_object_map(local_end).await?;
         }
         cls::mirror_image_snapshot_set_copy_progress(
             &ctx.local_io,
@@ -695,7 +694,7 @@ impl SnapshotReplayer<'_> {
     async fn copy(
         &mut self,
         range: &CopyRange,
-        snapc: (u64, Vec<u64>),
+        snapc: LocalSnapContext,
         progress_snap: Option<u64>,
         local_snaps: &[SnapshotInfo],
         remote_snaps: &[SnapshotInfo],
@@ -710,8 +709,8 @@ impl SnapshotReplayer<'_> {
         let base = self.status(local_snaps, remote_snaps, Some(0), 1);
         let local_id = self.local.image_id().to_owned();
         let copy = copy_image(
-            ctx,
-            &self.remote,
+            &ctx.remote_io,
+            &self.remote.image_id,
             &self.local,
             range,
             &snapc,
@@ -725,11 +724,12 @@ impl SnapshotReplayer<'_> {
             let mut last_pct = None;
             loop {
                 if rx.changed().await.is_err() {
-                    std::future::pending::<()>().await;
+                    // The copy ended: this arm never completes.
+                    return std::future::pending::<std::convert::Infallible>().await;
                 }
                 let Some(p) = *rx.borrow_and_update() else { continue };
-                rates.add(p.bytes_read.saturating_sub(last_bytes));
-                last_bytes = p.bytes_read;
+                rates.add(p.bytes_written.saturating_sub(last_bytes));
+                last_bytes = p.bytes_written;
                 if let Some(snap) = progress_snap {
                     if let Err(e) = cls::mirror_image_snapshot_set_copy_progress(
                         &ctx.local_io,
@@ -756,7 +756,7 @@ impl SnapshotReplayer<'_> {
         };
         let result = tokio::select! {
             r = copy => r,
-            _ = persist => unreachable_pending(),
+            never = persist => match never {},
         };
         match result {
             Ok(stats) => Ok(Some(stats)),
@@ -766,216 +766,14 @@ impl SnapshotReplayer<'_> {
     }
 }
 
-/// The persist loop never ends; this satisfies the select arm's type.
-fn unreachable_pending() -> Result<CopyStats> {
-    Err(ReplayError::State("progress persistence ended".into()))
-}
-
 fn unique_suffix() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
     format!("{:x}-{:x}", nanos, std::process::id())
 }
 
-/// After a copy into HEAD for a snapshot created before it: the snapshot's object map
-/// becomes the HEAD map, and HEAD objects are marked clean (what librbd does at snapshot
-/// creation).
-async fn finish_snapshot_object_map(
-    io: &IoCtx,
-    local: &LocalImage,
-    snap_id: u64,
-    objects: u64,
-) -> Result<()> {
-    let features = local.geometry().features;
-    if features & FEATURE_OBJECT_MAP == 0 {
-        return Ok(());
-    }
-    let id = local.image_id();
-    let map = io.read_full(&object_map_name(id, None)).await?;
-    io.write_full(&object_map_name(id, Some(snap_id)), &map).await?;
-    if features & FEATURE_FAST_DIFF != 0 {
-        let arg = args::object_map_update(0, objects, OBJECT_EXISTS_CLEAN, Some(OBJECT_EXISTS));
-        io.exec_write(&object_map_name(id, None), "rbd", "object_map_update", &arg).await?;
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Image copy. Stopgap until `image_copy::copy_image` (branch `copy`, /work/COPY-INTERFACE.md)
-// lands: same types and semantics, whole-object comparison through librbd reads.
-
-/// What to copy from the remote image into the local image HEAD.
-#[derive(Debug, Clone)]
-pub struct CopyRange {
-    /// Remote snapshot whose content the local image already has (`None`: from nothing).
-    pub remote_snap_id_start: Option<u64>,
-    /// Remote snapshot whose content is copied.
-    pub remote_snap_id_end: u64,
-    /// Objects below this number are already copied.
-    pub start_object: u64,
-}
-
-/// Progress of a copy: every object below `objects_done` is copied.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CopyProgress {
-    /// Contiguous prefix of copied objects.
-    pub objects_done: u64,
-    /// Objects to copy in all.
-    pub object_count: u64,
-    /// Bytes read from the remote so far.
-    pub bytes_read: u64,
-}
-
-/// What a copy did.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CopyStats {
-    /// Objects in the range.
-    pub object_count: u64,
-    /// Objects written.
-    pub objects_copied: u64,
-    /// Objects removed (zero or absent at the end snapshot).
-    pub objects_removed: u64,
-    /// Bytes read from the remote (changed objects).
-    pub bytes_read: u64,
-    /// Bytes written locally.
-    pub bytes_written: u64,
-}
-
-/// Granularity of hole detection inside an object.
-const ZERO_BLOCK: usize = 4096;
-
-/// Non-zero runs of `data` as `(offset, len)`, at [`ZERO_BLOCK`] granularity.
-fn data_runs(data: &[u8]) -> Vec<(usize, usize)> {
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for (i, block) in data.chunks(ZERO_BLOCK).enumerate() {
-        if block.iter().all(|&b| b == 0) {
-            continue;
-        }
-        let off = i * ZERO_BLOCK;
-        match runs.last_mut() {
-            Some((o, l)) if *o + *l == off => *l += block.len(),
-            _ => runs.push((off, block.len())),
-        }
-    }
-    runs
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn copy_image(
-    ctx: &PeerContext,
-    remote: &RemoteImage,
-    local: &LocalImage,
-    range: &CopyRange,
-    snapc: &(u64, Vec<u64>),
-    concurrency: usize,
-    on_progress: &mut (dyn FnMut(CopyProgress) + Send),
-    cancel: &CancellationToken,
-) -> Result<CopyStats> {
-    let g = &remote.geometry;
-    let layout = g.layout()?;
-    if g.stripe_count > 1 && g.stripe_unit != layout.object_size {
-        return Err(ReplayError::Unsupported("snapshot-mode copy of fancy-striped images".into()));
-    }
-    let end_img =
-        Image::open_by_id_at_snap_id(&ctx.remote_io, &remote.image_id, range.remote_snap_id_end).await?;
-    let end_size = end_img.stat().await?.size;
-    let start = match range.remote_snap_id_start {
-        Some(s) => {
-            let img = Image::open_by_id_at_snap_id(&ctx.remote_io, &remote.image_id, s).await?;
-            let size = img.stat().await?.size;
-            Some((img, size))
-        }
-        None => None,
-    };
-    let mut io = ctx.local.ioctx(&ctx.pool, &ctx.namespace).await?;
-    io.set_selfmanaged_snap_write_context(snapc.0, &snapc.1)?;
-    let io = &io;
-    let object_size = layout.object_size;
-    let object_count = layout.object_count(end_size);
-    let local_objects = layout.object_count(local.size().max(end_size));
-    let has_map = local.geometry().features & FEATURE_OBJECT_MAP != 0;
-    let prefix = local.geometry().block_name_prefix.clone();
-    let local_id = local.image_id().to_owned();
-    let mut stats = CopyStats { object_count, ..Default::default() };
-    let first = range.start_object.min(local_objects);
-    let end_img = &end_img;
-    let start = &start;
-    let (prefix, local_id) = (&prefix, &local_id);
-    let mut results = futures::stream::iter(first..local_objects)
-        .map(|n| async move {
-            if cancel.is_cancelled() {
-                return Err(ReplayError::State("cancelled".into()));
-            }
-            let off = n * object_size;
-            let len = end_size.saturating_sub(off).min(object_size);
-            let data = if len > 0 { end_img.read(off, len as usize).await? } else { Bytes::new() };
-            let mut read = data.len() as u64;
-            if let Some((img, size)) = start {
-                let slen = size.saturating_sub(off).min(object_size);
-                if slen == len {
-                    let before = if slen > 0 { img.read(off, slen as usize).await? } else { Bytes::new() };
-                    read += before.len() as u64;
-                    if before == data {
-                        return Ok((n, 0u64, 0u64, false, false));
-                    }
-                }
-            }
-            let name = image_data_object_name(prefix, n);
-            let runs = data_runs(&data);
-            if runs.is_empty() {
-                match io.remove(&name).await {
-                    Err(e) if !e.is_not_found() => return Err(e.into()),
-                    _ => {}
-                }
-                if has_map && n < object_count {
-                    cls::object_map_update(io, local_id, n, n + 1, OBJECT_NONEXISTENT).await?;
-                }
-                return Ok((n, read, 0, false, true));
-            }
-            if has_map {
-                cls::object_map_update(io, local_id, n, n + 1, OBJECT_EXISTS).await?;
-            }
-            let mut op = WriteOp::new();
-            op.create(false).truncate(0);
-            let mut written = 0u64;
-            for (o, l) in runs {
-                if let Some(piece) = data.get(o..o + l) {
-                    op.write(o as u64, piece);
-                    written += l as u64;
-                }
-            }
-            io.operate(&name, op).await?;
-            Ok::<_, ReplayError>((n, read, written, true, false))
-        })
-        .buffered(concurrency.max(1));
-    while let Some(r) = results.next().await {
-        let (n, read, written, copied, removed) = r?;
-        stats.bytes_read += read;
-        stats.bytes_written += written;
-        stats.objects_copied += u64::from(copied);
-        stats.objects_removed += u64::from(removed);
-        on_progress(CopyProgress {
-            objects_done: (n + 1).min(object_count),
-            object_count,
-            bytes_read: stats.bytes_read,
-        });
-    }
-    Ok(stats)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn runs_skip_zero_blocks() {
-        let mut d = vec![0u8; 4 * ZERO_BLOCK];
-        d[5] = 1;
-        d[ZERO_BLOCK + 7] = 1;
-        d[3 * ZERO_BLOCK] = 9;
-        assert_eq!(data_runs(&d), vec![(0, 2 * ZERO_BLOCK), (3 * ZERO_BLOCK, ZERO_BLOCK)]);
-        assert!(data_runs(&[0u8; 100]).is_empty());
-        assert_eq!(data_runs(&[1u8; 10]), vec![(0, 10)]);
-    }
 
     #[test]
     fn status_matches_the_stock_keys() {
