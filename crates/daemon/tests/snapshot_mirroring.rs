@@ -211,13 +211,31 @@ fn snapshot_image_replicates_phase_by_phase() {
     }
     // Earlier user snapshots kept their content.
     assert_same(&a, &b, &format!("{spec}@p1"));
-    let names = |s: &lab::Site| -> Vec<String> {
+
+    // User snapshot changes on the primary follow with the next mirror snapshot: removal,
+    // rename, protection.
+    a.rbd(&["snap", "rm", &format!("{spec}@p0")]);
+    a.rbd(&["snap", "rename", &format!("{spec}@p2"), &format!("{spec}@p2-renamed")]);
+    a.rbd(&["snap", "protect", &format!("{spec}@p1")]);
+    bench(&a, &spec, "rand", "4K", "1M");
+    let id = mirror_snapshot(&a, &spec);
+    wait_synced(&b, &spec, id, Duration::from_secs(300));
+    assert_same(&a, &b, &spec);
+    assert_same(&a, &b, &format!("{spec}@p2-renamed"));
+    let names = |s: &lab::Site| -> Vec<(String, String)> {
         s.rbd_json(&["snap", "ls", &spec])
             .as_array()
-            .map(|v| v.iter().map(|s| s["name"].as_str().unwrap_or_default().to_owned()).collect())
+            .map(|v| {
+                v.iter()
+                    .map(|s| (s["name"].as_str().unwrap_or_default().to_owned(), s["protected"].to_string()))
+                    .collect()
+            })
             .unwrap_or_default()
     };
-    assert_eq!(names(&a), names(&b), "user snapshots");
+    let (na, nb) = (names(&a), names(&b));
+    println!("user snapshots: {nb:?}");
+    assert_eq!(na, nb, "user snapshots (name, protected)");
+    a.rbd(&["snap", "unprotect", &format!("{spec}@p1")]);
     println!("site-a du:\n{}site-b du:\n{}", a.rbd(&["du", &spec]), b.rbd(&["du", &spec]));
     // Old non-primary snapshots are pruned: one mirror snapshot remains on site-b.
     let mirror = snapshots(&b, &spec).iter().filter(|s| s["namespace"]["type"] == "mirror").count();

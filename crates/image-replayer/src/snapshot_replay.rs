@@ -585,6 +585,7 @@ impl SnapshotReplayer<'_> {
                 snap_seqs.insert(u, id);
                 prev = Some(u);
             }
+            self.apply_user_snapshots(&mut snap_seqs, remote_snaps).await?;
         } else {
             prev = plan.user_snaps.last().copied().or(plan.remote_start);
         }
@@ -686,6 +687,56 @@ impl SnapshotReplayer<'_> {
             "snapshot sync complete"
         );
         Ok(true)
+    }
+
+    /// Makes the mirrored user snapshots follow the remote ones (what the stock daemon's
+    /// snapshot copy and image state do for them): through the remote → local mapping, a
+    /// snapshot removed on the remote is removed, a renamed one renamed, protection copied.
+    /// Also renames the image when the primary was renamed.
+    async fn apply_user_snapshots(
+        &self,
+        snap_seqs: &mut std::collections::BTreeMap<u64, u64>,
+        remote_snaps: &[SnapshotInfo],
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        self.local.rename(&self.remote.name).await?;
+        let local_snaps = cls::snapshots(&ctx.local_io, self.local.image_id()).await?;
+        let mut gone = Vec::new();
+        for (&remote_id, &local_id) in snap_seqs.iter() {
+            let Some(local) = local_snaps.iter().find(|s| s.id == local_id) else {
+                gone.push(remote_id);
+                continue;
+            };
+            if local.snapshot_namespace != SnapshotNamespace::User {
+                continue;
+            }
+            match remote_snaps.iter().find(|s| s.id == remote_id) {
+                None => {
+                    tracing::info!(snap = %local.name, "user snapshot removed on the primary: removing it");
+                    let _ = self.local.snap_set_protection(&local.name, 0).await;
+                    self.local.snap_remove(&local.name).await?;
+                    gone.push(remote_id);
+                }
+                Some(remote) => {
+                    if remote.name != local.name {
+                        tracing::info!(from = %local.name, to = %remote.name, "user snapshot renamed on the primary");
+                        self.local.snap_rename(&local.name, &remote.name).await?;
+                    }
+                    let want =
+                        cls::get_protection_status(&ctx.remote_io, &self.remote.image_id, remote_id).await?;
+                    let have =
+                        cls::get_protection_status(&ctx.local_io, self.local.image_id(), local_id).await?;
+                    let want = if want == 0 { 0 } else { 2 };
+                    if (have == 0) != (want == 0) {
+                        self.local.snap_set_protection(&remote.name, want).await?;
+                    }
+                }
+            }
+        }
+        for r in gone {
+            snap_seqs.remove(&r);
+        }
+        Ok(())
     }
 
     /// Copies one range, persisting progress in `progress_snap` (when given) and
