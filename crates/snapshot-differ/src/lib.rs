@@ -6,6 +6,8 @@
 //! * [`fast_diff`] computes the objects changed between two snapshots from the object maps
 //!   of every snapshot between them, exactly as librbd's fast-diff
 //!   (`object_map::DiffRequest`) does.
+//! * [`planner`] decides the snapshot-mode replayer's next step (prune, unlink, sync, idle,
+//!   stop) from the local and remote snapshot lists (ceph-formats.md §4.5 steps 2-3).
 //! * [`zero`] finds the data runs and zero runs of an object buffer, so that copies keep
 //!   holes as holes.
 //!
