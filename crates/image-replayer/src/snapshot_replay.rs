@@ -20,9 +20,7 @@ use journal_reader::SnapshotNamespace;
 use rados_ffi::rbd::ImageCreateOptions;
 use rados_ffi::{IoCtx, Watch};
 use serde_json::json;
-use snapshot_differ::planner::{
-    self, Identity, MirrorSnap, MirrorState, Snap, SnapKind, Step, Stop, SyncPlan,
-};
+use snapshot_differ::planner::{self, Identity, Snap, SnapKind, Step, Stop, SyncPlan};
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::RemoteImage;
@@ -118,22 +116,8 @@ async fn publish(ctx: &PeerContext, status: &mut StatusPublisher, state: State, 
 /// Returns its id and whether it was created now.
 pub async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Result<(String, bool)> {
     let io = &ctx.local_io;
-    if let Some(id) = cls::mirror_image_get_image_id(io, &remote.global_id).await? {
-        if let Some(record) = cls::mirror_image_get(io, &id).await? {
-            if record.mode != MirrorImageMode::Snapshot {
-                return Err(ReplayError::State(format!(
-                    "local image {id} is mirrored in {:?} mode, the primary in snapshot mode",
-                    record.mode
-                )));
-            }
-        }
+    if let Some(id) = crate::bootstrap::find_local_image(io, remote, MirrorImageMode::Snapshot).await? {
         return Ok((id, false));
-    }
-    if io.image_id(&remote.name).await.is_ok() {
-        return Err(ReplayError::State(format!(
-            "a local image named {} exists but is not mirrored with global id {}",
-            remote.name, remote.global_id
-        )));
     }
     let g = &remote.geometry;
     let options = ImageCreateOptions {
@@ -217,15 +201,7 @@ fn header_update_payload() -> [u8; 10] {
 pub fn planner_snap(info: &SnapshotInfo) -> Snap {
     let kind = match &info.snapshot_namespace {
         SnapshotNamespace::User => SnapKind::User,
-        SnapshotNamespace::Mirror(m) => SnapKind::Mirror(MirrorSnap {
-            state: MirrorState::from_u8(m.state.to_u8()),
-            complete: m.complete,
-            mirror_peer_uuids: m.mirror_peer_uuids.clone(),
-            primary_mirror_uuid: m.primary_mirror_uuid.clone(),
-            primary_snap_id: m.primary_snap_id,
-            last_copied_object_number: m.last_copied_object_number,
-            snap_seqs: m.snap_seqs.clone(),
-        }),
+        SnapshotNamespace::Mirror(m) => SnapKind::Mirror(m.clone()),
         _ => SnapKind::Other,
     };
     Snap { id: info.id, name: info.name.clone(), kind }
@@ -881,7 +857,7 @@ mod tests {
         };
         let s = planner_snap(&info);
         let m = s.mirror().expect("mirror");
-        assert_eq!(m.state, MirrorState::PrimaryDemoted);
+        assert_eq!(m.state, MirrorSnapshotState::PrimaryDemoted);
         assert!(m.mirror_peer_uuids.contains("p"));
         assert_eq!(planner_snap(&SnapshotInfo::default()).kind, SnapKind::User);
     }

@@ -6,66 +6,28 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// `cls::rbd::MirrorSnapshotState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MirrorState {
-    /// 0: taken on a primary image.
-    Primary,
-    /// 1: taken on a primary image when it was demoted.
-    PrimaryDemoted,
-    /// 2: created by a mirror daemon on a non-primary image.
-    NonPrimary,
-    /// 3: a non-primary copy of a demotion snapshot.
-    NonPrimaryDemoted,
-    /// Anything else.
-    Unknown(u8),
-}
+pub use journal_reader::event::{MirrorSnapshotNamespace as MirrorSnap, MirrorSnapshotState as MirrorState};
 
-impl MirrorState {
-    /// From the wire value.
-    pub fn from_u8(v: u8) -> Self {
-        match v {
-            0 => Self::Primary,
-            1 => Self::PrimaryDemoted,
-            2 => Self::NonPrimary,
-            3 => Self::NonPrimaryDemoted,
-            v => Self::Unknown(v),
-        }
-    }
-
+/// Which mirror snapshot states count as what (`cls::rbd::MirrorSnapshotNamespace`).
+pub trait MirrorStateKind {
     /// PRIMARY or PRIMARY_DEMOTED.
-    pub fn is_primary(self) -> bool {
-        matches!(self, Self::Primary | Self::PrimaryDemoted)
-    }
-
+    fn is_primary(&self) -> bool;
     /// NON_PRIMARY or NON_PRIMARY_DEMOTED.
-    pub fn is_non_primary(self) -> bool {
-        matches!(self, Self::NonPrimary | Self::NonPrimaryDemoted)
-    }
-
+    fn is_non_primary(&self) -> bool;
     /// Either demoted state.
-    pub fn is_demoted(self) -> bool {
-        matches!(self, Self::PrimaryDemoted | Self::NonPrimaryDemoted)
-    }
+    fn is_demoted(&self) -> bool;
 }
 
-/// The mirror namespace of a snapshot (the fields planning needs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorSnap {
-    /// Primary / non-primary, demoted or not.
-    pub state: MirrorState,
-    /// Whether the snapshot is complete (non-primary: its copy finished).
-    pub complete: bool,
-    /// Peers (pool peer uuids) that still need this primary snapshot.
-    pub mirror_peer_uuids: BTreeSet<String>,
-    /// Non-primary: the mirror uuid of the primary's pool ("" for an orphan).
-    pub primary_mirror_uuid: String,
-    /// Non-primary: the snap id on the primary. Primary: `clean_since_snap_id`.
-    pub primary_snap_id: u64,
-    /// Non-primary: copy progress (objects below it are copied).
-    pub last_copied_object_number: u64,
-    /// Non-primary: remote user snap id → local snap id.
-    pub snap_seqs: BTreeMap<u64, u64>,
+impl MirrorStateKind for MirrorState {
+    fn is_primary(&self) -> bool {
+        matches!(*self, MirrorState::Primary | MirrorState::PrimaryDemoted)
+    }
+    fn is_non_primary(&self) -> bool {
+        matches!(*self, MirrorState::NonPrimary | MirrorState::NonPrimaryDemoted)
+    }
+    fn is_demoted(&self) -> bool {
+        matches!(*self, MirrorState::PrimaryDemoted | MirrorState::NonPrimaryDemoted)
+    }
 }
 
 /// The namespace of a snapshot.

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use snapshot_differ::planner::{plan, Identity, MirrorSnap, MirrorState, Snap, SnapKind, Step};
+use snapshot_differ::planner::{
+    plan, Identity, MirrorSnap, MirrorState, MirrorStateKind, Snap, SnapKind, Step,
+};
 
 const LOCAL: &str = "L";
 const REMOTE: &str = "R";
