@@ -120,6 +120,7 @@ fn snapshot_image_replicates_phase_by_phase() {
     a.rbd(&["snap", "rm", &format!("{spec}@p0")]);
     a.rbd(&["snap", "rename", &format!("{spec}@p2"), &format!("{spec}@p2-renamed")]);
     a.rbd(&["snap", "protect", &format!("{spec}@p1")]);
+    a.rbd(&["image-meta", "set", &spec, "rbd-mirror-rs.test", "value"]);
     bench(&a, &spec, "rand", "4K", "1M");
     let id = mirror_snapshot(&a, &spec);
     wait_synced(&b, &spec, id, Duration::from_secs(300));
@@ -138,6 +139,8 @@ fn snapshot_image_replicates_phase_by_phase() {
     let (na, nb) = (names(&a), names(&b));
     println!("user snapshots: {nb:?}");
     assert_eq!(na, nb, "user snapshots (name, protected)");
+    let meta = b.rbd(&["image-meta", "get", &spec, "rbd-mirror-rs.test"]);
+    assert_eq!(meta.trim(), "value", "image-meta");
     a.rbd(&["snap", "unprotect", &format!("{spec}@p1")]);
     println!("site-a du:\n{}site-b du:\n{}", a.rbd(&["du", &spec]), b.rbd(&["du", &spec]));
     // Old non-primary snapshots are pruned: one mirror snapshot remains on site-b.

@@ -665,10 +665,10 @@ impl SnapshotReplayer<'_> {
         Ok(true)
     }
 
-    /// Makes the mirrored user snapshots follow the remote ones (what the stock daemon's
-    /// snapshot copy and image state do for them): through the remote → local mapping, a
-    /// snapshot removed on the remote is removed, a renamed one renamed, protection copied.
-    /// Also renames the image when the primary was renamed.
+    /// Makes the image and its mirrored user snapshots follow the primary (what the stock
+    /// daemon's snapshot copy and image state do): the image name and image-meta; through
+    /// the remote → local mapping, a snapshot removed on the remote is removed, a renamed one
+    /// renamed, protection copied.
     async fn apply_user_snapshots(
         &self,
         snap_seqs: &mut std::collections::BTreeMap<u64, u64>,
@@ -676,6 +676,19 @@ impl SnapshotReplayer<'_> {
     ) -> Result<()> {
         let ctx = self.ctx;
         self.local.rename(&self.remote.name).await?;
+        // Image-meta as on the primary now (the per-peer `.rbd_mirror.*` keys stay local).
+        let remote_meta = cls::metadata_list(&ctx.remote_io, &self.remote.image_id).await?;
+        let local_meta = cls::metadata_list(&ctx.local_io, self.local.image_id()).await?;
+        let mirrored = |k: &String| !k.starts_with(IMAGE_META_PREFIX);
+        for (k, v) in remote_meta.iter().filter(|(k, _)| mirrored(k)) {
+            if local_meta.get(k) != Some(v) {
+                let value = String::from_utf8_lossy(v);
+                self.local.metadata_set(k, &value).await?;
+            }
+        }
+        for k in local_meta.keys().filter(|k| mirrored(k) && !remote_meta.contains_key(*k)) {
+            self.local.metadata_remove(k).await?;
+        }
         let local_snaps = cls::snapshots(&ctx.local_io, self.local.image_id()).await?;
         let mut gone = Vec::new();
         for (&remote_id, &local_id) in snap_seqs.iter() {
