@@ -261,9 +261,15 @@ pub async fn initial_sync(
     let phases = user.len() as u64 + 1;
     let mut previous: Option<u64> = None;
     let mut bytes = 0u64;
+    let existing = local.snapshots().await?;
     for (phase, snap) in user.iter().enumerate() {
-        let stats = sync_phase(ctx, remote, local, status, previous, snap.id, phase as u64, phases).await?;
-        bytes += stats.bytes_written;
+        // A local snapshot of that name was created by an earlier attempt after its copy
+        // completed: only what follows it is copied again.
+        if !existing.iter().any(|s| s.name == snap.name) {
+            let stats =
+                sync_phase(ctx, remote, local, status, previous, snap.id, phase as u64, phases).await?;
+            bytes += stats.bytes_written;
+        }
         local.snap_create(&snap.name, &SnapshotNamespace::User).await?;
         let protection = cls::get_protection_status(&ctx.remote_io, &remote.image_id, snap.id).await?;
         if protection == PROTECTION_STATUS_PROTECTED {
