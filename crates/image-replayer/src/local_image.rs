@@ -277,15 +277,7 @@ impl LocalImage {
         if size < old {
             self.discard(size, old - size).await?;
         }
-        let io = self.io.read().await;
-        cls::set_size(&io, &self.image_id, size).await?;
-        if self.has_object_map() {
-            let objects = self.layout.object_count(size);
-            cls::object_map_resize(&io, &self.image_id, objects, OBJECT_NONEXISTENT).await?;
-            self.marked.lock().retain(|&o| o < objects);
-        }
-        self.size.store(size, Ordering::Release);
-        Ok(())
+        self.set_size(size).await
     }
 
     /// Sets an image-meta key.
@@ -298,19 +290,9 @@ impl LocalImage {
         cls::metadata_remove(&*self.io.read().await, &self.image_id, key).await
     }
 
-    /// The image's snapshots (all namespaces), from its header.
+    /// The image's snapshots (all namespaces, oldest first), from its header.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
-        let io = self.io.read().await;
-        let (_, ids) = cls::get_snapcontext(&io, &self.image_id).await?;
-        let header = header_object_name(&self.image_id);
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let reply = io.exec(&header, "rbd", "snapshot_get", &args::snapshot_get(id)).await?;
-            let info = args::snapshot_get_reply(&reply)
-                .map_err(|e| ReplayError::decode(format!("snapshot {id} of {header}"), e))?;
-            out.push(info);
-        }
-        Ok(out)
+        cls::snapshots(&*self.io.read().await, &self.image_id).await
     }
 
     async fn snapshot_named(&self, name: &str) -> Result<Option<SnapshotInfo>> {
@@ -336,18 +318,7 @@ impl LocalImage {
         let snap_id = io.selfmanaged_snap_create().await?;
         let header = header_object_name(&self.image_id);
         io.exec_write(&header, "rbd", "snapshot_add", &args::snapshot_add(snap_id, name, namespace)).await?;
-        if self.has_object_map() {
-            let head = object_map_name(&self.image_id, None);
-            let map = io.read_full(&head).await?;
-            io.write_full(&object_map_name(&self.image_id, Some(snap_id)), &map).await?;
-            if self.features.load(Ordering::Acquire) & FEATURE_FAST_DIFF != 0 {
-                let objects = self.layout.object_count(self.size());
-                let arg = args::object_map_update(0, objects, OBJECT_EXISTS_CLEAN, Some(OBJECT_EXISTS));
-                io.exec_write(&head, "rbd", "object_map_update", &arg).await?;
-            }
-            // Objects written from now on must be marked EXISTS again.
-            self.marked.lock().clear();
-        }
+        self.freeze_object_map(&io, snap_id).await?;
         self.refresh_snap_context(&mut io).await
     }
 
@@ -553,10 +524,15 @@ impl LocalImage {
     /// HEAD's `EXISTS` objects `EXISTS_CLEAN`, as librbd does when it creates a snapshot.
     /// Nothing to do without the object-map feature.
     pub async fn finish_snapshot_object_map(&self, snap_id: u64) -> Result<()> {
+        self.freeze_object_map(&*self.io.read().await, snap_id).await
+    }
+
+    /// Snapshot `snap_id`'s object map := HEAD's; HEAD `EXISTS` -> `EXISTS_CLEAN` with
+    /// fast-diff (librbd's snapshot create).
+    async fn freeze_object_map(&self, io: &IoCtx, snap_id: u64) -> Result<()> {
         if !self.has_object_map() {
             return Ok(());
         }
-        let io = self.io.read().await;
         let head = object_map_name(&self.image_id, None);
         let map = io.read_full(&head).await?;
         io.write_full(&object_map_name(&self.image_id, Some(snap_id)), &map).await?;
