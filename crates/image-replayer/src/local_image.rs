@@ -411,7 +411,7 @@ impl LocalImage {
         cls::metadata_remove(&*self.io.read().await, &self.image_id, key).await
     }
 
-    /// The image's snapshots (all namespaces, oldest first), from its header.
+    /// The image's snapshots (all namespaces), from its header, oldest first.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         cls::snapshots(&*self.io.read().await, &self.image_id).await
     }
