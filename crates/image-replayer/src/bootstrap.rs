@@ -212,8 +212,10 @@ fn random_suffix() -> String {
     format!("{:016x}", h.finish())
 }
 
-/// Objects in flight during an initial sync.
-const SYNC_CONCURRENCY: usize = 16;
+/// Objects in flight during an initial sync (stock: `rbd_concurrent_management_ops` = 10).
+/// 8 copies a filled 1 GiB image on the lab as fast as 16 with ~60 % of the peak RSS
+/// (93 vs 150 MiB).
+const SYNC_CONCURRENCY: usize = 8;
 
 /// Copies the primary at a fresh sync-point snapshot into the local image with the
 /// image-copy engine: first, in snapshot-id order, each user snapshot the primary already has
