@@ -284,6 +284,33 @@ fn failover_and_failback_with_the_stock_daemon_at_site_a() {
     });
 }
 
+/// `rbd mirror image promote --force` on site-b while ours replays: the promotion completes
+/// (our daemon lets go of the image when it sees the orphan snapshot) and the status says the
+/// local image is primary.
+#[test]
+fn forced_promotion_on_site_b_stops_replay() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = mirrored_image(&a, "snapforce", "64M");
+    let _images = Images(vec![spec.clone()]);
+    bench(&a, &spec, "rand", "4K", "2M");
+    let first = enable(&a, &spec);
+    let _daemon = Daemon::start();
+    wait_synced(&b, &spec, first, Duration::from_secs(180));
+    b.rbd(&["mirror", "image", "promote", "--force", &spec]);
+    assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
+    lab::wait_for("site-b: local image is primary", Duration::from_secs(60), || {
+        let s = image_status(&b, &spec)?;
+        if s.0 == "up+stopped" && s.1 == "local image is primary" {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    assert_same(&a, &b, &spec);
+}
+
 /// `rbd mirror image resync` on site-b: the local image is recreated (new id) and fully
 /// synced again.
 #[test]

@@ -410,6 +410,13 @@ impl SnapshotReplayer<'_> {
                             publish(ctx, status, State::Unknown, stop.description()).await;
                             Ok(Attempt::RetryAfter(ctx.config.role_check_interval))
                         }
+                        // Usually a forced promotion here in progress (its orphan snapshot):
+                        // look again soon, the next attempt reports the new role.
+                        Stop::UnknownPeer => {
+                            tracing::error!(error = stop.description(), "image replay failed");
+                            publish(ctx, status, State::Error, stop.description()).await;
+                            Ok(Attempt::RetryAfter(ctx.config.role_check_interval))
+                        }
                         other => Err(ReplayError::State(other.description().to_owned())),
                     };
                 }
