@@ -403,6 +403,15 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
     let restarted = log.get(log_before..).unwrap_or_default();
     assert!(restarted.contains("replaying from the committed position"), "{restarted}");
     assert!(!restarted.contains("initial sync complete"), "no full resync after kill -9: {restarted}");
+    // The same, as an operator's monitoring sees it.
+    let label = format!("image=\"{name}\"");
+    let resumed = b.metric("ceph_rbd_mirror_image_replay_resumed", &label);
+    let syncs = b.metric("ceph_rbd_mirror_image_full_syncs", &label).unwrap_or(0.0);
+    let replayed = b.metric("ceph_rbd_mirror_image_replay", &label).unwrap_or(0.0);
+    println!("metrics after the restart: replay_resumed {resumed:?}, full_syncs {syncs}, replay {replayed}");
+    assert_eq!(resumed, Some(1.0), "the restart resumed replay from the committed position");
+    assert_eq!(syncs, 0.0, "no full sync after kill -9");
+    assert!(replayed > 0.0, "entries were replayed after the restart");
     println!("resumed from {committed}");
 }
 
