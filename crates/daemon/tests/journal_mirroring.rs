@@ -595,3 +595,74 @@ fn discard_write_same_compare_and_write_and_shrink_replicate() {
         "rbd diff (object map) differs"
     );
 }
+
+/// `rbd snap ls` of `spec` as (name, size, protected) triples, in snapshot-id order.
+fn user_snapshots(site: &lab::Site, spec: &str) -> Vec<(String, u64, String)> {
+    let v = site.rbd_json(&["snap", "ls", spec]);
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["name"].as_str().unwrap_or_default().to_owned(),
+                        s["size"].as_u64().unwrap_or_default(),
+                        s["protected"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Snapshots that exist on the primary before mirroring is enabled are recreated on the
+/// secondary by the initial sync (same names, sizes, protection, content at each snapshot),
+/// as the stock daemon's image sync does.
+#[test]
+fn existing_snapshots_are_synced_at_bootstrap() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = format!("{}/{}", lab::POOL, lab::unique("snaps"));
+    let _images = Images(vec![spec.clone()]);
+    a.rbd(&[
+        "create",
+        "--size",
+        "16M",
+        "--image-feature",
+        "layering,exclusive-lock,object-map,fast-diff,journaling",
+        &spec,
+    ]);
+    const M: u64 = 1 << 20;
+    let n = |v: u64| v.to_string();
+    a.rbdio(&spec, &["write", "0", &n(6 * M), "1"]);
+    a.rbd(&["snap", "create", &format!("{spec}@one")]);
+    a.rbd(&["snap", "protect", &format!("{spec}@one")]);
+    a.rbdio(&spec, &["write", &n(2 * M), &n(M), "2"]);
+    a.rbdio(&spec, &["discard", &n(4 * M), &n(4 * M)]);
+    a.rbdio(&spec, &["resize", &n(24 * M)]);
+    a.rbdio(&spec, &["write", &n(20 * M), &n(M), "3"]);
+    a.rbd(&["snap", "create", &format!("{spec}@two")]);
+    bench(&a, &spec, "rand", "4K", "512K");
+    a.rbd(&["snap", "create", &format!("{spec}@three")]);
+    a.rbd(&["snap", "protect", &format!("{spec}@three")]);
+    a.rbdio(&spec, &["write", &n(M), &n(M), "4"]);
+    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+
+    let _ours = Daemon::start();
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+    let snaps = user_snapshots(&a, &spec);
+    assert_eq!(snaps.len(), 3, "{snaps:?}");
+    lab::wait_for("the same snapshots on both sites", Duration::from_secs(60), || {
+        let local = user_snapshots(&b, &spec);
+        if local == snaps {
+            Ok(())
+        } else {
+            Err(format!("site-a {snaps:?}, site-b {local:?}"))
+        }
+    });
+    for (name, _, _) in &snaps {
+        let at = format!("{spec}@{name}");
+        assert_eq!(a.export_sha256(&at), b.export_sha256(&at), "content of {at}");
+    }
+}

@@ -9,10 +9,12 @@ use journal_reader::tail::{read_header, register_client};
 use journal_reader::{ClientData, Decode, Encode, SnapshotNamespace, TagData};
 use rados_ffi::rbd::{Image, ImageCreateOptions, ImageRw};
 use rados_ffi::IoCtx;
+use tokio_util::sync::CancellationToken;
 
 use crate::cls;
 use crate::cls_rbd::{MirrorImage, MirrorImageMode, MirrorImageState, MirrorImageStatusState};
 use crate::error::{ReplayError, Result};
+use crate::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 use crate::local_image::{ImageGeometry, LocalImage};
 use crate::status::StatusPublisher;
 use crate::PeerContext;
@@ -210,8 +212,17 @@ fn random_suffix() -> String {
     format!("{:016x}", h.finish())
 }
 
-/// Copies the primary's content at a fresh sync-point snapshot into the local image, then
-/// marks our client `Replaying` and removes the sync point. Progress is published every 10 %.
+/// Objects in flight during an initial sync (stock: `rbd_concurrent_management_ops` = 10).
+/// 8 copies a filled 1 GiB image on the lab as fast as 16 with ~60 % of the peak RSS
+/// (93 vs 150 MiB).
+const SYNC_CONCURRENCY: usize = 8;
+
+/// Copies the primary at a fresh sync-point snapshot into the local image with the
+/// image-copy engine: first, in snapshot-id order, each user snapshot the primary already has
+/// (its changes since the previous one copied into HEAD, then the local snapshot created with
+/// the same name and protection), then the changes up to the sync point. Records the remote →
+/// local snapshot ids in our client's `snap_seqs`, marks it `Replaying` and removes the sync
+/// point. Progress is published every few seconds.
 pub async fn initial_sync(
     ctx: &PeerContext,
     remote: &RemoteImage,
@@ -235,25 +246,103 @@ pub async fn initial_sync(
     };
     update_remote_client(ctx, remote, &meta).await?;
 
-    let at_snap = Image::open_by_id(&ctx.remote_io, &remote.image_id, Some(&snap_name)).await?;
-    let size = at_snap.stat().await?.size;
-    let extents = at_snap.diff_iterate(None, 0, size, true, false).await?;
-    let total: u64 = extents.iter().filter(|e| e.exists).map(|e| e.len).sum();
-    let mut done = 0u64;
-    let mut reported = 0u64;
-    const CHUNK: u64 = 4 << 20;
-    for e in extents.iter().filter(|e| e.exists) {
-        let mut off = e.offset;
-        let end = e.offset + e.len;
-        while off < end {
-            let len = (end - off).min(CHUNK);
-            let data = at_snap.read(off, len as usize).await?;
-            local.write(off, &data).await?;
-            off += len;
-            done += len;
-            let pct = (done * 100).checked_div(total).unwrap_or(100);
-            if pct >= reported + 10 {
-                reported = pct;
+    let snaps = cls::snapshots(&ctx.remote_io, &remote.image_id).await?;
+    let sync_id =
+        snaps.iter().find(|s| s.name == snap_name).map(|s| s.id).ok_or_else(|| {
+            ReplayError::State(format!("sync point {snap_name} of {} vanished", remote.name))
+        })?;
+    // User snapshots taken before the sync point (other peers' sync points excluded).
+    let user: Vec<_> = snaps
+        .into_iter()
+        .filter(|s| {
+            s.id < sync_id
+                && s.snapshot_namespace == SnapshotNamespace::User
+                && !s.name.starts_with(".rbd-mirror.")
+        })
+        .collect();
+    let phases = user.len() as u64 + 1;
+    let mut previous: Option<u64> = None;
+    let mut bytes = 0u64;
+    let existing = local.snapshots().await?;
+    for (phase, snap) in user.iter().enumerate() {
+        // A local snapshot of that name was created by an earlier attempt after its copy
+        // completed: only what follows it is copied again.
+        if !existing.iter().any(|s| s.name == snap.name) {
+            let stats =
+                sync_phase(ctx, remote, local, status, previous, snap.id, phase as u64, phases).await?;
+            bytes += stats.bytes_written;
+        }
+        local.snap_create(&snap.name, &SnapshotNamespace::User).await?;
+        let protection = cls::get_protection_status(&ctx.remote_io, &remote.image_id, snap.id).await?;
+        if protection == PROTECTION_STATUS_PROTECTED {
+            local.snap_set_protection(&snap.name, PROTECTION_STATUS_PROTECTED).await?;
+        }
+        let local_id = local
+            .snapshots()
+            .await?
+            .into_iter()
+            .find(|s| s.name == snap.name)
+            .map(|s| s.id)
+            .ok_or_else(|| ReplayError::State(format!("local snapshot {} vanished", snap.name)))?;
+        meta.snap_seqs.insert(snap.id, local_id);
+        tracing::info!(image = %remote.name, snap = %snap.name, remote_snap_id = snap.id, local_snap_id = local_id, "snapshot synced");
+        previous = Some(snap.id);
+    }
+    let stats = sync_phase(ctx, remote, local, status, previous, sync_id, phases - 1, phases).await?;
+    bytes += stats.bytes_written;
+
+    meta.state = MirrorPeerState::Replaying;
+    meta.sync_points.clear();
+    update_remote_client(ctx, remote, &meta).await?;
+    if let Err(e) = primary.snap_remove(&snap_name).await {
+        tracing::warn!(image = %remote.name, snap = %snap_name, error = %e, "cannot remove the sync point");
+    }
+    tracing::info!(image = %remote.name, bytes, snapshots = user.len(), "initial sync complete");
+    Ok(())
+}
+
+/// `RBD_PROTECTION_STATUS_PROTECTED`.
+const PROTECTION_STATUS_PROTECTED: u8 = 2;
+
+/// One copy of the initial sync, `(start, end]` into the local HEAD, with the local image's
+/// current snapshot context; publishes `IMAGE_SYNC/COPY_IMAGE` progress every 5 seconds.
+#[allow(clippy::too_many_arguments)]
+async fn sync_phase(
+    ctx: &PeerContext,
+    remote: &RemoteImage,
+    local: &LocalImage,
+    status: &mut StatusPublisher,
+    start: Option<u64>,
+    end: u64,
+    phase: u64,
+    phases: u64,
+) -> Result<CopyStats> {
+    let (seq, snaps) = local.snap_context().await?;
+    let snapc = LocalSnapContext { seq, snaps };
+    let range = CopyRange { remote_snap_id_start: start, remote_snap_id_end: end, start_object: 0 };
+    let progress = parking_lot::Mutex::new(CopyProgress::default());
+    let cancel = CancellationToken::new();
+    let mut on_progress = |p: CopyProgress| *progress.lock() = p;
+    let copy = copy_image(
+        &ctx.remote_io,
+        &remote.image_id,
+        local,
+        &range,
+        &snapc,
+        SYNC_CONCURRENCY,
+        &mut on_progress,
+        &cancel,
+    );
+    tokio::pin!(copy);
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            result = &mut copy => return result,
+            _ = ticker.tick() => {
+                let p = *progress.lock();
+                let within = (p.objects_done * 100).checked_div(p.object_count).unwrap_or(0);
+                let pct = (phase * 100 + within) / phases.max(1);
                 let description = format!("bootstrapping, IMAGE_SYNC/COPY_IMAGE {pct}%");
                 status
                     .publish(&ctx.local_io, &ctx.remote_io, MirrorImageStatusState::Syncing, &description)
@@ -261,15 +350,6 @@ pub async fn initial_sync(
             }
         }
     }
-    drop(at_snap);
-    meta.state = MirrorPeerState::Replaying;
-    meta.sync_points.clear();
-    update_remote_client(ctx, remote, &meta).await?;
-    if let Err(e) = primary.snap_remove(&snap_name).await {
-        tracing::warn!(image = %remote.name, snap = %snap_name, error = %e, "cannot remove the sync point");
-    }
-    tracing::info!(image = %remote.name, bytes = done, "initial sync complete");
-    Ok(())
 }
 
 /// Whether `rbd mirror image resync` flagged the local image (journal mode: the image

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use rados_ffi::IoCtx;
 
 use crate::cls_rbd::{
-    args, header_object_name, object_map_name, MirrorImage, MirrorImageSiteStatus, RBD_MIRRORING,
+    args, header_object_name, object_map_name, MirrorImage, MirrorImageSiteStatus, SnapshotInfo,
+    RBD_MIRRORING,
 };
 use crate::error::{ReplayError, Result};
 
@@ -145,4 +146,46 @@ pub async fn metadata_remove(io: &IoCtx, image_id: &str, key: &str) -> Result<()
         Err(e) if e.is_not_found() => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// The image's size at snapshot `snap_id` ([`crate::cls_rbd::CEPH_NOSNAP`] for HEAD).
+pub async fn get_size(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u64> {
+    let header = header_object_name(image_id);
+    let reply = io.exec(&header, "rbd", "get_size", &args::get_size(snap_id)).await?;
+    let (_, size) = args::get_size_reply(&reply)
+        .map_err(|e| ReplayError::decode(format!("size of snapshot {snap_id} in {header}"), e))?;
+    Ok(size)
+}
+
+/// The image's flags (`RBD_FLAG_*`) at snapshot `snap_id` ([`crate::cls_rbd::CEPH_NOSNAP`]
+/// for HEAD).
+pub async fn get_flags(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u64> {
+    let header = header_object_name(image_id);
+    let reply = io.exec(&header, "rbd", "get_flags", &args::get_flags(snap_id)).await?;
+    args::get_flags_reply(&reply)
+        .map_err(|e| ReplayError::decode(format!("flags of snapshot {snap_id} in {header}"), e))
+}
+
+/// The image's snapshots (every namespace), oldest first.
+pub async fn snapshots(io: &IoCtx, image_id: &str) -> Result<Vec<SnapshotInfo>> {
+    let (_, mut ids) = get_snapcontext(io, image_id).await?;
+    ids.sort_unstable();
+    let header = header_object_name(image_id);
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let reply = io.exec(&header, "rbd", "snapshot_get", &args::snapshot_get(id)).await?;
+        let info = args::snapshot_get_reply(&reply)
+            .map_err(|e| ReplayError::decode(format!("snapshot {id} of {header}"), e))?;
+        out.push(info);
+    }
+    Ok(out)
+}
+
+/// A snapshot's protection status (0 unprotected, 1 unprotecting, 2 protected).
+pub async fn get_protection_status(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u8> {
+    let header = header_object_name(image_id);
+    let reply =
+        io.exec(&header, "rbd", "get_protection_status", &args::get_protection_status(snap_id)).await?;
+    args::get_protection_status_reply(&reply)
+        .map_err(|e| ReplayError::decode(format!("protection status of snapshot {snap_id} in {header}"), e))
 }

@@ -20,8 +20,7 @@
 //!   `std::string` (u32 length + bytes), even though the omap value is raw;
 //!   `get_snapcontext` replies `u64 snap_seq, vector<u64> snap_ids`;
 //!   `object_map_load` replies a `BitVector<2>` with CRCs disabled.
-//! * src/common/bit_vector.hpp — `BitVector` layout (see
-//!   [`args::object_map_load_reply`]).
+//! * src/common/bit_vector.hpp — `BitVector` layout (decoded by `snapshot_differ::object_map`).
 //! * src/librbd/ObjectMap.cc — object map object names.
 //! * src/include/rbd_types.h — object name prefixes; OBJECT_* states as
 //!   mirrored in the kernel's drivers/block/rbd_types.h (same values as
@@ -35,6 +34,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use journal_reader::encoding::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
 pub use journal_reader::event::SnapshotNamespace;
+use snapshot_differ::{ObjectMap, ObjectMapError, ObjectState};
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
@@ -50,6 +50,11 @@ pub const OBJECT_EXISTS: u8 = 1;
 pub const OBJECT_PENDING: u8 = 2;
 /// Object map state: object exists and is unchanged since the last snapshot.
 pub const OBJECT_EXISTS_CLEAN: u8 = 3;
+
+/// `RBD_FLAG_OBJECT_MAP_INVALID`: the image's (or snapshot's) object map cannot be trusted.
+pub const RBD_FLAG_OBJECT_MAP_INVALID: u64 = 1 << 0;
+/// `RBD_FLAG_FAST_DIFF_INVALID`: fast-diff cannot use the object map.
+pub const RBD_FLAG_FAST_DIFF_INVALID: u64 = 1 << 1;
 
 /// `RBD_HEADER_PREFIX`.
 pub const RBD_HEADER_PREFIX: &str = "rbd_header.";
@@ -582,6 +587,26 @@ pub mod args {
         Ok((d.u8("order")?, d.u64("size")?))
     }
 
+    /// `get_flags` input: `u64 snap_id` ([`CEPH_NOSNAP`] for the head).
+    pub fn get_flags(snap_id: u64) -> Bytes {
+        build(|e| e.u64(snap_id))
+    }
+
+    /// `get_flags` reply: `u64 flags` (`RBD_FLAG_*`).
+    pub fn get_flags_reply(out: &Bytes) -> Result<u64> {
+        Decoder::new(out).u64("flags")
+    }
+
+    /// `get_protection_status` input: `u64 snap_id`.
+    pub fn get_protection_status(snap_id: u64) -> Bytes {
+        build(|e| e.u64(snap_id))
+    }
+
+    /// `get_protection_status` reply: `u8` (0 unprotected, 1 unprotecting, 2 protected).
+    pub fn get_protection_status_reply(out: &Bytes) -> Result<u8> {
+        Decoder::new(out).u8("protection_status")
+    }
+
     /// `set_size` input: `u64 size`.
     pub fn set_size(size: u64) -> Bytes {
         build(|e| e.u64(size))
@@ -772,62 +797,32 @@ pub mod args {
 
     /// `object_map_save` input: a `BitVector<2>` with CRCs disabled (as
     /// the librbd client sends it). Only the low two bits of each state count.
+    /// The layout is `snapshot_differ::object_map`'s.
     pub fn object_map_save(states: &[u8]) -> Bytes {
-        build(|e| encode_bit_vector2(e, states))
+        ObjectMap::from_states(states.iter().map(|s| ObjectState::from_bits(*s))).encode(false)
     }
 
-    /// `object_map_load` reply: a `BitVector<2>`, one state per object.
-    ///
-    /// Layout (src/common/bit_vector.hpp): `bufferlist header` = `ENCODE_START(1, 1)`
-    /// { u64 element count }; then `ceil(n / 4)` raw data bytes, element `i`
-    /// in byte `i / 4` at bit shift `(3 - i % 4) * 2` (first element in the
-    /// high bits); then `bufferlist footer` (empty when CRCs are disabled,
-    /// else `u32 header_crc, u32 n, n × u32 block crc`). CRCs are not checked.
+    /// `object_map_load` reply: a `BitVector<2>` (CRCs disabled by cls_rbd), one state per
+    /// object, decoded by `snapshot_differ::ObjectMap` (which checks CRCs when present).
     pub fn object_map_load_reply(out: &Bytes) -> Result<Vec<u8>> {
-        decode_bit_vector2(&mut Decoder::new(out))
-    }
-
-    fn encode_bit_vector2(e: &mut Encoder, states: &[u8]) {
-        let header = build(|h| h.envelope(1, 1, |h| h.u64(states.len() as u64)));
-        e.bytes(&header);
-        for chunk in states.chunks(4) {
-            let mut byte = 0u8;
-            for (i, s) in chunk.iter().enumerate() {
-                byte |= (s & 0x3) << ((3 - i) * 2);
-            }
-            e.u8(byte);
-        }
-        e.bytes(&[]);
-    }
-
-    fn decode_bit_vector2(d: &mut Decoder<'_>) -> Result<Vec<u8>> {
-        let header = d.bytes("bit_vector_header")?;
-        let count = Decoder::new(&header).envelope("BitVector", 1, |h, _| h.u64("bit_vector_size"))?;
-        let off = d.offset();
-        let nbytes = count.div_ceil(4);
-        let remaining = d.remaining();
-        let nbytes = match usize::try_from(nbytes) {
-            Ok(n) if n <= remaining => n,
-            _ => {
-                return Err(DecodeError::LengthOutOfBounds {
+        let map = ObjectMap::decode(out).map_err(|e| match e {
+            ObjectMapError::Malformed { source, .. } => source,
+            ObjectMapError::DataTruncated { needed, offset, remaining, .. } => {
+                DecodeError::LengthOutOfBounds {
                     field: "bit_vector_data",
-                    offset: off,
-                    claimed: nbytes,
+                    offset,
+                    claimed: needed,
                     remaining,
-                })
+                }
             }
-        };
-        let mut states = Vec::with_capacity(nbytes.saturating_mul(4));
-        for _ in 0..nbytes {
-            let b = d.u8("bit_vector_data")?;
-            for shift in [6u8, 4, 2, 0] {
-                states.push((b >> shift) & 0x3);
+            ObjectMapError::HeaderCrc { computed, .. } | ObjectMapError::DataCrc { computed, .. } => {
+                DecodeError::InvalidValue { field: "bit_vector_crc", offset: 0, value: u64::from(computed) }
             }
-        }
-        // count <= 4 * nbytes, so this fits usize
-        states.truncate(usize::try_from(count).unwrap_or(usize::MAX));
-        let _footer = d.bytes("bit_vector_footer")?;
-        Ok(states)
+            ObjectMapError::CrcCount { found, .. } => {
+                DecodeError::InvalidValue { field: "bit_vector_crc_count", offset: 0, value: found }
+            }
+        })?;
+        Ok(map.iter().map(ObjectState::bits).collect())
     }
 }
 
@@ -1038,11 +1033,14 @@ mod tests {
         let b = object_map_save(&states);
         assert_eq!(hex(&b), "0e000000010108000000".to_owned() + "0500000000000000" + "6cc0" + "00000000");
         assert_eq!(object_map_load_reply(&b).unwrap(), states.to_vec());
-        // footer with CRCs is skipped
+        // a footer with CRCs (as the object stores it) is verified
+        let with_crcs =
+            ObjectMap::from_states(states.iter().map(|s| ObjectState::from_bits(*s))).encode(true);
+        assert_eq!(object_map_load_reply(&with_crcs).unwrap(), states.to_vec());
         let mut e = Encoder::new();
         e.raw(&b[..b.len() - 4]);
         e.bytes(&[1, 2, 3, 4, 1, 0, 0, 0, 5, 6, 7, 8]);
-        assert_eq!(object_map_load_reply(&e.into_bytes()).unwrap(), states.to_vec());
+        assert!(object_map_load_reply(&e.into_bytes()).is_err());
         assert_eq!(object_map_load_reply(&object_map_save(&[])).unwrap(), Vec::<u8>::new());
         // a huge count is rejected without allocating
         let mut e = Encoder::new();

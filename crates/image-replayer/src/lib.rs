@@ -20,6 +20,7 @@ pub mod bootstrap;
 pub mod cls;
 pub mod cls_rbd;
 pub mod error;
+pub mod image_copy;
 pub mod image_metrics;
 pub mod image_replayer;
 pub mod journal_replay;

@@ -79,6 +79,122 @@ impl ImageGeometry {
     }
 }
 
+/// Whole-object writes and removals with an explicit snapshot context (the image copy's):
+/// its own handle on the local pool, so the image's shared handle and its snapshot context
+/// are left alone.
+#[derive(Debug)]
+pub struct ObjectWriter<'a> {
+    image: &'a LocalImage,
+    io: IoCtx,
+}
+
+impl LocalImage {
+    /// The image's snapshot context from its header: `(seq, snap ids newest first)`.
+    pub async fn snap_context(&self) -> Result<(u64, Vec<u64>)> {
+        cls::get_snapcontext(&*self.io.read().await, &self.image_id).await
+    }
+
+    /// A writer of whole objects whose writes carry the snapshot context `(seq, snaps)`
+    /// (`snaps` newest first, as librados wants them).
+    pub async fn object_writer(&self, seq: u64, snaps: &[u64]) -> Result<ObjectWriter<'_>> {
+        let mut io = self.io.read().await.duplicate().await?;
+        io.set_selfmanaged_snap_write_context(seq, snaps)?;
+        Ok(ObjectWriter { image: self, io })
+    }
+
+    /// Sets the image size in the header and resizes the HEAD object map (new objects
+    /// `NONEXISTENT`), without touching data: for copies, which remove objects past a smaller
+    /// size themselves, with their own snapshot context.
+    pub async fn set_size(&self, size: u64) -> Result<()> {
+        if size == self.size() {
+            return Ok(());
+        }
+        let io = self.io.read().await;
+        cls::set_size(&io, &self.image_id, size).await?;
+        if self.has_object_map() {
+            let objects = self.layout.object_count(size);
+            cls::object_map_resize(&io, &self.image_id, objects, OBJECT_NONEXISTENT).await?;
+            self.marked.lock().retain(|&o| o < objects);
+        }
+        self.size.store(size, Ordering::Release);
+        Ok(())
+    }
+
+    /// After a copy into HEAD for snapshot `snap_id` (created before the copy, and left out of
+    /// the copy's snapshot context), makes that snapshot's object map equal HEAD's and marks
+    /// HEAD's `EXISTS` objects `EXISTS_CLEAN`, as librbd does when it creates a snapshot.
+    /// Nothing to do without the object-map feature.
+    pub async fn finish_snapshot_object_map(&self, snap_id: u64) -> Result<()> {
+        self.freeze_object_map(&*self.io.read().await, snap_id).await
+    }
+
+    /// Snapshot `snap_id`'s object map := HEAD's; HEAD `EXISTS` -> `EXISTS_CLEAN` with
+    /// fast-diff (librbd's snapshot create).
+    async fn freeze_object_map(&self, io: &IoCtx, snap_id: u64) -> Result<()> {
+        if !self.has_object_map() {
+            return Ok(());
+        }
+        let head = object_map_name(&self.image_id, None);
+        let map = io.read_full(&head).await?;
+        io.write_full(&object_map_name(&self.image_id, Some(snap_id)), &map).await?;
+        if self.features.load(Ordering::Acquire) & FEATURE_FAST_DIFF != 0 {
+            let objects = self.layout.object_count(self.size());
+            let arg = args::object_map_update(0, objects, OBJECT_EXISTS_CLEAN, Some(OBJECT_EXISTS));
+            io.exec_write(&head, "rbd", "object_map_update", &arg).await?;
+        }
+        // Objects written from now on must be marked EXISTS again.
+        self.marked.lock().clear();
+        Ok(())
+    }
+}
+
+impl ObjectWriter<'_> {
+    /// Replaces data object `object_no` with `len` bytes: the byte ranges `runs` of `data`
+    /// are written, everything else is left a hole (never written zeros). The HEAD object map
+    /// marks the object existing first. Returns the bytes written.
+    pub async fn write_object(
+        &self,
+        object_no: u64,
+        data: &[u8],
+        runs: &[std::ops::Range<usize>],
+        len: u64,
+    ) -> Result<u64> {
+        self.image.mark_exists(object_no).await?;
+        let mut op = WriteOp::new();
+        // One atomic op: the old content goes (a clone keeps it for older snapshots), the
+        // data runs come, and the length is the source object's.
+        op.create(false).truncate(0);
+        let mut written = 0u64;
+        for r in runs {
+            let piece = data.get(r.clone()).ok_or_else(|| {
+                ReplayError::State(format!(
+                    "data run {}..{} outside a {} byte object buffer",
+                    r.start,
+                    r.end,
+                    data.len()
+                ))
+            })?;
+            op.write(r.start as u64, piece);
+            written += piece.len() as u64;
+        }
+        op.truncate(len);
+        self.io.operate(&self.image.object_name(object_no), op).await?;
+        Ok(written)
+    }
+
+    /// Removes data object `object_no` (absent is fine), then marks it `NONEXISTENT` in the
+    /// HEAD object map. Returns whether it existed.
+    pub async fn remove_object(&self, object_no: u64) -> Result<bool> {
+        let existed = match self.io.remove(&self.image.object_name(object_no)).await {
+            Ok(()) => true,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(e.into()),
+        };
+        self.image.mark_removed(object_no).await?;
+        Ok(existed)
+    }
+}
+
 /// A non-primary image being written by replay.
 #[derive(Debug)]
 pub struct LocalImage {
@@ -128,6 +244,11 @@ impl LocalImage {
     /// The current size.
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
+    }
+
+    /// The striping layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     fn object_name(&self, object_no: u64) -> String {
@@ -277,15 +398,7 @@ impl LocalImage {
         if size < old {
             self.discard(size, old - size).await?;
         }
-        let io = self.io.read().await;
-        cls::set_size(&io, &self.image_id, size).await?;
-        if self.has_object_map() {
-            let objects = self.layout.object_count(size);
-            cls::object_map_resize(&io, &self.image_id, objects, OBJECT_NONEXISTENT).await?;
-            self.marked.lock().retain(|&o| o < objects);
-        }
-        self.size.store(size, Ordering::Release);
-        Ok(())
+        self.set_size(size).await
     }
 
     /// Sets an image-meta key.
@@ -298,19 +411,9 @@ impl LocalImage {
         cls::metadata_remove(&*self.io.read().await, &self.image_id, key).await
     }
 
-    /// The image's snapshots (all namespaces), from its header.
+    /// The image's snapshots (all namespaces), from its header, oldest first.
     pub async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
-        let io = self.io.read().await;
-        let (_, ids) = cls::get_snapcontext(&io, &self.image_id).await?;
-        let header = header_object_name(&self.image_id);
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let reply = io.exec(&header, "rbd", "snapshot_get", &args::snapshot_get(id)).await?;
-            let info = args::snapshot_get_reply(&reply)
-                .map_err(|e| ReplayError::decode(format!("snapshot {id} of {header}"), e))?;
-            out.push(info);
-        }
-        Ok(out)
+        cls::snapshots(&*self.io.read().await, &self.image_id).await
     }
 
     async fn snapshot_named(&self, name: &str) -> Result<Option<SnapshotInfo>> {
@@ -336,18 +439,7 @@ impl LocalImage {
         let snap_id = io.selfmanaged_snap_create().await?;
         let header = header_object_name(&self.image_id);
         io.exec_write(&header, "rbd", "snapshot_add", &args::snapshot_add(snap_id, name, namespace)).await?;
-        if self.has_object_map() {
-            let head = object_map_name(&self.image_id, None);
-            let map = io.read_full(&head).await?;
-            io.write_full(&object_map_name(&self.image_id, Some(snap_id)), &map).await?;
-            if self.features.load(Ordering::Acquire) & FEATURE_FAST_DIFF != 0 {
-                let objects = self.layout.object_count(self.size());
-                let arg = args::object_map_update(0, objects, OBJECT_EXISTS_CLEAN, Some(OBJECT_EXISTS));
-                io.exec_write(&head, "rbd", "object_map_update", &arg).await?;
-            }
-            // Objects written from now on must be marked EXISTS again.
-            self.marked.lock().clear();
-        }
+        self.freeze_object_map(&io, snap_id).await?;
         self.refresh_snap_context(&mut io).await
     }
 

@@ -498,6 +498,22 @@ impl IoCtx {
         .await
     }
 
+    /// A new handle on the same cluster, pool and namespace, with default settings (reads at
+    /// HEAD, the pool's snapshot context for writes): what callers that need their own read
+    /// snapshot or write snapshot context use, since those settings are per handle.
+    pub async fn duplicate(&self) -> Result<IoCtx> {
+        IoCtx::open(self.handle.cluster.clone(), &self.handle.pool, &self.handle.namespace).await
+    }
+
+    /// Makes subsequent reads through this handle read snapshot `snap` (`CEPH_NOSNAP`,
+    /// `u64::MAX - 1`, for HEAD). Takes `&mut self`: librados does not make settings changes
+    /// thread-safe.
+    pub fn set_snap_read(&mut self, snap: u64) {
+        // SAFETY: exclusive access to this handle's settings (`&mut self`); the call only
+        // stores the snapshot id in the ioctx.
+        unsafe { librados::rados_ioctx_snap_set_read(self.raw(), snap) };
+    }
+
     /// Sets the self-managed snapshot context for subsequent writes through this handle.
     /// Takes `&mut self`: librados does not make settings changes thread-safe.
     pub fn set_selfmanaged_snap_write_context(&mut self, seq: u64, snaps: &[u64]) -> Result<()> {

@@ -1,8 +1,22 @@
-//! Snapshot-mode mirroring: mirror snapshots and the extents that changed between them.
+//! Snapshot-mode mirroring, the pure part: what changed between two snapshots of an image.
 //!
-//! **Status: to come** (issue "Snapshot-mode mirroring end to end"). This crate will own
-//! decoding of cls_rbd snapshot namespaces (ceph-formats.md §4.1), the selection of the
-//! next primary mirror snapshot to sync (§4.5) and the computation of changed extents
-//! from object maps / fast-diff or whole-object comparison. It does no I/O of its own:
-//! callers hand it the bytes they read through `rados-ffi`.
+//! * [`object_map`] decodes the object map objects of cls_rbd (`rbd_object_map.<image id>`
+//!   for HEAD, `rbd_object_map.<image id>.<snap id %016x>` per snapshot): a Ceph
+//!   `BitVector<2>` whose header and data CRCs are verified.
+//! * [`fast_diff`] computes the objects changed between two snapshots from the object maps
+//!   of every snapshot between them, exactly as librbd's fast-diff
+//!   (`object_map::DiffRequest`) does.
+//! * [`zero`] finds the data runs and zero runs of an object buffer, so that copies keep
+//!   holes as holes.
+//!
+//! It does no I/O of its own: callers (`image-replayer`'s image copy) hand it the bytes they
+//! read through `rados-ffi`. Nothing here panics on bytes from the cluster.
 #![forbid(unsafe_code)]
+
+pub mod fast_diff;
+pub mod object_map;
+pub mod zero;
+
+pub use fast_diff::{diff_object_maps, DiffError, DiffState, ObjectDiff, SnapshotMap};
+pub use object_map::{ObjectMap, ObjectMapError, ObjectState};
+pub use zero::{data_runs, is_zero, ZERO_GRANULARITY};

@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# benches/snapshot_sync.sh — snapshot-mode sync of one image by an rbd-mirror daemon at site-b,
+# on the project lab (tests/lab/lab.sh, which must already be up). Modelled on journal_replay.sh.
+#
+# For each daemon (BENCH_DAEMONS, default "stock"; "ours" once rbd-mirror-rs replays snapshot
+# mode):
+#  1. stop every rbd-mirror of the lab; create mirror/snapbench-<daemon>-<rand> on site-a
+#     (BENCH_IMAGE_SIZE, layering,exclusive-lock,object-map,fast-diff) and fill it completely
+#     (rbd bench 4M sequential writes); start the daemon at site-b;
+#  2. full sync: t0 = `rbd mirror image enable <img> snapshot` on site-a (which takes the first
+#     primary mirror snapshot); done = site-b has a non-primary mirror snapshot, complete, of
+#     that primary snapshot id (`rbd snap ls --all` on site-b, every BENCH_POLL s);
+#  3. incremental sync: BENCH_CHANGE (default 10 %) of the image rewritten at random
+#     (rbd bench 4M random writes, whole objects), then t1 = `rbd mirror image snapshot`;
+#     done = the complete non-primary snapshot of that new primary snapshot on site-b;
+#  4. `rbd export | sha256sum` of site-a's HEAD (unchanged since the snapshot) and site-b's HEAD
+#     (= the complete non-primary snapshot; rbd export cannot name mirror snapshots); CPU (utime+stime of the daemon, /proc) during each sync, peak
+#     RSS (VmRSS every 0.5 s, VmHWM);
+#  5. stop the daemon, delete both copies.
+# Then site-b's raw bandwidth: rbd bench --io-type write --io-size 4M --io-pattern seq
+# (BENCH_IMAGE_SIZE) on a scratch image, no daemon running.
+# Prints a table and ratios; one TSV row per daemon/measure in benches/results/.
+#
+# usage: benches/snapshot_sync.sh            (from any directory; the lab must be up)
+# Environment:
+#   BENCH_DAEMONS="stock"    which daemons, in this order ("stock ours" to compare)
+#   BENCH_IMAGE_SIZE=1G      size of the bench image (filled completely)
+#   BENCH_CHANGE=10          percent of the image rewritten before the incremental sync
+#   BENCH_TIMEOUT=900        seconds allowed for one sync
+#   BENCH_POLL=0.5           seconds between two looks at site-b's snapshots
+#   RBD_MIRROR_RS_BIN        our daemon (default <repo>/target/release/rbd-mirror-rs, built
+#                            with `cargo build --release -p daemon` when missing)
+#   RBD_MIRROR_LAB_DIR       lab state (default /tmp/rbd-mirror-rs-lab; see
+#                            RBD_MIRROR_LAB_INSTANCE in tests/lab/lab.sh)
+#   BENCH_OUT                TSV path (default benches/results/snapshot_sync-<UTC date>.tsv)
+# Exit status: 0 when all ran and every checksum matched; 3 on a mismatch or a sync that did not
+# finish (the figures are still printed); 1 on any other error.
+set -euo pipefail
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$HOME/.cargo/bin:$PATH
+unset CEPH_ARGS CEPH_CONF
+
+REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+LAB=$REPO/tests/lab/lab.sh
+if [[ -z ${RBD_MIRROR_LAB_DIR:-} ]]; then
+  i=${RBD_MIRROR_LAB_INSTANCE:-0}
+  if [[ $i == 0 ]]; then RBD_MIRROR_LAB_DIR=/tmp/rbd-mirror-rs-lab; else RBD_MIRROR_LAB_DIR=/tmp/rbd-mirror-rs-lab$i; fi
+fi
+export RBD_MIRROR_LAB_DIR
+STATE=$RBD_MIRROR_LAB_DIR
+POOL=mirror
+DAEMONS=${BENCH_DAEMONS:-stock}
+IMAGE_SIZE=${BENCH_IMAGE_SIZE:-1G}
+CHANGE=${BENCH_CHANGE:-10}
+TIMEOUT=${BENCH_TIMEOUT:-900}
+POLL=${BENCH_POLL:-0.5}
+FEATURES=layering,exclusive-lock,object-map,fast-diff
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${BENCH_OUT:-$REPO/benches/results/snapshot_sync-$STAMP.tsv}
+HZ=$(getconf CLK_TCK)
+PIDFILE=$STATE/site-b/run/rbd-mirror.b.pid
+DLOG=$STATE/site-b/log/rbd-mirror.b.stdout
+WORK=$(mktemp -d /tmp/snapshot_sync.XXXXXX)
+
+log() { echo "snapshot_sync: $*" >&2; }
+die() { echo "snapshot_sync: ERROR: $*" >&2; exit 1; }
+conf() { echo "$STATE/$1/$1.conf"; }
+rbdc() { local s=$1; shift; timeout 600 rbd --cluster "$s" -c "$(conf "$s")" "$@"; }
+calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
+now() { date +%s.%N; }
+
+# ---- cleanup: images we created, the daemon we started, the RSS sampler -----------------------
+CREATED=()      # "site image"
+SAMPLER=
+cleanup_image() {  # site image: best effort
+  local s=$1 img=$2
+  rbdc "$s" info "$POOL/$img" >/dev/null 2>&1 || return 0
+  rbdc "$s" mirror image disable --force "$POOL/$img" >/dev/null 2>&1 || true
+  rbdc "$s" snap purge --no-progress "$POOL/$img" >/dev/null 2>&1 || true
+  rbdc "$s" rm --no-progress "$POOL/$img" >/dev/null 2>&1 ||
+    log "WARNING: could not remove $s:$POOL/$img (remove it by hand)"
+}
+on_exit() {
+  local rc=$? e
+  [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null || true
+  "$LAB" mirror-stop site-b >/dev/null 2>&1 || log "WARNING: lab.sh mirror-stop site-b failed"
+  for e in "${CREATED[@]}"; do cleanup_image $e; done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+# ---- preconditions -----------------------------------------------------------------------------
+for t in rbd jq awk timeout sha256sum numfmt getconf; do
+  command -v "$t" >/dev/null || die "$t not found"
+done
+[[ -f $(conf site-a) && -f $(conf site-b) ]] || die "no lab at $STATE (start it with: $LAB up)"
+rbdc site-a mirror pool info "$POOL" >/dev/null 2>&1 || die "site-a pool $POOL unreachable (lab down?)"
+rbdc site-b mirror pool info "$POOL" >/dev/null 2>&1 || die "site-b pool $POOL unreachable (lab down?)"
+for d in $DAEMONS; do [[ $d == stock || $d == ours ]] || die "unknown daemon '$d' in BENCH_DAEMONS (stock, ours)"; done
+SIZE_BYTES=$(numfmt --from=iec "$IMAGE_SIZE") || die "BENCH_IMAGE_SIZE=$IMAGE_SIZE is not a size"
+OBJECTS=$(((SIZE_BYTES + (4 << 20) - 1) >> 22))
+CHANGE_OBJECTS=$((OBJECTS * CHANGE / 100))
+((CHANGE_OBJECTS > 0)) || die "BENCH_CHANGE=$CHANGE% of $OBJECTS objects is nothing"
+
+if [[ " $DAEMONS " == *" ours "* ]]; then
+  if [[ -n ${RBD_MIRROR_RS_BIN:-} ]]; then
+    OURS_BIN=$(readlink -f "$RBD_MIRROR_RS_BIN") || die "RBD_MIRROR_RS_BIN=$RBD_MIRROR_RS_BIN not found"
+    [[ -x $OURS_BIN ]] || die "RBD_MIRROR_RS_BIN=$RBD_MIRROR_RS_BIN is not an executable file"
+  else
+    OURS_BIN=$REPO/target/release/rbd-mirror-rs
+    if [[ ! -x $OURS_BIN ]]; then
+      log "building $OURS_BIN (cargo build --release -p daemon)"
+      (cd "$REPO" && CARGO_TARGET_DIR=$REPO/target cargo build --release -p daemon >&2) || die "build failed"
+    fi
+  fi
+fi
+mkdir -p "$(dirname "$OUT")"
+printf 'daemon\tmeasure\tvalue\tunit\tnote\n' >"$OUT"
+rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$OUT"; }
+
+# ---- helpers -------------------------------------------------------------------------------------
+# rbd bench writes of 4M: prints the bandwidth rbd bench reports at the end, in MiB/s
+# (its last line reads "elapsed: 3  ops: 256  ops/sec: 80  bytes/sec: 320 MiB/s")
+bench_4m() {  # site image pattern total
+  rbdc "$1" bench --io-type write --io-size 4M --io-pattern "$3" --io-threads 16 \
+    --io-total "$4" "$POOL/$2" >"$WORK/bench.txt" 2>&1 || { cat "$WORK/bench.txt" >&2; die "rbd bench on $1 failed"; }
+  awk '/^elapsed:/ { for (i = 1; i < NF; i++) if ($i == "bytes/sec:") { v = $(i + 1); u = $(i + 2) } }
+    END { if (v == "") exit 1
+          m = (u ~ /^GiB/) ? 1024 : (u ~ /^MiB/) ? 1 : (u ~ /^KiB/) ? 1 / 1024 : 1 / 1048576
+          printf "%.1f\n", v * m }' \
+    "$WORK/bench.txt" || die "cannot parse rbd bench output: $(cat "$WORK/bench.txt")"
+}
+daemon_pid() {
+  local pid exe
+  [[ -f $PIDFILE ]] || return 1
+  read -r pid exe <"$PIDFILE"
+  [[ -d /proc/$pid ]] || return 1
+  echo "$pid"
+}
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }   # utime+stime
+kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+start_daemon() {  # stock|ours
+  if [[ $1 == ours ]]; then
+    RBD_MIRROR_LAB_MIRROR_BIN=$OURS_BIN CEPH_LAB_MIRROR_BIN= "$LAB" mirror-start site-b >&2
+  else
+    RBD_MIRROR_LAB_MIRROR_BIN= CEPH_LAB_MIRROR_BIN= "$LAB" mirror-start site-b >&2
+  fi
+  local pid want; pid=$(daemon_pid) || die "$1 daemon did not start; see $DLOG"
+  want=$([[ $1 == ours ]] && echo "$OURS_BIN" || readlink -f "$(command -v rbd-mirror)")
+  [[ $(readlink -f "/proc/$pid/exe") == "$want" ]] ||
+    die "site-b daemon pid $pid runs $(readlink -f "/proc/$pid/exe"), not $want"
+  echo "$pid"
+}
+# id of site-a's newest primary mirror snapshot of the image
+primary_snap() {
+  rbdc site-a snap ls --all --format json "$POOL/$1" |
+    jq -r '[.[] | select(.namespace.type == "mirror" and .namespace.state == "primary")] | max_by(.id) | .id // empty'
+}
+# name of site-b's complete non-primary snapshot of primary snapshot $2, if any
+synced_snap() {  # image primary-snap-id
+  rbdc site-b snap ls --all --format json "$POOL/$1" 2>/dev/null |
+    jq -r --argjson p "$2" '[.[] | select(.namespace.type == "mirror" and .namespace.state == "non-primary"
+      and .namespace.primary_snap_id == $p and .namespace.complete == true)] | .[0].name // empty' 2>/dev/null || true
+}
+sha() { rbdc "$1" export --no-progress "$POOL/$2" - | sha256sum | cut -d' ' -f1; }
+log_tail() { log "last lines of $DLOG:"; tail -n 25 "$DLOG" 2>/dev/null | sed 's/^/    /' >&2 || true; }
+
+# wait_synced DAEMON IMAGE PID T0 PRIMARY_SNAP PHASE: sets R[daemon.phase.*]
+wait_synced() {
+  local d=$1 img=$2 pid=$3 t0=$4 psnap=$5 ph=$6 c0=$7 name= t1 end
+  end=$(awk -v t="$t0" -v w="$TIMEOUT" 'BEGIN { printf "%d", t + w }')
+  while :; do
+    [[ -d /proc/$pid ]] || { log "ERROR: $d daemon (pid $pid) exited during the $ph sync"; break; }
+    name=$(synced_snap "$img" "$psnap"); t1=$(now)
+    [[ -n $name ]] && break
+    (($(date +%s) < end)) || { log "ERROR: $d: $ph sync not done within ${TIMEOUT}s"; break; }
+    sleep "$POLL"
+  done
+  local c1=$c0
+  [[ -d /proc/$pid ]] && c1=$(cpu_ticks "$pid")
+  R[$d.$ph.done]=$([[ -n $name ]] && echo 1 || echo 0)
+  R[$d.$ph.secs]=$(calc "$t1 - $t0")
+  R[$d.$ph.cpu]=$(calc "($c1 - $c0) / $HZ" 2)
+  R[$d.$ph.snap]=$name
+}
+
+# ---- one daemon --------------------------------------------------------------------------------
+FAILED=0
+declare -A R   # R[daemon.phase.measure]
+run_daemon() {
+  local d=$1 img pid t0 c0 psnap sa sb note
+  img=snapbench-$d-$(printf '%04x%04x' $RANDOM $RANDOM)
+  log "== $d: image $POOL/$img ($IMAGE_SIZE, filled)"
+  "$LAB" mirror-stop all >&2
+  CREATED+=("site-a $img" "site-b $img")
+  rbdc site-a create "$POOL/$img" --size "$IMAGE_SIZE" --image-feature "$FEATURES" >/dev/null
+  bench_4m site-a "$img" seq "$IMAGE_SIZE" >/dev/null
+
+  pid=$(start_daemon "$d")
+  ( max=0; while [[ -d /proc/$pid ]]; do
+      v=$(kib "$pid" VmRSS 2>/dev/null) || break; ((${v:-0} > max)) && max=$v && echo "$max" >"$WORK/rss.max"
+      sleep 0.5
+    done ) &
+  SAMPLER=$!
+
+  # full sync
+  c0=$(cpu_ticks "$pid"); t0=$(now)
+  rbdc site-a mirror image enable "$POOL/$img" snapshot >/dev/null
+  psnap=$(primary_snap "$img"); [[ -n $psnap ]] || die "$d: no primary mirror snapshot after enable"
+  wait_synced "$d" "$img" "$pid" "$t0" "$psnap" full "$c0"
+  log "$d: full sync done=${R[$d.full.done]} in ${R[$d.full.secs]}s, cpu ${R[$d.full.cpu]}s"
+
+  # incremental sync of CHANGE % random whole-object rewrites
+  if [[ ${R[$d.full.done]} == 1 ]]; then
+    bench_4m site-a "$img" rand "$((CHANGE_OBJECTS * 4))M" >/dev/null
+    c0=$(cpu_ticks "$pid" 2>/dev/null || echo 0); t0=$(now)
+    rbdc site-a mirror image snapshot "$POOL/$img" >/dev/null
+    psnap=$(primary_snap "$img")
+    wait_synced "$d" "$img" "$pid" "$t0" "$psnap" incr "$c0"
+    log "$d: incremental sync done=${R[$d.incr.done]} in ${R[$d.incr.secs]}s, cpu ${R[$d.incr.cpu]}s"
+  else
+    R[$d.incr.done]=0; R[$d.incr.secs]=-; R[$d.incr.cpu]=-; FAILED=1; log_tail
+  fi
+
+  local hwm=0 rss_max
+  [[ -d /proc/$pid ]] && hwm=$(kib "$pid" VmHWM)
+  kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
+  rss_max=$(cat "$WORK/rss.max" 2>/dev/null || echo 0); rm -f "$WORK/rss.max"
+  ((hwm > rss_max)) && rss_max=$hwm
+  R[$d.rss]=$(calc "$rss_max / 1024" 1)
+
+  R[$d.sum]=-
+  if [[ ${R[$d.incr.done]} == 1 ]]; then
+    # (rbd export takes user-namespace snapshot names only: site-b's HEAD is what the complete
+    # non-primary snapshot holds, site-a's HEAD has not changed since its primary snapshot)
+    sa=$(sha site-a "$img"); sb=$(sha site-b "$img") || sb=export-failed
+    if [[ $sa == "$sb" ]]; then R[$d.sum]=match; else R[$d.sum]=MISMATCH; FAILED=1; fi
+    note="rbd export | sha256sum: site-a HEAD $sa, site-b HEAD (at ${R[$d.incr.snap]}) $sb"
+    rec "$d" checksum "${R[$d.sum]}" - "$note"
+  else
+    FAILED=1; log_tail
+  fi
+  local gib_full gib_incr
+  gib_full=$(calc "$SIZE_BYTES / 1073741824" 6); gib_incr=$(calc "$CHANGE_OBJECTS * 4 / 1024" 6)
+  for ph in full incr; do
+    local gib=$gib_full; [[ $ph == incr ]] && gib=$gib_incr
+    if [[ ${R[$d.$ph.done]} == 1 ]]; then
+      R[$d.$ph.mibs]=$(calc "$gib * 1024 / ${R[$d.$ph.secs]}" 1)
+      R[$d.$ph.cpug]=$(calc "${R[$d.$ph.cpu]} / $gib" 2)
+    else
+      R[$d.$ph.mibs]=-; R[$d.$ph.cpug]=-
+    fi
+    rec "$d" "${ph}_sync" "${R[$d.$ph.secs]}" s "enable/mirror snapshot -> complete non-primary snapshot on site-b (poll ${POLL}s); done=${R[$d.$ph.done]}"
+    rec "$d" "${ph}_rate" "${R[$d.$ph.mibs]}" MiB/s "$gib GiB / ${ph}_sync"
+    rec "$d" "${ph}_cpu" "${R[$d.$ph.cpu]}" cpu-s "daemon utime+stime during the sync"
+    rec "$d" "${ph}_cpu_per_gib" "${R[$d.$ph.cpug]}" cpu-s/GiB "of data synced"
+  done
+  rec "$d" peak_rss "${R[$d.rss]}" MiB "max(VmRSS every 0.5s, VmHWM), daemon start -> end of both syncs"
+
+  "$LAB" mirror-stop site-b >&2
+  cleanup_image site-a "$img"; cleanup_image site-b "$img"
+}
+
+for d in $DAEMONS; do run_daemon "$d"; done
+
+# ---- raw reference on site-b --------------------------------------------------------------------
+"$LAB" mirror-stop all >&2
+RAW_IMG=snapbench-raw-$(printf '%04x%04x' $RANDOM $RANDOM)
+CREATED+=("site-b $RAW_IMG")
+rbdc site-b create "$POOL/$RAW_IMG" --size "$IMAGE_SIZE" --image-feature "$FEATURES" >/dev/null
+RAW_MIBS=$(bench_4m site-b "$RAW_IMG" seq "$IMAGE_SIZE")
+cleanup_image site-b "$RAW_IMG"
+rec raw site_b_write_bandwidth "$RAW_MIBS" MiB/s "site-b rbd bench --io-type write --io-size 4M --io-pattern seq --io-threads 16 --io-total $IMAGE_SIZE, no daemon"
+log "raw site-b 4M sequential write: $RAW_MIBS MiB/s"
+
+# ---- report --------------------------------------------------------------------------------------
+echo
+echo "snapshot-mode sync of a $IMAGE_SIZE image, then $CHANGE % ($CHANGE_OBJECTS objects) rewritten ($(date -u +%F\ %TZ), lab $STATE)"
+printf '%-6s %10s %10s %12s %10s %10s %12s %13s %9s\n' daemon full_s full_MiB/s full_cpu_s/GiB incr_s incr_MiB/s incr_cpu_s/GiB peak_RSS_MiB checksum
+for d in $DAEMONS; do
+  printf '%-6s %10s %10s %12s %10s %10s %12s %13s %9s\n' "$d" "${R[$d.full.secs]:--}" "${R[$d.full.mibs]:--}" \
+    "${R[$d.full.cpug]:--}" "${R[$d.incr.secs]:--}" "${R[$d.incr.mibs]:--}" "${R[$d.incr.cpug]:--}" "${R[$d.rss]:--}" "${R[$d.sum]:--}"
+done
+printf '%-6s %10s %10s\n' raw - "$RAW_MIBS"
+echo
+for d in $DAEMONS; do
+  if [[ ${R[$d.full.mibs]:--} != - ]]; then
+    echo "$d full sync / raw site-b bandwidth: $(calc "${R[$d.full.mibs]} / $RAW_MIBS" 3)"
+    rec ratio "${d}_full_over_raw" "$(calc "${R[$d.full.mibs]} / $RAW_MIBS" 3)" x ""
+  fi
+done
+if [[ ${R[ours.full.mibs]:--} != - && ${R[stock.full.mibs]:--} != - ]]; then
+  echo "ours / stock: full sync s $(calc "${R[ours.full.secs]} / ${R[stock.full.secs]}" 2)x, peak RSS $(calc "${R[ours.rss]} / ${R[stock.rss]}" 2)x"
+  for m in full.secs incr.secs full.cpug rss; do
+    [[ ${R[ours.$m]:--} != - && ${R[stock.$m]:--} != - ]] &&
+      rec ratio "ours_over_stock_${m/./_}" "$(calc "${R[ours.$m]} / ${R[stock.$m]}" 3)" x ""
+  done
+fi
+echo "sync time = 'rbd mirror image enable' (full) or 'rbd mirror image snapshot' (incremental) on site-a until"
+echo "  site-b lists a complete non-primary mirror snapshot of that primary snapshot (poll ${POLL}s)."
+echo "results: $OUT"
+((FAILED == 0)) || { log "FAILED: a sync did not finish or a checksum mismatched (see above)"; exit 3; }
