@@ -94,7 +94,11 @@ is_running() {
   [[ -s $f ]] || return 1
   read -r pid exe <"$f"
   # a binary rebuilt under a running daemon reads as "<path> (deleted)": still ours
-  [[ -d /proc/$pid && $(readlink "/proc/$pid/exe" 2>/dev/null) =~ ^"$exe"( \(deleted\))?$ ]]
+  [[ -d /proc/$pid && $(readlink "/proc/$pid/exe" 2>/dev/null) =~ ^"$exe"( \(deleted\))?$ ]] || return 1
+  # /proc/<n> also exists for a thread id: a recycled pid that is a thread of another lab's
+  # daemon is not ours. Ours is a process leader started with a conf of this state dir.
+  [[ $(awk '/^Tgid:/ {print $2}' "/proc/$pid/status" 2>/dev/null) == "$pid" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE/"
 }
 
 start_daemon() {  # start_daemon SITE NAME BINARY ARGS...
