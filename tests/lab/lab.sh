@@ -27,7 +27,8 @@
 # Addresses (chosen apart from ../shared's lab so both can run on one machine), instance 0:
 #   site-a 127.0.0.1: mon v2 16300, v1 16789, daemons 16800-16899, prometheus 16283
 #   site-b 127.0.0.2: mon v2 26300, v1 26789, daemons 26800-26899, prometheus 26283
-#   (instance N: 127.0.N.1 / 127.0.N.2, port prefixes 16+N / 26+N)
+#   (instance N: 127.0.N.1 / 127.0.N.2, port prefixes 16+N / 26+N); rbd-mirror-rs started
+#   by mirror-start serves /metrics on <site ip>:<prefix>287 (16287 / 26287)
 #
 # Pitfalls this script handles (learned the hard way, keep them):
 #  * memstore under-counts used bytes on Pacific once images with snapshots are deleted
@@ -93,7 +94,11 @@ is_running() {
   [[ -s $f ]] || return 1
   read -r pid exe <"$f"
   # a binary rebuilt under a running daemon reads as "<path> (deleted)": still ours
-  [[ -d /proc/$pid && $(readlink "/proc/$pid/exe" 2>/dev/null) =~ ^"$exe"( \(deleted\))?$ ]]
+  [[ -d /proc/$pid && $(readlink "/proc/$pid/exe" 2>/dev/null) =~ ^"$exe"( \(deleted\))?$ ]] || return 1
+  # /proc/<n> also exists for a thread id: a recycled pid that is a thread of another lab's
+  # daemon is not ours. Ours is a process leader started with a conf of this state dir.
+  [[ $(awk '/^Tgid:/ {print $2}' "/proc/$pid/status" 2>/dev/null) == "$pid" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE/"
 }
 
 start_daemon() {  # start_daemon SITE NAME BINARY ARGS...
@@ -340,6 +345,8 @@ cmd_mirror_start() {
   for s in $(which_sites "${1:-}" site-b); do
     [[ -f $(site_dir "$s")/.created ]] || die "$s does not exist; run: $0 up"
     id=$(site_id "$s"); asok=$(site_dir "$s")/run/client.rbd-mirror.$id.asok
+    # ours serves Prometheus metrics on the site's address (the stock one has no endpoint)
+    if [[ -n $MIRROR_BIN ]]; then export RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")287"; fi
     start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id"
     if [[ -z $MIRROR_BIN ]]; then
       wait_until "$s rbd-mirror admin socket" timeout 10 ceph --admin-daemon "$asok" version

@@ -125,6 +125,41 @@ impl Site {
             .unwrap_or_else(|| panic!("no 'mon host' in {}", self.conf.display()))
     }
 
+    /// Where `rbd-mirror-rs` started by `lab.sh mirror-start` serves Prometheus metrics:
+    /// the site's address, port `<mon port prefix>287` (as lab.sh sets it).
+    pub fn metrics_addr(&self) -> String {
+        let mon = self.mon_host();
+        let v2 = mon.trim_start_matches('[').split(',').next().unwrap_or_default();
+        let addr = v2.trim_start_matches("v2:");
+        let (ip, port) = addr.rsplit_once(':').unwrap_or_else(|| panic!("bad mon host {mon}"));
+        let port: u32 = port.parse().unwrap_or_else(|_| panic!("bad mon port in {mon}"));
+        format!("{ip}:{}", port / 1000 * 1000 + 287)
+    }
+
+    /// The sum of every sample of metric `name` whose labels contain `label` (e.g.
+    /// `image="x"`), scraped from our daemon's `/metrics`; `None` if there is no such series.
+    pub fn metric(&self, name: &str, label: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let addr = self.metrics_addr();
+        let mut stream = std::net::TcpStream::connect(&addr)
+            .unwrap_or_else(|e| panic!("no metrics endpoint at {addr} (is rbd-mirror-rs running?): {e}"));
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("metrics request");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("metrics response");
+        assert!(text.starts_with("HTTP/1.1 200"), "metrics endpoint answered: {text}");
+        let mut found = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some(rest) = line.strip_prefix(name) else { continue };
+            if !(rest.starts_with('{') || rest.starts_with(' ')) || !rest.contains(label) {
+                continue;
+            }
+            let value: f64 = rest.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+        found
+    }
+
     /// `sha256sum` of `rbd export <spec> -` (the image content as librbd reads it).
     pub fn export_sha256(&self, spec: &str) -> String {
         let script = format!(

@@ -55,6 +55,11 @@ pub struct Args {
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 
+    /// Serve Prometheus metrics (`ceph_rbd_mirror_*`) on this address, e.g.
+    /// `127.0.0.1:9287`; off when absent.
+    #[arg(long, global = true, env = "RBD_MIRROR_RS_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Async runtime worker threads.
     #[arg(long, global = true, default_value = "2", hide = true)]
     pub worker_threads: usize,

@@ -10,6 +10,7 @@
 
 mod check;
 mod cli;
+mod prometheus;
 mod run;
 
 use std::process::ExitCode;

@@ -30,6 +30,14 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let instance_id = local.instance_id().to_string();
     tracing::info!(cluster = %args.cluster, fsid = %local.fsid(), %instance_id, "connected to the local cluster");
 
+    let cancel = CancellationToken::new();
+    if let Some(addr) = args.metrics_addr {
+        let handle = crate::prometheus::install(&instance_id, &args.client_id())?;
+        let listener = crate::prometheus::bind(addr).await?;
+        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+        tokio::spawn(crate::prometheus::serve(listener, handle, cancel.clone()));
+    }
+
     // The mgr service map: what `ceph -s` and `rbd mirror pool status` count as daemons.
     let client_id = args.client_id();
     let short_id = client_id.strip_prefix("rbd-mirror.").unwrap_or(&client_id).to_owned();
@@ -45,7 +53,6 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
 
     let status: Status = Arc::new(Mutex::new(Vec::new()));
-    let cancel = CancellationToken::new();
     let mut replication = tokio::spawn(peer_manager::run(
         local.clone(),
         ReplayerConfig::default(),

@@ -164,8 +164,13 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
 
 /// Creates a journaling image on site-a, mirrored in journal mode.
 fn mirrored_image(a: &lab::Site, prefix: &str) -> String {
+    mirrored_image_with(a, prefix, "layering,exclusive-lock,journaling")
+}
+
+/// The same with the given features.
+fn mirrored_image_with(a: &lab::Site, prefix: &str, features: &str) -> String {
     let spec = format!("{}/{}", lab::POOL, lab::unique(prefix));
-    a.rbd(&["create", "--size", "64M", "--image-feature", "layering,exclusive-lock,journaling", &spec]);
+    a.rbd(&["create", "--size", "64M", "--image-feature", features, &spec]);
     a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
     spec
 }
@@ -313,6 +318,15 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
     let restarted = log.get(log_before..).unwrap_or_default();
     assert!(restarted.contains("replaying from the committed position"), "{restarted}");
     assert!(!restarted.contains("initial sync complete"), "no full resync after kill -9: {restarted}");
+    // The same, as an operator's monitoring sees it.
+    let label = format!("image=\"{name}\"");
+    let resumed = b.metric("ceph_rbd_mirror_image_replay_resumed", &label);
+    let syncs = b.metric("ceph_rbd_mirror_image_full_syncs", &label).unwrap_or(0.0);
+    let replayed = b.metric("ceph_rbd_mirror_image_replay", &label).unwrap_or(0.0);
+    println!("metrics after the restart: replay_resumed {resumed:?}, full_syncs {syncs}, replay {replayed}");
+    assert_eq!(resumed, Some(1.0), "the restart resumed replay from the committed position");
+    assert_eq!(syncs, 0.0, "no full sync after kill -9");
+    assert!(replayed > 0.0, "entries were replayed after the restart");
     println!("resumed from {committed}");
 }
 
@@ -342,7 +356,7 @@ fn failover_to_site_b_then_stock_replicates_back() {
     // rx-tx peering runs a daemon at each site, as an operator would.
     let _stock = Stock::start("site-a");
     let _ours = Daemon::start();
-    let spec = mirrored_image(&a, "failover");
+    let spec = mirrored_image_with(&a, "failover", "layering,exclusive-lock,object-map,fast-diff,journaling");
     let _images = Images(vec![spec.clone()]);
     bench(&a, &spec, "rand", "4K", "1M");
     wait_replaying(&b, &spec);
@@ -369,6 +383,13 @@ fn failover_to_site_b_then_stock_replicates_back() {
     b.rbd(&["mirror", "image", "promote", &spec]);
     assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
     wait_status(&b, &spec, "up+stopped", "local image is primary");
+    // Promoted, the image takes the exclusive lock, so librbd can now check the object map
+    // that our replay maintained through librados: a mismatch would flag it invalid.
+    let check = b.command_output("rbd", &["object-map", "check", &spec]);
+    let info = b.rbd_json(&["info", &spec]);
+    println!("rbd object-map check {spec}: {check:?}; flags {}", info["flags"]);
+    assert!(check.is_ok(), "rbd object-map check: {check:?}");
+    assert_eq!(info["flags"], serde_json::json!([]), "object map after replay");
 
     bench(&b, &spec, "rand", "4K", "2M");
     let primary = b.export_sha256(&spec);

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::bootstrap::{ensure_local_image, ensure_remote_client, initial_sync, RemoteImage};
 use crate::cls_rbd::MirrorImageStatusState as State;
 use crate::error::Result;
+use crate::image_metrics::ImageMetrics;
 use crate::journal_replay::{JournalReplayer, ReplayEnd};
 use crate::local_image::LocalImage;
 use crate::status::{ImageReplayerState, StatusPublisher};
@@ -47,7 +48,8 @@ pub async fn run(
                 Ok(Attempt::RetryAfter(d)) => d,
                 Err(e) => {
                     tracing::error!(error = %e, "image replay failed");
-                    metrics::counter!("rbd_mirror_rs_image_errors_total").increment(1);
+                    let name = status.shared().lock().name.clone();
+                    ImageMetrics::new(&ctx.pool, &ctx.namespace, &name).errors.increment(1);
                     let description = e.to_string();
                     publish(&ctx, &mut status, State::Error, &description).await;
                     ctx.config.retry_interval
@@ -94,6 +96,7 @@ async fn attempt(
         publish(ctx, status, State::Unknown, "remote image is non-primary").await;
         return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
     }
+    let metrics = ImageMetrics::new(&ctx.pool, &ctx.namespace, &remote.name);
     let (local_id, created) = ensure_local_image(ctx, &remote).await?;
     if !created && crate::bootstrap::resync_requested(&ctx.local_io, &local_id).await? {
         publish(ctx, status, State::StartingReplay, "resync requested").await;
@@ -103,7 +106,8 @@ async fn attempt(
     let client_state = ensure_remote_client(ctx, &remote, &local_id, created).await?;
     let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
 
-    if client_state == MirrorPeerState::Syncing {
+    let resumed = client_state != MirrorPeerState::Syncing;
+    if !resumed {
         publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/WAIT_FOR_SLOT").await;
         let permit = tokio::select! {
             _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
@@ -116,7 +120,7 @@ async fn attempt(
             r = sync => r?,
         }
         drop(permit);
-        metrics::counter!("rbd_mirror_rs_image_syncs_total").increment(1);
+        metrics.full_syncs.increment(1);
     }
 
     publish(ctx, status, State::StartingReplay, "starting replay").await;
@@ -130,8 +134,12 @@ async fn attempt(
         options,
     )
     .await?;
-    tracing::info!(position = ?tail.position(), "replaying from the committed position");
+    tracing::info!(position = ?tail.position(), resumed, "replaying from the committed position");
+    if resumed {
+        metrics.replay_resumed.increment(1);
+    }
     let mut replayer = JournalReplayer::new(ctx, remote_image_id, local, tail);
+    replayer.metrics = Some(metrics);
     let end = replayer.run(cancel, ctx.config.status_interval, status).await;
     match end? {
         ReplayEnd::Cancelled => Ok(Attempt::Cancelled),

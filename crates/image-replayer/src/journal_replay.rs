@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{local_tag_create, map_mirror_uuid};
 use crate::cls_rbd::MirrorImageStatusState;
 use crate::error::{ReplayError, Result};
+use crate::image_metrics::ImageMetrics;
 use crate::local_image::LocalImage;
 use crate::status::{ReplayProgress, StatusPublisher};
 use crate::PeerContext;
@@ -94,6 +95,8 @@ pub struct JournalReplayer<'a> {
     uncommitted: bool,
     /// Counters.
     pub counters: ReplayCounters,
+    /// Exported metrics of the image, when the caller labels them.
+    pub metrics: Option<ImageMetrics>,
 }
 
 impl std::fmt::Debug for JournalReplayer<'_> {
@@ -126,6 +129,7 @@ impl<'a> JournalReplayer<'a> {
             committable,
             uncommitted: false,
             counters: ReplayCounters::default(),
+            metrics: None,
         }
     }
 
@@ -208,8 +212,9 @@ impl<'a> JournalReplayer<'a> {
 
     async fn report(&mut self, status: &mut StatusPublisher, entries_per_second: f64, bytes_per_second: f64) {
         let progress = self.progress(entries_per_second, bytes_per_second);
-        metrics::gauge!("rbd_mirror_rs_image_entries_behind_primary")
-            .set(progress.entries_behind_primary() as f64);
+        if let Some(m) = &self.metrics {
+            m.entries_behind_primary.set(progress.entries_behind_primary() as f64);
+        }
         let (local, remote) = (&self.ctx.local_io, &self.ctx.remote_io);
         status.publish(local, remote, MirrorImageStatusState::Replaying, &progress.description()).await;
     }
@@ -223,7 +228,9 @@ impl<'a> JournalReplayer<'a> {
         self.tail.commit(&position).await?;
         self.uncommitted = false;
         self.counters.commits += 1;
-        metrics::counter!("rbd_mirror_rs_journal_commits_total").increment(1);
+        if let Some(m) = &self.metrics {
+            m.journal_commits.increment(1);
+        }
         Ok(())
     }
 
@@ -232,7 +239,9 @@ impl<'a> JournalReplayer<'a> {
         self.extents.retain(|x| x.seq != seq);
         let bytes = result?;
         self.counters.bytes += bytes;
-        metrics::counter!("rbd_mirror_rs_journal_bytes_replayed_total").increment(bytes);
+        if let Some(m) = &self.metrics {
+            m.bytes_replayed(bytes);
+        }
         self.mark_done(seq);
         Ok(())
     }
@@ -251,7 +260,9 @@ impl<'a> JournalReplayer<'a> {
             self.committable.advance(position, width);
             self.uncommitted = true;
             self.counters.entries += 1;
-            metrics::counter!("rbd_mirror_rs_journal_entries_replayed_total").increment(1);
+            if let Some(m) = &self.metrics {
+                m.entries_replayed(1);
+            }
         }
     }
 

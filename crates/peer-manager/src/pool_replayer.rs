@@ -204,7 +204,7 @@ impl PoolTask {
                         ));
                         images.insert(global_id, (token, remote_id));
                     }
-                    metrics::gauge!("rbd_mirror_rs_pool_images", "pool" => self.pool.clone())
+                    metrics::gauge!("ceph_rbd_mirror_pool_images", "pool" => self.pool.clone())
                         .set(images.len() as f64);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list the peer's mirrored images"),
