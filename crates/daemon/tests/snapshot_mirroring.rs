@@ -147,6 +147,14 @@ fn snapshot_image_replicates_phase_by_phase() {
     let mirror = snapshots(&b, &spec).iter().filter(|s| s["namespace"]["type"] == "mirror").count();
     assert_eq!(mirror, 1, "{:?}", snapshots(&b, &spec));
 
+    // As an operator's monitoring sees it (the stock perf counters' names).
+    let label = format!("image=\"{}\"", spec.split('/').nth(1).expect("image name"));
+    let synced = b.metric("ceph_rbd_mirror_snapshot_image_snapshots", &label).unwrap_or(0.0);
+    let bytes = b.metric("ceph_rbd_mirror_snapshot_image_replay_bytes", &label).unwrap_or(0.0);
+    println!("metrics: {synced} snapshots synced, {bytes} bytes");
+    assert_eq!(synced, 5.0, "the first sync, three phases and the snapshot changes");
+    assert!(bytes > 0.0);
+
     let (state, description) = image_status(&b, &spec).expect("status");
     println!("site-b: {state}, {description}");
     assert_eq!(state, "up+replaying");
