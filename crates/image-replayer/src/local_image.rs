@@ -22,6 +22,7 @@ use crate::cls_rbd::{
 };
 use crate::error::{ReplayError, Result};
 use crate::striping::{image_to_object_extents, Layout, ObjectExtent};
+use crate::write_batch::{pattern_fill, ObjectGroup, ObjectStep};
 
 /// The pool's image directory object.
 const RBD_DIRECTORY: &str = "rbd_directory";
@@ -130,6 +131,11 @@ impl LocalImage {
         self.size.load(Ordering::Acquire)
     }
 
+    /// The striping layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     fn object_name(&self, object_no: u64) -> String {
         image_data_object_name(&self.geometry.block_name_prefix, object_no)
     }
@@ -218,25 +224,48 @@ impl LocalImage {
         if pattern.is_empty() {
             return Err(ReplayError::State(format!("write-same at {offset} with an empty pattern")));
         }
-        let plen = pattern.len() as u64;
         let extents = self.extents(offset, length);
         try_join_all(extents.into_iter().map(|x| async move {
             // Phase of the pattern at this extent's first byte.
-            let mut buf = BytesMut::with_capacity(usize::try_from(x.length).unwrap_or(0));
-            let mut pos = x.buffer_offset % plen;
-            let mut left = x.length;
-            while left > 0 {
-                let take = (plen - pos).min(left);
-                let (a, b) = (pos as usize, (pos + take) as usize);
-                buf.extend_from_slice(pattern.get(a..b).unwrap_or_default());
-                left -= take;
-                pos = 0;
-            }
+            let buf = pattern_fill(pattern, x.buffer_offset, x.length);
             self.mark_exists(x.object_no).await?;
             self.io.read().await.write(&self.object_name(x.object_no), x.offset, &buf).await?;
             Ok::<_, ReplayError>(())
         }))
         .await?;
+        Ok(())
+    }
+
+    /// Applies the planned operations of one object of a replay window
+    /// ([`crate::write_batch`]), one compound operation per group, in order.
+    pub async fn apply_object_groups(&self, object_no: u64, groups: &[ObjectGroup]) -> Result<()> {
+        let name = self.object_name(object_no);
+        for group in groups {
+            match group {
+                ObjectGroup::Data { steps, .. } => {
+                    self.mark_exists(object_no).await?;
+                    let op = object_write_op(steps, false);
+                    self.io.read().await.operate(&name, op).await?;
+                }
+                ObjectGroup::IfExists(steps) => {
+                    let op = object_write_op(steps, true);
+                    match self.io.read().await.operate(&name, op).await {
+                        Err(e) if !e.is_not_found() => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                ObjectGroup::Remove => {
+                    let mut op = WriteOp::new();
+                    op.remove();
+                    let result = self.io.read().await.operate(&name, op).await;
+                    match result {
+                        Ok(()) => self.mark_removed(object_no).await?,
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -500,4 +529,37 @@ impl LocalImage {
             .await?;
         Ok(())
     }
+}
+
+/// One compound operation of the steps of a replay window's object group.
+fn object_write_op(steps: &[ObjectStep], assert_exists: bool) -> WriteOp {
+    let mut op = WriteOp::new();
+    if assert_exists {
+        op.assert_exists();
+    }
+    for step in steps {
+        match step {
+            ObjectStep::Write { offset, pieces } => match pieces.as_slice() {
+                [one] => {
+                    op.write(*offset, one);
+                }
+                many => {
+                    // Merged adjacent writes: one OSD write of the joined bytes.
+                    let len = many.iter().map(Bytes::len).sum();
+                    let mut joined = BytesMut::with_capacity(len);
+                    for piece in many {
+                        joined.extend_from_slice(piece);
+                    }
+                    op.write(*offset, &joined);
+                }
+            },
+            ObjectStep::Zero { offset, length } => {
+                op.zero(*offset, *length);
+            }
+            ObjectStep::Truncate { size } => {
+                op.truncate(*size);
+            }
+        }
+    }
+    op
 }
