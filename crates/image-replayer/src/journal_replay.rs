@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{local_tag_create, map_mirror_uuid};
 use crate::cls_rbd::MirrorImageStatusState;
 use crate::error::{ReplayError, Result};
-use crate::local_image::LocalImage;
+use crate::local_image::{LocalImage, PreparedObjectOps};
 use crate::status::{ReplayProgress, StatusPublisher};
-use crate::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
+use crate::write_batch::{IoEvent, WindowPlanner};
 use crate::PeerContext;
 
 /// Why replay returned.
@@ -57,6 +57,9 @@ pub struct ReplayCounters {
 pub const WINDOW_ENTRIES: usize = 4096;
 /// Most event data bytes in one replay window (what a window holds in memory).
 pub const WINDOW_BYTES: u64 = 4 << 20;
+/// Bytes the journal tail reads from a data object at a time: each entry handed out keeps
+/// its read buffer alive until replayed, so smaller reads hold less memory per window.
+pub const TAIL_FETCH_BYTES: usize = 256 << 10;
 /// Most windows whose writes are in flight; one more is filled meanwhile.
 pub const WINDOWS_IN_FLIGHT: usize = 2;
 
@@ -111,7 +114,7 @@ pub struct JournalReplayer<'a> {
     in_flight: FuturesUnordered<ObjectFuture>,
     /// Objects with an operation in flight, and the operations of later windows queued
     /// behind it.
-    busy: HashMap<u64, VecDeque<(u64, Vec<ObjectGroup>)>>,
+    busy: HashMap<u64, VecDeque<(u64, PreparedObjectOps)>>,
     /// Entries handed out, in journal order, with whether they are done.
     order: VecDeque<(u64, ObjectPosition, bool)>,
     next_seq: u64,
@@ -287,29 +290,28 @@ impl<'a> JournalReplayer<'a> {
         }
         self.windows.insert(window, done);
         for (object, groups) in plan {
+            // Built now: the window's journal buffers are freed when `plan` is dropped.
+            let ops = PreparedObjectOps::new(object, &groups);
             match self.busy.get_mut(&object) {
-                Some(queue) => queue.push_back((window, groups)),
+                Some(queue) => queue.push_back((window, ops)),
                 None => {
                     self.busy.insert(object, VecDeque::new());
-                    self.launch(window, object, groups);
+                    self.launch(window, object, ops);
                 }
             }
         }
     }
 
-    fn launch(&mut self, window: u64, object: u64, groups: Vec<ObjectGroup>) {
+    fn launch(&mut self, window: u64, object: u64, ops: PreparedObjectOps) {
         let local = self.local.clone();
-        self.in_flight.push(Box::pin(async move {
-            let r = local.apply_object_groups(object, &groups).await;
-            (window, object, r)
-        }));
+        self.in_flight.push(Box::pin(async move { (window, object, local.apply_prepared(ops).await) }));
     }
 
     /// Records a finished object operation: the next one queued on the object starts, and
     /// its window is done when it was the last one.
     fn complete(&mut self, window: u64, object: u64, result: Result<()>) -> Result<()> {
         match self.busy.get_mut(&object).and_then(VecDeque::pop_front) {
-            Some((next, groups)) => self.launch(next, object, groups),
+            Some((next, ops)) => self.launch(next, object, ops),
             None => {
                 self.busy.remove(&object);
             }

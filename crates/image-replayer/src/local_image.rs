@@ -236,27 +236,22 @@ impl LocalImage {
         Ok(())
     }
 
-    /// Applies the planned operations of one object of a replay window
-    /// ([`crate::write_batch`]), one compound operation per group, in order.
-    pub async fn apply_object_groups(&self, object_no: u64, groups: &[ObjectGroup]) -> Result<()> {
+    /// Applies the prepared operations of one object of a replay window, one compound
+    /// operation per group, in order.
+    pub async fn apply_prepared(&self, prepared: PreparedObjectOps) -> Result<()> {
+        let object_no = prepared.object_no;
         let name = self.object_name(object_no);
-        for group in groups {
-            match group {
-                ObjectGroup::Data { steps, .. } => {
+        for op in prepared.ops {
+            match op {
+                PreparedOp::Data(op) => {
                     self.mark_exists(object_no).await?;
-                    let op = object_write_op(steps, false);
                     self.io.read().await.operate(&name, op).await?;
                 }
-                ObjectGroup::IfExists(steps) => {
-                    let op = object_write_op(steps, true);
-                    match self.io.read().await.operate(&name, op).await {
-                        Err(e) if !e.is_not_found() => return Err(e.into()),
-                        _ => {}
-                    }
-                }
-                ObjectGroup::Remove => {
-                    let mut op = WriteOp::new();
-                    op.remove();
+                PreparedOp::IfExists(op) => match self.io.read().await.operate(&name, op).await {
+                    Err(e) if !e.is_not_found() => return Err(e.into()),
+                    _ => {}
+                },
+                PreparedOp::Remove(op) => {
                     let result = self.io.read().await.operate(&name, op).await;
                     match result {
                         Ok(()) => self.mark_removed(object_no).await?,
@@ -528,6 +523,44 @@ impl LocalImage {
         io.exec_write(&header, "rbd", "set_protection_status", &args::set_protection_status(snap.id, status))
             .await?;
         Ok(())
+    }
+}
+
+/// The operations of one object of a replay window ([`crate::write_batch`]), built: the
+/// data is copied into librados operations, so the journal buffers the events sliced can be
+/// freed before the operations run.
+#[derive(Debug)]
+pub struct PreparedObjectOps {
+    object_no: u64,
+    ops: Vec<PreparedOp>,
+}
+
+#[derive(Debug)]
+enum PreparedOp {
+    /// Object map `EXISTS` first.
+    Data(WriteOp),
+    /// `ENOENT` is success.
+    IfExists(WriteOp),
+    /// `ENOENT` is success; object map `NONEXISTENT` after.
+    Remove(WriteOp),
+}
+
+impl PreparedObjectOps {
+    /// Builds the operations of object `object_no` from its planned groups.
+    pub fn new(object_no: u64, groups: &[ObjectGroup]) -> PreparedObjectOps {
+        let ops = groups
+            .iter()
+            .map(|group| match group {
+                ObjectGroup::Data { steps, .. } => PreparedOp::Data(object_write_op(steps, false)),
+                ObjectGroup::IfExists(steps) => PreparedOp::IfExists(object_write_op(steps, true)),
+                ObjectGroup::Remove => {
+                    let mut op = WriteOp::new();
+                    op.remove();
+                    PreparedOp::Remove(op)
+                }
+            })
+            .collect();
+        PreparedObjectOps { object_no, ops }
     }
 }
 
