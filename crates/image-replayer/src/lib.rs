@@ -27,6 +27,7 @@ pub mod journal_replay;
 pub mod local_image;
 pub mod status;
 pub mod striping;
+pub mod write_batch;
 
 pub use error::{ReplayError, Result};
 pub use status::ImageReplayerState;
