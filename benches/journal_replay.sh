@@ -28,7 +28,9 @@
 #                            up, until it equals site-a (tells "late" from "wrong" data)
 #   RBD_MIRROR_RS_BIN        our daemon (default <repo>/target/release/rbd-mirror-rs, built
 #                            with `cargo build --release -p daemon` when missing)
-#   RBD_MIRROR_LAB_DIR       lab state (default /tmp/rbd-mirror-rs-lab)
+#   RBD_MIRROR_LAB_INSTANCE  which lab (0..3, as tests/lab/lab.sh; default 0)
+#   RBD_MIRROR_LAB_DIR       lab state (default as lab.sh: /tmp/rbd-mirror-rs-lab, or
+#                            /tmp/rbd-mirror-rs-lab<N> for instance N > 0)
 #   BENCH_OUT                TSV path (default benches/results/journal_replay-<UTC date>.tsv)
 #
 # Signals, and their limits:
@@ -60,7 +62,11 @@ unset CEPH_ARGS CEPH_CONF
 
 REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 LAB=$REPO/tests/lab/lab.sh
-export RBD_MIRROR_LAB_DIR=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab}
+if [[ ${RBD_MIRROR_LAB_INSTANCE:-0} == 0 ]]; then
+  export RBD_MIRROR_LAB_DIR=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab}
+else
+  export RBD_MIRROR_LAB_DIR=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab$RBD_MIRROR_LAB_INSTANCE}
+fi
 STATE=$RBD_MIRROR_LAB_DIR
 POOL=mirror
 BACKLOG=${BENCH_BACKLOG:-256M}

@@ -124,7 +124,10 @@ async fn attempt(
     }
 
     publish(ctx, status, State::StartingReplay, "starting replay").await;
-    let options = TailOptions { poll_interval: ctx.config.poll_interval, fetch_bytes: None };
+    let options = TailOptions {
+        poll_interval: ctx.config.poll_interval,
+        fetch_bytes: Some(crate::journal_replay::TAIL_FETCH_BYTES),
+    };
     let tail = JournalTail::open(
         &ctx.remote,
         &ctx.pool,

@@ -1,8 +1,9 @@
 //! Journal-mode replay: entries from the primary's journal applied to the local image
 //! (ceph-formats.md §3.5, §3.7).
 //!
-//! IO events are applied as they arrive; maintenance operations wait for their `OpFinish`
-//! and run only if the primary's operation succeeded. A new remote tag is mirrored as a
+//! IO events are applied in windows of consecutive entries, planned per RADOS object by
+//! [`crate::write_batch`] (one compound write operation per object and window); maintenance
+//! operations wait for their `OpFinish` and run only if the primary's operation succeeded. A new remote tag is mirrored as a
 //! local tag with its owner mapped (`""` → the remote pool's mirror uuid); a demotion tag
 //! (`"<orphan>"`) ends replay once its entries are applied.
 
@@ -26,8 +27,9 @@ use crate::bootstrap::{local_tag_create, map_mirror_uuid};
 use crate::cls_rbd::MirrorImageStatusState;
 use crate::error::{ReplayError, Result};
 use crate::image_metrics::ImageMetrics;
-use crate::local_image::LocalImage;
+use crate::local_image::{LocalImage, PreparedObjectOps};
 use crate::status::{ReplayProgress, StatusPublisher};
+use crate::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
 use crate::PeerContext;
 
 /// Why replay returned.
@@ -52,26 +54,47 @@ pub struct ReplayCounters {
     pub commits: u64,
 }
 
-/// Most IO events applied concurrently (entries read ahead but not yet durable).
-pub const MAX_IN_FLIGHT: usize = 128;
+/// Most entries in one replay window.
+pub const WINDOW_ENTRIES: usize = 4096;
+/// Most event data bytes in one replay window (what a window holds in memory).
+pub const WINDOW_BYTES: u64 = 4 << 20;
+/// Bytes the journal tail reads from a data object at a time: each entry handed out keeps
+/// its read buffer alive until replayed, so smaller reads hold less memory per window.
+pub const TAIL_FETCH_BYTES: usize = 256 << 10;
+/// Most windows whose writes are in flight; one more is filled meanwhile.
+pub const WINDOWS_IN_FLIGHT: usize = 2;
 
-type IoFuture = Pin<Box<dyn Future<Output = (u64, Result<u64>)> + Send>>;
+/// The planned operations of one object in one window, running: (window, object, result).
+type ObjectFuture = Pin<Box<dyn Future<Output = (u64, u64, Result<()>)> + Send>>;
 
-/// An IO event being applied: its image extent, to order overlapping ones.
-#[derive(Debug, Clone, Copy)]
-struct Extent {
-    seq: u64,
-    start: u64,
-    end: u64,
+/// A submitted window: entries `first_seq..end_seq`, done when no object operation of it
+/// is outstanding.
+#[derive(Debug)]
+struct InFlightWindow {
+    first_seq: u64,
+    end_seq: u64,
+    outstanding: usize,
+    bytes: u64,
+}
+
+/// The window being filled: its planner and first entry.
+#[derive(Debug)]
+struct OpenWindow {
+    planner: WindowPlanner,
+    first_seq: u64,
 }
 
 /// Replays the primary's journal into `local` until cancelled or demoted.
 ///
-/// IO events run concurrently (up to [`MAX_IN_FLIGHT`]); an event waits only for in-flight
-/// events whose image extents overlap its own, so the image ends up as if applied in journal
-/// order. Everything else (operations, tag changes, compare-and-write) waits for all IO in
-/// flight. The commit position advances over the longest prefix of entries whose effects are
-/// durable, so a crash never commits an entry that was not applied.
+/// Consecutive IO events form a window (up to [`WINDOW_ENTRIES`] entries or
+/// [`WINDOW_BYTES`] data bytes), planned as one compound write operation per object
+/// ([`crate::write_batch`]); a window is submitted when full, or at once when no window is in
+/// flight, and up to [`WINDOWS_IN_FLIGHT`] run at a time. The operations of one object run one
+/// after the other across windows, so the image ends up as if the events were applied in
+/// journal order. Everything else (operations, tag changes, compare-and-write) waits for all
+/// IO. The commit position advances over the longest prefix of entries whose effects are
+/// durable (a window's entries are durable when all its object operations are), so a crash
+/// never commits an entry that was not applied.
 pub struct JournalReplayer<'a> {
     ctx: &'a PeerContext,
     remote_image_id: String,
@@ -83,9 +106,16 @@ pub struct JournalReplayer<'a> {
     current_tag: Option<u64>,
     /// Whether the current remote tag is a demotion.
     current_tag_demoted: bool,
-    /// IO events in flight.
-    in_flight: FuturesUnordered<IoFuture>,
-    extents: Vec<Extent>,
+    /// The window being filled.
+    open: Option<OpenWindow>,
+    /// Submitted windows, by window number.
+    windows: HashMap<u64, InFlightWindow>,
+    next_window: u64,
+    /// Object operations in flight.
+    in_flight: FuturesUnordered<ObjectFuture>,
+    /// Objects with an operation in flight, and the operations of later windows queued
+    /// behind it.
+    busy: HashMap<u64, VecDeque<(u64, Vec<ObjectGroup>)>>,
     /// Entries handed out, in journal order, with whether they are done.
     order: VecDeque<(u64, ObjectPosition, bool)>,
     next_seq: u64,
@@ -105,7 +135,8 @@ impl std::fmt::Debug for JournalReplayer<'_> {
             .field("remote_image_id", &self.remote_image_id)
             .field("current_tag", &self.current_tag)
             .field("committable", &self.committable)
-            .field("in_flight", &self.in_flight.len())
+            .field("windows_in_flight", &self.windows.len())
+            .field("object_ops_in_flight", &self.in_flight.len())
             .finish_non_exhaustive()
     }
 }
@@ -122,8 +153,11 @@ impl<'a> JournalReplayer<'a> {
             pending_ops: HashMap::new(),
             current_tag: None,
             current_tag_demoted: false,
+            open: None,
+            windows: HashMap::new(),
+            next_window: 0,
             in_flight: FuturesUnordered::new(),
-            extents: Vec::new(),
+            busy: HashMap::new(),
             order: VecDeque::new(),
             next_seq: 0,
             committable,
@@ -176,12 +210,15 @@ impl<'a> JournalReplayer<'a> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.report(status, 0.0, 0.0).await;
         loop {
-            let room = self.in_flight.len() < MAX_IN_FLIGHT;
+            let room = self
+                .open
+                .as_ref()
+                .is_none_or(|w| w.planner.events() < WINDOW_ENTRIES && w.planner.bytes() < WINDOW_BYTES);
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(ReplayEnd::Cancelled),
-                Some((seq, r)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    self.complete(seq, r)?;
+                Some((window, object, r)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.complete(window, object, r)?;
                 }
                 entry = self.tail.next(), if room => {
                     let entry = entry?;
@@ -190,6 +227,14 @@ impl<'a> JournalReplayer<'a> {
                     }
                 }
                 _ = tick.tick() => {}
+            }
+            // A full window goes as soon as a slot is free; a partial one when the pipeline
+            // is idle (it keeps filling while earlier windows run).
+            if let Some(w) = &self.open {
+                let full = w.planner.events() >= WINDOW_ENTRIES || w.planner.bytes() >= WINDOW_BYTES;
+                if self.windows.is_empty() || (full && self.windows.len() < WINDOWS_IN_FLIGHT) {
+                    self.submit();
+                }
             }
             if self.uncommitted && last_commit.elapsed() >= commit_interval {
                 self.commit().await?;
@@ -234,16 +279,75 @@ impl<'a> JournalReplayer<'a> {
         Ok(())
     }
 
-    /// Records a finished IO event.
-    fn complete(&mut self, seq: u64, result: Result<u64>) -> Result<()> {
-        self.extents.retain(|x| x.seq != seq);
-        let bytes = result?;
-        self.counters.bytes += bytes;
-        if let Some(m) = &self.metrics {
-            m.bytes_replayed(bytes);
+    /// Submits the open window: each object's operations start now, or behind the
+    /// operations of earlier windows on the same object.
+    fn submit(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let end_seq = open.first_seq + open.planner.events() as u64;
+        let bytes = open.planner.bytes();
+        let plan = open.planner.finish();
+        let window = self.next_window;
+        self.next_window += 1;
+        let done = InFlightWindow { first_seq: open.first_seq, end_seq, outstanding: plan.len(), bytes };
+        if plan.is_empty() {
+            self.window_done(done);
+            return;
         }
-        self.mark_done(seq);
+        self.windows.insert(window, done);
+        for (object, groups) in plan {
+            match self.busy.get_mut(&object) {
+                Some(queue) => queue.push_back((window, groups)),
+                None => {
+                    self.busy.insert(object, VecDeque::new());
+                    self.launch(window, object, groups);
+                }
+            }
+        }
+    }
+
+    /// Starts an object's operations. They are built here, not at submit: librados copies
+    /// the data (a 4 KiB write takes an 8 KiB buffer there), while queued groups only hold
+    /// slices of the journal's read buffers.
+    fn launch(&mut self, window: u64, object: u64, groups: Vec<ObjectGroup>) {
+        let ops = PreparedObjectOps::new(object, &groups);
+        drop(groups);
+        let local = self.local.clone();
+        self.in_flight.push(Box::pin(async move { (window, object, local.apply_prepared(ops).await) }));
+    }
+
+    /// Records a finished object operation: the next one queued on the object starts, and
+    /// its window is done when it was the last one.
+    fn complete(&mut self, window: u64, object: u64, result: Result<()>) -> Result<()> {
+        match self.busy.get_mut(&object).and_then(VecDeque::pop_front) {
+            Some((next, groups)) => self.launch(next, object, groups),
+            None => {
+                self.busy.remove(&object);
+            }
+        }
+        // A failed operation leaves its window outstanding: its entries are never committed.
+        result?;
+        let Some(w) = self.windows.get_mut(&window) else {
+            return Ok(());
+        };
+        w.outstanding = w.outstanding.saturating_sub(1);
+        if w.outstanding == 0 {
+            if let Some(done) = self.windows.remove(&window) {
+                self.window_done(done);
+            }
+        }
         Ok(())
+    }
+
+    fn window_done(&mut self, w: InFlightWindow) {
+        self.counters.bytes += w.bytes;
+        if let Some(m) = &self.metrics {
+            m.bytes_replayed(w.bytes);
+        }
+        for seq in w.first_seq..w.end_seq {
+            self.mark_done(seq);
+        }
     }
 
     /// Marks entry `seq` done and advances the committable position over the done prefix.
@@ -266,65 +370,60 @@ impl<'a> JournalReplayer<'a> {
         }
     }
 
-    /// Waits for every IO event in flight.
+    /// Waits for every object operation in flight or queued (the open window is not
+    /// submitted: see [`Self::flush`]).
     async fn drain(&mut self) -> Result<()> {
         let mut first_error = None;
-        while let Some((seq, r)) = self.in_flight.next().await {
-            if let Err(e) = self.complete(seq, r) {
+        while let Some((window, object, r)) = self.in_flight.next().await {
+            if let Err(e) = self.complete(window, object, r) {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Waits until no IO in flight overlaps `[start, end)`.
-    async fn wait_for_overlaps(&mut self, start: u64, end: u64) -> Result<()> {
-        while self.extents.iter().any(|x| x.start < end && start < x.end) {
-            match self.in_flight.next().await {
-                Some((seq, r)) => self.complete(seq, r)?,
-                None => break,
-            }
-        }
-        Ok(())
+    /// Submits the open window and waits for all IO.
+    async fn flush(&mut self) -> Result<()> {
+        self.submit();
+        self.drain().await
     }
 
     /// Takes one entry. Returns true when it completed a demotion epoch.
     async fn handle(&mut self, position: ObjectPosition, payload: &bytes::Bytes) -> Result<bool> {
         if self.current_tag != Some(position.tag_tid) {
-            self.drain().await?;
+            self.flush().await?;
             self.enter_tag(position.tag_tid).await?;
         }
         // Error context is formatted on the error path only: this runs for every entry.
         let entry = EventEntry::decode_payload(payload)
             .map_err(|e| ReplayError::decode(event_context(&self.remote_image_id, position), e))?;
         let seq = self.next_seq;
-        self.next_seq += 1;
-        self.order.push_back((seq, position, false));
-        let local = self.local.clone();
-        let io: Option<(u64, u64, IoFuture)> = match entry.event {
-            Event::AioWrite { offset, data, .. } => {
-                let len = data.len() as u64;
-                Some((
-                    offset,
-                    len,
-                    Box::pin(async move { (seq, local.write(offset, &data).await.map(|()| len)) }),
-                ))
+        let io = match entry.event {
+            Event::AioWrite { offset, data, .. } => Ok(IoEvent::Write { offset, data }),
+            Event::AioDiscard { offset, length, .. } => Ok(IoEvent::Discard { offset, length }),
+            Event::AioWriteSame { offset, length, data } => {
+                Ok(IoEvent::WriteSame { offset, length, pattern: data })
             }
-            Event::AioDiscard { offset, length, .. } => Some((
-                offset,
-                length,
-                Box::pin(async move { (seq, local.discard(offset, length).await.map(|()| 0)) }),
-            )),
-            Event::AioWriteSame { offset, length, data } => Some((
-                offset,
-                length,
-                Box::pin(
-                    async move { (seq, local.write_same(offset, length, &data).await.map(|()| length)) },
-                ),
-            )),
-            event => {
+            event => Err(event),
+        };
+        match io {
+            Ok(io) => {
+                let layout = self.local.layout();
+                let open = self.open.get_or_insert_with(|| OpenWindow {
+                    planner: WindowPlanner::new(layout),
+                    first_seq: seq,
+                });
+                open.planner.push(&io).map_err(|e| {
+                    ReplayError::State(format!("{e} ({})", event_context(&self.remote_image_id, position)))
+                })?;
+                self.next_seq += 1;
+                self.order.push_back((seq, position, false));
+            }
+            Err(event) => {
                 // Everything else sees all earlier IO applied.
-                self.drain().await?;
+                self.flush().await?;
+                self.next_seq += 1;
+                self.order.push_back((seq, position, false));
                 let bytes = self.apply_inline(event).await.map_err(|e| match e {
                     ReplayError::Unsupported(m) => ReplayError::Unsupported(format!(
                         "{m} ({})",
@@ -334,18 +433,11 @@ impl<'a> JournalReplayer<'a> {
                 })?;
                 self.counters.bytes += bytes;
                 self.mark_done(seq);
-                None
             }
-        };
-        if let Some((start, len, fut)) = io {
-            let end = start.saturating_add(len);
-            self.wait_for_overlaps(start, end).await?;
-            self.extents.push(Extent { seq, start, end });
-            self.in_flight.push(fut);
         }
         // A demotion epoch holds only its DemotePromote marker: replay ends after it.
         if self.current_tag_demoted {
-            self.drain().await?;
+            self.flush().await?;
             return Ok(true);
         }
         Ok(false)

@@ -28,6 +28,7 @@ pub mod local_image;
 pub mod snapshot_replay;
 pub mod status;
 pub mod striping;
+pub mod write_batch;
 
 pub use error::{ReplayError, Result};
 pub use status::ImageReplayerState;

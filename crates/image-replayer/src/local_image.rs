@@ -22,6 +22,7 @@ use crate::cls_rbd::{
 };
 use crate::error::{ReplayError, Result};
 use crate::striping::{image_to_object_extents, Layout, ObjectExtent};
+use crate::write_batch::{pattern_fill, ObjectGroup, ObjectStep};
 
 /// The pool's image directory object.
 const RBD_DIRECTORY: &str = "rbd_directory";
@@ -339,25 +340,43 @@ impl LocalImage {
         if pattern.is_empty() {
             return Err(ReplayError::State(format!("write-same at {offset} with an empty pattern")));
         }
-        let plen = pattern.len() as u64;
         let extents = self.extents(offset, length);
         try_join_all(extents.into_iter().map(|x| async move {
             // Phase of the pattern at this extent's first byte.
-            let mut buf = BytesMut::with_capacity(usize::try_from(x.length).unwrap_or(0));
-            let mut pos = x.buffer_offset % plen;
-            let mut left = x.length;
-            while left > 0 {
-                let take = (plen - pos).min(left);
-                let (a, b) = (pos as usize, (pos + take) as usize);
-                buf.extend_from_slice(pattern.get(a..b).unwrap_or_default());
-                left -= take;
-                pos = 0;
-            }
+            let buf = pattern_fill(pattern, x.buffer_offset, x.length);
             self.mark_exists(x.object_no).await?;
             self.io.read().await.write(&self.object_name(x.object_no), x.offset, &buf).await?;
             Ok::<_, ReplayError>(())
         }))
         .await?;
+        Ok(())
+    }
+
+    /// Applies the prepared operations of one object of a replay window, one compound
+    /// operation per group, in order.
+    pub async fn apply_prepared(&self, prepared: PreparedObjectOps) -> Result<()> {
+        let object_no = prepared.object_no;
+        let name = self.object_name(object_no);
+        for op in prepared.ops {
+            match op {
+                PreparedOp::Data(op) => {
+                    self.mark_exists(object_no).await?;
+                    self.io.read().await.operate(&name, op).await?;
+                }
+                PreparedOp::IfExists(op) => match self.io.read().await.operate(&name, op).await {
+                    Err(e) if !e.is_not_found() => return Err(e.into()),
+                    _ => {}
+                },
+                PreparedOp::Remove(op) => {
+                    let result = self.io.read().await.operate(&name, op).await;
+                    match result {
+                        Ok(()) => self.mark_removed(object_no).await?,
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -592,4 +611,75 @@ impl LocalImage {
             .await?;
         Ok(())
     }
+}
+
+/// The operations of one object of a replay window ([`crate::write_batch`]), built: the
+/// data is copied into librados operations, so the journal buffers the events sliced can be
+/// freed before the operations run.
+#[derive(Debug)]
+pub struct PreparedObjectOps {
+    object_no: u64,
+    ops: Vec<PreparedOp>,
+}
+
+#[derive(Debug)]
+enum PreparedOp {
+    /// Object map `EXISTS` first.
+    Data(WriteOp),
+    /// `ENOENT` is success.
+    IfExists(WriteOp),
+    /// `ENOENT` is success; object map `NONEXISTENT` after.
+    Remove(WriteOp),
+}
+
+impl PreparedObjectOps {
+    /// Builds the operations of object `object_no` from its planned groups.
+    pub fn new(object_no: u64, groups: &[ObjectGroup]) -> PreparedObjectOps {
+        let ops = groups
+            .iter()
+            .map(|group| match group {
+                ObjectGroup::Data { steps, .. } => PreparedOp::Data(object_write_op(steps, false)),
+                ObjectGroup::IfExists(steps) => PreparedOp::IfExists(object_write_op(steps, true)),
+                ObjectGroup::Remove => {
+                    let mut op = WriteOp::new();
+                    op.remove();
+                    PreparedOp::Remove(op)
+                }
+            })
+            .collect();
+        PreparedObjectOps { object_no, ops }
+    }
+}
+
+/// One compound operation of the steps of a replay window's object group.
+fn object_write_op(steps: &[ObjectStep], assert_exists: bool) -> WriteOp {
+    let mut op = WriteOp::new();
+    if assert_exists {
+        op.assert_exists();
+    }
+    for step in steps {
+        match step {
+            ObjectStep::Write { offset, pieces } => match pieces.as_slice() {
+                [one] => {
+                    op.write(*offset, one);
+                }
+                many => {
+                    // Merged adjacent writes: one OSD write of the joined bytes.
+                    let len = many.iter().map(Bytes::len).sum();
+                    let mut joined = BytesMut::with_capacity(len);
+                    for piece in many {
+                        joined.extend_from_slice(piece);
+                    }
+                    op.write(*offset, &joined);
+                }
+            },
+            ObjectStep::Zero { offset, length } => {
+                op.zero(*offset, *length);
+            }
+            ObjectStep::Truncate { size } => {
+                op.truncate(*size);
+            }
+        }
+    }
+    op
 }

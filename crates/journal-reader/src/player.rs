@@ -363,6 +363,16 @@ pub fn plan_playback_partial(
             }
         }
     }
+    // A commit position not found yet in an object that may hold more: the entries up to it
+    // are not all read, and playing on would take the entries after it for missing ones.
+    // Wait for that object (a reopened tail reads objects from their start).
+    if let Some(p) = pl.commit_positions.values().find(|p| incomplete.contains(&p.object_number)) {
+        return Ok(Playback {
+            entries: Vec::new(),
+            end: PlaybackEnd::NoMoreEntries { object_number: p.object_number },
+            active_tag_tid: pl.active_tag,
+        });
+    }
     if let Some(f) = front {
         let k = (f.object_number % width) as usize;
         let advance = match pl.players.get(k).and_then(|p| p.entries.front()) {
@@ -444,6 +454,30 @@ mod tests {
         // Treated as complete, the same object would wrongly be skipped into set 1.
         let p = plan_playback(2, 1, &ObjectSetPosition::default(), &objs).unwrap_err();
         assert!(matches!(p, PlayerError::MissingPriorEntry { .. }), "{p:?}");
+    }
+
+    #[test]
+    fn a_commit_position_not_read_yet_holds_playback() {
+        // Splay width 2, one set of four entries per object: tids 0..8. Committed up to
+        // tid 4 (object 0, the newest position) and tid 3 (object 1); object 0 is read only
+        // up to tid 2, object 1 to its end (a reopened tail reads objects from their start, a
+        // chunk at a time).
+        let mut objs = layout(2, 1, 8, 4);
+        objs.get_mut(&0).expect("object 0").truncate(2);
+        let commit = ObjectSetPosition {
+            object_positions: vec![
+                ObjectPosition { object_number: 0, tag_tid: 1, entry_tid: 4 },
+                ObjectPosition { object_number: 1, tag_tid: 1, entry_tid: 3 },
+            ],
+        };
+        let incomplete = BTreeSet::from([0]);
+        let p = plan_playback_partial(2, 0, &commit, &objs, &incomplete, true).unwrap();
+        assert!(p.entries.is_empty(), "{:?}", tids(&p));
+        assert_eq!(p.end, PlaybackEnd::NoMoreEntries { object_number: 0 });
+        // Once object 0 is read past its position, playback resumes after tid 4.
+        let objs = layout(2, 1, 8, 4);
+        let p = plan_playback_partial(2, 0, &commit, &objs, &BTreeSet::new(), true).unwrap();
+        assert_eq!(tids(&p), vec![(1, 1, 5), (0, 1, 6), (1, 1, 7)]);
     }
 
     #[test]

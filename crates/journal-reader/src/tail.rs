@@ -167,6 +167,11 @@ pub struct JournalTail {
     position: ObjectSetPosition,
     objects: BTreeMap<u64, CachedObject>,
     ready: VecDeque<PlayedEntry>,
+    /// The object playback stopped on at the last plan: reading it further is what lets
+    /// playback go on.
+    stuck_on: Option<u64>,
+    /// The tag playback was on at the last plan.
+    active_tag: Option<u64>,
     watch: Option<Watch>,
     options: TailOptions,
 }
@@ -218,6 +223,8 @@ impl JournalTail {
             position,
             objects: BTreeMap::new(),
             ready: VecDeque::new(),
+            stuck_on: None,
+            active_tag: None,
             watch,
             options,
         })
@@ -302,20 +309,11 @@ impl JournalTail {
         self.objects.retain(|n, _| n / width >= first_set);
         let last_set = self.header.active_set.min(first_set.saturating_add(1)).max(first_set);
         self.forget_played();
-        let mut more = false;
         for set in first_set..=last_set {
             for object_number in set * width..(set + 1) * width {
-                // Read ahead only where nothing is left to play: memory stays at about one
-                // read per object.
-                if read_all || self.unplayed(object_number) == 0 {
+                if self.wants_read(object_number, read_all, tag_closed) {
                     self.fetch(object_number).await?;
                 }
-                // Worth another read now: a full read, or a closed set's object not yet read
-                // since it closed (objects of the active set are waited for by polling).
-                more |= self
-                    .objects
-                    .get(&object_number)
-                    .is_some_and(|o| o.more || (set < active_set && !o.read_closed));
             }
         }
         let view: BTreeMap<u64, Vec<Entry>> =
@@ -330,8 +328,11 @@ impl JournalTail {
             .collect();
         let beyond = last_set.saturating_add(1);
         incomplete.extend(beyond.saturating_mul(width)..beyond.saturating_add(1).saturating_mul(width));
-        // Leaving the active tag only once everything is read after a newer tag appeared.
-        let allow_tag_switch = tag_closed && !self.objects.values().any(|o| o.more);
+        // Leaving the active tag only once everything of it is read after a newer tag
+        // appeared: an object holding an entry of a newer tag holds none of the active tag
+        // after it (a tag's writer finished before the next tag was allocated).
+        let allow_tag_switch =
+            tag_closed && !self.objects.iter().any(|(&n, o)| o.more && !self.holds_newer_tag(n));
         let playback = plan_playback_partial(
             self.header.splay_width,
             self.header.active_set,
@@ -365,7 +366,46 @@ impl JournalTail {
             self.planned.advance(played.position(), self.header.splay_width);
             self.ready.push_back(played);
         }
+        self.stuck_on = match playback.end {
+            PlaybackEnd::NoMoreEntries { object_number }
+            | PlaybackEnd::TagSequenceIncomplete { object_number } => Some(object_number),
+        };
+        self.active_tag = playback.active_tag_tid;
+        // Worth another read now: an object the next reading pass would read that came back
+        // full, or a closed set's object not yet read since it closed (objects of the active
+        // set are waited for by polling).
+        self.forget_played();
+        let more = (first_set..=last_set).any(|set| {
+            (set * width..(set + 1) * width).any(|n| {
+                self.wants_read(n, true, tag_closed)
+                    && self.objects.get(&n).is_some_and(|o| o.more || (set < active_set && !o.read_closed))
+            })
+        });
         Ok(Refreshed { more, newer_tag })
+    }
+
+    /// Whether a refresh reads the next chunk of `object_number`: always when nothing of it
+    /// is left to play (read-ahead of about one read per object); in a reading pass
+    /// (`read_all`, playback stuck) only the object playback stopped on and, once a newer tag
+    /// exists, the objects that may still hold entries of the active tag. Reading every
+    /// object instead would pull a whole backlog into memory.
+    fn wants_read(&self, object_number: u64, read_all: bool, tag_closed: bool) -> bool {
+        if self.unplayed(object_number) == 0 {
+            return true;
+        }
+        if !read_all {
+            return false;
+        }
+        self.stuck_on == Some(object_number) || (tag_closed && !self.holds_newer_tag(object_number))
+    }
+
+    /// Whether the object's unplayed entries include one of a tag newer than the active one.
+    fn holds_newer_tag(&self, object_number: u64) -> bool {
+        let Some(active) = self.active_tag else {
+            return false;
+        };
+        // Entries of an object are in tag order: its last one has its newest tag.
+        self.objects.get(&object_number).is_some_and(|o| o.entries.last().is_some_and(|e| e.tag_tid > active))
     }
 
     /// Drops the cached entries already handed out, except each object's last one: the
@@ -382,17 +422,25 @@ impl JournalTail {
         }
     }
 
-    /// Cached entries of an object not yet handed out (after [`Self::forget_played`]).
+    /// Cached entries of an object after the planned position of its splay offset: what is
+    /// left to play there. Entries at or before it (the position's own, or committed
+    /// entries read again after a restart) do not count, so such an object is read further.
     fn unplayed(&self, object_number: u64) -> usize {
         let Some(cached) = self.objects.get(&object_number) else {
             return 0;
         };
-        let first_is_position = cached.entries.first().is_some_and(|e| {
-            self.planned.object_positions.iter().any(|p| {
-                p.object_number == object_number && p.tag_tid == e.tag_tid && p.entry_tid == e.entry_tid
-            })
-        });
-        cached.entries.len() - usize::from(first_is_position)
+        let width = u64::from(self.header.splay_width.max(1));
+        let position =
+            self.planned.object_positions.iter().find(|p| p.object_number % width == object_number % width);
+        match position {
+            None => cached.entries.len(),
+            // Playback of this splay offset is past the object.
+            Some(p) if p.object_number > object_number => 0,
+            Some(p) if p.object_number < object_number => cached.entries.len(),
+            Some(p) => {
+                cached.entries.iter().filter(|e| (e.tag_tid, e.entry_tid) > (p.tag_tid, p.entry_tid)).count()
+            }
+        }
     }
 
     /// The oldest object set that can still hold entries after our position.
