@@ -217,12 +217,28 @@ pub async fn update_remote_client(
     Ok(())
 }
 
-fn random_suffix() -> String {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
-    );
-    format!("{:016x}", h.finish())
+/// A random (version 4 format) uuid, as librbd puts in the names of the snapshots it makes
+/// (`.mirror.non_primary.<global id>.<uuid>`); randomness from std's per-process keyed hasher.
+pub(crate) fn random_uuid() -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let word = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(now);
+        h.write_u64(salt);
+        h.finish()
+    };
+    let (hi, lo) = (word(1), word(2));
+    let hi = (hi & !0xf000) | 0x4000; // version 4
+    let lo = (lo & !(0xc << 60)) | (0x8 << 60); // RFC 4122 variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
 }
 
 /// Objects in flight during an initial sync (stock: `rbd_concurrent_management_ops` = 10).
@@ -242,7 +258,7 @@ pub async fn initial_sync(
     local: &LocalImage,
     status: &mut StatusPublisher,
 ) -> Result<()> {
-    let snap_name = format!(".rbd-mirror.{}.{}", ctx.local_mirror_uuid, random_suffix());
+    let snap_name = format!(".rbd-mirror.{}.{}", ctx.local_mirror_uuid, random_uuid());
     let primary = ImageRw::open(&ctx.remote_io, &remote.name).await?;
     primary.snap_create(&snap_name).await?;
     let mut meta = MirrorPeerClientMeta {
@@ -403,15 +419,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn random_uuids_look_like_uuids() {
+        let (a, b) = (random_uuid(), random_uuid());
+        assert_ne!(a, b);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{a}");
+        assert_eq!(a.as_bytes()[14], b'4', "{a}");
+    }
+
+    #[test]
     fn tag_owners_map_between_sites() {
         assert_eq!(map_mirror_uuid("", "UL", "UR"), "UR");
         assert_eq!(map_mirror_uuid("UL", "UL", "UR"), "");
         assert_eq!(map_mirror_uuid("<orphan>", "UL", "UR"), "<orphan>");
         assert_eq!(map_mirror_uuid("other", "UL", "UR"), "other");
-    }
-
-    #[test]
-    fn sync_point_suffixes_differ() {
-        assert_ne!(random_suffix(), random_suffix());
     }
 }

@@ -13,7 +13,7 @@
 //! milliseconds of a new snapshot.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use journal_reader::event::{MirrorSnapshotNamespace, MirrorSnapshotState};
 use journal_reader::SnapshotNamespace;
@@ -634,7 +634,8 @@ impl SnapshotReplayer<'_> {
                         }
                     }
                 }
-                let name = format!(".mirror.non_primary.{}.{}", self.global_id, unique_suffix());
+                let name =
+                    format!(".mirror.non_primary.{}.{}", self.global_id, crate::bootstrap::random_uuid());
                 let ns = SnapshotNamespace::Mirror(MirrorSnapshotNamespace {
                     state: if plan.end_demoted {
                         MirrorSnapshotState::NonPrimaryDemoted
@@ -849,11 +850,6 @@ impl SnapshotReplayer<'_> {
             Err(e) => Err(e),
         }
     }
-}
-
-fn unique_suffix() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-    format!("{:x}-{:x}", nanos, std::process::id())
 }
 
 #[cfg(test)]
