@@ -15,7 +15,9 @@
 #  4. `rbd export | sha256sum` of site-a's HEAD (unchanged since the snapshot) and site-b's HEAD
 #     (= the complete non-primary snapshot; rbd export cannot name mirror snapshots); CPU (utime+stime of the daemon, /proc) during each sync, peak
 #     RSS (VmRSS every 0.5 s, VmHWM);
-#  5. stop the daemon, delete both copies.
+#  5. detection, 3 times: `rbd mirror image snapshot` of the unchanged image, then the time until
+#     site-b has a non-primary snapshot (complete or not) of it (polled every 50 ms); median;
+#  6. stop the daemon, delete both copies.
 # Then site-b's raw bandwidth: rbd bench --io-type write --io-size 4M --io-pattern seq
 # (BENCH_IMAGE_SIZE) on a scratch image, no daemon running.
 # Prints a table and ratios; one TSV row per daemon/measure in benches/results/.
@@ -165,6 +167,20 @@ synced_snap() {  # image primary-snap-id
 sha() { rbdc "$1" export --no-progress "$POOL/$2" - | sha256sum | cut -d' ' -f1; }
 log_tail() { log "last lines of $DLOG:"; tail -n 25 "$DLOG" 2>/dev/null | sed 's/^/    /' >&2 || true; }
 
+# seconds from T0 until site-b has a non-primary snapshot (complete or not) of primary snapshot
+# $2: how long the daemon took to notice the new primary snapshot and start on it
+seen_after() {  # image primary-snap-id t0
+  local end; end=$(awk -v t="$3" 'BEGIN { printf "%d", t + 60 }')
+  while (($(date +%s) < end)); do
+    if rbdc site-b snap ls --all --format json "$POOL/$1" 2>/dev/null |
+      jq -e --argjson p "$2" 'any(.[]; .namespace.primary_snap_id == $p)' >/dev/null 2>&1; then
+      calc "$(now) - $3"; return
+    fi
+    sleep 0.05
+  done
+  echo -
+}
+
 # wait_synced DAEMON IMAGE PID T0 PRIMARY_SNAP PHASE: sets R[daemon.phase.*]
 wait_synced() {
   local d=$1 img=$2 pid=$3 t0=$4 psnap=$5 ph=$6 c0=$7 name= t1 end
@@ -220,6 +236,23 @@ run_daemon() {
     log "$d: incremental sync done=${R[$d.incr.done]} in ${R[$d.incr.secs]}s, cpu ${R[$d.incr.cpu]}s"
   else
     R[$d.incr.done]=0; R[$d.incr.secs]=-; R[$d.incr.cpu]=-; FAILED=1; log_tail
+  fi
+
+  # detection: an unchanged image's new mirror snapshot, from the end of `rbd mirror image
+  # snapshot` (the snapshot exists, librbd has notified the header) until site-b has its
+  # non-primary snapshot; the median of 3 (polling `rbd snap ls` every 50 ms adds ~0.1 s)
+  R[$d.detect]=-
+  if [[ ${R[$d.incr.done]} == 1 ]]; then
+    local tries=() i
+    for i in 1 2 3; do
+      rbdc site-a mirror image snapshot "$POOL/$img" >/dev/null; t0=$(now)
+      psnap=$(primary_snap "$img")
+      tries+=("$(seen_after "$img" "$psnap" "$t0")")
+      wait_synced "$d" "$img" "$pid" "$t0" "$psnap" detect "$c0"
+    done
+    R[$d.detect]=$(printf '%s\n' "${tries[@]}" | sort -g | sed -n 2p)
+    rec "$d" detection "${R[$d.detect]}" s "new primary mirror snapshot -> site-b non-primary snapshot exists; tries ${tries[*]} (median)"
+    log "$d: detection ${tries[*]} s (median ${R[$d.detect]})"
   fi
 
   local hwm=0 rss_max
@@ -283,6 +316,7 @@ for d in $DAEMONS; do
 done
 printf '%-6s %10s %10s\n' raw - "$RAW_MIBS"
 echo
+for d in $DAEMONS; do echo "$d detection of a new mirror snapshot (median of 3): ${R[$d.detect]:--} s"; done
 for d in $DAEMONS; do
   if [[ ${R[$d.full.mibs]:--} != - ]]; then
     echo "$d full sync / raw site-b bandwidth: $(calc "${R[$d.full.mibs]} / $RAW_MIBS" 3)"
