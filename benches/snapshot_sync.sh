@@ -2,8 +2,7 @@
 # benches/snapshot_sync.sh — snapshot-mode sync of one image by an rbd-mirror daemon at site-b,
 # on the project lab (tests/lab/lab.sh, which must already be up). Modelled on journal_replay.sh.
 #
-# For each daemon (BENCH_DAEMONS, default "stock"; "ours" once rbd-mirror-rs replays snapshot
-# mode):
+# For each daemon (BENCH_DAEMONS, default "stock ours": the stock rbd-mirror, then rbd-mirror-rs):
 #  1. stop every rbd-mirror of the lab; create mirror/snapbench-<daemon>-<rand> on site-a
 #     (BENCH_IMAGE_SIZE, layering,exclusive-lock,object-map,fast-diff) and fill it completely
 #     (rbd bench 4M sequential writes); start the daemon at site-b;
@@ -23,7 +22,7 @@
 #
 # usage: benches/snapshot_sync.sh            (from any directory; the lab must be up)
 # Environment:
-#   BENCH_DAEMONS="stock"    which daemons, in this order ("stock ours" to compare)
+#   BENCH_DAEMONS="stock ours"  which daemons, in this order ("ours" alone, "stock" alone)
 #   BENCH_IMAGE_SIZE=1G      size of the bench image (filled completely)
 #   BENCH_CHANGE=10          percent of the image rewritten before the incremental sync
 #   BENCH_TIMEOUT=900        seconds allowed for one sync
@@ -48,7 +47,7 @@ fi
 export RBD_MIRROR_LAB_DIR
 STATE=$RBD_MIRROR_LAB_DIR
 POOL=mirror
-DAEMONS=${BENCH_DAEMONS:-stock}
+DAEMONS=${BENCH_DAEMONS:-stock ours}
 IMAGE_SIZE=${BENCH_IMAGE_SIZE:-1G}
 CHANGE=${BENCH_CHANGE:-10}
 TIMEOUT=${BENCH_TIMEOUT:-900}

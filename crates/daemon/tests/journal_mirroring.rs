@@ -4,97 +4,12 @@
 
 #[path = "../../../tests/support/lab.rs"]
 mod lab;
+#[path = "support/mirror.rs"]
+mod mirror;
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-/// The tests of this file each start and stop the site-b daemon: one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Our daemon at site-b for the life of the guard.
-struct Daemon;
-
-impl Daemon {
-    fn start() -> Daemon {
-        // Never two daemons for one site: stop a stock one left running.
-        lab::lab_script(&["mirror-stop", "site-b"], &[]);
-        lab::lab_script(
-            &["mirror-start", "site-b"],
-            &[("RBD_MIRROR_LAB_MIRROR_BIN", env!("CARGO_BIN_EXE_rbd-mirror-rs"))],
-        );
-        Daemon
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        lab::lab_script(&["mirror-stop", "site-b"], &[]);
-    }
-}
-
-/// The stock rbd-mirror daemon at `site` for the life of the guard.
-struct Stock(&'static str);
-
-impl Stock {
-    fn start(site: &'static str) -> Stock {
-        lab::lab_script(&["mirror-stop", site], &[]);
-        lab::lab_script(&["mirror-start", site], &[]);
-        Stock(site)
-    }
-}
-
-impl Drop for Stock {
-    fn drop(&mut self) {
-        lab::lab_script(&["mirror-stop", self.0], &[]);
-    }
-}
-
-/// Removes the test image on both sites.
-struct Images(Vec<String>);
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        if std::env::var_os("RBD_MIRROR_TEST_KEEP").is_some() {
-            return;
-        }
-        let (a, b) = (lab::site("site-a"), lab::site("site-b"));
-        for spec in &self.0 {
-            for site in [&a, &b] {
-                site.rbd_ok(&["mirror", "image", "disable", "--force", spec]);
-                site.rbd_ok(&["snap", "purge", spec]);
-                site.rbd_ok(&["rm", "--no-progress", spec]);
-            }
-        }
-    }
-}
-
-fn image_status(site: &lab::Site, spec: &str) -> Result<(String, String), String> {
-    let out = site.command_output("rbd", &["mirror", "image", "status", spec, "--format", "json"]);
-    let v: Value = serde_json::from_str(&out?).map_err(|e| e.to_string())?;
-    Ok((
-        v["state"].as_str().unwrap_or_default().to_owned(),
-        v["description"].as_str().unwrap_or_default().to_owned(),
-    ))
-}
-
-fn bench(site: &lab::Site, spec: &str, pattern: &str, size: &str, total: &str) {
-    site.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-pattern",
-        pattern,
-        "--io-size",
-        size,
-        "--io-total",
-        total,
-        spec,
-    ]);
-}
+use mirror::{bench, daemon_log, image_status, serial, Daemon, Images, Stock};
 
 #[test]
 fn journal_image_replicates_with_stock_tools_agreeing() {
@@ -283,11 +198,6 @@ fn wait_same_content(a: &lab::Site, b: &lab::Site, spec: &str) {
             Err(format!("site-a {primary}, site-b {s}"))
         }
     });
-}
-
-/// The site-b daemon's log so far.
-fn daemon_log() -> String {
-    std::fs::read_to_string(lab::lab_dir().join("site-b/log/rbd-mirror.b.stdout")).unwrap_or_default()
 }
 
 /// Flips one payload byte of the newest write entry in the primary's journal of `spec`;

@@ -66,22 +66,8 @@ pub fn map_mirror_uuid(uuid: &str, local_mirror_uuid: &str, remote_mirror_uuid: 
 /// created non-primary. Returns its id and whether it was created now.
 pub async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Result<(String, bool)> {
     let io = &ctx.local_io;
-    if let Some(id) = cls::mirror_image_get_image_id(io, &remote.global_id).await? {
-        if let Some(record) = cls::mirror_image_get(io, &id).await? {
-            if record.mode != MirrorImageMode::Journal {
-                return Err(ReplayError::State(format!(
-                    "local image {id} is mirrored in {:?} mode, the primary in journal mode",
-                    record.mode
-                )));
-            }
-        }
+    if let Some(id) = find_local_image(io, remote, MirrorImageMode::Journal).await? {
         return Ok((id, false));
-    }
-    if io.image_id(&remote.name).await.is_ok() {
-        return Err(ReplayError::State(format!(
-            "a local image named {} exists but is not mirrored with global id {}",
-            remote.name, remote.global_id
-        )));
     }
     let g = &remote.geometry;
     let remote_journal = read_header(&ctx.remote_io, &remote.image_id).await?;
@@ -107,6 +93,33 @@ pub async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Resu
     };
     cls::mirror_image_set(io, &id, &record).await?;
     Ok((id, true))
+}
+
+/// The local image of `remote` through the local pool's mirroring directory, checked to be
+/// mirrored in `mode`; `None` when there is none yet and its name is free.
+pub async fn find_local_image(
+    io: &IoCtx,
+    remote: &RemoteImage,
+    mode: MirrorImageMode,
+) -> Result<Option<String>> {
+    if let Some(id) = cls::mirror_image_get_image_id(io, &remote.global_id).await? {
+        if let Some(record) = cls::mirror_image_get(io, &id).await? {
+            if record.mode != mode {
+                return Err(ReplayError::State(format!(
+                    "local image {id} is mirrored in {:?} mode, the primary in {mode:?} mode",
+                    record.mode
+                )));
+            }
+        }
+        return Ok(Some(id));
+    }
+    if io.image_id(&remote.name).await.is_ok() {
+        return Err(ReplayError::State(format!(
+            "a local image named {} exists but is not mirrored with global id {}",
+            remote.name, remote.global_id
+        )));
+    }
+    Ok(None)
 }
 
 /// Allocates a tag in the local journal's tag class unless the newest tag already carries

@@ -173,12 +173,67 @@ pub async fn snapshots(io: &IoCtx, image_id: &str) -> Result<Vec<SnapshotInfo>> 
     let header = header_object_name(image_id);
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let reply = io.exec(&header, "rbd", "snapshot_get", &args::snapshot_get(id)).await?;
+        let reply = match io.exec(&header, "rbd", "snapshot_get", &args::snapshot_get(id)).await {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
         let info = args::snapshot_get_reply(&reply)
             .map_err(|e| ReplayError::decode(format!("snapshot {id} of {header}"), e))?;
         out.push(info);
     }
     Ok(out)
+}
+
+/// Every image-meta key of an image.
+pub async fn metadata_list(io: &IoCtx, image_id: &str) -> Result<BTreeMap<String, Bytes>> {
+    const PAGE: u64 = 256;
+    let header = header_object_name(image_id);
+    let mut all = BTreeMap::new();
+    let mut start_after = String::new();
+    loop {
+        let reply =
+            io.exec(&header, "rbd", "metadata_list", &args::metadata_list(&start_after, PAGE)).await?;
+        let page = args::metadata_list_reply(&reply)
+            .map_err(|e| ReplayError::decode(format!("image-meta of {header}"), e))?;
+        let n = page.len() as u64;
+        if let Some(last) = page.keys().next_back() {
+            start_after = last.clone();
+        }
+        all.extend(page);
+        if n < PAGE {
+            return Ok(all);
+        }
+    }
+}
+
+/// Sets a non-primary mirror snapshot's copy progress (and completes it).
+pub async fn mirror_image_snapshot_set_copy_progress(
+    io: &IoCtx,
+    image_id: &str,
+    snap_id: u64,
+    complete: bool,
+    last_copied_object_number: u64,
+) -> Result<()> {
+    let arg = args::mirror_image_snapshot_set_copy_progress(snap_id, complete, last_copied_object_number);
+    io.exec_write(&header_object_name(image_id), "rbd", "mirror_image_snapshot_set_copy_progress", &arg)
+        .await?;
+    Ok(())
+}
+
+/// Unlinks a peer from a primary mirror snapshot; not linked (`ENOENT`) is success.
+pub async fn mirror_image_snapshot_unlink_peer(
+    io: &IoCtx,
+    image_id: &str,
+    snap_id: u64,
+    mirror_peer_uuid: &str,
+) -> Result<()> {
+    let arg = args::mirror_image_snapshot_unlink_peer(snap_id, mirror_peer_uuid);
+    match io.exec_write(&header_object_name(image_id), "rbd", "mirror_image_snapshot_unlink_peer", &arg).await
+    {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// A snapshot's protection status (0 unprotected, 1 unprotecting, 2 protected).

@@ -22,7 +22,8 @@ use crate::status::{ImageReplayerState, StatusPublisher};
 use crate::PeerContext;
 
 /// How one attempt ended.
-enum Attempt {
+pub(crate) enum Attempt {
+    /// Stopped by cancellation.
     Cancelled,
     /// Retry after this long (the status says why).
     RetryAfter(Duration),
@@ -75,6 +76,10 @@ async fn attempt(
     cancel: &CancellationToken,
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
+    let mode = crate::cls::mirror_image_get(&ctx.remote_io, remote_image_id).await?.map(|m| m.mode);
+    if mode == Some(crate::cls_rbd::MirrorImageMode::Snapshot) {
+        return crate::snapshot_replay::attempt(ctx, remote_image_id, global_id, cancel, status).await;
+    }
     publish(ctx, status, State::StartingReplay, "bootstrapping, PREPARE_REMOTE_IMAGE").await;
     let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
     status.shared().lock().name = remote.name.clone();

@@ -7,7 +7,7 @@
 //! secondary image is written through librados ([`local_image`]) because librbd refuses
 //! writes to non-primary images; cls `rbd` encodings are in [`cls_rbd`], image-to-object
 //! mapping in [`striping`]. It does not discover images or peers (that is `peer-manager`)
-//! and does not build a runtime. Snapshot-mode replay is to come.
+//! and does not build a runtime. Snapshot-mode replay is in [`snapshot_replay`].
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -25,6 +25,7 @@ pub mod image_metrics;
 pub mod image_replayer;
 pub mod journal_replay;
 pub mod local_image;
+pub mod snapshot_replay;
 pub mod status;
 pub mod striping;
 

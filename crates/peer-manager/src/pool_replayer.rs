@@ -1,5 +1,5 @@
 //! The daemon's replication work: every mirrored pool of the local cluster, every peer it
-//! receives from, every journal-mode image of that peer.
+//! receives from, every image of that peer mirrored in journal or snapshot mode.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -178,7 +178,7 @@ impl PoolTask {
             }
             match self.scan(&ctx).await {
                 Ok(wanted) => {
-                    // Stop replayers of images no longer mirrored in journal mode.
+                    // Stop replayers of images no longer mirrored.
                     images.retain(|global_id, (token, _)| {
                         let keep = wanted.contains_key(global_id);
                         if !keep {
@@ -222,12 +222,16 @@ impl PoolTask {
         Ok(())
     }
 
-    /// The peer's images to replay: mirroring enabled in journal mode (global id → image id).
+    /// The peer's images to replay: mirroring enabled, in journal or snapshot mode (global id →
+    /// image id).
     async fn scan(&self, ctx: &PeerContext) -> image_replayer::Result<BTreeMap<String, String>> {
         let mut wanted = BTreeMap::new();
         for (image_id, global_id) in cls::mirror_image_list(&ctx.remote_io).await? {
             match cls::mirror_image_get(&ctx.remote_io, &image_id).await? {
-                Some(m) if m.state == MirrorImageState::Enabled && m.mode == MirrorImageMode::Journal => {
+                Some(m)
+                    if m.state == MirrorImageState::Enabled
+                        && matches!(m.mode, MirrorImageMode::Journal | MirrorImageMode::Snapshot) =>
+                {
                     wanted.insert(global_id, image_id);
                 }
                 _ => {}

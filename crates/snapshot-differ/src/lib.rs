@@ -6,6 +6,8 @@
 //! * [`fast_diff`] computes the objects changed between two snapshots from the object maps
 //!   of every snapshot between them, exactly as librbd's fast-diff
 //!   (`object_map::DiffRequest`) does.
+//! * [`planner`] decides the snapshot-mode replayer's next step (prune, unlink, sync, idle,
+//!   stop) from the local and remote snapshot lists (ceph-formats.md §4.5 steps 2-3).
 //! * [`zero`] finds the data runs and zero runs of an object buffer, so that copies keep
 //!   holes as holes.
 //!
@@ -15,6 +17,7 @@
 
 pub mod fast_diff;
 pub mod object_map;
+pub mod planner;
 pub mod zero;
 
 pub use fast_diff::{diff_object_maps, DiffError, DiffState, ObjectDiff, SnapshotMap};

@@ -1,0 +1,344 @@
+//! Snapshot-mode mirroring end to end on the lab: `rbd-mirror-rs` at site-b (started as
+//! `tests/lab/lab.sh mirror-start site-b` starts the stock daemon) replicates images of
+//! site-a mirrored in snapshot mode, and the stock `rbd` CLI on both sites agrees.
+
+#[path = "../../../tests/support/lab.rs"]
+mod lab;
+#[path = "support/mirror.rs"]
+mod mirror;
+
+use std::time::Duration;
+
+use mirror::{bench, daemon_log, image_status, serial, Daemon, Images, Stock};
+use serde_json::Value;
+
+/// `rbd snap ls --all`, parsed.
+fn snapshots(site: &lab::Site, spec: &str) -> Vec<Value> {
+    site.rbd_json(&["snap", "ls", "--all", spec]).as_array().cloned().unwrap_or_default()
+}
+
+/// Takes a mirror snapshot of `spec` on `site`; returns its snap id.
+fn mirror_snapshot(site: &lab::Site, spec: &str) -> u64 {
+    let out = site.rbd(&["mirror", "image", "snapshot", spec]);
+    out.trim().trim_start_matches("Snapshot ID:").trim().parse().unwrap_or_else(|e| panic!("{out}: {e}"))
+}
+
+/// Waits until `site` holds a complete non-primary snapshot of primary snapshot `snap_id`.
+fn wait_synced(site: &lab::Site, spec: &str, snap_id: u64, timeout: Duration) {
+    lab::wait_for(&format!("{spec}: primary snapshot {snap_id} synced to {}", site.name), timeout, || {
+        let (state, description) = image_status(site, spec).unwrap_or_default();
+        assert!(!state.ends_with("error"), "replay of {spec} failed: {state}: {description}");
+        let done = snapshots(site, spec).iter().any(|s| {
+            let ns = &s["namespace"];
+            ns["type"] == "mirror"
+                && ns["state"].as_str().is_some_and(|st| st.contains("non-primary") || st == "demoted")
+                && ns["primary_snap_id"].as_u64() == Some(snap_id)
+                && ns["complete"] == true
+        });
+        if done {
+            Ok(())
+        } else {
+            Err(format!("{state}: {description}"))
+        }
+    });
+}
+
+/// `rbd diff --whole-object` of `spec`: the objects that exist (holes are absent).
+fn objects(site: &lab::Site, spec: &str) -> Value {
+    site.rbd_json(&["diff", "--whole-object", spec])
+}
+
+fn assert_same(a: &lab::Site, b: &lab::Site, spec: &str) {
+    let (sa, sb) = (a.export_sha256(spec), b.export_sha256(spec));
+    assert_eq!(sa, sb, "rbd export {spec} | sha256sum differs between the sites");
+    assert_eq!(objects(a, spec), objects(b, spec), "{spec}: written objects differ (holes not kept?)");
+    println!("{spec}: sha256 {sa} on both sites, same objects");
+}
+
+/// Creates an image on site-a mirrored in snapshot mode (the enable takes the first primary
+/// mirror snapshot).
+fn mirrored_image(a: &lab::Site, prefix: &str, size: &str) -> String {
+    let spec = format!("{}/{}", lab::POOL, lab::unique(prefix));
+    a.rbd(&["create", "--size", size, &spec]);
+    spec
+}
+
+fn enable(a: &lab::Site, spec: &str) -> u64 {
+    a.rbd(&["mirror", "image", "enable", spec, "snapshot"]);
+    snapshots(a, spec)
+        .iter()
+        .filter(|s| s["namespace"]["type"] == "mirror")
+        .filter_map(|s| s["id"].as_u64())
+        .max()
+        .expect("the enable took a mirror snapshot")
+}
+
+/// A 1 GiB image through phases of random and sequential writes and discards, a user
+/// snapshot and a mirror snapshot after each: every user snapshot and HEAD has the same
+/// content on both sites, and the same objects (holes stay holes).
+#[test]
+fn snapshot_image_replicates_phase_by_phase() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = mirrored_image(&a, "snap", "1G");
+    let _images = Images(vec![spec.clone()]);
+    bench(&a, &spec, "rand", "4K", "4M");
+    a.rbd(&["snap", "create", &format!("{spec}@p0")]);
+    let first = enable(&a, &spec);
+    let _daemon = Daemon::start();
+    wait_synced(&b, &spec, first, Duration::from_secs(300));
+    assert_same(&a, &b, &format!("{spec}@p0"));
+    assert_same(&a, &b, &spec);
+    let info = b.rbd_json(&["info", &spec]);
+    assert_eq!(info["mirroring"]["primary"], false);
+    assert!(info["features"].to_string().contains("non-primary"), "{info}");
+
+    let phases: [(&str, &dyn Fn()); 3] = [
+        ("random 4K", &|| bench(&a, &spec, "rand", "4K", "8M")),
+        ("sequential 4M", &|| bench(&a, &spec, "seq", "4M", "128M")),
+        ("discard + random 64K", &|| {
+            a.rbdio(&spec, &["discard", "0", &(32u64 << 20).to_string()]);
+            bench(&a, &spec, "rand", "64K", "8M");
+        }),
+    ];
+    for (i, (what, phase)) in phases.iter().enumerate() {
+        phase();
+        let user = format!("{spec}@p{}", i + 1);
+        a.rbd(&["snap", "create", &user]);
+        let id = mirror_snapshot(&a, &spec);
+        println!("phase {}: {what}, mirror snapshot {id}", i + 1);
+        wait_synced(&b, &spec, id, Duration::from_secs(300));
+        assert_same(&a, &b, &user);
+        assert_same(&a, &b, &spec);
+    }
+    // Earlier user snapshots kept their content.
+    assert_same(&a, &b, &format!("{spec}@p1"));
+
+    // User snapshot changes on the primary follow with the next mirror snapshot: removal,
+    // rename, protection.
+    a.rbd(&["snap", "rm", &format!("{spec}@p0")]);
+    a.rbd(&["snap", "rename", &format!("{spec}@p2"), &format!("{spec}@p2-renamed")]);
+    a.rbd(&["snap", "protect", &format!("{spec}@p1")]);
+    a.rbd(&["image-meta", "set", &spec, "rbd-mirror-rs.test", "value"]);
+    bench(&a, &spec, "rand", "4K", "1M");
+    let id = mirror_snapshot(&a, &spec);
+    wait_synced(&b, &spec, id, Duration::from_secs(300));
+    assert_same(&a, &b, &spec);
+    assert_same(&a, &b, &format!("{spec}@p2-renamed"));
+    let names = |s: &lab::Site| -> Vec<(String, String)> {
+        s.rbd_json(&["snap", "ls", &spec])
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|s| (s["name"].as_str().unwrap_or_default().to_owned(), s["protected"].to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (na, nb) = (names(&a), names(&b));
+    println!("user snapshots: {nb:?}");
+    assert_eq!(na, nb, "user snapshots (name, protected)");
+    let meta = b.rbd(&["image-meta", "get", &spec, "rbd-mirror-rs.test"]);
+    assert_eq!(meta.trim(), "value", "image-meta");
+    a.rbd(&["snap", "unprotect", &format!("{spec}@p1")]);
+    println!("site-a du:\n{}site-b du:\n{}", a.rbd(&["du", &spec]), b.rbd(&["du", &spec]));
+    // Old non-primary snapshots are pruned: one mirror snapshot remains on site-b.
+    let mirror = snapshots(&b, &spec).iter().filter(|s| s["namespace"]["type"] == "mirror").count();
+    assert_eq!(mirror, 1, "{:?}", snapshots(&b, &spec));
+
+    let (state, description) = image_status(&b, &spec).expect("status");
+    println!("site-b: {state}, {description}");
+    assert_eq!(state, "up+replaying");
+    let json: Value =
+        serde_json::from_str(description.strip_prefix("replaying, ").expect("replaying, {json}"))
+            .expect("json");
+    assert_eq!(json["replay_state"], "idle");
+    assert_eq!(json["local_snapshot_timestamp"], json["remote_snapshot_timestamp"]);
+    assert!(json["last_snapshot_bytes"].as_u64().is_some(), "{json}");
+}
+
+/// `kill -9` during the full sync of a 1 GiB image: the restarted daemon resumes from the
+/// progress recorded in the non-primary snapshot (it copies less than the image), and the
+/// content is equal.
+#[test]
+fn kill_9_during_a_full_sync_resumes() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = mirrored_image(&a, "snapkill", "1G");
+    let _images = Images(vec![spec.clone()]);
+    bench(&a, &spec, "seq", "4M", "1G");
+    let first = enable(&a, &spec);
+
+    let _daemon = Daemon::start();
+    let percent = lab::wait_for("the full sync under way", Duration::from_secs(120), || {
+        let (state, description) = image_status(&b, &spec)?;
+        let json: Value = description
+            .strip_prefix("replaying, ")
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        match json["syncing_percent"].as_u64() {
+            Some(p) if p >= 10 => Ok(p),
+            _ => Err(format!("{state}: {description}")),
+        }
+    });
+    let pid = std::fs::read_to_string(lab::lab_dir().join("site-b/run/rbd-mirror.b.pid")).expect("pid file");
+    let pid = pid.split_whitespace().next().expect("pid").to_owned();
+    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().expect("kill").success());
+    println!("killed {pid} at {percent}%");
+    let log_before = daemon_log().len();
+
+    let _daemon = Daemon::start();
+    wait_synced(&b, &spec, first, Duration::from_secs(300));
+    let log = daemon_log();
+    let log = log.get(log_before..).unwrap_or_default();
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("resuming the interrupted snapshot sync"))
+        .unwrap_or_else(|| panic!("no resume in the log:\n{log}"));
+    println!("{resumed}");
+    let start_object: u64 = field(resumed, "start_object");
+    assert!(start_object > 0, "{resumed}");
+    let done = log.lines().find(|l| l.contains("image copy done")).expect("copy done in the log");
+    println!("{done}");
+    let copied: u64 = field(done, "bytes_copied");
+    assert!(copied < 1 << 30, "resumed copy read {copied} bytes, the whole image is 1 GiB");
+    assert_same(&a, &b, &spec);
+}
+
+fn field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in {line}"))
+}
+
+/// Failover to site-b and failback to site-a, the stock daemon running at site-a and ours
+/// at site-b: each direction's data arrives, roles follow promote/demote.
+#[test]
+fn failover_and_failback_with_the_stock_daemon_at_site_a() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = mirrored_image(&a, "snapfail", "128M");
+    let _images = Images(vec![spec.clone()]);
+    bench(&a, &spec, "rand", "4K", "4M");
+    let first = enable(&a, &spec);
+    let _daemon = Daemon::start();
+    let _stock = Stock::start("site-a");
+    wait_synced(&b, &spec, first, Duration::from_secs(180));
+
+    // Failover: demote site-a, our daemon syncs the demotion and stops; promote site-b.
+    bench(&a, &spec, "rand", "4K", "2M");
+    a.rbd(&["mirror", "image", "demote", &spec]);
+    lab::wait_for("site-b sees the demotion", Duration::from_secs(120), || {
+        let s = image_status(&b, &spec)?;
+        if s.1 == "remote image demoted" {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    b.rbd(&["mirror", "image", "promote", &spec]);
+    assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
+    assert_same(&a, &b, &spec);
+    bench(&b, &spec, "rand", "4K", "2M");
+    let id = mirror_snapshot(&b, &spec);
+    wait_synced(&a, &spec, id, Duration::from_secs(180));
+    assert_same(&a, &b, &spec);
+    lab::wait_for("site-b: local image is primary", Duration::from_secs(60), || {
+        let s = image_status(&b, &spec)?;
+        if s.0 == "up+stopped" && s.1 == "local image is primary" {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+
+    // Failback: demote site-b, the stock daemon syncs it; promote site-a; ours follows.
+    bench(&b, &spec, "rand", "4K", "1M");
+    b.rbd(&["mirror", "image", "demote", &spec]);
+    lab::wait_for("site-a sees the demotion", Duration::from_secs(120), || {
+        let s = image_status(&a, &spec)?;
+        if s.1.contains("remote image demoted") || s.1.contains("demoted") {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    a.rbd(&["mirror", "image", "promote", &spec]);
+    bench(&a, &spec, "rand", "4K", "2M");
+    let id = mirror_snapshot(&a, &spec);
+    wait_synced(&b, &spec, id, Duration::from_secs(180));
+    assert_same(&a, &b, &spec);
+    assert_eq!(a.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
+    assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], false);
+    lab::wait_for("site-b replaying again", Duration::from_secs(60), || {
+        let s = image_status(&b, &spec)?;
+        if s.0 == "up+replaying" {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+}
+
+/// `rbd mirror image resync` on site-b: the local image is recreated (new id) and fully
+/// synced again.
+#[test]
+fn resync_recreates_the_secondary() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = mirrored_image(&a, "snapresync", "64M");
+    let _images = Images(vec![spec.clone()]);
+    bench(&a, &spec, "rand", "4K", "4M");
+    a.rbd(&["snap", "create", &format!("{spec}@u")]);
+    let first = enable(&a, &spec);
+    let _daemon = Daemon::start();
+    wait_synced(&b, &spec, first, Duration::from_secs(180));
+    let old_id = b.rbd_json(&["info", &spec])["id"].clone();
+    b.rbd(&["mirror", "image", "resync", &spec]);
+    let new_id = lab::wait_for("a new local image", Duration::from_secs(120), || {
+        let id = b.command_output("rbd", &["info", &spec, "--format", "json"]).map_err(|e| e.to_string())?;
+        let id: Value = serde_json::from_str(&id).map_err(|e| e.to_string())?;
+        if id["id"] != old_id && id["id"].is_string() {
+            Ok(id["id"].clone())
+        } else {
+            Err(format!("{id}"))
+        }
+    });
+    println!("resync: image id {old_id} -> {new_id}");
+    wait_synced(&b, &spec, first, Duration::from_secs(180));
+    assert_same(&a, &b, &spec);
+    assert_same(&a, &b, &format!("{spec}@u"));
+}
+
+/// The mgr's snapshot schedule (`rbd mirror snapshot schedule add … 1m`) drives
+/// replication with our daemon.
+#[test]
+fn mgr_snapshot_schedule_drives_replication() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = mirrored_image(&a, "snapsched", "64M");
+    let _images = Images(vec![spec.clone()]);
+    let first = enable(&a, &spec);
+    let _daemon = Daemon::start();
+    wait_synced(&b, &spec, first, Duration::from_secs(180));
+    a.rbd(&["mirror", "snapshot", "schedule", "add", "--image", &spec, "1m"]);
+    bench(&a, &spec, "rand", "4K", "4M");
+    let primary = a.export_sha256(&spec);
+    let scheduled = lab::wait_for("a scheduled mirror snapshot", Duration::from_secs(200), || {
+        let ids: Vec<u64> = snapshots(&a, &spec)
+            .iter()
+            .filter(|s| s["namespace"]["type"] == "mirror")
+            .filter_map(|s| s["id"].as_u64())
+            .collect();
+        ids.iter().copied().max().filter(|&m| m > first).ok_or(format!("{ids:?}"))
+    });
+    println!("the mgr took mirror snapshot {scheduled}");
+    wait_synced(&b, &spec, scheduled, Duration::from_secs(180));
+    assert_eq!(b.export_sha256(&spec), primary);
+}
