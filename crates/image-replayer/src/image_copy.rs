@@ -345,9 +345,9 @@ async fn plan(
 /// [`IoCtx::read_into`]).
 const READ_PIECE: usize = rados_ffi::process::MMAP_THRESHOLD as usize / 2;
 
-/// How many of `concurrency` objects in flight may be reading at once: a quarter (2 of 8).
-/// A reading object holds 8 MiB (our buffer and librados' receive buffers), a writing one
-/// 4 MiB (librados' copy), and reads are quicker than writes: on the lab, 2 readers of 8
+/// How many of `concurrency` objects in flight may be reading at once: a quarter, at least
+/// one. A reading object holds 8 MiB (our buffer and librados' receive buffers), a writing
+/// one 4 MiB (librados' copy), and reads are quicker than writes: on the lab, 2 readers of 8
 /// keep the writes fed with ~30 MiB less peak RSS than 8 readers.
 fn readers(concurrency: usize) -> usize {
     concurrency.div_ceil(4).max(1)
