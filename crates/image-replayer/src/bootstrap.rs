@@ -242,9 +242,10 @@ pub(crate) fn random_uuid() -> String {
 }
 
 /// Objects in flight during an initial sync (stock: `rbd_concurrent_management_ops` = 10).
-/// 8 copies a filled 1 GiB image on the lab as fast as 16 with ~60 % of the peak RSS
-/// (93 vs 150 MiB).
-const SYNC_CONCURRENCY: usize = 8;
+/// With image_copy's reused buffers, 512 KiB pieces and one reader in four, 4 copies a
+/// filled 1 GiB image on the lab about as fast as 8 with ~70 instead of ~130 MiB peak RSS
+/// (benches/image_copy.sh).
+const SYNC_CONCURRENCY: usize = 4;
 
 /// Copies the primary at a fresh sync-point snapshot into the local image with the
 /// image-copy engine: first, in snapshot-id order, each user snapshot the primary already has

@@ -149,18 +149,31 @@ impl LocalImage {
     }
 }
 
+/// Largest data step of a copy write (see [`ObjectWriter::prepare_object`]): librados copies
+/// each step into a buffer of its own, which stays below the allocator's mmap threshold.
+pub const WRITE_STEP: usize = rados_ffi::process::MMAP_THRESHOLD as usize / 2;
+
+/// The replacement of one data object, built by [`ObjectWriter::prepare_object`] and sent by
+/// [`ObjectWriter::write_object`].
+#[derive(Debug)]
+pub struct ObjectWrite {
+    object_no: u64,
+    op: WriteOp,
+    written: u64,
+}
+
 impl ObjectWriter<'_> {
-    /// Replaces data object `object_no` with `len` bytes: the byte ranges `runs` of `data`
-    /// are written, everything else is left a hole (never written zeros). The HEAD object map
-    /// marks the object existing first. Returns the bytes written.
-    pub async fn write_object(
+    /// Builds the replacement of data object `object_no` with `len` bytes: the byte ranges
+    /// `runs` of `data` are written, everything else is left a hole (never written zeros).
+    /// librados copies the runs into the op (its only copy of the data), so `data` may be
+    /// reused as soon as this returns, while the write is in flight.
+    pub fn prepare_object(
         &self,
         object_no: u64,
         data: &[u8],
         runs: &[std::ops::Range<usize>],
         len: u64,
-    ) -> Result<u64> {
-        self.image.mark_exists(object_no).await?;
+    ) -> Result<ObjectWrite> {
         let mut op = WriteOp::new();
         // One atomic op: the old content goes (a clone keeps it for older snapshots), the
         // data runs come, and the length is the source object's.
@@ -175,10 +188,23 @@ impl ObjectWriter<'_> {
                     data.len()
                 ))
             })?;
-            op.write(r.start as u64, piece);
+            // librados copies each step into a buffer of its own: steps below the
+            // allocator's mmap threshold come from (and go back to) its heap instead of
+            // being mapped, faulted in and unmapped once per object.
+            for (i, step) in piece.chunks(WRITE_STEP).enumerate() {
+                op.write((r.start + i * WRITE_STEP) as u64, step);
+            }
             written += piece.len() as u64;
         }
         op.truncate(len);
+        Ok(ObjectWrite { object_no, op, written })
+    }
+
+    /// Sends a replacement built by [`ObjectWriter::prepare_object`]; the HEAD object map
+    /// marks the object existing first. Returns the bytes written.
+    pub async fn write_object(&self, write: ObjectWrite) -> Result<u64> {
+        let ObjectWrite { object_no, op, written } = write;
+        self.image.mark_exists(object_no).await?;
         self.io.operate(&self.image.object_name(object_no), op).await?;
         Ok(written)
     }

@@ -76,6 +76,13 @@ async fn copies_snapshots_incrementally_keeping_holes_and_resuming() {
     copy_scenario("layering,exclusive-lock,object-map,fast-diff").await;
 }
 
+/// Object map without fast-diff: the full copy reads only the objects the map has, the
+/// incremental one compares whole objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_with_an_object_map_but_no_fast_diff() {
+    copy_scenario("layering,exclusive-lock,object-map").await;
+}
+
 /// Without object maps: every object is read at both snapshots and compared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_by_whole_object_comparison_without_object_maps() {

@@ -149,29 +149,104 @@ impl IoCtx {
 
     /// Reads up to `len` bytes at `offset`. A short result means the object ends there.
     pub async fn read(&self, oid: &str, offset: u64, len: usize) -> Result<Bytes> {
-        let c_oid = cstring("object name", oid)?;
-        // SAFETY: the buffer lives in the payload until the callback returns it to us.
-        let aio = unsafe {
-            submit::<Vec<u8>, RadosCompletion>(
-                "rados_aio_read",
-                vec![0u8; len],
-                || self.object_target(oid),
-                |buf, c| {
-                    librados::rados_aio_read(
-                        self.raw(),
-                        c_oid.as_ptr(),
-                        c.0,
-                        (*buf).as_mut_ptr().cast(),
-                        len,
-                        offset,
-                    )
-                },
-            )
-        }?;
-        let (ret, mut buf) = aio.await?;
-        check(ret, "rados_aio_read", || self.object_target(oid))?;
-        buf.truncate(ret as usize);
+        let mut buf = Vec::new();
+        self.read_into(oid, offset, len, 0, &mut buf).await?;
         Ok(Bytes::from(buf))
+    }
+
+    /// Reads up to `len` bytes at `offset` into `buf`, reusing its allocation (grown to `len`
+    /// when smaller): on success `buf` holds the bytes read (a short result means the object
+    /// ends there), so a caller that reads many objects keeps a few buffers instead of
+    /// allocating (and page-faulting in) a fresh one per read. Its old content is dropped; on
+    /// an error or a cancelled future it may come back empty.
+    ///
+    /// The range is read as concurrent reads of at most `piece` bytes (0: one read) straight
+    /// into their places in `buf`: librados receives each reply into a buffer of its own
+    /// and copies it into ours, so pieces below the allocator's mmap threshold
+    /// ([`crate::process::MMAP_THRESHOLD`]) keep those buffers in its heap instead of
+    /// mapping, faulting in and unmapping one per read.
+    pub async fn read_into(
+        &self,
+        oid: &str,
+        offset: u64,
+        len: usize,
+        piece: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let c_oid = cstring("object name", oid)?;
+        let piece = if piece == 0 { len.max(1) } else { piece };
+        let mut owned = std::mem::take(buf);
+        owned.clear();
+        owned.reserve(len);
+        let base = SendPtr(owned.as_mut_ptr());
+        // Every read holds a reference: the heap block lives until the last callback ran,
+        // even if this future is dropped midway. Rust does not touch the bytes meanwhile.
+        let shared = Arc::new(ReadBuffer(owned));
+        let mut reads = Vec::with_capacity(len.div_ceil(piece));
+        for start in (0..len).step_by(piece) {
+            let n = piece.min(len - start);
+            let at = offset + start as u64;
+            // SAFETY: `base + start .. + n` lies within the `len` bytes of capacity reserved
+            // above, and no two reads share a byte; the block does not move or get freed
+            // while a read holds `shared` in its payload, which lives until its callback.
+            let aio = unsafe {
+                submit::<Arc<ReadBuffer>, RadosCompletion>(
+                    "rados_aio_read",
+                    shared.clone(),
+                    || self.object_target(oid),
+                    |_, c| {
+                        librados::rados_aio_read(
+                            self.raw(),
+                            c_oid.as_ptr(),
+                            c.0,
+                            base.0.add(start).cast(),
+                            n,
+                            at,
+                        )
+                    },
+                )
+            }?;
+            reads.push((n, aio));
+        }
+        drop(shared);
+        // The bytes read: up to the first short piece (the object ends there).
+        let mut total = 0usize;
+        let mut ended = false;
+        let mut last = None;
+        for (n, aio) in reads {
+            let (ret, payload) = aio.await?;
+            last = Some(payload);
+            check(ret, "rados_aio_read", || self.object_target(oid))?;
+            let got = usize::try_from(ret).unwrap_or(usize::MAX);
+            if got > n {
+                return Err(RadosError::Call {
+                    op: "rados_aio_read",
+                    target: self.object_target(oid),
+                    errno: libc::ERANGE,
+                });
+            }
+            if !ended {
+                total += got;
+                ended = got < n;
+            }
+        }
+        let owned = match last.map(Arc::try_unwrap) {
+            Some(Ok(ReadBuffer(v))) => v,
+            // Every payload came back and the others were dropped: the last is the only one.
+            _ => {
+                return Err(RadosError::Call {
+                    op: "rados_aio_read",
+                    target: self.object_target(oid),
+                    errno: libc::EIO,
+                })
+            }
+        };
+        let mut owned = owned;
+        // SAFETY: librados wrote the first `total` bytes (the pieces before the first short
+        // one, and that one's prefix), all within the capacity; `u8` has no invalid values.
+        unsafe { owned.set_len(total) };
+        *buf = owned;
+        Ok(())
     }
 
     /// Reads a whole object (stat, then read).
@@ -680,6 +755,10 @@ impl Drop for NotifyOut {
         drop(unsafe { take_buffer(std::mem::replace(&mut self.buf, std::ptr::null_mut()), self.len) });
     }
 }
+
+/// The destination of [`IoCtx::read_into`]'s reads, shared by their payloads. librados writes
+/// into it through raw pointers taken before it was shared; Rust only owns it meanwhile.
+struct ReadBuffer(Vec<u8>);
 
 /// Out-parameters of a read op, at a stable (boxed) address while the op is in flight.
 struct ReadOut {
