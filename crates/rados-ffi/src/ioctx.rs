@@ -209,26 +209,42 @@ impl IoCtx {
             reads.push((n, aio));
         }
         drop(shared);
-        // The bytes read: up to the first short piece (the object ends there).
+        // The bytes read: up to the first short piece (the object ends there). Every piece
+        // is waited for, also after an error: no read of ours is left in flight on this
+        // ioctx when we return (the caller may drop the ioctx next).
         let mut total = 0usize;
         let mut ended = false;
         let mut last = None;
+        let mut first_error = None;
         for (n, aio) in reads {
-            let (ret, payload) = aio.await?;
+            let (ret, payload) = match aio.await {
+                Ok(done) => done,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
             last = Some(payload);
-            check(ret, "rados_aio_read", || self.object_target(oid))?;
+            if let Err(e) = check(ret, "rados_aio_read", || self.object_target(oid)) {
+                first_error.get_or_insert(e);
+                continue;
+            }
             let got = usize::try_from(ret).unwrap_or(usize::MAX);
             if got > n {
-                return Err(RadosError::Call {
+                first_error.get_or_insert(RadosError::Call {
                     op: "rados_aio_read",
                     target: self.object_target(oid),
                     errno: libc::ERANGE,
                 });
+                continue;
             }
             if !ended {
                 total += got;
                 ended = got < n;
             }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         let owned = match last.map(Arc::try_unwrap) {
             Some(Ok(ReadBuffer(v))) => v,
