@@ -56,13 +56,18 @@ pub struct ReplayCounters {
 
 /// Most entries in one replay window.
 pub const WINDOW_ENTRIES: usize = 4096;
-/// Most event data bytes in one replay window (what a window holds in memory).
-pub const WINDOW_BYTES: u64 = 4 << 20;
+/// Most bytes librados holds for one window's writes while they are in flight
+/// ([`crate::write_batch::librados_held_bytes`]: its C API copies each buffer, a 4 KiB write
+/// takes 8 KiB). The window being filled meanwhile holds the journal's read buffers of its
+/// entries, about half that for 4 KiB writes. Memory for CPU: bigger windows put more writes
+/// in each object's compound operation.
+pub const WINDOW_HELD_BYTES: u64 = 5 << 20;
 /// Bytes the journal tail reads from a data object at a time: each entry handed out keeps
 /// its read buffer alive until replayed, so smaller reads hold less memory per window.
-pub const TAIL_FETCH_BYTES: usize = 256 << 10;
-/// Most windows whose writes are in flight; one more is filled meanwhile.
-pub const WINDOWS_IN_FLIGHT: usize = 2;
+pub const TAIL_FETCH_BYTES: usize = 128 << 10;
+/// Most windows whose writes are in flight; one more is filled meanwhile. A second window in
+/// flight gained no throughput on the lab and costs a window of librados copies.
+pub const WINDOWS_IN_FLIGHT: usize = 1;
 
 /// The planned operations of one object in one window, running: (window, object, result).
 type ObjectFuture = Pin<Box<dyn Future<Output = (u64, u64, Result<()>)> + Send>>;
@@ -87,7 +92,7 @@ struct OpenWindow {
 /// Replays the primary's journal into `local` until cancelled or demoted.
 ///
 /// Consecutive IO events form a window (up to [`WINDOW_ENTRIES`] entries or
-/// [`WINDOW_BYTES`] data bytes), planned as one compound write operation per object
+/// [`WINDOW_HELD_BYTES`] of librados copies), planned as one compound write operation per object
 /// ([`crate::write_batch`]); a window is submitted when full, or at once when no window is in
 /// flight, and up to [`WINDOWS_IN_FLIGHT`] run at a time. The operations of one object run one
 /// after the other across windows, so the image ends up as if the events were applied in
@@ -210,10 +215,9 @@ impl<'a> JournalReplayer<'a> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.report(status, 0.0, 0.0).await;
         loop {
-            let room = self
-                .open
-                .as_ref()
-                .is_none_or(|w| w.planner.events() < WINDOW_ENTRIES && w.planner.bytes() < WINDOW_BYTES);
+            let room = self.open.as_ref().is_none_or(|w| {
+                w.planner.events() < WINDOW_ENTRIES && w.planner.held_bytes() < WINDOW_HELD_BYTES
+            });
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(ReplayEnd::Cancelled),
@@ -231,7 +235,8 @@ impl<'a> JournalReplayer<'a> {
             // A full window goes as soon as a slot is free; a partial one when the pipeline
             // is idle (it keeps filling while earlier windows run).
             if let Some(w) = &self.open {
-                let full = w.planner.events() >= WINDOW_ENTRIES || w.planner.bytes() >= WINDOW_BYTES;
+                let full =
+                    w.planner.events() >= WINDOW_ENTRIES || w.planner.held_bytes() >= WINDOW_HELD_BYTES;
                 if self.windows.is_empty() || (full && self.windows.len() < WINDOWS_IN_FLIGHT) {
                     self.submit();
                 }

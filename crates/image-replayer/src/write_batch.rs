@@ -61,6 +61,20 @@ impl IoEvent {
     }
 }
 
+/// Header librados adds to each write buffer it copies (Ceph's `buffer::raw_combined`,
+/// rounded up).
+const LIBRADOS_BUFFER_HEADER: u64 = 128;
+
+/// About what librados holds for a write of `len` bytes while its operation is in flight:
+/// the C API copies the data into a new buffer of the length plus a small header, rounded
+/// up to 4 KiB pages (a 4 KiB write takes 8 KiB; `buffer::list::append` in Ceph).
+pub fn librados_held_bytes(len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    len.saturating_add(LIBRADOS_BUFFER_HEADER).div_ceil(4096).saturating_mul(4096)
+}
+
 /// Why an event cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -131,12 +145,13 @@ pub struct WindowPlanner {
     objects: BTreeMap<u64, Vec<ObjectGroup>>,
     events: usize,
     bytes: u64,
+    held: u64,
 }
 
 impl WindowPlanner {
     /// An empty window for images of `layout`.
     pub fn new(layout: Layout) -> WindowPlanner {
-        WindowPlanner { layout, objects: BTreeMap::new(), events: 0, bytes: 0 }
+        WindowPlanner { layout, objects: BTreeMap::new(), events: 0, bytes: 0, held: 0 }
     }
 
     /// Events added so far.
@@ -147,6 +162,13 @@ impl WindowPlanner {
     /// Data bytes of the events added so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// What librados will hold for the writes of the events added so far while they are in
+    /// flight ([`librados_held_bytes`] of each object extent written; merging adjacent
+    /// writes only lowers it).
+    pub fn held_bytes(&self) -> u64 {
+        self.held
     }
 
     /// Whether no event was added.
@@ -199,6 +221,7 @@ impl WindowPlanner {
         if data.is_empty() {
             return;
         }
+        self.held = self.held.saturating_add(librados_held_bytes(data.len() as u64));
         let groups = self.objects.entry(object_no).or_default();
         let end = offset.saturating_add(data.len() as u64);
         let step = ObjectStep::Write { offset, pieces: vec![data] };
@@ -424,6 +447,19 @@ mod tests {
         let p = plan(l, &[w(0, 4096, 1), w(65536, 4096, 2), w(8192, 4096, 3)]);
         assert_eq!(p.len(), 1);
         assert_eq!(steps_of(&p, 0).len(), 3);
+    }
+
+    #[test]
+    fn the_window_counts_what_librados_holds_per_object_extent() {
+        assert_eq!(librados_held_bytes(0), 0);
+        assert_eq!(librados_held_bytes(512), 4096);
+        assert_eq!(librados_held_bytes(4096), 8192);
+        assert_eq!(librados_held_bytes(65536), 69632);
+        let mut planner = WindowPlanner::new(Layout::new(22, 0, 0).unwrap());
+        // One write across two objects: two copies; a discard: none.
+        planner.push(&w((1 << 22) - 2048, 4096, 1)).unwrap();
+        planner.push(&IoEvent::Discard { offset: 0, length: 4096 }).unwrap();
+        assert_eq!((planner.bytes(), planner.held_bytes()), (4096, 8192));
     }
 
     #[test]
