@@ -64,6 +64,15 @@ impl Drop for Images {
             for site in [&a, &b] {
                 site.rbd_ok(&["mirror", "snapshot", "schedule", "remove", "--image", spec]);
                 site.rbd_ok(&["mirror", "image", "disable", "--force", spec]);
+                // `snap purge` stops at a protected snapshot.
+                let snaps = site.command_output("rbd", &["snap", "ls", spec, "--format", "json"]);
+                let snaps: Value = snaps.ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+                for snap in snaps.as_array().into_iter().flatten() {
+                    if snap["protected"] == "true" {
+                        let name = snap["name"].as_str().unwrap_or_default();
+                        site.rbd_ok(&["snap", "unprotect", &format!("{spec}@{name}")]);
+                    }
+                }
                 site.rbd_ok(&["snap", "purge", spec]);
                 site.rbd_ok(&["rm", "--no-progress", spec]);
             }
