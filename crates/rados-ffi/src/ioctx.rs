@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, CStr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,8 @@ pub(crate) struct IoCtxHandle {
     pub(crate) cluster: Arc<ClusterHandle>,
     pub(crate) pool: String,
     pub(crate) namespace: String,
+    /// `read_into` calls with reads still in flight (see [`ReadsInFlight`]).
+    pub(crate) reads: Arc<AtomicUsize>,
 }
 
 // SAFETY: librados allows I/O on one `rados_ioctx_t` from many threads concurrently; what is
@@ -31,11 +34,20 @@ impl Drop for IoCtxHandle {
     fn drop(&mut self) {
         let raw = SendPtr(self.raw);
         let cluster = self.cluster.clone();
+        let reads = self.reads.clone();
         // Wait for in-flight aio (whose callbacks own their buffers) before destroying the
         // context, then let the cluster handle go: on the blocking pool, never a runtime thread.
+        // `rados_aio_flush` waits for writes only: reads whose futures were dropped (a
+        // cancelled copy) are waited for through their count.
         teardown(move || {
             let raw = raw;
-            // SAFETY: last owner of the ioctx; flush waits for every pending aio on it.
+            let deadline = std::time::Instant::now() + READS_DRAIN_LIMIT;
+            while reads.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // SAFETY: last owner of the ioctx; flush waits for every pending write on it and
+            // no read of ours is in flight (or one outlived READS_DRAIN_LIMIT, an OSD op
+            // timeout's worth).
             unsafe {
                 librados::rados_aio_flush(raw.0.cast());
                 librados::rados_ioctx_destroy(raw.0.cast());
@@ -114,7 +126,9 @@ impl IoCtx {
             check(ret, "rados_ioctx_create", || format!("pool {pool} in cluster {}", cluster.name))?;
             // SAFETY: freshly created ioctx, not shared yet: setting the namespace is safe.
             unsafe { librados::rados_ioctx_set_namespace(raw, c_ns.as_ptr()) };
-            Ok(IoCtx { handle: Arc::new(IoCtxHandle { raw, cluster, pool, namespace }) })
+            Ok(IoCtx {
+                handle: Arc::new(IoCtxHandle { raw, cluster, pool, namespace, reads: Arc::default() }),
+            })
         })
         .await
     }
@@ -181,7 +195,7 @@ impl IoCtx {
         let base = SendPtr(owned.as_mut_ptr());
         // Every read holds a reference: the heap block lives until the last callback ran,
         // even if this future is dropped midway. Rust does not touch the bytes meanwhile.
-        let shared = Arc::new(ReadBuffer(owned));
+        let shared = Arc::new(ReadBuffer(owned, ReadsInFlight::enter(&self.handle.reads)));
         let mut reads = Vec::with_capacity(len.div_ceil(piece));
         for start in (0..len).step_by(piece) {
             let n = piece.min(len - start);
@@ -247,7 +261,7 @@ impl IoCtx {
             return Err(e);
         }
         let owned = match last.map(Arc::try_unwrap) {
-            Some(Ok(ReadBuffer(v))) => v,
+            Some(Ok(ReadBuffer(v, _in_flight))) => v,
             // Every payload came back and the others were dropped: the last is the only one.
             _ => {
                 return Err(RadosError::Call {
@@ -774,7 +788,27 @@ impl Drop for NotifyOut {
 
 /// The destination of [`IoCtx::read_into`]'s reads, shared by their payloads. librados writes
 /// into it through raw pointers taken before it was shared; Rust only owns it meanwhile.
-struct ReadBuffer(Vec<u8>);
+struct ReadBuffer(Vec<u8>, ReadsInFlight);
+
+/// Counts a `read_into` in its ioctx until the last of its reads' payloads is gone (possibly
+/// in a librados callback after the future was dropped): the ioctx is not destroyed before.
+struct ReadsInFlight(Arc<AtomicUsize>);
+
+impl ReadsInFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> ReadsInFlight {
+        count.fetch_add(1, Ordering::AcqRel);
+        ReadsInFlight(count.clone())
+    }
+}
+
+impl Drop for ReadsInFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Longest wait for reads in flight before an ioctx is destroyed anyway.
+const READS_DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Out-parameters of a read op, at a stable (boxed) address while the op is in flight.
 struct ReadOut {

@@ -198,3 +198,29 @@ async fn unreachable_monitor_fails_within_the_connect_timeout() {
     // Bounded by the configured timeout (plus librados' own tick), not by a default minutes long.
     assert!(took < timeout + Duration::from_secs(15), "took {took:?}");
 }
+
+/// Reads dropped while in flight, then their ioctx dropped: the ioctx must outlive the reads
+/// (librados writes into it when they complete), so the process survives and a new ioctx of
+/// the same cluster still reads the object whole. Repeated, as the window is small.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_reads_do_not_outlive_their_ioctx() {
+    let site = lab::site("site-a");
+    let rados = connect(&site).await;
+    let oid = lab::unique("rados-ffi-dropped-read");
+    let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let io = rados.ioctx(lab::POOL, "").await.expect("opening pool mirror");
+    io.write_full(&oid, &data).await.expect("write_full");
+    for round in 0..20 {
+        let io = rados.ioctx(lab::POOL, "").await.expect("opening pool mirror");
+        let mut buf = Vec::new();
+        // Submits every piece, then is dropped at its first await.
+        let read = io.read_into(&oid, 0, data.len(), 64 << 10, &mut buf);
+        let dropped = tokio::time::timeout(Duration::from_micros(1), read).await;
+        println!("round {round}: read finished before the drop: {}", dropped.is_ok());
+        drop(io);
+    }
+    let io = rados.ioctx(lab::POOL, "").await.expect("opening pool mirror");
+    let back = io.read_full(&oid).await.expect("read_full after the dropped reads");
+    assert!(back[..] == data[..], "the object reads back whole");
+    io.remove(&oid).await.expect("remove");
+}
