@@ -15,6 +15,8 @@
 //! * [`player`]: the order in which the journal player consumes entries
 //!   across the splay objects of an object set, starting after a commit
 //!   position;
+//! * [`follower`]: a journal client's place in a journal still being written: which
+//!   bytes to read next and the entries played from them (no I/O: told what was read);
 //! * [`event`]: librbd's journal payloads — `EventEntry` (every event type,
 //!   with its timestamp trailer), `TagData` and `ClientData`.
 //!
@@ -30,6 +32,7 @@ pub mod cls_journal;
 pub mod encoding;
 pub mod entry;
 pub mod event;
+pub mod follower;
 pub mod player;
 #[cfg(feature = "live")]
 pub mod tail;

@@ -14,8 +14,10 @@
 //!   found, the whole object is skipped, as Ceph does).
 //! * An empty object in a set older than the active set is replaced by the
 //!   next object of the same splay offset (`object_number + splay_width`).
-//! * Playback starts at the front commit position's splay offset, moved on by
-//!   one if that object is empty or still holds entries of the committed tag.
+//! * Playback starts at the splay offset after the front commit position's
+//!   (Ceph stays on the front's offset when that object goes on with a newer
+//!   tag, which prunes the entries of the committed tag at the following
+//!   offsets; we do not).
 //! * Round-robin: after each entry the splay offset advances by one.
 //! * Tags: entries older than the active tag are pruned; a newer tag becomes
 //!   active only at its `entry_tid == 0` (the splay offset then restarts at
@@ -120,9 +122,9 @@ struct Planner<'a> {
     /// Objects that may hold more entries than given (only partly read): never skipped
     /// as empty.
     incomplete: &'a BTreeSet<u64>,
-    /// Whether playback may leave the active tag (every entry written before the newer tag
-    /// was allocated has been read).
-    allow_tag_switch: bool,
+    /// For objects in `incomplete`: every entry of the tags below the value has been read
+    /// (the object was read to its end after a newer tag was allocated).
+    tags_read_below: &'a BTreeMap<u64, u64>,
     players: Vec<ObjectCursor>,
     splay_offset: usize,
     active_tag: Option<u64>,
@@ -266,11 +268,6 @@ impl Planner<'_> {
                 {
                     self.prune(tag);
                 }
-                (Some((_, _)), Some(active))
-                    if !self.allow_tag_switch && front.is_some_and(|(t, _)| t > active) =>
-                {
-                    return Err(PlaybackEnd::NoMoreEntries { object_number });
-                }
                 (Some((tag, entry_tid)), Some(active)) if tag > active => {
                     if entry_tid == 0 {
                         self.prune_active(Some(tag));
@@ -283,13 +280,12 @@ impl Planner<'_> {
                 (Some(_), Some(_)) => return Ok(()),
                 (None, None) => return Err(PlaybackEnd::NoMoreEntries { object_number }),
                 (None, Some(active)) => {
-                    // An object that may still grow is waited for: the active tag's next
-                    // entry may be in the part not read yet.
-                    if self.incomplete.contains(&object_number)
-                        || !self.allow_tag_switch
-                        || self.prune_tag == Some(active)
-                        || !self.prune_active(None)
-                    {
+                    // The active tag's next entry would be here. An object that may still
+                    // grow is waited for, unless every entry of the active tag in it is read:
+                    // then the tag is over.
+                    let tag_over = !self.incomplete.contains(&object_number)
+                        || self.tags_read_below.get(&object_number).is_some_and(|&b| b > active);
+                    if !tag_over || self.prune_tag == Some(active) || !self.prune_active(None) {
                         return Err(PlaybackEnd::NoMoreEntries { object_number });
                     }
                 }
@@ -310,23 +306,31 @@ pub fn plan_playback(
     commit_position: &ObjectSetPosition,
     objects: &BTreeMap<u64, Vec<Entry>>,
 ) -> Result<Playback, PlayerError> {
-    plan_playback_partial(splay_width, active_set, commit_position, objects, &BTreeSet::new(), true)
+    plan_playback_partial(
+        splay_width,
+        active_set,
+        commit_position,
+        objects,
+        &BTreeSet::new(),
+        &BTreeMap::new(),
+    )
 }
 
 /// [`plan_playback`] over objects read only in part: an object listed in `incomplete` may
 /// hold entries after those given, so running out of its entries stops playback there
-/// (`NoMoreEntries`) instead of moving on to the next object set, as Ceph's player waits for
-/// an object's fetch to complete. Without `allow_tag_switch` playback also stops where the
-/// active tag would end: a caller sets it once it has read every object to its end after
-/// learning that a newer tag exists (the writer wrote all entries of a tag before the next
-/// tag was allocated).
+/// (`NoMoreEntries`) instead of moving on to the next object set or ending the active tag, as
+/// Ceph's player waits for an object's fetch to complete. `tags_read_below` says, for such an
+/// object, that every entry of the tags below the value has been read: a caller knows it once
+/// it read the object to its end after a newer tag was allocated (a tag's writer finished
+/// before the next tag was allocated), and the active tag then ends where its next entry
+/// would be in that object.
 pub fn plan_playback_partial(
     splay_width: u8,
     active_set: u64,
     commit_position: &ObjectSetPosition,
     objects: &BTreeMap<u64, Vec<Entry>>,
     incomplete: &BTreeSet<u64>,
-    allow_tag_switch: bool,
+    tags_read_below: &BTreeMap<u64, u64>,
 ) -> Result<Playback, PlayerError> {
     if splay_width == 0 {
         return Err(PlayerError::InvalidSplayWidth);
@@ -343,7 +347,7 @@ pub fn plan_playback_partial(
         active_set,
         objects,
         incomplete,
-        allow_tag_switch,
+        tags_read_below,
         players: Vec::new(),
         splay_offset: front.map_or(0, |f| (f.object_number % width) as usize),
         active_tag: front.map(|f| f.tag_tid),
@@ -373,15 +377,12 @@ pub fn plan_playback_partial(
             active_tag_tid: pl.active_tag,
         });
     }
-    if let Some(f) = front {
-        let k = (f.object_number % width) as usize;
-        let advance = match pl.players.get(k).and_then(|p| p.entries.front()) {
-            None => true,
-            Some(e) => e.tag_tid == f.tag_tid,
-        };
-        if advance {
-            pl.advance_splay();
-        }
+    // The entry after the front commit position is at the next splay offset (round-robin).
+    // Ceph's prefetch stays on the front's offset when its object goes on with a newer
+    // tag; that is wrong when the active tag still has entries at the following offsets
+    // (they would be pruned as the newer tag takes over), so playback always moves on.
+    if front.is_some() {
+        pl.advance_splay();
     }
 
     let mut out = Vec::new();
@@ -447,7 +448,9 @@ mod tests {
         let mut objs = layout(2, 1, 8, 2);
         objs.get_mut(&1).expect("object 1").truncate(1);
         let incomplete = BTreeSet::from([1]);
-        let p = plan_playback_partial(2, 1, &ObjectSetPosition::default(), &objs, &incomplete, true).unwrap();
+        let p =
+            plan_playback_partial(2, 1, &ObjectSetPosition::default(), &objs, &incomplete, &BTreeMap::new())
+                .unwrap();
         let got: Vec<u64> = p.entries.iter().map(|x| x.entry.entry_tid).collect();
         assert_eq!(got, vec![0, 1, 2], "stops where object 1 needs more bytes");
         assert!(matches!(p.end, PlaybackEnd::NoMoreEntries { .. }), "{:?}", p.end);
@@ -471,12 +474,12 @@ mod tests {
             ],
         };
         let incomplete = BTreeSet::from([0]);
-        let p = plan_playback_partial(2, 0, &commit, &objs, &incomplete, true).unwrap();
+        let p = plan_playback_partial(2, 0, &commit, &objs, &incomplete, &BTreeMap::new()).unwrap();
         assert!(p.entries.is_empty(), "{:?}", tids(&p));
         assert_eq!(p.end, PlaybackEnd::NoMoreEntries { object_number: 0 });
         // Once object 0 is read past its position, playback resumes after tid 4.
         let objs = layout(2, 1, 8, 4);
-        let p = plan_playback_partial(2, 0, &commit, &objs, &BTreeSet::new(), true).unwrap();
+        let p = plan_playback_partial(2, 0, &commit, &objs, &BTreeSet::new(), &BTreeMap::new()).unwrap();
         assert_eq!(tids(&p), vec![(1, 1, 5), (0, 1, 6), (1, 1, 7)]);
     }
 
@@ -488,21 +491,40 @@ mod tests {
         objs.insert(0, vec![e(1, 0), e(1, 2), e(2, 0)]);
         objs.insert(1, vec![e(1, 1)]);
         let incomplete = BTreeSet::from([1]);
-        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &incomplete, true).unwrap();
+        let p =
+            plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &incomplete, &BTreeMap::new())
+                .unwrap();
         let got: Vec<(u64, u64)> = p.entries.iter().map(|x| (x.entry.tag_tid, x.entry.entry_tid)).collect();
         assert_eq!(got, vec![(1, 0), (1, 1), (1, 2)], "waits for tag 1's tid 3 instead of switching");
         objs.get_mut(&1).expect("object 1").extend([e(1, 3), e(2, 1)]);
-        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &BTreeSet::new(), true)
-            .unwrap();
+        let p = plan_playback_partial(
+            2,
+            0,
+            &ObjectSetPosition::default(),
+            &objs,
+            &BTreeSet::new(),
+            &BTreeMap::new(),
+        )
+        .unwrap();
         let got: Vec<(u64, u64)> = p.entries.iter().map(|x| (x.entry.tag_tid, x.entry.entry_tid)).collect();
         assert_eq!(got, vec![(1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1)]);
-        // Not allowed to leave tag 1 yet (the caller has not read everything since tag 2
-        // appeared): playback stops at the boundary.
-        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &BTreeSet::new(), false)
+        // Tag 1 ended with tid 2; object 1, still growing (active set), was read to its end
+        // after tag 2 was allocated: tag 1 ends where its tid 3 would be, and tag 2 is
+        // followed as far as it is read.
+        let mut objs: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+        objs.insert(0, vec![e(1, 0), e(1, 2), e(2, 0)]);
+        objs.insert(1, vec![e(1, 1)]);
+        let incomplete = BTreeSet::from([0, 1]);
+        let p =
+            plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &incomplete, &BTreeMap::new())
+                .unwrap();
+        assert_eq!(tids(&p).len(), 3, "without knowing tag 1 is over, playback waits: {:?}", tids(&p));
+        let read_below = BTreeMap::from([(0, 2), (1, 2)]);
+        let p = plan_playback_partial(2, 0, &ObjectSetPosition::default(), &objs, &incomplete, &read_below)
             .unwrap();
         let got: Vec<(u64, u64)> = p.entries.iter().map(|x| (x.entry.tag_tid, x.entry.entry_tid)).collect();
-        assert_eq!(got, vec![(1, 0), (1, 1), (1, 2), (1, 3)]);
-        assert!(matches!(p.end, PlaybackEnd::NoMoreEntries { .. }));
+        assert_eq!(got, vec![(1, 0), (1, 1), (1, 2), (2, 0)]);
+        assert_eq!(p.end, PlaybackEnd::NoMoreEntries { object_number: 1 });
     }
 
     #[test]

@@ -1,0 +1,441 @@
+//! Following a live journal without doing I/O: which bytes to read next, what they hold,
+//! and the entries playback hands out from them.
+//!
+//! A [`JournalFollower`] is the bookkeeping of one journal client reading a journal that
+//! is still being written: the data objects read so far (a chunk at a time, so a backlog is
+//! never pulled whole into memory), the position playback has reached, and the entries
+//! planned by [`crate::player`] but not yet handed out. It asks for what it needs with
+//! [`JournalFollower::want`] ([`Want::Header`], [`Want::Read`]) and is given the answers
+//! ([`JournalFollower::header_read`], [`JournalFollower::object_read`]); the live tail
+//! (`tail`, feature `live`) answers them from RADOS, tests from a journal in memory. Being
+//! a state machine, it keeps its place when the caller's future is dropped between steps.
+//!
+//! One look at the journal ("pass") reads the header, then the next chunk of the data
+//! objects of the (at most two) object sets that can hold entries after the position: those
+//! with nothing left to play, and the one playback stopped on. Then it plans playback
+//! ([`crate::player::plan_playback_partial`]): an object read while its set was active, or
+//! whose last read came back full, may grow, so playback waits there. The active tag ends
+//! where its next entry would be in an object read to its end after a newer tag was
+//! allocated: librbd allocates a tag only once the previous owner's appends are all written.
+//! When playback is stuck and the header lists a newer tag, a second pass follows at once to
+//! read that object again.
+//!
+//! `tests/follower_sim.rs` checks this against a simulated writer (appends landing out of
+//! order across objects, object sets filling up, tag changes, restarts from a position).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cls_journal::{data_object_name, JournalHeader, ObjectSetPosition};
+use crate::entry::{decode_object, Entry, EntryError};
+use crate::player::{plan_playback_partial, PlaybackEnd, PlayedEntry, PlayerError};
+
+/// Bytes read from one data object at a time unless the follower is told otherwise.
+pub const DEFAULT_FETCH_BYTES: usize = 1 << 20;
+
+/// What the follower needs next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    /// The journal header (`journal.<image id>`), read anew.
+    Header,
+    /// Up to `len` bytes of a data object from `offset` (an absent object reads as empty).
+    Read {
+        /// Data object number.
+        object_number: u64,
+        /// Its name, `journal_data.<pool id>.<image id>.<object number>`.
+        object: String,
+        /// Byte offset to read from.
+        offset: u64,
+        /// Bytes to read.
+        len: usize,
+    },
+    /// The next entry in playback order (the position has moved past it).
+    Entry(PlayedEntry),
+    /// Nothing more is written yet: wait for a notification or the poll interval.
+    Wait,
+}
+
+/// Why following stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowError {
+    /// Our journal client is not (or no longer) registered.
+    #[error("journal client '{client_id}' is not registered in {object}")]
+    ClientNotRegistered {
+        /// `journal.<image id>`.
+        object: String,
+        /// The client id.
+        client_id: String,
+    },
+    /// A data object holds a corrupt entry.
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    /// Entries are missing from the sequence.
+    #[error("journal {object}: {source}")]
+    Player {
+        /// `journal.<image id>`.
+        object: String,
+        /// What the player found.
+        #[source]
+        source: PlayerError,
+    },
+}
+
+/// Bytes of one data object seen so far.
+#[derive(Debug, Default)]
+struct CachedObject {
+    /// Complete entries not yet played, in object order, from the one at the planned
+    /// position of the object's splay offset (kept: the player finds its place there).
+    entries: Vec<Entry>,
+    /// Bytes of the object read so far (complete entries + `partial`).
+    read: u64,
+    /// A partial entry at the tail, completed by the next read.
+    partial: Bytes,
+    /// The last read came back full: the object may hold more.
+    more: bool,
+    /// The last read happened after the object's set was closed (older than the active
+    /// set): a short read then means the object is complete. Before that, the writer may
+    /// still have been appending.
+    read_closed: bool,
+    /// Every entry of the tags below this one is read: the last read was short and came
+    /// after the header listed this tag (whose allocation ended every older tag's writes).
+    tags_read_below: u64,
+}
+
+impl CachedObject {
+    /// Whether reading again may find entries not seen yet.
+    fn may_grow(&self) -> bool {
+        self.more || !self.read_closed
+    }
+}
+
+/// One look at the journal in progress.
+#[derive(Debug)]
+struct Pass {
+    /// A pass made at once because the header lists a tag newer than the active one.
+    for_newer_tag: bool,
+    /// Objects still to read in this pass; `None` until the header is read.
+    reads: Option<VecDeque<u64>>,
+}
+
+/// What a pass's plan found.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    /// Some object may hold bytes not read yet that the next reading pass would read.
+    more: bool,
+    /// Playback is stuck on the active tag while the header lists a newer one: the object
+    /// it stopped on, read again, tells whether the active tag is over.
+    newer_tag: bool,
+}
+
+/// A journal client's place in a live journal; see the module documentation.
+#[derive(Debug)]
+pub struct JournalFollower {
+    image_id: String,
+    client_id: String,
+    header_object: String,
+    /// Pool id embedded in data object names (the header's pool).
+    header_pool_id: i64,
+    header: JournalHeader,
+    fetch_bytes: usize,
+    /// Position after the last entry planned into `ready` (what playback continues from).
+    planned: ObjectSetPosition,
+    /// Position after the last entry handed out (starts at the commit position).
+    position: ObjectSetPosition,
+    objects: BTreeMap<u64, CachedObject>,
+    ready: VecDeque<PlayedEntry>,
+    /// The object playback stopped on at the last plan: reading it further is what lets
+    /// playback go on.
+    stuck_on: Option<u64>,
+    pass: Option<Pass>,
+}
+
+impl JournalFollower {
+    /// Follows the journal of `image_id` (header `header`, in the pool with id
+    /// `header_pool_id`) for `client_id` from `position` (its commit position), reading
+    /// `fetch_bytes` of a data object at a time.
+    pub fn new(
+        image_id: &str,
+        client_id: &str,
+        header_pool_id: i64,
+        header: JournalHeader,
+        position: ObjectSetPosition,
+        fetch_bytes: usize,
+    ) -> Self {
+        JournalFollower {
+            image_id: image_id.to_owned(),
+            client_id: client_id.to_owned(),
+            header_object: crate::cls_journal::header_object_name(image_id),
+            header_pool_id,
+            header,
+            fetch_bytes: fetch_bytes.max(4096),
+            planned: position.clone(),
+            position,
+            objects: BTreeMap::new(),
+            ready: VecDeque::new(),
+            stuck_on: None,
+            pass: None,
+        }
+    }
+
+    /// The header as last read.
+    pub fn header(&self) -> &JournalHeader {
+        &self.header
+    }
+
+    /// The journal client this follower reads for.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The position after the last entry handed out.
+    pub fn position(&self) -> &ObjectSetPosition {
+        &self.position
+    }
+
+    /// What the follower needs next. After [`Want::Wait`], the next call starts a new look
+    /// at the journal.
+    pub fn want(&mut self) -> Result<Want, FollowError> {
+        loop {
+            let Some(pass) = &mut self.pass else {
+                if let Some(e) = self.ready.pop_front() {
+                    self.position.advance(e.position(), self.header.splay_width);
+                    return Ok(Want::Entry(e));
+                }
+                self.pass = Some(Pass { for_newer_tag: false, reads: None });
+                continue;
+            };
+            let Some(reads) = &pass.reads else {
+                return Ok(Want::Header);
+            };
+            if let Some(&object_number) = reads.front() {
+                let offset = self.objects.get(&object_number).map_or(0, |o| o.read);
+                return Ok(Want::Read {
+                    object_number,
+                    object: self.object_name(object_number),
+                    offset,
+                    len: self.fetch_bytes,
+                });
+            }
+            let for_newer_tag = pass.for_newer_tag;
+            let planned = match self.plan() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.pass = None;
+                    return Err(e);
+                }
+            };
+            if !self.ready.is_empty() {
+                self.pass = None;
+            } else if planned.newer_tag && !for_newer_tag {
+                // The writer moved to a newer tag, so every entry of the active tag is
+                // written: read the object playback stopped on again, to its end, and the
+                // active tag ends there if it has no more entries.
+                self.pass = Some(Pass { for_newer_tag: true, reads: None });
+            } else if planned.more {
+                self.pass = Some(Pass { for_newer_tag, reads: None });
+            } else {
+                self.pass = None;
+                return Ok(Want::Wait);
+            }
+        }
+    }
+
+    /// The header, read as [`Want::Header`] asked.
+    pub fn header_read(&mut self, header: JournalHeader) -> Result<(), FollowError> {
+        if !header.clients.contains_key(&self.client_id) {
+            self.pass = None;
+            return Err(FollowError::ClientNotRegistered {
+                object: self.header_object.clone(),
+                client_id: self.client_id.clone(),
+            });
+        }
+        self.header = header;
+        if self.pass.is_none() {
+            return Ok(());
+        }
+        let width = self.width();
+        let first_set = self.first_set();
+        self.objects.retain(|n, _| n / width >= first_set);
+        self.forget_played();
+        let last_set = self.last_set(first_set);
+        let reads = (first_set..=last_set)
+            .flat_map(|set| set * width..(set + 1) * width)
+            .filter(|&n| self.wants_read(n))
+            .collect();
+        if let Some(pass) = &mut self.pass {
+            pass.reads = Some(reads);
+        }
+        Ok(())
+    }
+
+    /// The bytes of a data object, read as [`Want::Read`] asked (empty if the object does
+    /// not exist).
+    pub fn object_read(&mut self, object_number: u64, bytes: Bytes) -> Result<(), FollowError> {
+        if let Some(reads) = self.pass.as_mut().and_then(|p| p.reads.as_mut()) {
+            if reads.front() == Some(&object_number) {
+                reads.pop_front();
+            }
+        }
+        let name = self.object_name(object_number);
+        let closed = object_number / self.width() < self.header.active_set;
+        let newest_tag = self.header.tags.keys().next_back().copied().unwrap_or(0);
+        let chunk = self.fetch_bytes;
+        let cached = self.objects.entry(object_number).or_default();
+        cached.more = bytes.len() >= chunk;
+        cached.read_closed = closed;
+        cached.tags_read_below = if cached.more { 0 } else { newest_tag };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let got = bytes.len() as u64;
+        let base = cached.read - cached.partial.len() as u64;
+        cached.read += got;
+        let buf = if cached.partial.is_empty() {
+            bytes
+        } else {
+            let mut b = BytesMut::with_capacity(cached.partial.len() + bytes.len());
+            b.extend_from_slice(&cached.partial);
+            b.extend_from_slice(&bytes);
+            b.freeze()
+        };
+        let decoded = match decode_object(&name, &buf) {
+            Ok(d) => d,
+            Err(e) => {
+                self.pass = None;
+                return Err(e.at_base(base).into());
+            }
+        };
+        cached.entries.extend(decoded.entries.into_iter().map(|mut e| {
+            e.offset += base as usize;
+            e
+        }));
+        cached.partial = buf.slice(decoded.consumed..);
+        Ok(())
+    }
+
+    fn width(&self) -> u64 {
+        u64::from(self.header.splay_width.max(1))
+    }
+
+    fn object_name(&self, object_number: u64) -> String {
+        data_object_name(self.header_pool_id, &self.image_id, object_number)
+    }
+
+    /// The oldest object set that can still hold entries after the planned position.
+    fn first_set(&self) -> u64 {
+        let width = self.width();
+        let from_position = self.planned.object_positions.iter().map(|p| p.object_number / width).min();
+        from_position.unwrap_or(self.header.minimum_set).max(self.header.minimum_set)
+    }
+
+    /// The newest object set a pass reads: the one after `first_set` at most.
+    fn last_set(&self, first_set: u64) -> u64 {
+        self.header.active_set.min(first_set.saturating_add(1)).max(first_set)
+    }
+
+    /// Plans playback from the planned position over what is cached, queueing the entries
+    /// found into `ready`.
+    fn plan(&mut self) -> Result<Planned, FollowError> {
+        let width = self.width();
+        let active_set = self.header.active_set;
+        let first_set = self.first_set();
+        let last_set = self.last_set(first_set);
+        let view: BTreeMap<u64, Vec<Entry>> =
+            self.objects.iter().map(|(n, o)| (*n, o.entries.clone())).collect();
+        // Objects that may hold more than was read, and the set after the last one read,
+        // which playback must not take for empty.
+        let mut incomplete: BTreeSet<u64> =
+            self.objects.iter().filter(|(_, o)| o.may_grow()).map(|(n, _)| *n).collect();
+        let tags_read_below: BTreeMap<u64, u64> =
+            self.objects.iter().map(|(n, o)| (*n, o.tags_read_below)).collect();
+        let beyond = last_set.saturating_add(1);
+        incomplete.extend(beyond.saturating_mul(width)..beyond.saturating_add(1).saturating_mul(width));
+        let playback = plan_playback_partial(
+            self.header.splay_width,
+            active_set,
+            &self.planned,
+            &view,
+            &incomplete,
+            &tags_read_below,
+        )
+        .map_err(|source| FollowError::Player { object: self.header_object.clone(), source })?;
+        // Stuck with a newer tag in the header: the active tag may be over.
+        let newer_tag = playback.entries.is_empty()
+            && matches!(playback.end, PlaybackEnd::NoMoreEntries { .. })
+            && playback.active_tag_tid.is_some_and(|t| self.header.tags.keys().any(|&k| k > t));
+        tracing::debug!(
+            journal = %self.header_object,
+            first_set,
+            last_set,
+            active_set,
+            planned = playback.entries.len(),
+            end = ?playback.end,
+            incomplete = ?incomplete,
+            position = ?self.planned.object_positions,
+            "journal playback planned"
+        );
+        for played in playback.entries {
+            self.planned.advance(played.position(), self.header.splay_width);
+            self.ready.push_back(played);
+        }
+        self.stuck_on = match playback.end {
+            PlaybackEnd::NoMoreEntries { object_number }
+            | PlaybackEnd::TagSequenceIncomplete { object_number } => Some(object_number),
+        };
+        // Worth another read now: an object the next reading pass would read that came back
+        // full, or a closed set's object not yet read since it closed (objects of the active
+        // set are waited for by polling).
+        self.forget_played();
+        let more = (first_set..=last_set).any(|set| {
+            (set * width..(set + 1) * width).any(|n| {
+                self.wants_read(n)
+                    && self.objects.get(&n).is_some_and(|o| o.more || (set < active_set && !o.read_closed))
+            })
+        });
+        Ok(Planned { more, newer_tag })
+    }
+
+    /// Whether a pass reads the next chunk of `object_number`: when nothing of it is left to
+    /// play (read-ahead of about one read per object), and the object playback stopped on,
+    /// whose next bytes are what it waits for. Reading every object instead would pull a
+    /// whole backlog into memory.
+    fn wants_read(&self, object_number: u64) -> bool {
+        self.unplayed(object_number) == 0 || self.stuck_on == Some(object_number)
+    }
+
+    /// Drops the cached entries already handed out, except each object's last one: the
+    /// player finds its position there. This bounds memory to the unread part.
+    fn forget_played(&mut self) {
+        for p in &self.planned.object_positions {
+            if let Some(cached) = self.objects.get_mut(&p.object_number) {
+                let at =
+                    cached.entries.iter().position(|e| e.tag_tid == p.tag_tid && e.entry_tid == p.entry_tid);
+                if let Some(i) = at {
+                    cached.entries.drain(..i);
+                }
+            }
+        }
+    }
+
+    /// Cached entries of an object after the planned position of its splay offset: what is
+    /// left to play there. Entries at or before it (the position's own, or committed
+    /// entries read again after a restart) do not count, so such an object is read further.
+    fn unplayed(&self, object_number: u64) -> usize {
+        let Some(cached) = self.objects.get(&object_number) else {
+            return 0;
+        };
+        let width = self.width();
+        let position =
+            self.planned.object_positions.iter().find(|p| p.object_number % width == object_number % width);
+        match position {
+            None => cached.entries.len(),
+            // Playback of this splay offset is past the object.
+            Some(p) if p.object_number > object_number => 0,
+            Some(p) if p.object_number < object_number => cached.entries.len(),
+            Some(p) => {
+                cached.entries.iter().filter(|e| (e.tag_tid, e.entry_tid) > (p.tag_tid, p.entry_tid)).count()
+            }
+        }
+    }
+}
