@@ -17,10 +17,9 @@ use bytes::Bytes;
 use rados_ffi::{IoCtx, Rados, RadosError, Watch, WatchEvent};
 
 use crate::cls_journal::{args, header_object_name, HeaderError, JournalHeader, ObjectSetPosition};
-use crate::entry::EntryError;
 pub use crate::follower::DEFAULT_FETCH_BYTES;
 use crate::follower::{FollowError, JournalFollower, Want};
-use crate::player::{PlayedEntry, PlayerError};
+use crate::player::PlayedEntry;
 
 /// How the tail reads.
 #[derive(Debug, Clone)]
@@ -40,18 +39,6 @@ impl Default for TailOptions {
     }
 }
 
-impl From<FollowError> for TailError {
-    fn from(e: FollowError) -> Self {
-        match e {
-            FollowError::ClientNotRegistered { object, client_id } => {
-                TailError::ClientNotRegistered { object, client_id }
-            }
-            FollowError::Entry(e) => TailError::Entry(e),
-            FollowError::Player { object, source } => TailError::Player { object, source },
-        }
-    }
-}
-
 /// Why the tail stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
@@ -67,26 +54,9 @@ pub enum TailError {
         #[source]
         source: HeaderError,
     },
-    /// Our journal client is not registered (or was unregistered under us).
-    #[error("journal client '{client_id}' is not registered in {object}")]
-    ClientNotRegistered {
-        /// `journal.<image id>`.
-        object: String,
-        /// The client id.
-        client_id: String,
-    },
-    /// A data object holds a corrupt entry.
+    /// Following the journal failed: our client is gone, an entry is corrupt or missing.
     #[error(transparent)]
-    Entry(#[from] EntryError),
-    /// Entries are missing from the sequence.
-    #[error("journal {object}: {source}")]
-    Player {
-        /// `journal.<image id>`.
-        object: String,
-        /// What the player found.
-        #[source]
-        source: PlayerError,
-    },
+    Follow(#[from] FollowError),
 }
 
 /// Registers `client_id` on the journal of `image_id` with `data` (a `ClientData`).
@@ -153,7 +123,7 @@ impl JournalTail {
         let header_io = rados.ioctx(pool, namespace).await?;
         let header_object = header_object_name(image_id);
         let header = read_header(&header_io, image_id).await?;
-        let client = header.clients.get(client_id).ok_or_else(|| TailError::ClientNotRegistered {
+        let client = header.clients.get(client_id).ok_or_else(|| FollowError::ClientNotRegistered {
             object: header_object.clone(),
             client_id: client_id.to_owned(),
         })?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use journal_reader::cls_journal::data_object_name;
 use journal_reader::event::{ClientMeta, Event, EventEntry};
+use journal_reader::follower::FollowError;
 use journal_reader::tail::{register_client, unregister_client, JournalTail, TailError, TailOptions};
 use journal_reader::{ClientData, Encode, EntryError};
 use rados_ffi::Rados;
@@ -79,7 +80,10 @@ async fn tail_follows_commits_and_resumes() {
     assert!(matches!(err, TailError::Rados(ref e) if e.errno() == Some(libc::EEXIST)), "{err}");
 
     let missing = JournalTail::open(&rados, lab::POOL, "", &image_id, "nobody", options()).await;
-    assert!(matches!(missing, Err(TailError::ClientNotRegistered { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(TailError::Follow(FollowError::ClientNotRegistered { .. }))),
+        "{missing:?}"
+    );
 
     let mut tail =
         JournalTail::open(&rados, lab::POOL, "", &image_id, CLIENT, options()).await.expect("open tail");
@@ -173,7 +177,7 @@ async fn tail_follows_commits_and_resumes() {
     };
     println!("corrupt entry: {err}");
     match &err {
-        TailError::Entry(EntryError::BadCrc { object: o, offset, .. }) => {
+        TailError::Follow(FollowError::Entry(EntryError::BadCrc { object: o, offset, .. })) => {
             assert_eq!(o, &object);
             assert_eq!(*offset, first_new.entry.offset);
         }
@@ -183,5 +187,8 @@ async fn tail_follows_commits_and_resumes() {
 
     unregister_client(&io, &image_id, CLIENT).await.expect("unregister");
     let missing = JournalTail::open(&rados, lab::POOL, "", &image_id, CLIENT, options()).await;
-    assert!(matches!(missing, Err(TailError::ClientNotRegistered { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(TailError::Follow(FollowError::ClientNotRegistered { .. }))),
+        "{missing:?}"
+    );
 }
