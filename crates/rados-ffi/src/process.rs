@@ -22,3 +22,13 @@ pub fn tune_allocator() -> bool {
     let arenas = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     mmap == 1 && arenas == 1
 }
+
+/// Gives the allocator's free heap memory back to the system (`malloc_trim(0)`: free pages
+/// anywhere in the heap, not only at its top). After a burst of large librados buffers (an
+/// image copy) the heap is left fragmented: free but resident. Costs a walk of the heap, so
+/// call it after bursts, not per operation. Returns whether memory was released.
+pub fn release_free_memory() -> bool {
+    // SAFETY: `malloc_trim` takes the allocator's locks itself and only returns free pages;
+    // it is safe to call from any thread at any time.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
