@@ -61,7 +61,7 @@ pub struct Args {
     pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// Async runtime worker threads.
-    #[arg(long, global = true, default_value = "2", hide = true)]
+    #[arg(long, global = true, default_value = "2", env = "RBD_MIRROR_RS_WORKER_THREADS", hide = true)]
     pub worker_threads: usize,
 
     #[command(subcommand)]
