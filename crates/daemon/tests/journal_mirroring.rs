@@ -9,7 +9,7 @@ mod mirror;
 
 use std::time::Duration;
 
-use mirror::{bench, daemon_log, image_status, serial, Daemon, Images, Stock};
+use mirror::{daemon_log, image_status, serial, Daemon, Images, Stock};
 
 #[test]
 fn journal_image_replicates_with_stock_tools_agreeing() {
@@ -30,7 +30,7 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
         "layering,exclusive-lock,object-map,fast-diff,journaling",
         &spec,
     ]);
-    bench(&a, &spec, "rand", "4K", "2M");
+    a.bench(&spec, "rand", "4K", "2M");
     a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
 
     let _daemon = Daemon::start();
@@ -46,24 +46,24 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
     println!("site-b: {state}, {description}");
 
     // Replay: random 4K writes, sequential 4M writes, a resize, image-meta.
-    bench(&a, &spec, "rand", "4K", "4M");
-    bench(&a, &spec, "seq", "4M", "16M");
+    a.bench(&spec, "rand", "4K", "4M");
+    a.bench(&spec, "seq", "4M", "16M");
     a.rbd(&["resize", "--size", "96M", &spec]);
-    bench(&a, &spec, "rand", "64K", "4M");
+    a.bench(&spec, "rand", "64K", "4M");
     a.rbd(&["image-meta", "set", &spec, "rbd-mirror-rs.test", "value"]);
     // Snapshots: created between writes (so later writes copy-on-write), protected, renamed,
     // unprotected; another created and removed.
     let snap = |name: &str| format!("{spec}@{name}");
     a.rbd(&["snap", "create", &snap("s1")]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    a.bench(&spec, "rand", "4K", "1M");
     a.rbd(&["snap", "protect", &snap("s1")]);
     a.rbd(&["snap", "rename", &snap("s1"), &snap("s1-renamed")]);
     a.rbd(&["snap", "unprotect", &snap("s1-renamed")]);
     a.rbd(&["snap", "create", &snap("s2")]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    a.bench(&spec, "rand", "4K", "1M");
     a.rbd(&["snap", "rm", &snap("s2")]);
     a.rbd(&["snap", "rollback", "--no-progress", &snap("s1-renamed")]);
-    bench(&a, &spec, "rand", "4K", "512K");
+    a.bench(&spec, "rand", "4K", "512K");
 
     let primary = a.export_sha256(&spec);
     let secondary = lab::wait_for("equal content on both sites", Duration::from_secs(180), || {
@@ -126,17 +126,17 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
 
     // A rename on the primary renames the secondary.
     a.rbd(&["rename", &spec, &renamed]);
-    bench(&a, &renamed, "rand", "4K", "256K");
+    a.bench(&renamed, "rand", "4K", "256K");
     wait_same_content(&a, &b, &renamed);
     assert_eq!(b.rbd_json(&["info", &renamed])["mirroring"]["global_id"], ia["mirroring"]["global_id"]);
     assert!(!b.rbd_ok(&["info", &spec]), "the old name is gone on site-b");
 
     // Feature changes: the object map off, then on again.
     a.rbd(&["feature", "disable", &renamed, "fast-diff", "object-map"]);
-    bench(&a, &renamed, "rand", "4K", "256K");
+    a.bench(&renamed, "rand", "4K", "256K");
     wait_same_content(&a, &b, &renamed);
     a.rbd(&["feature", "enable", &renamed, "object-map", "fast-diff"]);
-    bench(&a, &renamed, "rand", "4K", "256K");
+    a.bench(&renamed, "rand", "4K", "256K");
     wait_same_content(&a, &b, &renamed);
     lab::wait_for("equal features", Duration::from_secs(60), || {
         let (fa, fb) = (
@@ -246,7 +246,7 @@ fn a_corrupt_entry_stops_only_its_image() {
     wait_replaying(&b, &healthy);
     drop(daemon);
 
-    bench(&a, &victim, "seq", "4K", "64K");
+    a.bench(&victim, "seq", "4K", "64K");
     let (object, offset) = corrupt_newest_entry(&a, &victim);
     println!("corrupted the entry at {object} offset {offset}");
 
@@ -264,7 +264,7 @@ fn a_corrupt_entry_stops_only_its_image() {
     assert!(description.contains(&format!("offset {offset}")), "{description}");
 
     // The other image is unaffected.
-    bench(&a, &healthy, "rand", "4K", "1M");
+    a.bench(&healthy, "rand", "4K", "1M");
     wait_same_content(&a, &b, &healthy);
     assert_eq!(image_status(&b, &healthy).expect("status").0, "up+replaying");
 }
@@ -283,7 +283,7 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
     drop(daemon);
 
     // A 256 MiB backlog of 4K random writes while no daemon runs.
-    bench(&a, &spec, "rand", "4K", "256M");
+    a.bench(&spec, "rand", "4K", "256M");
     let name = spec.split('/').nth(1).expect("image name");
     let client = b.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
     let client = client.trim().to_owned();
@@ -358,7 +358,7 @@ fn failover_to_site_b_then_stock_replicates_back() {
     let _ours = Daemon::start();
     let spec = mirrored_image_with(&a, "failover", "layering,exclusive-lock,object-map,fast-diff,journaling");
     let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    a.bench(&spec, "rand", "4K", "1M");
     wait_replaying(&b, &spec);
     wait_same_content(&a, &b, &spec);
 
@@ -391,7 +391,7 @@ fn failover_to_site_b_then_stock_replicates_back() {
     assert!(check.is_ok(), "rbd object-map check: {check:?}");
     assert_eq!(info["flags"], serde_json::json!([]), "object map after replay");
 
-    bench(&b, &spec, "rand", "4K", "2M");
+    b.bench(&spec, "rand", "4K", "2M");
     let primary = b.export_sha256(&spec);
     lab::wait_for("site-b's writes on site-a (stock daemon)", Duration::from_secs(180), || {
         let s = a.export_sha256(&spec);
@@ -413,13 +413,13 @@ fn takeover_of_a_stock_bootstrapped_image_without_resync() {
     let b = lab::site("site-b");
     let spec = mirrored_image(&a, "takeover");
     let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    a.bench(&spec, "rand", "4K", "1M");
     {
         let _stock = Stock::start("site-b");
         wait_replaying(&b, &spec);
         wait_same_content(&a, &b, &spec);
     }
-    bench(&a, &spec, "rand", "4K", "2M");
+    a.bench(&spec, "rand", "4K", "2M");
     let log_before = daemon_log().len();
     let _ours = Daemon::start();
     wait_same_content(&a, &b, &spec);
@@ -443,7 +443,7 @@ fn resync_recreates_the_secondary() {
     let b = lab::site("site-b");
     let spec = mirrored_image(&a, "resync");
     let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    a.bench(&spec, "rand", "4K", "1M");
     let _ours = Daemon::start();
     wait_replaying(&b, &spec);
     wait_same_content(&a, &b, &spec);
@@ -460,7 +460,7 @@ fn resync_recreates_the_secondary() {
         }
     });
     println!("resync: local image {old_id} replaced by {new_id}");
-    bench(&a, &spec, "rand", "4K", "512K");
+    a.bench(&spec, "rand", "4K", "512K");
     wait_replaying(&b, &spec);
     wait_same_content(&a, &b, &spec);
 }
@@ -552,7 +552,7 @@ fn existing_snapshots_are_synced_at_bootstrap() {
     a.rbdio(&spec, &["resize", &n(24 * M)]);
     a.rbdio(&spec, &["write", &n(20 * M), &n(M), "3"]);
     a.rbd(&["snap", "create", &format!("{spec}@two")]);
-    bench(&a, &spec, "rand", "4K", "512K");
+    a.bench(&spec, "rand", "4K", "512K");
     a.rbd(&["snap", "create", &format!("{spec}@three")]);
     a.rbd(&["snap", "protect", &format!("{spec}@three")]);
     a.rbdio(&spec, &["write", &n(M), &n(M), "4"]);

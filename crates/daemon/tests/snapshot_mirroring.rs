@@ -9,7 +9,7 @@ mod mirror;
 
 use std::time::Duration;
 
-use mirror::{bench, daemon_log, image_status, serial, Daemon, Images, Stock};
+use mirror::{daemon_log, image_status, serial, Daemon, Images, Stock};
 use serde_json::Value;
 
 /// `rbd snap ls --all`, parsed.
@@ -83,7 +83,7 @@ fn snapshot_image_replicates_phase_by_phase() {
     let b = lab::site("site-b");
     let spec = mirrored_image(&a, "snap", "1G");
     let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "4M");
+    a.bench(&spec, "rand", "4K", "4M");
     a.rbd(&["snap", "create", &format!("{spec}@p0")]);
     let first = enable(&a, &spec);
     let _daemon = Daemon::start();
@@ -95,11 +95,11 @@ fn snapshot_image_replicates_phase_by_phase() {
     assert!(info["features"].to_string().contains("non-primary"), "{info}");
 
     let phases: [(&str, &dyn Fn()); 3] = [
-        ("random 4K", &|| bench(&a, &spec, "rand", "4K", "8M")),
-        ("sequential 4M", &|| bench(&a, &spec, "seq", "4M", "128M")),
+        ("random 4K", &|| a.bench(&spec, "rand", "4K", "8M")),
+        ("sequential 4M", &|| a.bench(&spec, "seq", "4M", "128M")),
         ("discard + random 64K", &|| {
             a.rbdio(&spec, &["discard", "0", &(32u64 << 20).to_string()]);
-            bench(&a, &spec, "rand", "64K", "8M");
+            a.bench(&spec, "rand", "64K", "8M");
         }),
     ];
     for (i, (what, phase)) in phases.iter().enumerate() {
@@ -121,7 +121,7 @@ fn snapshot_image_replicates_phase_by_phase() {
     a.rbd(&["snap", "rename", &format!("{spec}@p2"), &format!("{spec}@p2-renamed")]);
     a.rbd(&["snap", "protect", &format!("{spec}@p1")]);
     a.rbd(&["image-meta", "set", &spec, "rbd-mirror-rs.test", "value"]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    a.bench(&spec, "rand", "4K", "1M");
     let id = mirror_snapshot(&a, &spec);
     wait_synced(&b, &spec, id, Duration::from_secs(300));
     assert_same(&a, &b, &spec);
@@ -176,7 +176,7 @@ fn kill_9_during_a_full_sync_resumes() {
     let b = lab::site("site-b");
     let spec = mirrored_image(&a, "snapkill", "1G");
     let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "seq", "4M", "1G");
+    a.bench(&spec, "seq", "4M", "1G");
     let first = enable(&a, &spec);
 
     let _daemon = Daemon::start();
@@ -231,14 +231,14 @@ fn failover_and_failback_with_the_stock_daemon_at_site_a() {
     let b = lab::site("site-b");
     let spec = mirrored_image(&a, "snapfail", "128M");
     let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "4M");
+    a.bench(&spec, "rand", "4K", "4M");
     let first = enable(&a, &spec);
     let _daemon = Daemon::start();
     let _stock = Stock::start("site-a");
     wait_synced(&b, &spec, first, Duration::from_secs(180));
 
     // Failover: demote site-a, our daemon syncs the demotion and stops; promote site-b.
-    bench(&a, &spec, "rand", "4K", "2M");
+    a.bench(&spec, "rand", "4K", "2M");
     a.rbd(&["mirror", "image", "demote", &spec]);
     lab::wait_for("site-b sees the demotion", Duration::from_secs(120), || {
         let s = image_status(&b, &spec)?;
@@ -251,7 +251,7 @@ fn failover_and_failback_with_the_stock_daemon_at_site_a() {
     b.rbd(&["mirror", "image", "promote", &spec]);
     assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
     assert_same(&a, &b, &spec);
-    bench(&b, &spec, "rand", "4K", "2M");
+    b.bench(&spec, "rand", "4K", "2M");
     let id = mirror_snapshot(&b, &spec);
     wait_synced(&a, &spec, id, Duration::from_secs(180));
     assert_same(&a, &b, &spec);
@@ -265,7 +265,7 @@ fn failover_and_failback_with_the_stock_daemon_at_site_a() {
     });
 
     // Failback: demote site-b, the stock daemon syncs it; promote site-a; ours follows.
-    bench(&b, &spec, "rand", "4K", "1M");
+    b.bench(&spec, "rand", "4K", "1M");
     b.rbd(&["mirror", "image", "demote", &spec]);
     lab::wait_for("site-a sees the demotion", Duration::from_secs(120), || {
         let s = image_status(&a, &spec)?;
@@ -276,7 +276,7 @@ fn failover_and_failback_with_the_stock_daemon_at_site_a() {
         }
     });
     a.rbd(&["mirror", "image", "promote", &spec]);
-    bench(&a, &spec, "rand", "4K", "2M");
+    a.bench(&spec, "rand", "4K", "2M");
     let id = mirror_snapshot(&a, &spec);
     wait_synced(&b, &spec, id, Duration::from_secs(180));
     assert_same(&a, &b, &spec);
@@ -302,7 +302,7 @@ fn forced_promotion_on_site_b_stops_replay() {
     let b = lab::site("site-b");
     let spec = mirrored_image(&a, "snapforce", "64M");
     let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "2M");
+    a.bench(&spec, "rand", "4K", "2M");
     let first = enable(&a, &spec);
     let _daemon = Daemon::start();
     wait_synced(&b, &spec, first, Duration::from_secs(180));
@@ -328,7 +328,7 @@ fn resync_recreates_the_secondary() {
     let b = lab::site("site-b");
     let spec = mirrored_image(&a, "snapresync", "64M");
     let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "4M");
+    a.bench(&spec, "rand", "4K", "4M");
     a.rbd(&["snap", "create", &format!("{spec}@u")]);
     let first = enable(&a, &spec);
     let _daemon = Daemon::start();
@@ -363,7 +363,7 @@ fn mgr_snapshot_schedule_drives_replication() {
     let _daemon = Daemon::start();
     wait_synced(&b, &spec, first, Duration::from_secs(180));
     a.rbd(&["mirror", "snapshot", "schedule", "add", "--image", &spec, "1m"]);
-    bench(&a, &spec, "rand", "4K", "4M");
+    a.bench(&spec, "rand", "4K", "4M");
     let primary = a.export_sha256(&spec);
     let scheduled = lab::wait_for("a scheduled mirror snapshot", Duration::from_secs(200), || {
         let ids: Vec<u64> = snapshots(&a, &spec)

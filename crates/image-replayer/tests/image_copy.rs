@@ -55,21 +55,6 @@ fn object_exists(site: &lab::Site, prefix: &str, object_no: u64) -> bool {
     site.command_output("rados", &["-p", lab::POOL, "stat", &format!("{prefix}.{object_no:016x}")]).is_ok()
 }
 
-fn bench(site: &lab::Site, spec: &str, total: &str) {
-    site.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "4K",
-        "--io-pattern",
-        "rand",
-        "--io-total",
-        total,
-        spec,
-    ]);
-}
-
 /// With object-map and fast-diff: changed objects come from the object maps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_snapshots_incrementally_keeping_holes_and_resuming() {
@@ -100,7 +85,7 @@ async fn copy_scenario(features: &str) {
     // snap1: scattered 4 KiB writes, a partly written object with a hole inside, and an
     // existing object that holds only zeros.
     a.rbd(&["create", "--size", "16M", "--object-size", &obj, "--image-feature", features, &src]);
-    bench(&a, &src, "1M");
+    a.bench(&src, "rand", "4K", "1M");
     let o = |n: u64| (n * OBJ).to_string();
     a.rbdio(&src, &["write", &o(200), "4096", "3"]);
     a.rbdio(&src, &["write", &(200 * OBJ + 60 * 1024).to_string(), "4096", "5"]);
@@ -112,13 +97,13 @@ async fn copy_scenario(features: &str) {
     a.rbd(&["snap", "create", &format!("{src}@snap1")]);
     a.rbd(&["snap", "protect", &format!("{src}@snap1")]);
     // snap2: more writes, a discarded range (objects 100..110 removed), growth with new data.
-    bench(&a, &src, "512K");
+    a.bench(&src, "rand", "4K", "512K");
     a.rbdio(&src, &["discard", &o(100), &(10 * OBJ).to_string()]);
     a.rbdio(&src, &["resize", &(20 << 20).to_string()]);
     a.rbdio(&src, &["write", &o(300), "65536", "11"]);
     a.rbd(&["snap", "create", &format!("{src}@snap2")]);
     // HEAD moves on: the copy must read at the snapshots, not HEAD.
-    bench(&a, &src, "256K");
+    a.bench(&src, "rand", "4K", "256K");
 
     let src_info = info(&a, &src);
     let src_prefix = src_info["block_name_prefix"].as_str().expect("block_name_prefix").to_owned();

@@ -1,6 +1,6 @@
 //! Helpers of the daemon's end-to-end tests (included with `#[path]` next to `lab`): the
-//! mirror daemons of the lab as guards, test image cleanup, `rbd mirror image status`,
-//! `rbd bench` and the site-b daemon's log.
+//! mirror daemons of the lab as guards, test image cleanup, `rbd mirror image status` and
+//! the site-b daemon's log.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -88,22 +88,6 @@ pub fn image_status(site: &lab::Site, spec: &str) -> Result<(String, String), St
         v["state"].as_str().unwrap_or_default().to_owned(),
         v["description"].as_str().unwrap_or_default().to_owned(),
     ))
-}
-
-/// `rbd bench --io-type write` on `spec`.
-pub fn bench(site: &lab::Site, spec: &str, pattern: &str, size: &str, total: &str) {
-    site.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-pattern",
-        pattern,
-        "--io-size",
-        size,
-        "--io-total",
-        total,
-        spec,
-    ]);
 }
 
 /// The site-b daemon's log so far.
