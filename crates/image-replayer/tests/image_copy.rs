@@ -11,9 +11,9 @@ mod lab;
 use std::sync::Arc;
 
 use image_replayer::cls_rbd::SnapshotNamespace;
-use image_replayer::image_copy::{copy_image, CopyProgress, CopyRange, LocalSnapContext};
+use image_replayer::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 use image_replayer::local_image::LocalImage;
-use rados_ffi::Rados;
+use rados_ffi::{IoCtx, Rados};
 use tokio_util::sync::CancellationToken;
 
 const OBJ: u64 = 64 << 10; // 64 KiB objects: 256 of them in 16 MiB, progress every 64
@@ -53,6 +53,30 @@ fn snap_id(site: &lab::Site, spec: &str, name: &str) -> u64 {
 
 fn object_exists(site: &lab::Site, prefix: &str, object_no: u64) -> bool {
     site.command_output("rados", &["-p", lab::POOL, "stat", &format!("{prefix}.{object_no:016x}")]).is_ok()
+}
+
+/// `copy_image` of `range`, not cancelled: its stats and the last progress it reported.
+async fn copy_to_the_end(
+    remote_io: &IoCtx,
+    src_id: &str,
+    local: &LocalImage,
+    range: &CopyRange,
+    snapc: &LocalSnapContext,
+    concurrency: usize,
+) -> image_replayer::Result<(CopyStats, CopyProgress)> {
+    let mut last = CopyProgress::default();
+    let stats = copy_image(
+        remote_io,
+        src_id,
+        local,
+        range,
+        snapc,
+        concurrency,
+        &mut |p| last = p,
+        &CancellationToken::new(),
+    )
+    .await?;
+    Ok((stats, last))
 }
 
 /// With object-map and fast-diff: changed objects come from the object maps.
@@ -123,21 +147,10 @@ async fn copy_scenario(features: &str) {
     let src_id = src_info["id"].as_str().expect("id").to_owned();
 
     // Full copy to snap1, then the local snapshot (journal bootstrap style).
-    let cancel = CancellationToken::new();
     let range = CopyRange { remote_snap_id_start: None, remote_snap_id_end: s1, start_object: 0 };
-    let mut last = CopyProgress::default();
-    let stats = copy_image(
-        &remote_io,
-        &src_id,
-        &local,
-        &range,
-        &LocalSnapContext::default(),
-        8,
-        &mut |p| last = p,
-        &cancel,
-    )
-    .await
-    .expect("full copy to snap1");
+    let (stats, last) = copy_to_the_end(&remote_io, &src_id, &local, &range, &LocalSnapContext::default(), 8)
+        .await
+        .expect("full copy to snap1");
     assert_eq!(last.objects_done, last.object_count);
     assert_eq!(stats.object_count, 256);
     assert!(stats.objects_copied > 0 && stats.bytes_written > 0, "{stats:?}");
@@ -179,19 +192,8 @@ async fn copy_scenario(features: &str) {
     assert!(first.objects_done > 0 && first.objects_done < first.object_count, "{first:?}");
 
     let range = CopyRange { start_object: first.objects_done, ..range };
-    let mut last = CopyProgress::default();
-    let stats = copy_image(
-        &remote_io,
-        &src_id,
-        &local,
-        &range,
-        &snapc,
-        4,
-        &mut |p| last = p,
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("resumed copy to snap2");
+    let (stats, last) =
+        copy_to_the_end(&remote_io, &src_id, &local, &range, &snapc, 4).await.expect("resumed copy to snap2");
     assert_eq!(last.objects_done, stats.object_count);
     assert_eq!(stats.object_count, 320, "20 MiB of 64 KiB objects");
     assert!(stats.objects_copied < 256, "an incremental copy copies only changed objects: {stats:?}");
