@@ -15,48 +15,16 @@
 # --example copy_bench into $CARGO_TARGET_DIR or <repo>/target), RBD_MIRROR_LAB_INSTANCE/DIR.
 # Exit status: 0 ok, 3 checksum mismatch, 1 other error.
 set -euo pipefail
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$HOME/.cargo/bin:$PATH
-unset CEPH_ARGS CEPH_CONF
+BENCH=image_copy
+source "$(dirname "$(readlink -f "$0")")/lib.sh"
 
-REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-if [[ -z ${RBD_MIRROR_LAB_DIR:-} ]]; then
-  i=${RBD_MIRROR_LAB_INSTANCE:-0}
-  if [[ $i == 0 ]]; then RBD_MIRROR_LAB_DIR=/tmp/rbd-mirror-rs-lab; else RBD_MIRROR_LAB_DIR=/tmp/rbd-mirror-rs-lab$i; fi
-fi
-STATE=$RBD_MIRROR_LAB_DIR
-POOL=mirror
 SIZE=${BENCH_IMAGE_SIZE:-1G}
 RUNS=${BENCH_RUNS:-3}
 CONC=${BENCH_CONCURRENCY:-8}
 FEATURES=layering,exclusive-lock,object-map,fast-diff
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${BENCH_OUT:-$REPO/benches/results/image_copy-$STAMP.tsv}
-WORK=$(mktemp -d /tmp/image_copy.XXXXXX)
 
-log() { echo "image_copy: $*" >&2; }
-die() { echo "image_copy: ERROR: $*" >&2; exit 1; }
-conf() { echo "$STATE/$1/$1.conf"; }
-rbdc() { local s=$1; shift; timeout 600 rbd --cluster "$s" -c "$(conf "$s")" "$@"; }
-calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
-
-CREATED=()
-cleanup_image() {
-  rbdc "$1" info "$POOL/$2" >/dev/null 2>&1 || return 0
-  rbdc "$1" snap purge --no-progress "$POOL/$2" >/dev/null 2>&1 || true
-  rbdc "$1" rm --no-progress "$POOL/$2" >/dev/null 2>&1 || log "WARNING: could not remove $1:$POOL/$2"
-}
-on_exit() {
-  local rc=$? e
-  for e in "${CREATED[@]}"; do cleanup_image $e; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
-
-[[ -f $(conf site-a) && -f $(conf site-b) ]] || die "no lab at $STATE (start it with: tests/lab/lab.sh up)"
-rbdc site-a ls "$POOL" >/dev/null || die "site-a pool $POOL unreachable (lab down?)"
-rbdc site-b ls "$POOL" >/dev/null || die "site-b pool $POOL unreachable (lab down?)"
+check_lab rbd jq awk timeout sha256sum numfmt
 SIZE_BYTES=$(numfmt --from=iec "$SIZE")
 GIB=$(calc "$SIZE_BYTES / 1073741824" 6)
 
@@ -70,14 +38,6 @@ if perf stat -e instructions true >/dev/null 2>&1; then
   PERF=(perf stat -x, -e instructions,task-clock,page-faults -o "$WORK/perf.csv")
 fi
 
-bench_4m() {  # site image
-  rbdc "$1" bench --io-type write --io-size 4M --io-pattern seq --io-threads 16 --io-total "$SIZE" \
-    "$POOL/$2" >"$WORK/bench.txt" 2>&1 || { cat "$WORK/bench.txt" >&2; die "rbd bench on $1 failed"; }
-  awk '/^elapsed:/ { for (i = 1; i < NF; i++) if ($i == "bytes/sec:") { v = $(i + 1); u = $(i + 2) } }
-    END { if (v == "") exit 1; m = (u ~ /^GiB/) ? 1024 : (u ~ /^MiB/) ? 1 : (u ~ /^KiB/) ? 1 / 1024 : 1 / 1048576
-          printf "%.1f\n", v * m }' "$WORK/bench.txt"
-}
-
 mkdir -p "$(dirname "$OUT")"
 printf 'run\tconcurrency\tsecs\tMiB/s\tcpu_s\tcpu_s_per_GiB\tpeak_rss_MiB\tinstructions\tpage_faults\tchecksum\n' >"$OUT"
 
@@ -88,7 +48,7 @@ else
   [[ ${BENCH_KEEP_SRC:-0} == 1 ]] || CREATED+=("site-a $SRC")
   log "source site-a:$POOL/$SRC ($SIZE, filled, snapshot s)"
   rbdc site-a create "$POOL/$SRC" --size "$SIZE" --image-feature "$FEATURES" >/dev/null
-  bench_4m site-a "$SRC" >/dev/null
+  bench_4m site-a "$SRC" seq "$SIZE" >/dev/null
   rbdc site-a snap create --no-progress "$POOL/$SRC@s" >/dev/null
 fi
 SRC_ID=$(rbdc site-a info --format json "$POOL/$SRC" | jq -r .id)
@@ -114,8 +74,8 @@ for ((r = 1; r <= RUNS; r++)); do
   fi
   sum=-
   if ((r == 1)); then
-    [[ -n $SRC_SUM ]] || SRC_SUM=$(rbdc site-a export --no-progress "$POOL/$SRC@s" - | sha256sum | cut -d' ' -f1)
-    dsum=$(rbdc site-b export --no-progress "$POOL/$DST" - | sha256sum | cut -d' ' -f1)
+    [[ -n $SRC_SUM ]] || SRC_SUM=$(sha site-a "$SRC@s")
+    dsum=$(sha site-b "$DST")
     if [[ $dsum == "$SRC_SUM" ]]; then sum=match; else sum=MISMATCH; FAILED=1; fi
   fi
   mibs=$(calc "$GIB * 1024 / $secs" 1)
@@ -128,7 +88,7 @@ if [[ ${BENCH_RAW:-1} == 1 ]]; then
   RAW=copybench-raw-$(printf '%04x%04x' $RANDOM $RANDOM)
   CREATED+=("site-b $RAW")
   rbdc site-b create "$POOL/$RAW" --size "$SIZE" --image-feature "$FEATURES" >/dev/null
-  raw=$(bench_4m site-b "$RAW")
+  raw=$(bench_4m site-b "$RAW" seq "$SIZE")
   printf 'raw\t16\t-\t%s\t-\t-\t-\t-\t-\t-\n' "$raw" | tee -a "$OUT"
 fi
 log "results: $OUT"

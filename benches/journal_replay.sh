@@ -57,18 +57,9 @@
 # Exit status: 0 when all ran and every checksum matched; 3 on a checksum mismatch or a daemon
 # that failed to catch up (the figures are still printed); 1 on any other error.
 set -euo pipefail
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$HOME/.cargo/bin:$PATH
-unset CEPH_ARGS CEPH_CONF
+BENCH=journal_replay
+source "$(dirname "$(readlink -f "$0")")/lib.sh"
 
-REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-LAB=$REPO/tests/lab/lab.sh
-if [[ ${RBD_MIRROR_LAB_INSTANCE:-0} == 0 ]]; then
-  export RBD_MIRROR_LAB_DIR=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab}
-else
-  export RBD_MIRROR_LAB_DIR=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab$RBD_MIRROR_LAB_INSTANCE}
-fi
-STATE=$RBD_MIRROR_LAB_DIR
-POOL=mirror
 BACKLOG=${BENCH_BACKLOG:-256M}
 RAW_TOTAL=${BENCH_RAW_TOTAL:-256M}
 DAEMONS=${BENCH_DAEMONS:-stock ours}
@@ -79,72 +70,18 @@ POLL=${BENCH_POLL:-0.5}
 VERIFY=${BENCH_VERIFY:-600}
 IDLE_WINDOW=2
 FEATURES=layering,exclusive-lock,object-map,fast-diff,journaling
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${BENCH_OUT:-$REPO/benches/results/journal_replay-$STAMP.tsv}
-HZ=$(getconf CLK_TCK)
-PIDFILE=$STATE/site-b/run/rbd-mirror.b.pid
-DLOG=$STATE/site-b/log/rbd-mirror.b.stdout
-WORK=$(mktemp -d /tmp/journal_replay.XXXXXX)
-
-log() { echo "journal_replay: $*" >&2; }
-die() { echo "journal_replay: ERROR: $*" >&2; exit 1; }
-conf() { echo "$STATE/$1/$1.conf"; }
-rbdc() { local s=$1; shift; timeout 600 rbd --cluster "$s" -c "$(conf "$s")" "$@"; }
-calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
-now() { date +%s.%N; }
-
-# ---- cleanup: images we created, the daemon we started, the RSS sampler -----------------------
-CREATED=()      # "site image"
-SAMPLER=
-cleanup_image() {  # site image: best effort, each step bounded
-  local s=$1 img=$2
-  rbdc "$s" info "$POOL/$img" >/dev/null 2>&1 || return 0
-  rbdc "$s" mirror image disable --force "$POOL/$img" >/dev/null 2>&1 || true
-  rbdc "$s" snap purge --no-progress "$POOL/$img" >/dev/null 2>&1 || true
-  rbdc "$s" rm --no-progress "$POOL/$img" >/dev/null 2>&1 ||
-    log "WARNING: could not remove $s:$POOL/$img (remove it by hand)"
-}
-on_exit() {
-  local rc=$? e
-  [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null || true
-  "$LAB" mirror-stop site-b >/dev/null 2>&1 || log "WARNING: lab.sh mirror-stop site-b failed"
-  for e in "${CREATED[@]}"; do cleanup_image $e; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
 
 # ---- preconditions -----------------------------------------------------------------------------
-for t in rbd rados jq awk timeout sha256sum numfmt getconf; do
-  command -v "$t" >/dev/null || die "$t not found"
-done
-[[ -f $(conf site-a) && -f $(conf site-b) ]] || die "no lab at $STATE (start it with: $LAB up)"
-rbdc site-a mirror pool info "$POOL" >/dev/null 2>&1 || die "site-a pool $POOL unreachable (lab down?)"
-rbdc site-b mirror pool info "$POOL" >/dev/null 2>&1 || die "site-b pool $POOL unreachable (lab down?)"
+check_lab rbd rados jq awk timeout sha256sum numfmt getconf
 PEER_UUID=$(rbdc site-a mirror pool info "$POOL" --format json |
   jq -r '.peers[] | select(.site_name == "site-b") | .mirror_uuid')
 [[ -n $PEER_UUID && $PEER_UUID != null ]] || die "site-a has no site-b peer with a mirror uuid (peering incomplete?)"
-for d in $DAEMONS; do [[ $d == stock || $d == ours ]] || die "unknown daemon '$d' in BENCH_DAEMONS (stock, ours)"; done
 BACKLOG_BYTES=$(numfmt --from=iec "$BACKLOG") || die "BENCH_BACKLOG=$BACKLOG is not a size"
 EXPECTED=$((BACKLOG_BYTES / 4096))
 ((EXPECTED > 0)) || die "BENCH_BACKLOG=$BACKLOG is smaller than one 4K write"
 
-if [[ " $DAEMONS " == *" ours "* ]]; then
-  if [[ -n ${RBD_MIRROR_RS_BIN:-} ]]; then
-    OURS_BIN=$(readlink -f "$RBD_MIRROR_RS_BIN") || die "RBD_MIRROR_RS_BIN=$RBD_MIRROR_RS_BIN not found"
-    [[ -x $OURS_BIN ]] || die "RBD_MIRROR_RS_BIN=$RBD_MIRROR_RS_BIN is not an executable file"
-  else
-    OURS_BIN=$REPO/target/release/rbd-mirror-rs
-    if [[ ! -x $OURS_BIN ]]; then
-      log "building $OURS_BIN (cargo build --release -p daemon)"
-      (cd "$REPO" && CARGO_TARGET_DIR=$REPO/target cargo build --release -p daemon >&2) || die "build failed"
-    fi
-  fi
-fi
-mkdir -p "$(dirname "$OUT")"
-printf 'daemon\tmeasure\tvalue\tunit\tnote\n' >"$OUT"
-rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$OUT"; }
+daemon_bench "$DAEMONS"
 
 # ---- helpers -------------------------------------------------------------------------------------
 # rbd bench 4K random writes, 16 threads: prints the ops/sec rbd bench reports at the end
@@ -167,14 +104,6 @@ pos_ge() {  # "t e" "t e": first >= second?
   [[ ${a[0]} =~ ^[0-9]+$ ]] || return 1
   ((a[0] > b[0] || (a[0] == b[0] && a[1] >= b[1])))
 }
-daemon_pid() {
-  local pid exe
-  [[ -f $PIDFILE ]] || return 1
-  read -r pid exe <"$PIDFILE"
-  [[ -d /proc/$pid ]] || return 1
-  echo "$pid"
-}
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }   # utime+stime
 # wait_idle PID END: until the daemon used < 5% of a CPU over IDLE_WINDOW s; prints when that began
 wait_idle() {
   local a b ta
@@ -186,22 +115,7 @@ wait_idle() {
   done
   return 1
 }
-kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-start_daemon() {  # stock|ours
-  if [[ $1 == ours ]]; then
-    RBD_MIRROR_LAB_MIRROR_BIN=$OURS_BIN CEPH_LAB_MIRROR_BIN= "$LAB" mirror-start site-b >&2
-  else
-    RBD_MIRROR_LAB_MIRROR_BIN= CEPH_LAB_MIRROR_BIN= "$LAB" mirror-start site-b >&2
-  fi
-  local pid want; pid=$(daemon_pid) || die "$1 daemon did not start; see $DLOG"
-  want=$([[ $1 == ours ]] && echo "$OURS_BIN" || readlink -f "$(command -v rbd-mirror)")
-  [[ $(readlink -f "/proc/$pid/exe") == "$want" ]] ||
-    die "site-b daemon pid $pid runs $(readlink -f "/proc/$pid/exe"), not $want"
-  echo "$pid"
-}
 image_state() { rbdc site-b mirror image status "$POOL/$1" --format json 2>/dev/null | jq -r '.state // empty'; }
-sha() { rbdc "$1" export --no-progress "$POOL/$2" - | sha256sum | cut -d' ' -f1; }
-log_tail() { log "last lines of $DLOG:"; tail -n 25 "$DLOG" 2>/dev/null | sed 's/^/    /' >&2 || true; }
 
 # ---- one daemon --------------------------------------------------------------------------------
 FAILED=0
@@ -247,12 +161,8 @@ run_daemon() {
 
   # 4. replay: (a) until the peer's commit position reaches the primary's
   t0=$(now); pid=$(start_daemon "$d"); c0=$(cpu_ticks "$pid")
-  ( max=0; while [[ -d /proc/$pid ]]; do
-      v=$(kib "$pid" VmRSS 2>/dev/null) || break; ((${v:-0} > max)) && max=$v && echo "$max" >"$WORK/rss.max"
-      sleep 0.5
-    done ) &
-  SAMPLER=$!
-  local caught=0 last=$p0 hwm rss_max
+  start_rss_sampler "$pid"
+  local caught=0 last=$p0 hwm
   end=$(awk -v t="$t0" -v w="$CATCHUP_TIMEOUT" 'BEGIN { printf "%d", t + w }')
   while :; do
     [[ -d /proc/$pid ]] || { log "ERROR: $d daemon (pid $pid) exited during replay"; break; }
@@ -280,8 +190,6 @@ run_daemon() {
     t_idle=$(wait_idle "$pid" "$end") || break
   done
   [[ -d /proc/$pid ]] && { c2=$(cpu_ticks "$pid"); hwm=$(kib "$pid" VmHWM); }
-  kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
-  rss_max=$(cat "$WORK/rss.max" 2>/dev/null || echo 0); rm -f "$WORK/rss.max"
   local note="rbd export | sha256sum: site-a $sa, site-b $sb"
   if ((verified == 1 && exports == 1)); then
     sum=match; t_done=$t1; c_done=$c1; hwm=$hwm1     # the data was there when the commit said so
@@ -294,10 +202,10 @@ run_daemon() {
     note+="; still different after $exports exports over ${VERIFY}s"
     log "!!!!!!!! $d: CHECKSUM MISMATCH: site-a $sa site-b $sb, still different after $exports exports over ${VERIFY}s !!!!!!!!"
   fi
-  ((hwm > rss_max)) && rss_max=$hwm
+  stop_rss_sampler "$hwm"
   local secs cpu
   secs=$(calc "$t_done - $t0"); cpu=$(calc "($c_done - $c0) / $HZ" 2)
-  R[$d.entries]=$entries; R[$d.secs]=$secs; R[$d.cpu]=$cpu; R[$d.rss]=$(calc "$rss_max / 1024" 1)
+  R[$d.entries]=$entries; R[$d.secs]=$secs; R[$d.cpu]=$cpu; R[$d.rss]=$(calc "$RSS_MAX / 1024" 1)
   R[$d.caught]=$caught; R[$d.sum]=$sum
   R[$d.rate]=$(calc "$entries / $secs" 1); R[$d.us]=$(calc "($c_done - $c0) / $HZ * 1000000 / $entries" 1)
   if [[ -n $t_first ]]; then R[$d.first]=$(calc "$t_first - $t0" 1); else R[$d.first]=-; fi

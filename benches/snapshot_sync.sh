@@ -37,122 +37,27 @@
 # Exit status: 0 when all ran and every checksum matched; 3 on a mismatch or a sync that did not
 # finish (the figures are still printed); 1 on any other error.
 set -euo pipefail
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$HOME/.cargo/bin:$PATH
-unset CEPH_ARGS CEPH_CONF
+BENCH=snapshot_sync
+source "$(dirname "$(readlink -f "$0")")/lib.sh"
 
-REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-LAB=$REPO/tests/lab/lab.sh
-if [[ -z ${RBD_MIRROR_LAB_DIR:-} ]]; then
-  i=${RBD_MIRROR_LAB_INSTANCE:-0}
-  if [[ $i == 0 ]]; then RBD_MIRROR_LAB_DIR=/tmp/rbd-mirror-rs-lab; else RBD_MIRROR_LAB_DIR=/tmp/rbd-mirror-rs-lab$i; fi
-fi
-export RBD_MIRROR_LAB_DIR
-STATE=$RBD_MIRROR_LAB_DIR
-POOL=mirror
 DAEMONS=${BENCH_DAEMONS:-stock ours}
 IMAGE_SIZE=${BENCH_IMAGE_SIZE:-1G}
 CHANGE=${BENCH_CHANGE:-10}
 TIMEOUT=${BENCH_TIMEOUT:-900}
 POLL=${BENCH_POLL:-0.5}
 FEATURES=layering,exclusive-lock,object-map,fast-diff
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${BENCH_OUT:-$REPO/benches/results/snapshot_sync-$STAMP.tsv}
-HZ=$(getconf CLK_TCK)
-PIDFILE=$STATE/site-b/run/rbd-mirror.b.pid
-DLOG=$STATE/site-b/log/rbd-mirror.b.stdout
-WORK=$(mktemp -d /tmp/snapshot_sync.XXXXXX)
-
-log() { echo "snapshot_sync: $*" >&2; }
-die() { echo "snapshot_sync: ERROR: $*" >&2; exit 1; }
-conf() { echo "$STATE/$1/$1.conf"; }
-rbdc() { local s=$1; shift; timeout 600 rbd --cluster "$s" -c "$(conf "$s")" "$@"; }
-calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
-now() { date +%s.%N; }
-
-# ---- cleanup: images we created, the daemon we started, the RSS sampler -----------------------
-CREATED=()      # "site image"
-SAMPLER=
-cleanup_image() {  # site image: best effort
-  local s=$1 img=$2
-  rbdc "$s" info "$POOL/$img" >/dev/null 2>&1 || return 0
-  rbdc "$s" mirror image disable --force "$POOL/$img" >/dev/null 2>&1 || true
-  rbdc "$s" snap purge --no-progress "$POOL/$img" >/dev/null 2>&1 || true
-  rbdc "$s" rm --no-progress "$POOL/$img" >/dev/null 2>&1 ||
-    log "WARNING: could not remove $s:$POOL/$img (remove it by hand)"
-}
-on_exit() {
-  local rc=$? e
-  [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null || true
-  "$LAB" mirror-stop site-b >/dev/null 2>&1 || log "WARNING: lab.sh mirror-stop site-b failed"
-  for e in "${CREATED[@]}"; do cleanup_image $e; done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
 
 # ---- preconditions -----------------------------------------------------------------------------
-for t in rbd jq awk timeout sha256sum numfmt getconf; do
-  command -v "$t" >/dev/null || die "$t not found"
-done
-[[ -f $(conf site-a) && -f $(conf site-b) ]] || die "no lab at $STATE (start it with: $LAB up)"
-rbdc site-a mirror pool info "$POOL" >/dev/null 2>&1 || die "site-a pool $POOL unreachable (lab down?)"
-rbdc site-b mirror pool info "$POOL" >/dev/null 2>&1 || die "site-b pool $POOL unreachable (lab down?)"
-for d in $DAEMONS; do [[ $d == stock || $d == ours ]] || die "unknown daemon '$d' in BENCH_DAEMONS (stock, ours)"; done
+check_lab rbd jq awk timeout sha256sum numfmt getconf
 SIZE_BYTES=$(numfmt --from=iec "$IMAGE_SIZE") || die "BENCH_IMAGE_SIZE=$IMAGE_SIZE is not a size"
 OBJECTS=$(((SIZE_BYTES + (4 << 20) - 1) >> 22))
 CHANGE_OBJECTS=$((OBJECTS * CHANGE / 100))
 ((CHANGE_OBJECTS > 0)) || die "BENCH_CHANGE=$CHANGE% of $OBJECTS objects is nothing"
 
-if [[ " $DAEMONS " == *" ours "* ]]; then
-  if [[ -n ${RBD_MIRROR_RS_BIN:-} ]]; then
-    OURS_BIN=$(readlink -f "$RBD_MIRROR_RS_BIN") || die "RBD_MIRROR_RS_BIN=$RBD_MIRROR_RS_BIN not found"
-    [[ -x $OURS_BIN ]] || die "RBD_MIRROR_RS_BIN=$RBD_MIRROR_RS_BIN is not an executable file"
-  else
-    OURS_BIN=$REPO/target/release/rbd-mirror-rs
-    if [[ ! -x $OURS_BIN ]]; then
-      log "building $OURS_BIN (cargo build --release -p daemon)"
-      (cd "$REPO" && CARGO_TARGET_DIR=$REPO/target cargo build --release -p daemon >&2) || die "build failed"
-    fi
-  fi
-fi
-mkdir -p "$(dirname "$OUT")"
-printf 'daemon\tmeasure\tvalue\tunit\tnote\n' >"$OUT"
-rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$OUT"; }
+daemon_bench "$DAEMONS"
 
 # ---- helpers -------------------------------------------------------------------------------------
-# rbd bench writes of 4M: prints the bandwidth rbd bench reports at the end, in MiB/s
-# (its last line reads "elapsed: 3  ops: 256  ops/sec: 80  bytes/sec: 320 MiB/s")
-bench_4m() {  # site image pattern total
-  rbdc "$1" bench --io-type write --io-size 4M --io-pattern "$3" --io-threads 16 \
-    --io-total "$4" "$POOL/$2" >"$WORK/bench.txt" 2>&1 || { cat "$WORK/bench.txt" >&2; die "rbd bench on $1 failed"; }
-  awk '/^elapsed:/ { for (i = 1; i < NF; i++) if ($i == "bytes/sec:") { v = $(i + 1); u = $(i + 2) } }
-    END { if (v == "") exit 1
-          m = (u ~ /^GiB/) ? 1024 : (u ~ /^MiB/) ? 1 : (u ~ /^KiB/) ? 1 / 1024 : 1 / 1048576
-          printf "%.1f\n", v * m }' \
-    "$WORK/bench.txt" || die "cannot parse rbd bench output: $(cat "$WORK/bench.txt")"
-}
-daemon_pid() {
-  local pid exe
-  [[ -f $PIDFILE ]] || return 1
-  read -r pid exe <"$PIDFILE"
-  [[ -d /proc/$pid ]] || return 1
-  echo "$pid"
-}
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }   # utime+stime
-kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-start_daemon() {  # stock|ours
-  if [[ $1 == ours ]]; then
-    RBD_MIRROR_LAB_MIRROR_BIN=$OURS_BIN CEPH_LAB_MIRROR_BIN= "$LAB" mirror-start site-b >&2
-  else
-    RBD_MIRROR_LAB_MIRROR_BIN= CEPH_LAB_MIRROR_BIN= "$LAB" mirror-start site-b >&2
-  fi
-  local pid want; pid=$(daemon_pid) || die "$1 daemon did not start; see $DLOG"
-  want=$([[ $1 == ours ]] && echo "$OURS_BIN" || readlink -f "$(command -v rbd-mirror)")
-  [[ $(readlink -f "/proc/$pid/exe") == "$want" ]] ||
-    die "site-b daemon pid $pid runs $(readlink -f "/proc/$pid/exe"), not $want"
-  echo "$pid"
-}
 # id of site-a's newest primary mirror snapshot of the image
 primary_snap() {
   rbdc site-a snap ls --all --format json "$POOL/$1" |
@@ -164,8 +69,6 @@ synced_snap() {  # image primary-snap-id
     jq -r --argjson p "$2" '[.[] | select(.namespace.type == "mirror" and .namespace.state == "non-primary"
       and .namespace.primary_snap_id == $p and .namespace.complete == true)] | .[0].name // empty' 2>/dev/null || true
 }
-sha() { rbdc "$1" export --no-progress "$POOL/$2" - | sha256sum | cut -d' ' -f1; }
-log_tail() { log "last lines of $DLOG:"; tail -n 25 "$DLOG" 2>/dev/null | sed 's/^/    /' >&2 || true; }
 
 # seconds from T0 until site-b has a non-primary snapshot (complete or not) of primary snapshot
 # $2: how long the daemon took to notice the new primary snapshot and start on it
@@ -213,11 +116,7 @@ run_daemon() {
   bench_4m site-a "$img" seq "$IMAGE_SIZE" >/dev/null
 
   pid=$(start_daemon "$d")
-  ( max=0; while [[ -d /proc/$pid ]]; do
-      v=$(kib "$pid" VmRSS 2>/dev/null) || break; ((${v:-0} > max)) && max=$v && echo "$max" >"$WORK/rss.max"
-      sleep 0.5
-    done ) &
-  SAMPLER=$!
+  start_rss_sampler "$pid"
 
   # full sync
   c0=$(cpu_ticks "$pid"); t0=$(now)
@@ -255,12 +154,10 @@ run_daemon() {
     log "$d: detection ${tries[*]} s (median ${R[$d.detect]})"
   fi
 
-  local hwm=0 rss_max
+  local hwm=0
   [[ -d /proc/$pid ]] && hwm=$(kib "$pid" VmHWM)
-  kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
-  rss_max=$(cat "$WORK/rss.max" 2>/dev/null || echo 0); rm -f "$WORK/rss.max"
-  ((hwm > rss_max)) && rss_max=$hwm
-  R[$d.rss]=$(calc "$rss_max / 1024" 1)
+  stop_rss_sampler "$hwm"
+  R[$d.rss]=$(calc "$RSS_MAX / 1024" 1)
 
   R[$d.sum]=-
   if [[ ${R[$d.incr.done]} == 1 ]]; then

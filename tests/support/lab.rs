@@ -197,6 +197,33 @@ impl Site {
         );
     }
 
+    /// `rbd bench --io-type write` on `spec` (`--io-pattern`, `--io-size`, `--io-total`).
+    pub fn bench(&self, spec: &str, pattern: &str, size: &str, total: &str) {
+        self.bench_with(spec, pattern, size, total, &[]);
+    }
+
+    /// The same with one IO in flight (`--io-threads 1`): the writes land in issue order.
+    pub fn bench_one_at_a_time(&self, spec: &str, pattern: &str, size: &str, total: &str) {
+        self.bench_with(spec, pattern, size, total, &["--io-threads", "1"]);
+    }
+
+    fn bench_with(&self, spec: &str, pattern: &str, size: &str, total: &str, more: &[&str]) {
+        let mut args = vec![
+            "bench",
+            "--io-type",
+            "write",
+            "--io-pattern",
+            pattern,
+            "--io-size",
+            size,
+            "--io-total",
+            total,
+        ];
+        args.extend(more);
+        args.push(spec);
+        self.rbd(&args);
+    }
+
     /// `rbd ... --format json`, parsed.
     pub fn rbd_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();

@@ -9,61 +9,51 @@ mod mirror;
 
 use std::time::Duration;
 
-use mirror::{bench, daemon_log, image_status, serial, Daemon, Images, Stock};
+use mirror::{
+    daemon_log, daemon_log_since, image_name, image_status, kill_9_daemon, resync, sites, wait_image_status,
+    wait_status, Daemon, Images, Stock,
+};
+
+/// Every feature journal replay maintains.
+const ALL_FEATURES: &str = "layering,exclusive-lock,object-map,fast-diff,journaling";
 
 #[test]
 fn journal_image_replicates_with_stock_tools_agreeing() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let name = lab::unique("journal");
-    let spec = format!("{}/{name}", lab::POOL);
-    let renamed = format!("{spec}-renamed");
-    let _images = Images(vec![spec.clone(), renamed.clone()]);
-
+    let (_serial, a, b) = sites();
     // Data written before mirroring is enabled arrives by the initial sync.
-    a.rbd(&[
-        "create",
-        "--size",
-        "64M",
-        "--image-feature",
-        "layering,exclusive-lock,object-map,fast-diff,journaling",
-        &spec,
-    ]);
-    bench(&a, &spec, "rand", "4K", "2M");
-    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    let (spec, _images) = journaling_image(&a, "journal", "64M", ALL_FEATURES);
+    let name = image_name(&spec).to_owned();
+    let renamed = format!("{spec}-renamed");
+    let _renamed = Images(vec![renamed.clone()]);
+    a.bench(&spec, "rand", "4K", "2M");
+    enable(&a, &spec);
 
     let _daemon = Daemon::start();
     let (state, description) =
-        lab::wait_for("the image to replay on site-b", Duration::from_secs(180), || {
-            let s = image_status(&b, &spec)?;
-            if s.0 == "up+replaying" {
-                Ok(s)
-            } else {
-                Err(format!("{s:?}"))
-            }
+        wait_image_status(&b, &spec, "the image to replay on site-b", Duration::from_secs(180), |s, _| {
+            s == "up+replaying"
         });
     println!("site-b: {state}, {description}");
 
     // Replay: random 4K writes, sequential 4M writes, a resize, image-meta.
-    bench(&a, &spec, "rand", "4K", "4M");
-    bench(&a, &spec, "seq", "4M", "16M");
+    a.bench(&spec, "rand", "4K", "4M");
+    a.bench(&spec, "seq", "4M", "16M");
     a.rbd(&["resize", "--size", "96M", &spec]);
-    bench(&a, &spec, "rand", "64K", "4M");
+    a.bench(&spec, "rand", "64K", "4M");
     a.rbd(&["image-meta", "set", &spec, "rbd-mirror-rs.test", "value"]);
     // Snapshots: created between writes (so later writes copy-on-write), protected, renamed,
     // unprotected; another created and removed.
     let snap = |name: &str| format!("{spec}@{name}");
     a.rbd(&["snap", "create", &snap("s1")]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    a.bench(&spec, "rand", "4K", "1M");
     a.rbd(&["snap", "protect", &snap("s1")]);
     a.rbd(&["snap", "rename", &snap("s1"), &snap("s1-renamed")]);
     a.rbd(&["snap", "unprotect", &snap("s1-renamed")]);
     a.rbd(&["snap", "create", &snap("s2")]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    a.bench(&spec, "rand", "4K", "1M");
     a.rbd(&["snap", "rm", &snap("s2")]);
     a.rbd(&["snap", "rollback", "--no-progress", &snap("s1-renamed")]);
-    bench(&a, &spec, "rand", "4K", "512K");
+    a.bench(&spec, "rand", "4K", "512K");
 
     let primary = a.export_sha256(&spec);
     let secondary = lab::wait_for("equal content on both sites", Duration::from_secs(180), || {
@@ -112,31 +102,27 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
     assert_eq!(da, db, "rbd diff differs between the sites");
     assert!(!da.as_array().map(Vec::is_empty).unwrap_or(true), "the image has data");
 
-    let (state, description) = lab::wait_for("caught up in the status", Duration::from_secs(60), || {
-        let s = image_status(&b, &spec)?;
-        if s.0 == "up+replaying" && s.1.contains("\"entries_behind_primary\":0") {
-            Ok(s)
-        } else {
-            Err(format!("{s:?}"))
-        }
-    });
+    let (state, description) =
+        wait_image_status(&b, &spec, "caught up in the status", Duration::from_secs(60), |s, d| {
+            s == "up+replaying" && d.contains("\"entries_behind_primary\":0")
+        });
     println!("site-b: {state}, {description}");
     let pool = b.rbd(&["mirror", "pool", "status", lab::POOL, "--verbose"]);
     assert!(pool.contains(&name), "{pool}");
 
     // A rename on the primary renames the secondary.
     a.rbd(&["rename", &spec, &renamed]);
-    bench(&a, &renamed, "rand", "4K", "256K");
+    a.bench(&renamed, "rand", "4K", "256K");
     wait_same_content(&a, &b, &renamed);
     assert_eq!(b.rbd_json(&["info", &renamed])["mirroring"]["global_id"], ia["mirroring"]["global_id"]);
     assert!(!b.rbd_ok(&["info", &spec]), "the old name is gone on site-b");
 
     // Feature changes: the object map off, then on again.
     a.rbd(&["feature", "disable", &renamed, "fast-diff", "object-map"]);
-    bench(&a, &renamed, "rand", "4K", "256K");
+    a.bench(&renamed, "rand", "4K", "256K");
     wait_same_content(&a, &b, &renamed);
     a.rbd(&["feature", "enable", &renamed, "object-map", "fast-diff"]);
-    bench(&a, &renamed, "rand", "4K", "256K");
+    a.bench(&renamed, "rand", "4K", "256K");
     wait_same_content(&a, &b, &renamed);
     lab::wait_for("equal features", Duration::from_secs(60), || {
         let (fa, fb) = (
@@ -152,38 +138,33 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
 
     // Stopped: the status goes down (the daemon's watch on rbd_mirroring is gone).
     drop(_daemon);
-    lab::wait_for("down after the daemon stops", Duration::from_secs(60), || {
-        let s = image_status(&b, &renamed)?;
-        if s.0.starts_with("down+") {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    wait_image_status(&b, &renamed, "down after the daemon stops", Duration::from_secs(60), |s, _| {
+        s.starts_with("down+")
     });
 }
 
-/// Creates a journaling image on site-a, mirrored in journal mode.
-fn mirrored_image(a: &lab::Site, prefix: &str) -> String {
-    mirrored_image_with(a, prefix, "layering,exclusive-lock,journaling")
+/// Creates an image with `features` on site-a, removed at the end with the guard.
+fn journaling_image(a: &lab::Site, prefix: &str, size: &str, features: &str) -> (String, Images) {
+    let spec = format!("{}/{}", lab::POOL, lab::unique(prefix));
+    a.rbd(&["create", "--size", size, "--image-feature", features, &spec]);
+    let images = Images(vec![spec.clone()]);
+    (spec, images)
 }
 
-/// The same with the given features.
-fn mirrored_image_with(a: &lab::Site, prefix: &str, features: &str) -> String {
-    let spec = format!("{}/{}", lab::POOL, lab::unique(prefix));
-    a.rbd(&["create", "--size", "64M", "--image-feature", features, &spec]);
-    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
-    spec
+/// Enables journal mirroring of `spec` on site-a.
+fn enable(a: &lab::Site, spec: &str) {
+    a.rbd(&["mirror", "image", "enable", spec, "journal"]);
+}
+
+/// Creates a 64 MiB journaling image on site-a, mirrored in journal mode.
+fn mirrored_image(a: &lab::Site, prefix: &str) -> (String, Images) {
+    let (spec, images) = journaling_image(a, prefix, "64M", "layering,exclusive-lock,journaling");
+    enable(a, &spec);
+    (spec, images)
 }
 
 fn wait_replaying(b: &lab::Site, spec: &str) {
-    lab::wait_for(&format!("{spec} replaying on site-b"), Duration::from_secs(180), || {
-        let s = image_status(b, spec)?;
-        if s.0 == "up+replaying" {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
-    });
+    wait_status(b, spec, "up+replaying", "");
 }
 
 fn wait_same_content(a: &lab::Site, b: &lab::Site, spec: &str) {
@@ -235,36 +216,29 @@ fn corrupt_newest_entry(a: &lab::Site, spec: &str) -> (String, usize) {
 /// same pool keeps replaying.
 #[test]
 fn a_corrupt_entry_stops_only_its_image() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let victim = mirrored_image(&a, "crc-victim");
-    let healthy = mirrored_image(&a, "crc-healthy");
-    let _images = Images(vec![victim.clone(), healthy.clone()]);
+    let (_serial, a, b) = sites();
+    let (victim, _victim) = mirrored_image(&a, "crc-victim");
+    let (healthy, _healthy) = mirrored_image(&a, "crc-healthy");
     let daemon = Daemon::start();
     wait_replaying(&b, &victim);
     wait_replaying(&b, &healthy);
     drop(daemon);
 
-    bench(&a, &victim, "seq", "4K", "64K");
+    a.bench(&victim, "seq", "4K", "64K");
     let (object, offset) = corrupt_newest_entry(&a, &victim);
     println!("corrupted the entry at {object} offset {offset}");
 
     let _daemon = Daemon::start();
-    let description = lab::wait_for("the victim in error", Duration::from_secs(120), || {
-        let (state, description) = image_status(&b, &victim)?;
-        if state == "up+error" {
-            Ok(description)
-        } else {
-            Err(format!("{state}: {description}"))
-        }
-    });
+    let (_, description) =
+        wait_image_status(&b, &victim, "the victim in error", Duration::from_secs(120), |s, _| {
+            s == "up+error"
+        });
     println!("site-b {victim}: up+error, {description}");
     assert!(description.contains("CRC mismatch") && description.contains(&object), "{description}");
     assert!(description.contains(&format!("offset {offset}")), "{description}");
 
     // The other image is unaffected.
-    bench(&a, &healthy, "rand", "4K", "1M");
+    a.bench(&healthy, "rand", "4K", "1M");
     wait_same_content(&a, &b, &healthy);
     assert_eq!(image_status(&b, &healthy).expect("status").0, "up+replaying");
 }
@@ -273,18 +247,15 @@ fn a_corrupt_entry_stops_only_its_image() {
 /// position (no new initial sync) and the images converge.
 #[test]
 fn kill_9_during_replay_resumes_from_the_committed_position() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = mirrored_image(&a, "kill9");
-    let _images = Images(vec![spec.clone()]);
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "kill9");
     let daemon = Daemon::start();
     wait_replaying(&b, &spec);
     drop(daemon);
 
     // A 256 MiB backlog of 4K random writes while no daemon runs.
-    bench(&a, &spec, "rand", "4K", "256M");
-    let name = spec.split('/').nth(1).expect("image name");
+    a.bench(&spec, "rand", "4K", "256M");
+    let name = image_name(&spec);
     let client = b.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
     let client = client.trim().to_owned();
     let position = || -> String {
@@ -302,11 +273,7 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
             Err(now)
         }
     });
-    let pid_file = lab::lab_dir().join("site-b/run/rbd-mirror.b.pid");
-    let pid = std::fs::read_to_string(&pid_file).expect("pid file");
-    let pid = pid.split_whitespace().next().expect("pid").to_owned();
-    let killed = std::process::Command::new("kill").args(["-9", &pid]).status().expect("kill");
-    assert!(killed.success());
+    let pid = kill_9_daemon();
     println!("killed {pid} after the commit {moved}");
     std::thread::sleep(Duration::from_secs(1));
     let committed = position();
@@ -314,8 +281,7 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
 
     let _daemon = Daemon::start();
     wait_same_content(&a, &b, &spec);
-    let log = daemon_log();
-    let restarted = log.get(log_before..).unwrap_or_default();
+    let restarted = daemon_log_since(log_before);
     assert!(restarted.contains("replaying from the committed position"), "{restarted}");
     assert!(!restarted.contains("initial sync complete"), "no full resync after kill -9: {restarted}");
     // The same, as an operator's monitoring sees it.
@@ -330,35 +296,18 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
     println!("resumed from {committed}");
 }
 
-fn wait_status(site: &lab::Site, spec: &str, state: &str, description: &str) {
-    lab::wait_for(
-        &format!("{spec} on {}: {state} {description}", site.name),
-        Duration::from_secs(180),
-        || {
-            let s = image_status(site, spec)?;
-            if s.0 == state && s.1.contains(description) {
-                Ok(())
-            } else {
-                Err(format!("{s:?}"))
-            }
-        },
-    );
-}
-
 /// Orderly failover with the stock daemon at the other site: ours replicates site-a to
 /// site-b; site-a is demoted and site-b promoted (no force); writes on site-b then reach
 /// site-a through the STOCK daemon, which accepts the tag chain our replay wrote.
 #[test]
 fn failover_to_site_b_then_stock_replicates_back() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
+    let (_serial, a, b) = sites();
     // rx-tx peering runs a daemon at each site, as an operator would.
     let _stock = Stock::start("site-a");
     let _ours = Daemon::start();
-    let spec = mirrored_image_with(&a, "failover", "layering,exclusive-lock,object-map,fast-diff,journaling");
-    let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    let (spec, _images) = journaling_image(&a, "failover", "64M", ALL_FEATURES);
+    enable(&a, &spec);
+    a.bench(&spec, "rand", "4K", "1M");
     wait_replaying(&b, &spec);
     wait_same_content(&a, &b, &spec);
 
@@ -368,7 +317,7 @@ fn failover_to_site_b_then_stock_replicates_back() {
     let site_a_uuid =
         a.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
     let client = format!("[id={},", site_a_uuid.trim());
-    let name = spec.split('/').nth(1).expect("image name");
+    let name = image_name(&spec);
     lab::wait_for("site-a's client on site-b's journal", Duration::from_secs(120), || {
         let status = b.rbd(&["journal", "status", "--pool", lab::POOL, "--image", name]);
         if status.contains(&client) {
@@ -391,7 +340,7 @@ fn failover_to_site_b_then_stock_replicates_back() {
     assert!(check.is_ok(), "rbd object-map check: {check:?}");
     assert_eq!(info["flags"], serde_json::json!([]), "object map after replay");
 
-    bench(&b, &spec, "rand", "4K", "2M");
+    b.bench(&spec, "rand", "4K", "2M");
     let primary = b.export_sha256(&spec);
     lab::wait_for("site-b's writes on site-a (stock daemon)", Duration::from_secs(180), || {
         let s = a.export_sha256(&spec);
@@ -408,25 +357,21 @@ fn failover_to_site_b_then_stock_replicates_back() {
 /// from the stock daemon's commit position, without a new initial sync.
 #[test]
 fn takeover_of_a_stock_bootstrapped_image_without_resync() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = mirrored_image(&a, "takeover");
-    let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "takeover");
+    a.bench(&spec, "rand", "4K", "1M");
     {
         let _stock = Stock::start("site-b");
         wait_replaying(&b, &spec);
         wait_same_content(&a, &b, &spec);
     }
-    bench(&a, &spec, "rand", "4K", "2M");
+    a.bench(&spec, "rand", "4K", "2M");
     let log_before = daemon_log().len();
     let _ours = Daemon::start();
     wait_same_content(&a, &b, &spec);
     wait_replaying(&b, &spec);
-    let log = daemon_log();
-    let ours = log.get(log_before..).unwrap_or_default();
-    let name = spec.split('/').nth(1).expect("name");
+    let ours = daemon_log_since(log_before);
+    let name = image_name(&spec);
     assert!(ours.contains("replaying from the committed position"), "{ours}");
     assert!(
         !ours.lines().any(|l| l.contains("initial sync complete") && l.contains(name)),
@@ -438,29 +383,15 @@ fn takeover_of_a_stock_bootstrapped_image_without_resync() {
 /// (a new image id), then replay continues.
 #[test]
 fn resync_recreates_the_secondary() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = mirrored_image(&a, "resync");
-    let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "resync");
+    a.bench(&spec, "rand", "4K", "1M");
     let _ours = Daemon::start();
     wait_replaying(&b, &spec);
     wait_same_content(&a, &b, &spec);
-    let old_id = b.rbd_json(&["info", &spec])["id"].clone();
 
-    b.rbd(&["mirror", "image", "resync", &spec]);
-    let new_id = lab::wait_for("a new local image", Duration::from_secs(120), || {
-        let info = b.command_output("rbd", &["info", &spec, "--format", "json"])?;
-        let v: serde_json::Value = serde_json::from_str(&info).map_err(|e| e.to_string())?;
-        if v["id"] != old_id {
-            Ok(v["id"].clone())
-        } else {
-            Err(format!("still {old_id}"))
-        }
-    });
-    println!("resync: local image {old_id} replaced by {new_id}");
-    bench(&a, &spec, "rand", "4K", "512K");
+    resync(&b, &spec);
+    a.bench(&spec, "rand", "4K", "512K");
     wait_replaying(&b, &spec);
     wait_same_content(&a, &b, &spec);
 }
@@ -469,20 +400,9 @@ fn resync_recreates_the_secondary() {
 /// object tail, inside an object), write-zeroes, write-same, compare-and-write, and a shrink.
 #[test]
 fn discard_write_same_compare_and_write_and_shrink_replicate() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = format!("{}/{}", lab::POOL, lab::unique("io"));
-    let _images = Images(vec![spec.clone()]);
-    a.rbd(&[
-        "create",
-        "--size",
-        "16M",
-        "--image-feature",
-        "layering,exclusive-lock,object-map,fast-diff,journaling",
-        &spec,
-    ]);
-    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    let (_serial, a, b) = sites();
+    let (spec, _images) = journaling_image(&a, "io", "16M", ALL_FEATURES);
+    enable(&a, &spec);
     let _ours = Daemon::start();
     wait_replaying(&b, &spec);
 
@@ -529,19 +449,8 @@ fn user_snapshots(site: &lab::Site, spec: &str) -> Vec<(String, u64, String)> {
 /// as the stock daemon's image sync does.
 #[test]
 fn existing_snapshots_are_synced_at_bootstrap() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = format!("{}/{}", lab::POOL, lab::unique("snaps"));
-    let _images = Images(vec![spec.clone()]);
-    a.rbd(&[
-        "create",
-        "--size",
-        "16M",
-        "--image-feature",
-        "layering,exclusive-lock,object-map,fast-diff,journaling",
-        &spec,
-    ]);
+    let (_serial, a, b) = sites();
+    let (spec, _images) = journaling_image(&a, "snaps", "16M", ALL_FEATURES);
     const M: u64 = 1 << 20;
     let n = |v: u64| v.to_string();
     a.rbdio(&spec, &["write", "0", &n(6 * M), "1"]);
@@ -552,11 +461,11 @@ fn existing_snapshots_are_synced_at_bootstrap() {
     a.rbdio(&spec, &["resize", &n(24 * M)]);
     a.rbdio(&spec, &["write", &n(20 * M), &n(M), "3"]);
     a.rbd(&["snap", "create", &format!("{spec}@two")]);
-    bench(&a, &spec, "rand", "4K", "512K");
+    a.bench(&spec, "rand", "4K", "512K");
     a.rbd(&["snap", "create", &format!("{spec}@three")]);
     a.rbd(&["snap", "protect", &format!("{spec}@three")]);
     a.rbdio(&spec, &["write", &n(M), &n(M), "4"]);
-    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    enable(&a, &spec);
 
     let _ours = Daemon::start();
     wait_replaying(&b, &spec);

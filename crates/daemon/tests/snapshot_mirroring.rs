@@ -9,7 +9,10 @@ mod mirror;
 
 use std::time::Duration;
 
-use mirror::{bench, daemon_log, image_status, serial, Daemon, Images, Stock};
+use mirror::{
+    daemon_log, daemon_log_since, image_name, image_status, kill_9_daemon, resync, sites, wait_image_status,
+    Daemon, Images, Stock,
+};
 use serde_json::Value;
 
 /// `rbd snap ls --all`, parsed.
@@ -55,14 +58,16 @@ fn assert_same(a: &lab::Site, b: &lab::Site, spec: &str) {
     println!("{spec}: sha256 {sa} on both sites, same objects");
 }
 
-/// Creates an image on site-a mirrored in snapshot mode (the enable takes the first primary
-/// mirror snapshot).
-fn mirrored_image(a: &lab::Site, prefix: &str, size: &str) -> String {
+/// Creates an image on site-a, removed at the end with the guard (mirrored once [`enable`]d).
+fn new_image(a: &lab::Site, prefix: &str, size: &str) -> (String, Images) {
     let spec = format!("{}/{}", lab::POOL, lab::unique(prefix));
     a.rbd(&["create", "--size", size, &spec]);
-    spec
+    let images = Images(vec![spec.clone()]);
+    (spec, images)
 }
 
+/// Enables snapshot mirroring of `spec` on site-a; returns the first primary mirror snapshot
+/// the enable took.
 fn enable(a: &lab::Site, spec: &str) -> u64 {
     a.rbd(&["mirror", "image", "enable", spec, "snapshot"]);
     snapshots(a, spec)
@@ -73,21 +78,24 @@ fn enable(a: &lab::Site, spec: &str) -> u64 {
         .expect("the enable took a mirror snapshot")
 }
 
+/// Enables mirroring of `spec`, starts our daemon at site-b and waits for the first sync.
+fn enable_and_sync(a: &lab::Site, b: &lab::Site, spec: &str, timeout: Duration) -> (u64, Daemon) {
+    let first = enable(a, spec);
+    let daemon = Daemon::start();
+    wait_synced(b, spec, first, timeout);
+    (first, daemon)
+}
+
 /// A 1 GiB image through phases of random and sequential writes and discards, a user
 /// snapshot and a mirror snapshot after each: every user snapshot and HEAD has the same
 /// content on both sites, and the same objects (holes stay holes).
 #[test]
 fn snapshot_image_replicates_phase_by_phase() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = mirrored_image(&a, "snap", "1G");
-    let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "4M");
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "snap", "1G");
+    a.bench(&spec, "rand", "4K", "4M");
     a.rbd(&["snap", "create", &format!("{spec}@p0")]);
-    let first = enable(&a, &spec);
-    let _daemon = Daemon::start();
-    wait_synced(&b, &spec, first, Duration::from_secs(300));
+    let (_, _daemon) = enable_and_sync(&a, &b, &spec, Duration::from_secs(300));
     assert_same(&a, &b, &format!("{spec}@p0"));
     assert_same(&a, &b, &spec);
     let info = b.rbd_json(&["info", &spec]);
@@ -95,11 +103,11 @@ fn snapshot_image_replicates_phase_by_phase() {
     assert!(info["features"].to_string().contains("non-primary"), "{info}");
 
     let phases: [(&str, &dyn Fn()); 3] = [
-        ("random 4K", &|| bench(&a, &spec, "rand", "4K", "8M")),
-        ("sequential 4M", &|| bench(&a, &spec, "seq", "4M", "128M")),
+        ("random 4K", &|| a.bench(&spec, "rand", "4K", "8M")),
+        ("sequential 4M", &|| a.bench(&spec, "seq", "4M", "128M")),
         ("discard + random 64K", &|| {
             a.rbdio(&spec, &["discard", "0", &(32u64 << 20).to_string()]);
-            bench(&a, &spec, "rand", "64K", "8M");
+            a.bench(&spec, "rand", "64K", "8M");
         }),
     ];
     for (i, (what, phase)) in phases.iter().enumerate() {
@@ -121,7 +129,7 @@ fn snapshot_image_replicates_phase_by_phase() {
     a.rbd(&["snap", "rename", &format!("{spec}@p2"), &format!("{spec}@p2-renamed")]);
     a.rbd(&["snap", "protect", &format!("{spec}@p1")]);
     a.rbd(&["image-meta", "set", &spec, "rbd-mirror-rs.test", "value"]);
-    bench(&a, &spec, "rand", "4K", "1M");
+    a.bench(&spec, "rand", "4K", "1M");
     let id = mirror_snapshot(&a, &spec);
     wait_synced(&b, &spec, id, Duration::from_secs(300));
     assert_same(&a, &b, &spec);
@@ -148,7 +156,7 @@ fn snapshot_image_replicates_phase_by_phase() {
     assert_eq!(mirror, 1, "{:?}", snapshots(&b, &spec));
 
     // As an operator's monitoring sees it (the stock perf counters' names).
-    let label = format!("image=\"{}\"", spec.split('/').nth(1).expect("image name"));
+    let label = format!("image=\"{}\"", image_name(&spec));
     let synced = b.metric("ceph_rbd_mirror_snapshot_image_snapshots", &label).unwrap_or(0.0);
     let bytes = b.metric("ceph_rbd_mirror_snapshot_image_replay_bytes", &label).unwrap_or(0.0);
     println!("metrics: {synced} snapshots synced, {bytes} bytes");
@@ -171,12 +179,9 @@ fn snapshot_image_replicates_phase_by_phase() {
 /// content is equal.
 #[test]
 fn kill_9_during_a_full_sync_resumes() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = mirrored_image(&a, "snapkill", "1G");
-    let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "seq", "4M", "1G");
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "snapkill", "1G");
+    a.bench(&spec, "seq", "4M", "1G");
     let first = enable(&a, &spec);
 
     let _daemon = Daemon::start();
@@ -191,16 +196,13 @@ fn kill_9_during_a_full_sync_resumes() {
             _ => Err(format!("{state}: {description}")),
         }
     });
-    let pid = std::fs::read_to_string(lab::lab_dir().join("site-b/run/rbd-mirror.b.pid")).expect("pid file");
-    let pid = pid.split_whitespace().next().expect("pid").to_owned();
-    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().expect("kill").success());
+    let pid = kill_9_daemon();
     println!("killed {pid} at {percent}%");
     let log_before = daemon_log().len();
 
     let _daemon = Daemon::start();
     wait_synced(&b, &spec, first, Duration::from_secs(300));
-    let log = daemon_log();
-    let log = log.get(log_before..).unwrap_or_default();
+    let log = daemon_log_since(log_before);
     let resumed = log
         .lines()
         .find(|l| l.contains("resuming the interrupted snapshot sync"))
@@ -226,69 +228,46 @@ fn field(line: &str, name: &str) -> u64 {
 /// at site-b: each direction's data arrives, roles follow promote/demote.
 #[test]
 fn failover_and_failback_with_the_stock_daemon_at_site_a() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = mirrored_image(&a, "snapfail", "128M");
-    let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "4M");
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "snapfail", "128M");
+    a.bench(&spec, "rand", "4K", "4M");
     let first = enable(&a, &spec);
     let _daemon = Daemon::start();
     let _stock = Stock::start("site-a");
     wait_synced(&b, &spec, first, Duration::from_secs(180));
 
     // Failover: demote site-a, our daemon syncs the demotion and stops; promote site-b.
-    bench(&a, &spec, "rand", "4K", "2M");
+    a.bench(&spec, "rand", "4K", "2M");
     a.rbd(&["mirror", "image", "demote", &spec]);
-    lab::wait_for("site-b sees the demotion", Duration::from_secs(120), || {
-        let s = image_status(&b, &spec)?;
-        if s.1 == "remote image demoted" {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    wait_image_status(&b, &spec, "site-b sees the demotion", Duration::from_secs(120), |_, d| {
+        d == "remote image demoted"
     });
     b.rbd(&["mirror", "image", "promote", &spec]);
     assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
     assert_same(&a, &b, &spec);
-    bench(&b, &spec, "rand", "4K", "2M");
+    b.bench(&spec, "rand", "4K", "2M");
     let id = mirror_snapshot(&b, &spec);
     wait_synced(&a, &spec, id, Duration::from_secs(180));
     assert_same(&a, &b, &spec);
-    lab::wait_for("site-b: local image is primary", Duration::from_secs(60), || {
-        let s = image_status(&b, &spec)?;
-        if s.0 == "up+stopped" && s.1 == "local image is primary" {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    wait_image_status(&b, &spec, "site-b: local image is primary", Duration::from_secs(60), |s, d| {
+        s == "up+stopped" && d == "local image is primary"
     });
 
     // Failback: demote site-b, the stock daemon syncs it; promote site-a; ours follows.
-    bench(&b, &spec, "rand", "4K", "1M");
+    b.bench(&spec, "rand", "4K", "1M");
     b.rbd(&["mirror", "image", "demote", &spec]);
-    lab::wait_for("site-a sees the demotion", Duration::from_secs(120), || {
-        let s = image_status(&a, &spec)?;
-        if s.1.contains("remote image demoted") || s.1.contains("demoted") {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    wait_image_status(&a, &spec, "site-a sees the demotion", Duration::from_secs(120), |_, d| {
+        d.contains("remote image demoted") || d.contains("demoted")
     });
     a.rbd(&["mirror", "image", "promote", &spec]);
-    bench(&a, &spec, "rand", "4K", "2M");
+    a.bench(&spec, "rand", "4K", "2M");
     let id = mirror_snapshot(&a, &spec);
     wait_synced(&b, &spec, id, Duration::from_secs(180));
     assert_same(&a, &b, &spec);
     assert_eq!(a.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
     assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], false);
-    lab::wait_for("site-b replaying again", Duration::from_secs(60), || {
-        let s = image_status(&b, &spec)?;
-        if s.0 == "up+replaying" {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    wait_image_status(&b, &spec, "site-b replaying again", Duration::from_secs(60), |s, _| {
+        s == "up+replaying"
     });
 }
 
@@ -297,24 +276,14 @@ fn failover_and_failback_with_the_stock_daemon_at_site_a() {
 /// local image is primary.
 #[test]
 fn forced_promotion_on_site_b_stops_replay() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = mirrored_image(&a, "snapforce", "64M");
-    let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "2M");
-    let first = enable(&a, &spec);
-    let _daemon = Daemon::start();
-    wait_synced(&b, &spec, first, Duration::from_secs(180));
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "snapforce", "64M");
+    a.bench(&spec, "rand", "4K", "2M");
+    let (_, _daemon) = enable_and_sync(&a, &b, &spec, Duration::from_secs(180));
     b.rbd(&["mirror", "image", "promote", "--force", &spec]);
     assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
-    lab::wait_for("site-b: local image is primary", Duration::from_secs(60), || {
-        let s = image_status(&b, &spec)?;
-        if s.0 == "up+stopped" && s.1 == "local image is primary" {
-            Ok(())
-        } else {
-            Err(format!("{s:?}"))
-        }
+    wait_image_status(&b, &spec, "site-b: local image is primary", Duration::from_secs(60), |s, d| {
+        s == "up+stopped" && d == "local image is primary"
     });
     assert_same(&a, &b, &spec);
 }
@@ -323,28 +292,12 @@ fn forced_promotion_on_site_b_stops_replay() {
 /// synced again.
 #[test]
 fn resync_recreates_the_secondary() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = mirrored_image(&a, "snapresync", "64M");
-    let _images = Images(vec![spec.clone()]);
-    bench(&a, &spec, "rand", "4K", "4M");
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "snapresync", "64M");
+    a.bench(&spec, "rand", "4K", "4M");
     a.rbd(&["snap", "create", &format!("{spec}@u")]);
-    let first = enable(&a, &spec);
-    let _daemon = Daemon::start();
-    wait_synced(&b, &spec, first, Duration::from_secs(180));
-    let old_id = b.rbd_json(&["info", &spec])["id"].clone();
-    b.rbd(&["mirror", "image", "resync", &spec]);
-    let new_id = lab::wait_for("a new local image", Duration::from_secs(120), || {
-        let id = b.command_output("rbd", &["info", &spec, "--format", "json"]).map_err(|e| e.to_string())?;
-        let id: Value = serde_json::from_str(&id).map_err(|e| e.to_string())?;
-        if id["id"] != old_id && id["id"].is_string() {
-            Ok(id["id"].clone())
-        } else {
-            Err(format!("{id}"))
-        }
-    });
-    println!("resync: image id {old_id} -> {new_id}");
+    let (first, _daemon) = enable_and_sync(&a, &b, &spec, Duration::from_secs(180));
+    resync(&b, &spec);
     wait_synced(&b, &spec, first, Duration::from_secs(180));
     assert_same(&a, &b, &spec);
     assert_same(&a, &b, &format!("{spec}@u"));
@@ -354,16 +307,11 @@ fn resync_recreates_the_secondary() {
 /// replication with our daemon.
 #[test]
 fn mgr_snapshot_schedule_drives_replication() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
-    let spec = mirrored_image(&a, "snapsched", "64M");
-    let _images = Images(vec![spec.clone()]);
-    let first = enable(&a, &spec);
-    let _daemon = Daemon::start();
-    wait_synced(&b, &spec, first, Duration::from_secs(180));
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "snapsched", "64M");
+    let (first, _daemon) = enable_and_sync(&a, &b, &spec, Duration::from_secs(180));
     a.rbd(&["mirror", "snapshot", "schedule", "add", "--image", &spec, "1m"]);
-    bench(&a, &spec, "rand", "4K", "4M");
+    a.bench(&spec, "rand", "4K", "4M");
     let primary = a.export_sha256(&spec);
     let scheduled = lab::wait_for("a scheduled mirror snapshot", Duration::from_secs(200), || {
         let ids: Vec<u64> = snapshots(&a, &spec)

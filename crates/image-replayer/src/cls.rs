@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use journal_reader::encoding::DecodeError;
 use rados_ffi::IoCtx;
 
 use crate::cls_rbd::{
@@ -12,31 +13,56 @@ use crate::cls_rbd::{
 };
 use crate::error::{ReplayError, Result};
 
-/// Every mirrored image of the pool: image id → global image id.
-pub async fn mirror_image_list(io: &IoCtx) -> Result<BTreeMap<String, String>> {
-    const PAGE: u64 = 1024;
+/// A cls `rbd` method that returns a map page by page: `(start_after, max_return)` in, at
+/// most `max_return` entries after `start_after` out.
+struct PagedMethod<V> {
+    name: &'static str,
+    page: u64,
+    input: fn(&str, u64) -> Bytes,
+    reply: fn(&Bytes) -> std::result::Result<BTreeMap<String, V>, DecodeError>,
+    /// A missing object (`ENOENT`) ends the listing (with what was gathered) instead of
+    /// failing it.
+    missing_is_end: bool,
+}
+
+/// Every entry of a paged listing on `oid`, page after page until a short page; `what` names
+/// the listing in decode errors.
+async fn exec_paged<V>(
+    io: &IoCtx,
+    oid: &str,
+    method: PagedMethod<V>,
+    what: impl Fn() -> String,
+) -> Result<BTreeMap<String, V>> {
     let mut all = BTreeMap::new();
     let mut start_after = String::new();
     loop {
-        let reply = io
-            .exec(RBD_MIRRORING, "rbd", "mirror_image_list", &args::mirror_image_list(&start_after, PAGE))
-            .await;
-        let reply = match reply {
+        let reply = match io.exec(oid, "rbd", method.name, &(method.input)(&start_after, method.page)).await {
             Ok(r) => r,
-            Err(e) if e.is_not_found() => return Ok(all),
+            Err(e) if method.missing_is_end && e.is_not_found() => return Ok(all),
             Err(e) => return Err(e.into()),
         };
-        let page = args::mirror_image_list_reply(&reply)
-            .map_err(|e| ReplayError::decode(format!("mirror_image_list reply of {}", io.pool_name()), e))?;
+        let page = (method.reply)(&reply).map_err(|e| ReplayError::decode(what(), e))?;
         let n = page.len() as u64;
         if let Some(last) = page.keys().next_back() {
             start_after = last.clone();
         }
         all.extend(page);
-        if n < PAGE {
+        if n < method.page {
             return Ok(all);
         }
     }
+}
+
+/// Every mirrored image of the pool: image id → global image id.
+pub async fn mirror_image_list(io: &IoCtx) -> Result<BTreeMap<String, String>> {
+    let method = PagedMethod {
+        name: "mirror_image_list",
+        page: 1024,
+        input: args::mirror_image_list,
+        reply: args::mirror_image_list_reply,
+        missing_is_end: true,
+    };
+    exec_paged(io, RBD_MIRRORING, method, || format!("mirror_image_list reply of {}", io.pool_name())).await
 }
 
 /// The mirroring record of one image, `None` when the image is not mirrored.
@@ -187,24 +213,15 @@ pub async fn snapshots(io: &IoCtx, image_id: &str) -> Result<Vec<SnapshotInfo>> 
 
 /// Every image-meta key of an image.
 pub async fn metadata_list(io: &IoCtx, image_id: &str) -> Result<BTreeMap<String, Bytes>> {
-    const PAGE: u64 = 256;
     let header = header_object_name(image_id);
-    let mut all = BTreeMap::new();
-    let mut start_after = String::new();
-    loop {
-        let reply =
-            io.exec(&header, "rbd", "metadata_list", &args::metadata_list(&start_after, PAGE)).await?;
-        let page = args::metadata_list_reply(&reply)
-            .map_err(|e| ReplayError::decode(format!("image-meta of {header}"), e))?;
-        let n = page.len() as u64;
-        if let Some(last) = page.keys().next_back() {
-            start_after = last.clone();
-        }
-        all.extend(page);
-        if n < PAGE {
-            return Ok(all);
-        }
-    }
+    let method = PagedMethod {
+        name: "metadata_list",
+        page: 256,
+        input: args::metadata_list,
+        reply: args::metadata_list_reply,
+        missing_is_end: false,
+    };
+    exec_paged(io, &header, method, || format!("image-meta of {header}")).await
 }
 
 /// Sets a non-primary mirror snapshot's copy progress (and completes it).

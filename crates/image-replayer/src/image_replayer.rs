@@ -65,7 +65,14 @@ pub async fn run(
     .await
 }
 
-async fn publish(ctx: &PeerContext, status: &mut StatusPublisher, state: State, description: &str) {
+/// Publishes the image's status on the local pool (and the remote one, see
+/// [`StatusPublisher::publish`]).
+pub(crate) async fn publish(
+    ctx: &PeerContext,
+    status: &mut StatusPublisher,
+    state: State,
+    description: &str,
+) {
     status.publish(&ctx.local_io, &ctx.remote_io, state, description).await;
 }
 

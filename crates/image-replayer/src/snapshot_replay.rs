@@ -31,7 +31,7 @@ use crate::cls_rbd::{
 };
 use crate::error::{ReplayError, Result};
 use crate::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
-use crate::image_replayer::Attempt;
+use crate::image_replayer::{publish, Attempt};
 use crate::local_image::LocalImage;
 use crate::status::StatusPublisher;
 use crate::PeerContext;
@@ -144,10 +144,6 @@ pub(crate) async fn attempt(
         watches: None,
     };
     replayer.run(cancel, status).await
-}
-
-async fn publish(ctx: &PeerContext, status: &mut StatusPublisher, state: State, description: &str) {
-    status.publish(&ctx.local_io, &ctx.remote_io, state, description).await;
 }
 
 /// The local image of `remote` in snapshot mode: found through the local pool's mirroring
@@ -834,7 +830,7 @@ impl SnapshotReplayer<'_> {
                     let mut s = base.clone();
                     s.syncing_percent = Some(pct);
                     s.bytes_per_second = rates.bytes_per_second();
-                    status.publish(&ctx.local_io, &ctx.remote_io, State::Replaying, &s.description()).await;
+                    publish(ctx, status, State::Replaying, &s.description()).await;
                     last_pct = Some(pct);
                 }
                 tokio::time::sleep(PROGRESS_INTERVAL).await;

@@ -11,9 +11,9 @@ mod lab;
 use std::sync::Arc;
 
 use image_replayer::cls_rbd::SnapshotNamespace;
-use image_replayer::image_copy::{copy_image, CopyProgress, CopyRange, LocalSnapContext};
+use image_replayer::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 use image_replayer::local_image::LocalImage;
-use rados_ffi::Rados;
+use rados_ffi::{IoCtx, Rados};
 use tokio_util::sync::CancellationToken;
 
 const OBJ: u64 = 64 << 10; // 64 KiB objects: 256 of them in 16 MiB, progress every 64
@@ -55,19 +55,28 @@ fn object_exists(site: &lab::Site, prefix: &str, object_no: u64) -> bool {
     site.command_output("rados", &["-p", lab::POOL, "stat", &format!("{prefix}.{object_no:016x}")]).is_ok()
 }
 
-fn bench(site: &lab::Site, spec: &str, total: &str) {
-    site.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "4K",
-        "--io-pattern",
-        "rand",
-        "--io-total",
-        total,
-        spec,
-    ]);
+/// `copy_image` of `range`, not cancelled: its stats and the last progress it reported.
+async fn copy_to_the_end(
+    remote_io: &IoCtx,
+    src_id: &str,
+    local: &LocalImage,
+    range: &CopyRange,
+    snapc: &LocalSnapContext,
+    concurrency: usize,
+) -> image_replayer::Result<(CopyStats, CopyProgress)> {
+    let mut last = CopyProgress::default();
+    let stats = copy_image(
+        remote_io,
+        src_id,
+        local,
+        range,
+        snapc,
+        concurrency,
+        &mut |p| last = p,
+        &CancellationToken::new(),
+    )
+    .await?;
+    Ok((stats, last))
 }
 
 /// With object-map and fast-diff: changed objects come from the object maps.
@@ -100,7 +109,7 @@ async fn copy_scenario(features: &str) {
     // snap1: scattered 4 KiB writes, a partly written object with a hole inside, and an
     // existing object that holds only zeros.
     a.rbd(&["create", "--size", "16M", "--object-size", &obj, "--image-feature", features, &src]);
-    bench(&a, &src, "1M");
+    a.bench(&src, "rand", "4K", "1M");
     let o = |n: u64| (n * OBJ).to_string();
     a.rbdio(&src, &["write", &o(200), "4096", "3"]);
     a.rbdio(&src, &["write", &(200 * OBJ + 60 * 1024).to_string(), "4096", "5"]);
@@ -112,13 +121,13 @@ async fn copy_scenario(features: &str) {
     a.rbd(&["snap", "create", &format!("{src}@snap1")]);
     a.rbd(&["snap", "protect", &format!("{src}@snap1")]);
     // snap2: more writes, a discarded range (objects 100..110 removed), growth with new data.
-    bench(&a, &src, "512K");
+    a.bench(&src, "rand", "4K", "512K");
     a.rbdio(&src, &["discard", &o(100), &(10 * OBJ).to_string()]);
     a.rbdio(&src, &["resize", &(20 << 20).to_string()]);
     a.rbdio(&src, &["write", &o(300), "65536", "11"]);
     a.rbd(&["snap", "create", &format!("{src}@snap2")]);
     // HEAD moves on: the copy must read at the snapshots, not HEAD.
-    bench(&a, &src, "256K");
+    a.bench(&src, "rand", "4K", "256K");
 
     let src_info = info(&a, &src);
     let src_prefix = src_info["block_name_prefix"].as_str().expect("block_name_prefix").to_owned();
@@ -138,21 +147,10 @@ async fn copy_scenario(features: &str) {
     let src_id = src_info["id"].as_str().expect("id").to_owned();
 
     // Full copy to snap1, then the local snapshot (journal bootstrap style).
-    let cancel = CancellationToken::new();
     let range = CopyRange { remote_snap_id_start: None, remote_snap_id_end: s1, start_object: 0 };
-    let mut last = CopyProgress::default();
-    let stats = copy_image(
-        &remote_io,
-        &src_id,
-        &local,
-        &range,
-        &LocalSnapContext::default(),
-        8,
-        &mut |p| last = p,
-        &cancel,
-    )
-    .await
-    .expect("full copy to snap1");
+    let (stats, last) = copy_to_the_end(&remote_io, &src_id, &local, &range, &LocalSnapContext::default(), 8)
+        .await
+        .expect("full copy to snap1");
     assert_eq!(last.objects_done, last.object_count);
     assert_eq!(stats.object_count, 256);
     assert!(stats.objects_copied > 0 && stats.bytes_written > 0, "{stats:?}");
@@ -194,19 +192,8 @@ async fn copy_scenario(features: &str) {
     assert!(first.objects_done > 0 && first.objects_done < first.object_count, "{first:?}");
 
     let range = CopyRange { start_object: first.objects_done, ..range };
-    let mut last = CopyProgress::default();
-    let stats = copy_image(
-        &remote_io,
-        &src_id,
-        &local,
-        &range,
-        &snapc,
-        4,
-        &mut |p| last = p,
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("resumed copy to snap2");
+    let (stats, last) =
+        copy_to_the_end(&remote_io, &src_id, &local, &range, &snapc, 4).await.expect("resumed copy to snap2");
     assert_eq!(last.objects_done, stats.object_count);
     assert_eq!(stats.object_count, 320, "20 MiB of 64 KiB objects");
     assert!(stats.objects_copied < 256, "an incremental copy copies only changed objects: {stats:?}");

@@ -90,20 +90,7 @@ async fn tail_follows_commits_and_resumes() {
     assert!(tail.try_next().await.expect("empty journal").is_none());
 
     // 64 sequential 4 KiB writes: about 270 KB of entries over 128 KiB object sets.
-    site.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "4K",
-        "--io-total",
-        "256K",
-        "--io-threads",
-        "1",
-        "--io-pattern",
-        "seq",
-        &spec,
-    ]);
+    site.bench_one_at_a_time(&spec, "seq", "4K", "256K");
     let offsets = take_writes(&mut tail, 64).await;
     assert_eq!(offsets, (0..64).map(|i| i * 4096).collect::<Vec<u64>>(), "in write order");
     assert!(tail.header().active_set >= 1, "the writes crossed object sets: {:?}", tail.header().active_set);
@@ -132,20 +119,7 @@ async fn tail_follows_commits_and_resumes() {
         let ev = EventEntry::decode_payload(&played.entry.payload).expect("event");
         assert!(matches!(ev.event, Event::AioFlush), "no write is replayed twice: {:?}", ev.event);
     }
-    site.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "4K",
-        "--io-total",
-        "16K",
-        "--io-threads",
-        "1",
-        "--io-pattern",
-        "seq",
-        &spec,
-    ]);
+    site.bench_one_at_a_time(&spec, "seq", "4K", "16K");
     let first_new = loop {
         let played =
             tokio::time::timeout(Duration::from_secs(60), tail.next()).await.expect("entry").expect("entry");

@@ -186,20 +186,7 @@ async fn image_read_snapshots_diff_and_mirroring_match_the_rbd_cli() {
     drop(image);
 
     // A write after the snapshots: diffs show it, the mirror snapshot keeps the old data.
-    site.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "4096",
-        "--io-threads",
-        "1",
-        "--io-total",
-        "65536",
-        "--io-pattern",
-        "seq",
-        &spec,
-    ]);
+    site.bench_one_at_a_time(&spec, "seq", "4096", "65536");
     site.rbd(&["export", "--no-progress", &spec, exported.to_str().unwrap()]);
     let now = std::fs::read(&exported).expect("reading the export");
     let image = Image::open(&io, &name, None).await.expect("reopening");

@@ -1,7 +1,9 @@
 //! Helpers of the daemon's end-to-end tests (included with `#[path]` next to `lab`): the
-//! mirror daemons of the lab as guards, test image cleanup, `rbd mirror image status`,
-//! `rbd bench` and the site-b daemon's log.
+//! mirror daemons of the lab as guards, test image cleanup, `rbd mirror image status` and
+//! the site-b daemon's log.
 #![allow(dead_code)]
+
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -11,6 +13,16 @@ use super::lab;
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The start of every test: the file's serial guard, then site-a and site-b.
+pub fn sites() -> (std::sync::MutexGuard<'static, ()>, lab::Site, lab::Site) {
+    (serial(), lab::site("site-a"), lab::site("site-b"))
+}
+
+/// The image name of `pool/image`.
+pub fn image_name(spec: &str) -> &str {
+    spec.split('/').nth(1).expect("pool/image")
 }
 
 /// Our daemon at site-b for the life of the guard.
@@ -90,23 +102,65 @@ pub fn image_status(site: &lab::Site, spec: &str) -> Result<(String, String), St
     ))
 }
 
-/// `rbd bench --io-type write` on `spec`.
-pub fn bench(site: &lab::Site, spec: &str, pattern: &str, size: &str, total: &str) {
-    site.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-pattern",
-        pattern,
-        "--io-size",
-        size,
-        "--io-total",
-        total,
-        spec,
-    ]);
+/// Waits until `rbd mirror image status` of `spec` on `site` passes `done(state,
+/// description)`; returns that status.
+pub fn wait_image_status(
+    site: &lab::Site,
+    spec: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&str, &str) -> bool,
+) -> (String, String) {
+    lab::wait_for(what, timeout, || {
+        let s = image_status(site, spec)?;
+        if done(&s.0, &s.1) {
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+}
+
+/// Waits (3 min at most) for `state` with a description that contains `description`.
+pub fn wait_status(site: &lab::Site, spec: &str, state: &str, description: &str) {
+    let what = format!("{spec} on {}: {state} {description}", site.name);
+    wait_image_status(site, spec, &what, Duration::from_secs(180), |s, d| {
+        s == state && d.contains(description)
+    });
+}
+
+/// `rbd mirror image resync` of `spec` on `site`, then waits for the new local image;
+/// returns the old and the new image id.
+pub fn resync(site: &lab::Site, spec: &str) -> (Value, Value) {
+    let old_id = site.rbd_json(&["info", spec])["id"].clone();
+    site.rbd(&["mirror", "image", "resync", spec]);
+    let new_id = lab::wait_for("a new local image", Duration::from_secs(120), || {
+        let info = site.command_output("rbd", &["info", spec, "--format", "json"])?;
+        let v: Value = serde_json::from_str(&info).map_err(|e| e.to_string())?;
+        if v["id"] != old_id && v["id"].is_string() {
+            Ok(v["id"].clone())
+        } else {
+            Err(format!("{v}"))
+        }
+    });
+    println!("resync: local image {old_id} replaced by {new_id}");
+    (old_id, new_id)
+}
+
+/// `kill -9` of the site-b daemon; returns its pid.
+pub fn kill_9_daemon() -> String {
+    let pid = std::fs::read_to_string(lab::lab_dir().join("site-b/run/rbd-mirror.b.pid")).expect("pid file");
+    let pid = pid.split_whitespace().next().expect("pid").to_owned();
+    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().expect("kill").success());
+    pid
 }
 
 /// The site-b daemon's log so far.
 pub fn daemon_log() -> String {
     std::fs::read_to_string(lab::lab_dir().join("site-b/log/rbd-mirror.b.stdout")).unwrap_or_default()
+}
+
+/// The site-b daemon's log after its first `from` bytes (a length of [`daemon_log`]).
+pub fn daemon_log_since(from: usize) -> String {
+    daemon_log().get(from..).unwrap_or_default().to_owned()
 }
