@@ -190,6 +190,8 @@ pub struct EntryIter<'a> {
     object: &'a str,
     data: &'a Bytes,
     pos: usize,
+    /// Offset of `data` within its object: padding is to the object's 8-byte boundaries.
+    base: usize,
     done: bool,
     verify_crc: bool,
 }
@@ -198,12 +200,20 @@ impl<'a> EntryIter<'a> {
     /// Iterates over `data`, the contents of data object `object`
     /// (the name is only used in errors).
     pub fn new(object: &'a str, data: &'a Bytes) -> Self {
-        EntryIter { object, data, pos: 0, done: false, verify_crc: true }
+        EntryIter { object, data, pos: 0, base: 0, done: false, verify_crc: true }
     }
 
     /// Starts at `offset` instead of 0 (e.g. after a previous partial read).
     pub fn starting_at(mut self, offset: usize) -> Self {
         self.pos = offset.min(self.data.len());
+        self
+    }
+
+    /// `data` starts `base` bytes into its object (a piecewise read): zero padding is skipped
+    /// up to the object's 8-byte boundaries, as Ceph's player computes them. Offsets in
+    /// entries and errors stay relative to `data`.
+    pub fn at_object_offset(mut self, base: usize) -> Self {
+        self.base = base;
         self
     }
 
@@ -239,7 +249,7 @@ impl<'a> EntryIter<'a> {
             }
             // ObjectPlayer tolerates zero padding up to the next 8-byte
             // boundary (src/journal/ObjectPlayer.cc, advance_to_last_pad_byte).
-            let pad = 8 - self.pos % 8;
+            let pad = 8 - self.base.wrapping_add(self.pos) % 8;
             match rest.get(..pad) {
                 Some(p) if p.iter().all(|&b| b == 0) => self.pos += pad,
                 _ => {
@@ -339,6 +349,21 @@ pub fn decode_object(object: &str, data: &Bytes) -> Result<DecodedObject, EntryE
     let mut entries = Vec::new();
     for e in it.by_ref() {
         entries.push(e?);
+    }
+    Ok(DecodedObject { entries, consumed: it.offset(), partial_tail: it.remaining() })
+}
+
+/// [`decode_object`] of bytes that start `base` bytes into the object (a piecewise read):
+/// padding follows the object's 8-byte boundaries, and the offsets of the entries and of an
+/// error are the object's.
+pub fn decode_object_at(object: &str, data: &Bytes, base: u64) -> Result<DecodedObject, EntryError> {
+    let start = usize::try_from(base).unwrap_or(usize::MAX);
+    let mut it = EntryIter::new(object, data).at_object_offset(start);
+    let mut entries = Vec::new();
+    for e in it.by_ref() {
+        let mut e = e.map_err(|e| e.at_base(base))?;
+        e.offset = e.offset.saturating_add(start);
+        entries.push(e);
     }
     Ok(DecodedObject { entries, consumed: it.offset(), partial_tail: it.remaining() })
 }
@@ -485,6 +510,32 @@ mod tests {
         m[37] = 1;
         let err = decode_object("o", &m.freeze()).unwrap_err();
         assert!(matches!(err, EntryError::BadPreamble { offset: 36, .. }));
+    }
+
+    #[test]
+    fn padding_follows_the_objects_boundaries_in_a_piecewise_read() {
+        // Entry at 0..36, one at 36..73 (37 bytes), zero padding 73..80, an entry at 80.
+        let mut buf = BytesMut::new();
+        encode_entry(&mut buf, 1, 0, b"abc");
+        encode_entry(&mut buf, 1, 1, b"abcd");
+        buf.extend_from_slice(&[0u8; 7]);
+        encode_entry(&mut buf, 1, 2, b"x");
+        let whole = buf.freeze();
+        assert_eq!(decode_object("o", &whole).unwrap().entries.len(), 3);
+        // Read from offset 36 on (after the first entry): the padding ends at object offset
+        // 80, which is not an 8-byte boundary of the piece.
+        let piece = whole.slice(36..);
+        let obj = decode_object_at("o", &piece, 36).unwrap();
+        let got: Vec<(u64, usize)> = obj.entries.iter().map(|e| (e.entry_tid, e.offset)).collect();
+        assert_eq!(got, vec![(1, 36), (2, 80)]);
+        // Taken relative to the piece, the padding would run to piece offset 40 (object 76)
+        // and find zeros, not a preamble, at 76: corruption where there is none.
+        assert!(decode_object("o", &piece).is_err());
+        // Errors carry the object's offsets.
+        let mut m = BytesMut::from(&whole[..]);
+        m[80] ^= 0xff;
+        let err = decode_object_at("o", &m.freeze().slice(36..), 36).unwrap_err();
+        assert_eq!(err.offset(), 80, "{err}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 
 use crate::cls_journal::{data_object_name, JournalHeader, ObjectSetPosition};
-use crate::entry::{decode_object, Entry, EntryError};
+use crate::entry::{decode_object_at, Entry, EntryError};
 use crate::player::{plan_playback_partial, PlaybackEnd, PlayedEntry, PlayerError};
 
 /// Bytes read from one data object at a time unless the follower is told otherwise.
@@ -299,17 +299,14 @@ impl JournalFollower {
             b.extend_from_slice(&bytes);
             b.freeze()
         };
-        let decoded = match decode_object(&name, &buf) {
+        let decoded = match decode_object_at(&name, &buf, base) {
             Ok(d) => d,
             Err(e) => {
                 self.pass = None;
-                return Err(e.at_base(base).into());
+                return Err(e.into());
             }
         };
-        cached.entries.extend(decoded.entries.into_iter().map(|mut e| {
-            e.offset += base as usize;
-            e
-        }));
+        cached.entries.extend(decoded.entries);
         cached.partial = buf.slice(decoded.consumed..);
         Ok(())
     }

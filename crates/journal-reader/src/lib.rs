@@ -39,5 +39,5 @@ pub mod tail;
 
 pub use cls_journal::{Client, ClientState, JournalHeader, ObjectPosition, ObjectSetPosition, Tag};
 pub use encoding::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
-pub use entry::{ceph_crc32c, decode_object, DecodedObject, Entry, EntryError, EntryIter};
+pub use entry::{ceph_crc32c, decode_object, decode_object_at, DecodedObject, Entry, EntryError, EntryIter};
 pub use event::{ClientData, ClientMeta, Event, EventEntry, SnapshotNamespace, TagData};
