@@ -11,6 +11,7 @@
 //! pools and peers added while running.
 #![forbid(unsafe_code)]
 
+mod image_deleter;
 pub mod peers;
 pub mod pool_replayer;
 
