@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// What the pool replayer tells the deleter.
 pub(crate) enum Request {
@@ -65,7 +66,7 @@ pub(crate) async fn run(
                 let known = failed.remove(&global_id).flatten();
                 let outcome = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    r = delete_unmirrored(&ctx, &global_id, known, replayed) => r,
+                    r = delete_unmirrored(&ctx, &global_id, known, replayed).instrument(span(&global_id)) => r,
                 };
                 settle(&pending, &mut failed, global_id, outcome);
             }
@@ -81,13 +82,17 @@ pub(crate) async fn run(
                 for (global_id, known) in std::mem::take(&mut failed) {
                     let outcome = tokio::select! {
                         _ = cancel.cancelled() => return,
-                        r = delete_unmirrored(&ctx, &global_id, known, true) => r,
+                        r = delete_unmirrored(&ctx, &global_id, known, true).instrument(span(&global_id)) => r,
                     };
                     settle(&pending, &mut failed, global_id, outcome);
                 }
             }
         }
     }
+}
+
+fn span(global_id: &str) -> tracing::Span {
+    tracing::info_span!("image", %global_id)
 }
 
 /// Records the outcome of one deletion: done (or nothing to do), or failed and kept for a
@@ -130,7 +135,7 @@ async fn delete_unmirrored(
             match primary {
                 Ok(false) => known,
                 Ok(true) => {
-                    tracing::info!(%global_id, local_image_id = %known, "local image is primary now: keeping it");
+                    tracing::info!(local_image_id = %known, "local image is primary now: keeping it");
                     return Ok(());
                 }
                 Err(image_replayer::ReplayError::Rados(e)) if e.is_not_found() => return Ok(()),
@@ -138,21 +143,23 @@ async fn delete_unmirrored(
             }
         }
         (Disposition::Absent, ..) => {
-            tracing::debug!(%global_id, "no local image to delete");
+            tracing::debug!("no local image to delete");
             return Ok(());
         }
         (Disposition::KeepPrimary, ..) => {
             if replayed {
-                tracing::info!(%global_id, "image no longer mirrored from the peer, but the local image is primary: keeping it");
+                tracing::info!(
+                    "image no longer mirrored from the peer, but the local image is primary: keeping it"
+                );
             }
             return Ok(());
         }
         (Disposition::KeepNotLinked { following }, ..) => {
             let following = following.as_deref().unwrap_or("nobody");
             if replayed {
-                tracing::info!(%global_id, %following, "image no longer mirrored from the peer, but the local image does not follow it: keeping it");
+                tracing::info!(%following, "image no longer mirrored from the peer, but the local image does not follow it: keeping it");
             } else {
-                tracing::debug!(%global_id, %following, "local image not mirrored from the peer: keeping it");
+                tracing::debug!(%following, "local image not mirrored from the peer: keeping it");
             }
             return Ok(());
         }
