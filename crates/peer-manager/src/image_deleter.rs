@@ -4,11 +4,13 @@
 //! pool replayer, fed through a channel, deletes one image at a time (stock
 //! `rbd_mirror_concurrent_image_deletions` = 1) so that neither the scan loop nor the other
 //! images wait for it. It first waits for the image's replayer to finish (it holds the local
-//! image open). A failed deletion is retried after the next successful scan that still does
-//! not list the image; a scan that fails never reaches this task.
+//! image open). A failed deletion is retried by the first successful scan that still does
+//! not list the image [`RETRY_INTERVAL`] after the failure; a scan that fails never reaches
+//! this task.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use image_replayer::image_deleter::{decide, delete_local_image, local_role, Disposition};
 use image_replayer::PeerContext;
@@ -33,6 +35,10 @@ pub(crate) enum Request {
     Scanned(BTreeSet<String>),
 }
 
+/// Shortest wait before a failed deletion is tried again (stock
+/// `rbd_mirror_delete_retry_interval`).
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Images queued or being deleted (global ids): the pool replayer starts no replayer for them.
 pub(crate) type Pending = Arc<Mutex<HashSet<String>>>;
 
@@ -43,9 +49,7 @@ pub(crate) async fn run(
     pending: Pending,
     cancel: CancellationToken,
 ) {
-    // Failed deletions: global id → the local image id once it was found deletable (the
-    // mirroring record, which maps one to the other, may be gone after a partial deletion).
-    let mut failed: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut failed = Retries::default();
     loop {
         let request = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -63,7 +67,7 @@ pub(crate) async fn run(
                         _ = task => {}
                     }
                 }
-                let known = failed.remove(&global_id).flatten();
+                let known = failed.take(&global_id);
                 let outcome = tokio::select! {
                     _ = cancel.cancelled() => return,
                     r = delete_unmirrored(&ctx, &global_id, known, replayed).instrument(span(&global_id)) => r,
@@ -71,15 +75,11 @@ pub(crate) async fn run(
                 settle(&pending, &mut failed, global_id, outcome);
             }
             Request::Scanned(wanted) => {
-                // Mirrored again (not expected: a new enable gets a new global id): let go.
-                failed.retain(|global_id, _| {
-                    let keep = !wanted.contains(global_id);
-                    if !keep {
-                        pending.lock().remove(global_id);
-                    }
-                    keep
-                });
-                for (global_id, known) in std::mem::take(&mut failed) {
+                let (mirrored_again, due) = failed.after_scan(&wanted, Instant::now());
+                for global_id in mirrored_again {
+                    pending.lock().remove(&global_id);
+                }
+                for (global_id, known) in due {
                     let outcome = tokio::select! {
                         _ = cancel.cancelled() => return,
                         r = delete_unmirrored(&ctx, &global_id, known, true).instrument(span(&global_id)) => r,
@@ -95,11 +95,50 @@ fn span(global_id: &str) -> tracing::Span {
     tracing::info_span!("image", %global_id)
 }
 
+/// Failed deletions waiting for a retry: global id → the local image id once it was found
+/// deletable (the mirroring record, which maps one to the other, may be gone after a partial
+/// deletion) and when it failed.
+#[derive(Debug, Default)]
+struct Retries(BTreeMap<String, (Option<String>, Instant)>);
+
+impl Retries {
+    fn record(&mut self, global_id: String, local_image_id: Option<String>, now: Instant) {
+        self.0.insert(global_id, (local_image_id, now));
+    }
+
+    /// Forgets `global_id`; returns the local image id an earlier attempt found deletable.
+    fn take(&mut self, global_id: &str) -> Option<String> {
+        self.0.remove(global_id).and_then(|(id, _)| id)
+    }
+
+    /// After a successful scan that listed `wanted`: forgets and returns the images mirrored
+    /// again (not expected: a new enable gets a new global id), and takes the deletions due
+    /// for a retry at `now`.
+    fn after_scan(
+        &mut self,
+        wanted: &BTreeSet<String>,
+        now: Instant,
+    ) -> (Vec<String>, Vec<(String, Option<String>)>) {
+        let again: Vec<String> = self.0.keys().filter(|g| wanted.contains(*g)).cloned().collect();
+        for g in &again {
+            self.0.remove(g);
+        }
+        let due: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= RETRY_INTERVAL)
+            .map(|(g, _)| g.clone())
+            .collect();
+        let due = due.into_iter().map(|g| (g.clone(), self.take(&g))).collect();
+        (again, due)
+    }
+}
+
 /// Records the outcome of one deletion: done (or nothing to do), or failed and kept for a
 /// retry.
 fn settle(
     pending: &Pending,
-    failed: &mut BTreeMap<String, Option<String>>,
+    failed: &mut Retries,
     global_id: String,
     outcome: Result<(), (Option<String>, image_replayer::ReplayError)>,
 ) {
@@ -109,8 +148,8 @@ fn settle(
         }
         Err((local_image_id, error)) => {
             tracing::warn!(%global_id, local_image_id = local_image_id.as_deref().unwrap_or(""), %error,
-                "cannot delete the local image; retrying after the next scan");
-            failed.insert(global_id, local_image_id);
+                "cannot delete the local image; retrying in {} s", RETRY_INTERVAL.as_secs());
+            failed.record(global_id, local_image_id, Instant::now());
         }
     }
 }
@@ -169,4 +208,33 @@ async fn delete_unmirrored(
     delete_local_image(ctx, &local_image_id, reason).await.map_err(|e| (Some(local_image_id), e))?;
     metrics::counter!("ceph_rbd_mirror_image_deletions", "pool" => ctx.pool.clone()).increment(1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_deletions_are_retried_after_the_interval_unless_mirrored_again() {
+        let t0 = Instant::now();
+        let mut r = Retries::default();
+        r.record("g1".into(), Some("id1".into()), t0);
+        r.record("g2".into(), None, t0);
+        r.record("g3".into(), None, t0);
+        let wanted: BTreeSet<String> = ["g3".to_owned()].into();
+        // Too early: nothing due; g3 is mirrored again and forgotten.
+        let (again, due) = r.after_scan(&wanted, t0 + Duration::from_secs(5));
+        assert_eq!(again, ["g3"]);
+        assert!(due.is_empty());
+        // Due: both, with what the failed attempt learnt.
+        let (again, due) = r.after_scan(&wanted, t0 + RETRY_INTERVAL);
+        assert!(again.is_empty());
+        assert_eq!(due, [("g1".to_owned(), Some("id1".to_owned())), ("g2".to_owned(), None)]);
+        // Taken: not retried twice.
+        assert_eq!(r.after_scan(&wanted, t0 + 2 * RETRY_INTERVAL).1, []);
+        // A new request for a failed image takes its record.
+        r.record("g4".into(), Some("id4".into()), t0);
+        assert_eq!(r.take("g4").as_deref(), Some("id4"));
+        assert_eq!(r.take("g4"), None);
+    }
 }
