@@ -485,3 +485,98 @@ fn existing_snapshots_are_synced_at_bootstrap() {
         assert_eq!(a.export_sha256(&at), b.export_sha256(&at), "content of {at}");
     }
 }
+
+/// The peer stops mirroring images (ceph-formats.md §6.4, last bullet): site-b's non-primary
+/// copy of a journal-mode image whose mirroring is disabled on site-a, and of a
+/// snapshot-mode image removed on site-a, are deleted; an image promoted on site-b after an
+/// orderly failover is kept when site-a then disables its mirroring; an image disabled on
+/// site-a while no daemon ran is deleted when the daemon starts.
+#[test]
+fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
+    let _serial = serial();
+    let a = lab::site("site-a");
+    let b = lab::site("site-b");
+    let spec = |prefix: &str| format!("{}/{}", lab::POOL, lab::unique(prefix));
+    let (journal, snapshot, promoted) = (spec("gone-journal"), spec("gone-snapshot"), spec("kept-promoted"));
+    let offline = spec("gone-offline");
+    let _images = Images(vec![journal.clone(), snapshot.clone(), promoted.clone(), offline.clone()]);
+    for s in [&journal, &promoted, &offline] {
+        a.rbd(&["create", "--size", "16M", "--image-feature", "layering,exclusive-lock,journaling", s]);
+        a.rbd(&["mirror", "image", "enable", s, "journal"]);
+    }
+    a.rbd(&["create", "--size", "16M", &snapshot]);
+    bench(&a, &snapshot, "rand", "4K", "512K");
+    a.rbd(&["mirror", "image", "enable", &snapshot, "snapshot"]);
+    bench(&a, &journal, "rand", "4K", "512K");
+    bench(&a, &promoted, "rand", "4K", "512K");
+
+    let daemon = Daemon::start();
+    for s in [&journal, &snapshot, &promoted, &offline] {
+        let primary = a.export_sha256(s);
+        lab::wait_for(&format!("{s} replicated to site-b"), Duration::from_secs(180), || {
+            let (state, description) = image_status(&b, s)?;
+            assert!(!state.ends_with("error"), "replay of {s} failed: {state}: {description}");
+            let copy = b.export_sha256(s);
+            if state == "up+replaying" && copy == primary {
+                Ok(())
+            } else {
+                Err(format!("{state}: {description}; site-a {primary}, site-b {copy}"))
+            }
+        });
+        assert_eq!(b.rbd_json(&["info", s])["mirroring"]["primary"], false, "{s}");
+    }
+
+    // Orderly failover of `promoted`: demoted on site-a, promoted on site-b.
+    a.rbd(&["mirror", "image", "demote", &promoted]);
+    wait_status(&b, &promoted, "up+unknown", "remote image is non-primary");
+    b.rbd(&["mirror", "image", "promote", &promoted]);
+    wait_status(&b, &promoted, "up+stopped", "local image is primary");
+    let promoted_gid =
+        b.rbd_json(&["info", &promoted])["mirroring"]["global_id"].as_str().unwrap_or_default().to_owned();
+
+    // The peer stops mirroring all three.
+    let log_before = daemon_log().len();
+    a.rbd(&["mirror", "image", "disable", &journal]);
+    a.rbd(&["snap", "purge", &snapshot]);
+    a.rbd(&["rm", "--no-progress", &snapshot]);
+    a.rbd(&["mirror", "image", "disable", "--force", &promoted]);
+
+    let wait_deleted = |s: &str| {
+        let error = lab::wait_for(&format!("{s} deleted on site-b"), Duration::from_secs(120), || {
+            match b.command_output("rbd", &["info", s]) {
+                Ok(info) => Err(format!("still there: {info}")),
+                Err(e) => Ok(e),
+            }
+        });
+        println!("site-b: rbd info {s}: {error}");
+        assert!(error.contains("No such file or directory"), "{error}");
+        assert!(image_status(&b, s).is_err(), "no status entry left for {s}");
+    };
+    wait_deleted(&journal);
+    wait_deleted(&snapshot);
+    let log = lab::wait_for("the promoted image kept", Duration::from_secs(60), || {
+        let log = daemon_log();
+        let since = log.get(log_before..).unwrap_or_default().to_owned();
+        if since
+            .lines()
+            .any(|l| l.contains(&promoted_gid) && l.contains("local image is primary: keeping it"))
+        {
+            Ok(since)
+        } else {
+            Err(since)
+        }
+    });
+    let info = b.rbd_json(&["info", &promoted]);
+    assert_eq!(info["mirroring"]["primary"], true, "site-b keeps its primary image: {info}");
+    let deleted = log.lines().filter(|l| l.contains("deleting the local image")).count();
+    println!("daemon: {deleted} local images deleted; {promoted} kept (primary)");
+    assert_eq!(deleted, 2, "{log}");
+
+    // Disabled while no daemon runs: found when the daemon starts.
+    drop(daemon);
+    a.rbd(&["mirror", "image", "disable", &offline]);
+    assert!(b.rbd_ok(&["info", &offline]), "site-b keeps {offline} while no daemon runs");
+    let _daemon = Daemon::start();
+    wait_deleted(&offline);
+    assert_eq!(b.rbd_json(&["info", &promoted])["mirroring"]["primary"], true, "{promoted} still kept");
+}

@@ -3,7 +3,9 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use journal_reader::cls_journal::{args as journal_args, header_object_name as journal_header};
+use journal_reader::cls_journal::{
+    args as journal_args, header_object_name as journal_header, JournalHeader, Tag,
+};
 use journal_reader::event::{ClientMeta, MirrorPeerClientMeta, MirrorPeerState, MirrorPeerSyncPoint};
 use journal_reader::tail::{read_header, register_client};
 use journal_reader::{ClientData, Decode, Encode, SnapshotNamespace, TagData};
@@ -128,23 +130,14 @@ pub async fn local_tag_create(io: &IoCtx, image_id: &str, data: &TagData) -> Res
     let object = journal_header(image_id);
     for _ in 0..8 {
         let header = read_header(io, image_id).await?;
-        let client = header
-            .clients
-            .get("")
-            .ok_or_else(|| ReplayError::State(format!("{object}: no image journal client")))?;
-        let meta = ClientData::decode_all(&client.data)
-            .map_err(|e| ReplayError::decode(format!("image client data in {object}"), e))?;
-        let ClientMeta::Image(meta) = meta.client_meta else {
-            return Err(ReplayError::State(format!("{object}: the image client is not an image client")));
-        };
-        let newest = header.tags.values().rfind(|t| t.tag_class == meta.tag_class);
+        let (tag_class, newest) = newest_image_tag(&header, &object)?;
         if let Some(t) = newest {
             if TagData::decode_all(&t.data).ok().as_ref() == Some(data) {
                 return Ok(());
             }
         }
         let tid = header.next_tag_tid.unwrap_or(0);
-        let arg = journal_args::tag_create(tid, meta.tag_class, &data.to_bytes());
+        let arg = journal_args::tag_create(tid, tag_class, &data.to_bytes());
         match io.exec_write(&object, "journal", "tag_create", &arg).await {
             Ok(()) => {
                 let _ = io.notify(&object, &[], std::time::Duration::from_secs(5)).await;
@@ -155,6 +148,37 @@ pub async fn local_tag_create(io: &IoCtx, image_id: &str, data: &TagData) -> Res
         }
     }
     Err(ReplayError::State(format!("{object}: tag allocation kept racing")))
+}
+
+/// The tag class of the image journal client (`""`) of `header` (journal header object
+/// `object`, for errors) and the newest tag of that class: its epoch and owner.
+fn newest_image_tag<'h>(header: &'h JournalHeader, object: &str) -> Result<(u64, Option<&'h Tag>)> {
+    let client = header
+        .clients
+        .get("")
+        .ok_or_else(|| ReplayError::State(format!("{object}: no image journal client")))?;
+    let meta = ClientData::decode_all(&client.data)
+        .map_err(|e| ReplayError::decode(format!("image client data in {object}"), e))?;
+    let ClientMeta::Image(meta) = meta.client_meta else {
+        return Err(ReplayError::State(format!("{object}: the image client is not an image client")));
+    };
+    Ok((meta.tag_class, header.tags.values().rfind(|t| t.tag_class == meta.tag_class)))
+}
+
+/// The owner (`TagData::mirror_uuid`) of the newest epoch of the local image's journal:
+/// `""` when the image is primary here, the remote pool's mirror uuid while it follows that
+/// peer, `"<orphan>"` after a demotion; `None` when the journal has no tag yet.
+pub async fn local_tag_owner(io: &IoCtx, image_id: &str) -> Result<Option<String>> {
+    let object = journal_header(image_id);
+    let header = read_header(io, image_id).await?;
+    let (_, newest) = newest_image_tag(&header, &object)?;
+    newest
+        .map(|t| {
+            TagData::decode_all(&t.data)
+                .map(|d| d.mirror_uuid)
+                .map_err(|e| ReplayError::decode(format!("tag {} in {object}", t.tid), e))
+        })
+        .transpose()
 }
 
 /// Our journal client on the primary's journal (id = the local pool's mirror uuid).
@@ -392,27 +416,6 @@ pub async fn resync_requested(io: &IoCtx, local_image_id: &str) -> Result<bool> 
     let data = ClientData::decode_all(&client.data)
         .map_err(|e| ReplayError::decode(format!("image client of {}", journal_header(local_image_id)), e))?;
     Ok(matches!(data.client_meta, ClientMeta::Image(m) if m.resync_requested))
-}
-
-/// Deletes the local image for a resync: mirroring disabled on it (forced, it is
-/// non-primary), then removed; the next bootstrap creates it afresh and copies it fully.
-pub async fn delete_for_resync(ctx: &PeerContext, local_image_id: &str) -> Result<()> {
-    let io = &ctx.local_io;
-    let name = io.image_name(local_image_id).await?;
-    tracing::info!(image = %name, %local_image_id, "resync requested: deleting the local image");
-    io.mirror_image_disable(&name, true).await?;
-    // Watchers of the header (a closing librbd handle) can hold the removal off briefly.
-    let mut attempts = 0;
-    loop {
-        match io.remove_image(&name).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.errno() == Some(libc::EBUSY) && attempts < 10 => {
-                attempts += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ async fn attempt(
     let (local_id, created) = ensure_local_image(ctx, &remote).await?;
     if !created && crate::bootstrap::resync_requested(&ctx.local_io, &local_id).await? {
         publish(ctx, status, State::StartingReplay, "resync requested").await;
-        crate::bootstrap::delete_for_resync(ctx, &local_id).await?;
+        crate::image_deleter::delete_local_image(ctx, &local_id, "resync requested").await?;
         return Ok(Attempt::RetryAfter(Duration::from_secs(1)));
     }
     let client_state = ensure_remote_client(ctx, &remote, &local_id, created).await?;

@@ -21,6 +21,7 @@ pub mod cls;
 pub mod cls_rbd;
 pub mod error;
 pub mod image_copy;
+pub mod image_deleter;
 pub mod image_metrics;
 pub mod image_replayer;
 pub mod journal_replay;

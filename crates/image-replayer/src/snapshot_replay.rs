@@ -214,15 +214,7 @@ pub async fn resync_requested(io: &IoCtx, local_image_id: &str) -> Result<bool> 
 /// afresh and syncs it fully.
 async fn resync(ctx: &PeerContext, local_id: &str, status: &mut StatusPublisher) -> Result<Attempt> {
     publish(ctx, status, State::StartingReplay, "resync requested").await;
-    let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, local_id).await?;
-    for snap in local.snapshots().await? {
-        if snap.snapshot_namespace == SnapshotNamespace::User {
-            let _ = local.snap_set_protection(&snap.name, 0).await;
-        }
-        local.snap_remove(&snap.name).await?;
-    }
-    drop(local);
-    crate::bootstrap::delete_for_resync(ctx, local_id).await?;
+    crate::image_deleter::delete_local_image(ctx, local_id, "resync requested").await?;
     Ok(Attempt::RetryAfter(Duration::from_secs(1)))
 }
 

@@ -1,7 +1,7 @@
 //! The daemon's replication work: every mirrored pool of the local cluster, every peer it
 //! receives from, every image of that peer mirrored in journal or snapshot mode.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,11 +11,12 @@ use image_replayer::{ImageReplayerState, PeerContext, ReplayerConfig};
 use parking_lot::Mutex;
 use rados_ffi::rbd::{MirrorMode, MirrorPeerSite};
 use rados_ffi::{Rados, Watch};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::image_deleter::{self, Request};
 use crate::peers::peer_cluster_config;
 
 /// How often the peer's image list is rescanned without a notification.
@@ -164,8 +165,16 @@ impl PoolTask {
             config: self.config.clone(),
             sync_slots: Arc::new(Semaphore::new(self.syncs.max(1))),
         });
-        let mut images: HashMap<String, (CancellationToken, String)> = HashMap::new();
-        let mut tasks = JoinSet::new();
+        // Per image (global id): its replayer's cancellation token and task.
+        let mut images: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+        // Local copies of images the peer stopped mirroring are deleted by their own task.
+        let (deletions, requests) = mpsc::unbounded_channel();
+        let deleting = image_deleter::Pending::default();
+        let deleter = tokio::spawn(
+            image_deleter::run(ctx.clone(), requests, deleting.clone(), cancel.child_token())
+                .instrument(tracing::Span::current()),
+        );
+        let mut swept = false;
         let mut last_ping: Option<Instant> = None;
         loop {
             if last_ping.is_none_or(|t| t.elapsed() >= PING_INTERVAL) {
@@ -178,47 +187,70 @@ impl PoolTask {
             }
             match self.scan(&ctx).await {
                 Ok(wanted) => {
-                    // Stop replayers of images no longer mirrored.
-                    images.retain(|global_id, (token, _)| {
-                        let keep = wanted.contains_key(global_id);
-                        if !keep {
-                            tracing::info!(%global_id, "image no longer mirrored from the peer: stopping its replayer");
-                            token.cancel();
-                            self.status.lock().images.remove(global_id);
+                    // Stop replayers of images no longer mirrored; their local copies go to
+                    // the deleter, which waits for the replayer to finish.
+                    let gone: Vec<String> =
+                        images.keys().filter(|g| !wanted.contains_key(*g)).cloned().collect();
+                    for global_id in gone {
+                        let Some((token, task)) = images.remove(&global_id) else { continue };
+                        tracing::info!(%global_id, "image no longer mirrored from the peer: stopping its replayer");
+                        token.cancel();
+                        self.status.lock().images.remove(&global_id);
+                        deleting.lock().insert(global_id.clone());
+                        let _ = deletions.send(Request::Delete { global_id, replayer: Some(task) });
+                    }
+                    // Once per connection: local images of this peer whose primary went away
+                    // while no daemon ran (the deleter keeps primary and unlinked ones).
+                    if !swept {
+                        match cls::mirror_image_list(&ctx.local_io).await {
+                            Ok(local) => {
+                                swept = true;
+                                for global_id in local.into_values() {
+                                    if !wanted.contains_key(&global_id)
+                                        && deleting.lock().insert(global_id.clone())
+                                    {
+                                        let _ = deletions.send(Request::Delete { global_id, replayer: None });
+                                    }
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot list the local mirrored images"),
                         }
-                        keep
-                    });
+                    }
+                    let _ = deletions.send(Request::Scanned(wanted.keys().cloned().collect::<BTreeSet<_>>()));
                     for (global_id, remote_id) in wanted {
-                        if images.contains_key(&global_id) {
+                        if images.contains_key(&global_id) || deleting.lock().contains(&global_id) {
                             continue;
                         }
                         let token = cancel.child_token();
                         let shared = Arc::new(Mutex::new(ImageReplayerState::default()));
                         self.status.lock().images.insert(global_id.clone(), shared.clone());
-                        tasks.spawn(image_replayer::image_replayer::run(
+                        let task = tokio::spawn(image_replayer::image_replayer::run(
                             ctx.clone(),
-                            remote_id.clone(),
+                            remote_id,
                             global_id.clone(),
                             token.clone(),
                             shared,
                         ));
-                        images.insert(global_id, (token, remote_id));
+                        images.insert(global_id, (token, task));
                     }
                     metrics::gauge!("ceph_rbd_mirror_pool_images", "pool" => self.pool.clone())
                         .set(images.len() as f64);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list the peer's mirrored images"),
             }
-            // Reap finished replayers (they only finish when cancelled).
-            while tasks.try_join_next().is_some() {}
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = next_notification(&mut remote_watch) => {}
                 _ = tokio::time::sleep(RESCAN_INTERVAL) => {}
             }
         }
-        // Shutdown: every replayer commits its position, then returns.
-        while tasks.join_next().await.is_some() {}
+        // Shutdown: every replayer commits its position, then returns; the deleter stops
+        // (a deletion in flight is retried by the next run).
+        for (_, (_, task)) in images {
+            let _ = task.await;
+        }
+        drop(deletions);
+        let _ = deleter.await;
         Ok(())
     }
 

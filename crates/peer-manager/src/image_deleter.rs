@@ -1,0 +1,240 @@
+//! The pool replayer's image deleter: when the peer stops mirroring an image (its primary
+//! deleted, or its mirroring disabled), the local non-primary copy linked to that peer is
+//! deleted, as the stock daemon's ImageDeleter does (ceph-formats.md §6.4). One task per
+//! pool replayer, fed through a channel, deletes one image at a time (stock
+//! `rbd_mirror_concurrent_image_deletions` = 1) so that neither the scan loop nor the other
+//! images wait for it. It first waits for the image's replayer to finish (it holds the local
+//! image open). A failed deletion is retried by the first successful scan that still does
+//! not list the image [`RETRY_INTERVAL`] after the failure; a scan that fails never reaches
+//! this task.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image_replayer::image_deleter::{decide, delete_local_image, local_role, Disposition};
+use image_replayer::PeerContext;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What the pool replayer tells the deleter.
+pub(crate) enum Request {
+    /// A successful scan does not list `global_id`; `replayer` is its (cancelled) replayer
+    /// task when the image was replayed until now, `None` for a local mirrored image the
+    /// peer did not list when the pool replayer started.
+    Delete {
+        /// Global image id.
+        global_id: String,
+        /// The image's replayer, finishing.
+        replayer: Option<JoinHandle<()>>,
+    },
+    /// A successful scan listed these images: failed deletions of the others are retried.
+    Scanned(BTreeSet<String>),
+}
+
+/// Shortest wait before a failed deletion is tried again (stock
+/// `rbd_mirror_delete_retry_interval`).
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Images queued or being deleted (global ids): the pool replayer starts no replayer for them.
+pub(crate) type Pending = Arc<Mutex<HashSet<String>>>;
+
+/// Handles requests until `cancel` fires or the pool replayer drops its sender.
+pub(crate) async fn run(
+    ctx: Arc<PeerContext>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    pending: Pending,
+    cancel: CancellationToken,
+) {
+    let mut failed = Retries::default();
+    loop {
+        let request = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        match request {
+            Request::Delete { global_id, replayer } => {
+                let replayed = replayer.is_some();
+                if let Some(task) = replayer {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = task => {}
+                    }
+                }
+                let known = failed.take(&global_id);
+                let outcome = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = delete_unmirrored(&ctx, &global_id, known, replayed).instrument(span(&global_id)) => r,
+                };
+                settle(&pending, &mut failed, global_id, outcome);
+            }
+            Request::Scanned(wanted) => {
+                let (mirrored_again, due) = failed.after_scan(&wanted, Instant::now());
+                for global_id in mirrored_again {
+                    pending.lock().remove(&global_id);
+                }
+                for (global_id, known) in due {
+                    let outcome = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = delete_unmirrored(&ctx, &global_id, known, true).instrument(span(&global_id)) => r,
+                    };
+                    settle(&pending, &mut failed, global_id, outcome);
+                }
+            }
+        }
+    }
+}
+
+fn span(global_id: &str) -> tracing::Span {
+    tracing::info_span!("image", %global_id)
+}
+
+/// Failed deletions waiting for a retry: global id → the local image id once it was found
+/// deletable (the mirroring record, which maps one to the other, may be gone after a partial
+/// deletion) and when it failed.
+#[derive(Debug, Default)]
+struct Retries(BTreeMap<String, (Option<String>, Instant)>);
+
+impl Retries {
+    fn record(&mut self, global_id: String, local_image_id: Option<String>, now: Instant) {
+        self.0.insert(global_id, (local_image_id, now));
+    }
+
+    /// Forgets `global_id`; returns the local image id an earlier attempt found deletable.
+    fn take(&mut self, global_id: &str) -> Option<String> {
+        self.0.remove(global_id).and_then(|(id, _)| id)
+    }
+
+    /// After a successful scan that listed `wanted`: forgets and returns the images mirrored
+    /// again (not expected: a new enable gets a new global id), and takes the deletions due
+    /// for a retry at `now`.
+    fn after_scan(
+        &mut self,
+        wanted: &BTreeSet<String>,
+        now: Instant,
+    ) -> (Vec<String>, Vec<(String, Option<String>)>) {
+        let again: Vec<String> = self.0.keys().filter(|g| wanted.contains(*g)).cloned().collect();
+        for g in &again {
+            self.0.remove(g);
+        }
+        let due: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= RETRY_INTERVAL)
+            .map(|(g, _)| g.clone())
+            .collect();
+        let due = due.into_iter().map(|g| (g.clone(), self.take(&g))).collect();
+        (again, due)
+    }
+}
+
+/// Records the outcome of one deletion: done (or nothing to do), or failed and kept for a
+/// retry.
+fn settle(
+    pending: &Pending,
+    failed: &mut Retries,
+    global_id: String,
+    outcome: Result<(), (Option<String>, image_replayer::ReplayError)>,
+) {
+    match outcome {
+        Ok(()) => {
+            pending.lock().remove(&global_id);
+        }
+        Err((local_image_id, error)) => {
+            tracing::warn!(%global_id, local_image_id = local_image_id.as_deref().unwrap_or(""), %error,
+                "cannot delete the local image; retrying in {} s", RETRY_INTERVAL.as_secs());
+            failed.record(global_id, local_image_id, Instant::now());
+        }
+    }
+}
+
+/// Deletes the local copy of `global_id` if it is non-primary and linked to this peer.
+/// `known`: the local image id an earlier, failed attempt found deletable. On failure,
+/// returns the local image id when it was found deletable. `replayed`: the image was
+/// replayed from this peer until now (images kept are then logged at info level).
+async fn delete_unmirrored(
+    ctx: &PeerContext,
+    global_id: &str,
+    known: Option<String>,
+    replayed: bool,
+) -> Result<(), (Option<String>, image_replayer::ReplayError)> {
+    let role = local_role(ctx, global_id).await.map_err(|e| (known.clone(), e))?;
+    let local_image_id = match (decide(role.as_ref(), &ctx.remote_mirror_uuid), role, known) {
+        (Disposition::Delete, Some(role), _) => role.image_id,
+        // A failed attempt got as far as disabling its mirroring: finish it, unless it was
+        // promoted meanwhile.
+        (Disposition::Absent, _, Some(known)) => {
+            let primary = image_replayer::bootstrap::is_primary(&ctx.local_io, &known).await;
+            match primary {
+                Ok(false) => known,
+                Ok(true) => {
+                    tracing::info!(local_image_id = %known, "local image is primary now: keeping it");
+                    return Ok(());
+                }
+                Err(image_replayer::ReplayError::Rados(e)) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err((Some(known), e)),
+            }
+        }
+        (Disposition::Absent, ..) => {
+            tracing::debug!("no local image to delete");
+            return Ok(());
+        }
+        (Disposition::KeepPrimary, ..) => {
+            if replayed {
+                tracing::info!(
+                    "image no longer mirrored from the peer, but the local image is primary: keeping it"
+                );
+            }
+            return Ok(());
+        }
+        (Disposition::KeepNotLinked { following }, ..) => {
+            let following = following.as_deref().unwrap_or("nobody");
+            if replayed {
+                tracing::info!(%following, "image no longer mirrored from the peer, but the local image does not follow it: keeping it");
+            } else {
+                tracing::debug!(%following, "local image not mirrored from the peer: keeping it");
+            }
+            return Ok(());
+        }
+        (Disposition::Delete, None, _) => return Ok(()),
+    };
+    let reason = "image no longer mirrored from the peer (primary deleted or mirroring disabled)";
+    delete_local_image(ctx, &local_image_id, reason).await.map_err(|e| (Some(local_image_id), e))?;
+    metrics::counter!("ceph_rbd_mirror_image_deletions", "pool" => ctx.pool.clone()).increment(1);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_deletions_are_retried_after_the_interval_unless_mirrored_again() {
+        let t0 = Instant::now();
+        let mut r = Retries::default();
+        r.record("g1".into(), Some("id1".into()), t0);
+        r.record("g2".into(), None, t0);
+        r.record("g3".into(), None, t0);
+        let wanted: BTreeSet<String> = ["g3".to_owned()].into();
+        // Too early: nothing due; g3 is mirrored again and forgotten.
+        let (again, due) = r.after_scan(&wanted, t0 + Duration::from_secs(5));
+        assert_eq!(again, ["g3"]);
+        assert!(due.is_empty());
+        // Due: both, with what the failed attempt learnt.
+        let (again, due) = r.after_scan(&wanted, t0 + RETRY_INTERVAL);
+        assert!(again.is_empty());
+        assert_eq!(due, [("g1".to_owned(), Some("id1".to_owned())), ("g2".to_owned(), None)]);
+        // Taken: not retried twice.
+        assert_eq!(r.after_scan(&wanted, t0 + 2 * RETRY_INTERVAL).1, []);
+        // A new request for a failed image takes its record.
+        r.record("g4".into(), Some("id4".into()), t0);
+        assert_eq!(r.take("g4").as_deref(), Some("id4"));
+        assert_eq!(r.take("g4"), None);
+    }
+}
