@@ -493,9 +493,7 @@ fn existing_snapshots_are_synced_at_bootstrap() {
 /// site-a while no daemon ran is deleted when the daemon starts.
 #[test]
 fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
-    let _serial = serial();
-    let a = lab::site("site-a");
-    let b = lab::site("site-b");
+    let (_serial, a, b) = sites();
     let spec = |prefix: &str| format!("{}/{}", lab::POOL, lab::unique(prefix));
     let (journal, snapshot, promoted) = (spec("gone-journal"), spec("gone-snapshot"), spec("kept-promoted"));
     let offline = spec("gone-offline");
@@ -505,10 +503,10 @@ fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
         a.rbd(&["mirror", "image", "enable", s, "journal"]);
     }
     a.rbd(&["create", "--size", "16M", &snapshot]);
-    bench(&a, &snapshot, "rand", "4K", "512K");
+    a.bench(&snapshot, "rand", "4K", "512K");
     a.rbd(&["mirror", "image", "enable", &snapshot, "snapshot"]);
-    bench(&a, &journal, "rand", "4K", "512K");
-    bench(&a, &promoted, "rand", "4K", "512K");
+    a.bench(&journal, "rand", "4K", "512K");
+    a.bench(&promoted, "rand", "4K", "512K");
 
     let daemon = Daemon::start();
     for s in [&journal, &snapshot, &promoted, &offline] {
