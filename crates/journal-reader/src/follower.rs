@@ -121,7 +121,7 @@ struct Pass {
 /// What a pass's plan found.
 #[derive(Debug, Clone, Copy)]
 struct Planned {
-    /// Some object may hold bytes not read yet that the next reading pass would read.
+    /// Some object may hold bytes not read yet that the next pass would read.
     more: bool,
     /// Playback is stuck on the active tag while the header lists a newer one: the object
     /// it stopped on, read again, tells whether the active tag is over.
@@ -380,7 +380,7 @@ impl JournalFollower {
             PlaybackEnd::NoMoreEntries { object_number }
             | PlaybackEnd::TagSequenceIncomplete { object_number } => Some(object_number),
         };
-        // Worth another read now: an object the next reading pass would read that came back
+        // Worth another read now: an object the next pass would read that came back
         // full, or a closed set's object not yet read since it closed (objects of the active
         // set are waited for by polling).
         self.forget_played();
