@@ -5,6 +5,8 @@
 //! from a full resync. The handles are resolved once per image replay attempt, so counting
 //! an entry is one atomic add, not a registry lookup. Exporting them is the daemon's job.
 
+use std::time::Duration;
+
 use metrics::{Counter, Gauge, Label};
 
 /// Daemon-wide: entries replayed (stock `rbd_mirror` perf counter `replay`).
@@ -26,9 +28,27 @@ pub const IMAGE_REPLAY_RESUMED: &str = "ceph_rbd_mirror_image_replay_resumed";
 /// Per image: replay attempts that ended in an error (ours).
 pub const IMAGE_ERRORS: &str = "ceph_rbd_mirror_image_errors";
 
+/// Daemon-wide: bytes synced by snapshot replay (stock `rbd_mirror_snapshot` perf counter
+/// `replay_bytes`, exported by the mgr as this name).
+pub const SNAPSHOT_REPLAY_BYTES: &str = "ceph_rbd_mirror_snapshot_replay_bytes";
+/// Daemon-wide: snapshots synced (stock `snapshots`).
+pub const SNAPSHOT_SNAPSHOTS: &str = "ceph_rbd_mirror_snapshot_snapshots";
+/// Daemon-wide: seconds per snapshot sync (stock `snapshots_time`; the exporter adds the
+/// `_sum` and `_count` series the mgr exports).
+pub const SNAPSHOT_SNAPSHOTS_TIME: &str = "ceph_rbd_mirror_snapshot_snapshots_time";
+/// Per image: bytes synced by snapshot replay.
+pub const SNAPSHOT_IMAGE_REPLAY_BYTES: &str = "ceph_rbd_mirror_snapshot_image_replay_bytes";
+/// Per image: snapshots synced.
+pub const SNAPSHOT_IMAGE_SNAPSHOTS: &str = "ceph_rbd_mirror_snapshot_image_snapshots";
+
 /// Registers the help texts (the stock perf counters' descriptions where they exist); call
 /// once after installing a recorder.
 pub fn describe() {
+    metrics::describe_counter!(SNAPSHOT_REPLAY_BYTES, "Replayed data");
+    metrics::describe_counter!(SNAPSHOT_SNAPSHOTS, "Snapshots");
+    metrics::describe_histogram!(SNAPSHOT_SNAPSHOTS_TIME, metrics::Unit::Seconds, "Snapshots time");
+    metrics::describe_counter!(SNAPSHOT_IMAGE_REPLAY_BYTES, "Replayed data");
+    metrics::describe_counter!(SNAPSHOT_IMAGE_SNAPSHOTS, "Snapshots");
     metrics::describe_counter!(REPLAY, "Replays");
     metrics::describe_counter!(REPLAY_BYTES, "Replayed data");
     metrics::describe_counter!(IMAGE_REPLAY, "Replays");
@@ -59,15 +79,34 @@ pub struct ImageMetrics {
     pub errors: Counter,
 }
 
+/// The labels of a per-image series, as the mgr exports the stock daemon's.
+fn image_labels(pool: &str, namespace: &str, image: &str) -> Vec<Label> {
+    vec![
+        Label::new("pool", pool.to_owned()),
+        Label::new("namespace", namespace.to_owned()),
+        Label::new("image", image.to_owned()),
+    ]
+}
+
+/// Counts one snapshot-mode sync of image `image` of `pool`/`namespace`: `bytes` copied in
+/// `elapsed`; `full` for an initial sync.
+pub fn snapshot_synced(pool: &str, namespace: &str, image: &str, bytes: u64, elapsed: Duration, full: bool) {
+    let labels = image_labels(pool, namespace, image);
+    metrics::counter!(SNAPSHOT_REPLAY_BYTES).increment(bytes);
+    metrics::counter!(SNAPSHOT_SNAPSHOTS).increment(1);
+    metrics::histogram!(SNAPSHOT_SNAPSHOTS_TIME).record(elapsed.as_secs_f64());
+    metrics::counter!(SNAPSHOT_IMAGE_REPLAY_BYTES, labels.clone()).increment(bytes);
+    metrics::counter!(SNAPSHOT_IMAGE_SNAPSHOTS, labels.clone()).increment(1);
+    if full {
+        metrics::counter!(IMAGE_FULL_SYNCS, labels).increment(1);
+    }
+}
+
 impl ImageMetrics {
     /// Handles for image `image` of `pool`/`namespace`.
     pub fn new(pool: &str, namespace: &str, image: &str) -> ImageMetrics {
-        let labels = [
-            Label::new("pool", pool.to_owned()),
-            Label::new("namespace", namespace.to_owned()),
-            Label::new("image", image.to_owned()),
-        ];
-        let l = || labels.to_vec();
+        let labels = image_labels(pool, namespace, image);
+        let l = || labels.clone();
         ImageMetrics {
             replay: metrics::counter!(REPLAY),
             replay_bytes: metrics::counter!(REPLAY_BYTES),

@@ -49,45 +49,6 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// Image-meta key prefix of the per-peer mirror image-meta (`.rbd_mirror.<uuid>`).
 const IMAGE_META_PREFIX: &str = ".rbd_mirror.";
 
-/// Daemon-wide: bytes synced by snapshot replay (stock `rbd_mirror_snapshot` perf counter
-/// `replay_bytes`, exported by the mgr as this name).
-pub const SNAPSHOT_REPLAY_BYTES: &str = "ceph_rbd_mirror_snapshot_replay_bytes";
-/// Daemon-wide: snapshots synced (stock `snapshots`).
-pub const SNAPSHOT_SNAPSHOTS: &str = "ceph_rbd_mirror_snapshot_snapshots";
-/// Daemon-wide: seconds per snapshot sync (stock `snapshots_time`; the exporter adds the
-/// `_sum` and `_count` series the mgr exports).
-pub const SNAPSHOT_SNAPSHOTS_TIME: &str = "ceph_rbd_mirror_snapshot_snapshots_time";
-/// Per image (`pool`, `namespace`, `image` labels): bytes synced.
-pub const SNAPSHOT_IMAGE_REPLAY_BYTES: &str = "ceph_rbd_mirror_snapshot_image_replay_bytes";
-/// Per image: snapshots synced.
-pub const SNAPSHOT_IMAGE_SNAPSHOTS: &str = "ceph_rbd_mirror_snapshot_image_snapshots";
-
-/// Registers the help texts of the snapshot-mode metrics (the stock perf counters').
-pub fn describe_metrics() {
-    metrics::describe_counter!(SNAPSHOT_REPLAY_BYTES, "Replayed data");
-    metrics::describe_counter!(SNAPSHOT_SNAPSHOTS, "Snapshots");
-    metrics::describe_histogram!(SNAPSHOT_SNAPSHOTS_TIME, metrics::Unit::Seconds, "Snapshots time");
-    metrics::describe_counter!(SNAPSHOT_IMAGE_REPLAY_BYTES, "Replayed data");
-    metrics::describe_counter!(SNAPSHOT_IMAGE_SNAPSHOTS, "Snapshots");
-}
-
-/// Counts one synced snapshot of image `name`.
-fn count_snapshot_sync(ctx: &PeerContext, name: &str, bytes: u64, elapsed: Duration, full: bool) {
-    let labels = [
-        metrics::Label::new("pool", ctx.pool.clone()),
-        metrics::Label::new("namespace", ctx.namespace.clone()),
-        metrics::Label::new("image", name.to_owned()),
-    ];
-    metrics::counter!(SNAPSHOT_REPLAY_BYTES).increment(bytes);
-    metrics::counter!(SNAPSHOT_SNAPSHOTS).increment(1);
-    metrics::histogram!(SNAPSHOT_SNAPSHOTS_TIME).record(elapsed.as_secs_f64());
-    metrics::counter!(SNAPSHOT_IMAGE_REPLAY_BYTES, labels.to_vec()).increment(bytes);
-    metrics::counter!(SNAPSHOT_IMAGE_SNAPSHOTS, labels.to_vec()).increment(1);
-    if full {
-        crate::image_metrics::ImageMetrics::new(&ctx.pool, &ctx.namespace, name).full_syncs.increment(1);
-    }
-}
-
 /// Runs one attempt of snapshot-mode replay of remote image `remote_image_id`.
 pub(crate) async fn attempt(
     ctx: &PeerContext,
@@ -688,7 +649,14 @@ impl SnapshotReplayer<'_> {
         }
         let seconds = started.elapsed().as_secs();
         self.rates.snapshot_synced(seconds, bytes);
-        count_snapshot_sync(ctx, &self.remote.name, bytes, started.elapsed(), plan.remote_start.is_none());
+        crate::image_metrics::snapshot_synced(
+            &ctx.pool,
+            &ctx.namespace,
+            &self.remote.name,
+            bytes,
+            started.elapsed(),
+            plan.remote_start.is_none(),
+        );
         tracing::info!(
             remote_snap_id = plan.remote_end,
             local_snap_id = local_end,
