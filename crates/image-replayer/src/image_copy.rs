@@ -115,23 +115,8 @@ pub async fn copy_image(
     on_progress: &mut (dyn FnMut(CopyProgress) + Send),
     cancel: &CancellationToken,
 ) -> Result<CopyStats> {
-    let result =
-        copy(remote_io, remote_image_id, local, range, local_snapc, concurrency, on_progress, cancel).await;
-    rados_ffi::process::release_free_memory();
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn copy(
-    remote_io: &IoCtx,
-    remote_image_id: &str,
-    local: &LocalImage,
-    range: &CopyRange,
-    local_snapc: &LocalSnapContext,
-    concurrency: usize,
-    on_progress: &mut (dyn FnMut(CopyProgress) + Send),
-    cancel: &CancellationToken,
-) -> Result<CopyStats> {
+    // On every way out, a cancelled (dropped) copy included.
+    let _release = rados_ffi::process::ReleaseFreeMemoryOnDrop;
     let remote = ImageGeometry::read(remote_io, remote_image_id).await?;
     let layout = check_layouts(&remote, local)?;
     let end = range.remote_snap_id_end;

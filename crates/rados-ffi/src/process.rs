@@ -32,3 +32,14 @@ pub fn release_free_memory() -> bool {
     // it is safe to call from any thread at any time.
     unsafe { libc::malloc_trim(0) == 1 }
 }
+
+/// Calls [`release_free_memory`] when dropped: held across a burst (an image copy), it gives
+/// the memory back however the burst ends, a cancelled future included.
+#[derive(Debug)]
+pub struct ReleaseFreeMemoryOnDrop;
+
+impl Drop for ReleaseFreeMemoryOnDrop {
+    fn drop(&mut self) {
+        release_free_memory();
+    }
+}
