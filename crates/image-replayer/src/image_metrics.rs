@@ -41,6 +41,10 @@ pub const SNAPSHOT_IMAGE_REPLAY_BYTES: &str = "ceph_rbd_mirror_snapshot_image_re
 /// Per image: snapshots synced.
 pub const SNAPSHOT_IMAGE_SNAPSHOTS: &str = "ceph_rbd_mirror_snapshot_image_snapshots";
 
+/// Per pool (`pool` label): local non-primary images deleted because the peer stopped
+/// mirroring them (ours).
+pub const IMAGE_DELETIONS: &str = "ceph_rbd_mirror_image_deletions";
+
 /// Registers the help texts (the stock perf counters' descriptions where they exist); call
 /// once after installing a recorder.
 pub fn describe() {
@@ -58,6 +62,7 @@ pub fn describe() {
     metrics::describe_counter!(IMAGE_FULL_SYNCS, "Full image syncs completed");
     metrics::describe_counter!(IMAGE_REPLAY_RESUMED, "Replays resumed from a committed position");
     metrics::describe_counter!(IMAGE_ERRORS, "Replay attempts ended in error");
+    metrics::describe_counter!(IMAGE_DELETIONS, "Local images deleted after the peer stopped mirroring them");
 }
 
 /// Metric handles of one image, labelled as the stock daemon's are.

@@ -206,7 +206,8 @@ async fn delete_unmirrored(
     };
     let reason = "image no longer mirrored from the peer (primary deleted or mirroring disabled)";
     delete_local_image(ctx, &local_image_id, reason).await.map_err(|e| (Some(local_image_id), e))?;
-    metrics::counter!("ceph_rbd_mirror_image_deletions", "pool" => ctx.pool.clone()).increment(1);
+    metrics::counter!(image_replayer::image_metrics::IMAGE_DELETIONS, "pool" => ctx.pool.clone())
+        .increment(1);
     Ok(())
 }
 
