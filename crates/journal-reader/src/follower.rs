@@ -29,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::cls_journal::{data_object_name, JournalHeader, ObjectSetPosition};
 use crate::entry::{decode_object_at, Entry, EntryError};
-use crate::player::{plan_playback_partial, PlaybackEnd, PlayedEntry, PlayerError};
+use crate::player::{plan_playback_partial, ObjectEntries, PlaybackEnd, PlayedEntry, PlayerError};
 
 /// Bytes read from one data object at a time unless the follower is told otherwise.
 pub const DEFAULT_FETCH_BYTES: usize = 1 << 20;
@@ -100,6 +100,12 @@ struct CachedObject {
     /// Every entry of the tags below this one is read: the last read was short and came
     /// after the header listed this tag (whose allocation ended every older tag's writes).
     tags_read_below: u64,
+}
+
+impl ObjectEntries for BTreeMap<u64, CachedObject> {
+    fn entries(&self, object_number: u64) -> &[Entry] {
+        self.get(&object_number).map_or(&[], |o| o.entries.as_slice())
+    }
 }
 
 impl CachedObject {
@@ -338,8 +344,6 @@ impl JournalFollower {
         let active_set = self.header.active_set;
         let first_set = self.first_set();
         let last_set = self.last_set(first_set);
-        let view: BTreeMap<u64, Vec<Entry>> =
-            self.objects.iter().map(|(n, o)| (*n, o.entries.clone())).collect();
         // Objects that may hold more than was read, and the set after the last one read,
         // which playback must not take for empty.
         let mut incomplete: BTreeSet<u64> =
@@ -352,7 +356,7 @@ impl JournalFollower {
             self.header.splay_width,
             active_set,
             &self.planned,
-            &view,
+            &self.objects,
             &incomplete,
             &tags_read_below,
         )

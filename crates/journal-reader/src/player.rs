@@ -108,6 +108,19 @@ pub struct Playback {
     pub active_tag_tid: Option<u64>,
 }
 
+/// The decoded entries of data objects, by object number, as the planner reads them (a
+/// missing object has none): a map of entry vectors, or the live follower's cache as it is.
+pub trait ObjectEntries: std::fmt::Debug {
+    /// The entries of data object `object_number`, in object order.
+    fn entries(&self, object_number: u64) -> &[Entry];
+}
+
+impl ObjectEntries for BTreeMap<u64, Vec<Entry>> {
+    fn entries(&self, object_number: u64) -> &[Entry] {
+        self.get(&object_number).map_or(&[], Vec::as_slice)
+    }
+}
+
 #[derive(Debug)]
 struct ObjectCursor {
     object_number: u64,
@@ -118,7 +131,7 @@ struct ObjectCursor {
 struct Planner<'a> {
     width: u64,
     active_set: u64,
-    objects: &'a BTreeMap<u64, Vec<Entry>>,
+    objects: &'a dyn ObjectEntries,
     /// Objects that may hold more entries than given (only partly read): never skipped
     /// as empty.
     incomplete: &'a BTreeSet<u64>,
@@ -140,7 +153,7 @@ impl Planner<'_> {
     fn load(&self, object_number: u64) -> ObjectCursor {
         let mut entries: VecDeque<Entry> = VecDeque::new();
         let mut index: BTreeMap<(u64, u64), usize> = BTreeMap::new();
-        for e in self.objects.get(&object_number).into_iter().flatten() {
+        for e in self.objects.entries(object_number) {
             let key = (e.tag_tid, e.entry_tid);
             match index.get(&key).and_then(|&i| entries.get_mut(i)) {
                 Some(slot) => *slot = e.clone(),
@@ -304,7 +317,7 @@ pub fn plan_playback(
     splay_width: u8,
     active_set: u64,
     commit_position: &ObjectSetPosition,
-    objects: &BTreeMap<u64, Vec<Entry>>,
+    objects: &dyn ObjectEntries,
 ) -> Result<Playback, PlayerError> {
     plan_playback_partial(
         splay_width,
@@ -328,7 +341,7 @@ pub fn plan_playback_partial(
     splay_width: u8,
     active_set: u64,
     commit_position: &ObjectSetPosition,
-    objects: &BTreeMap<u64, Vec<Entry>>,
+    objects: &dyn ObjectEntries,
     incomplete: &BTreeSet<u64>,
     tags_read_below: &BTreeMap<u64, u64>,
 ) -> Result<Playback, PlayerError> {
@@ -606,7 +619,7 @@ mod tests {
     #[test]
     fn zero_splay_width_is_rejected() {
         assert_eq!(
-            plan_playback(0, 0, &ObjectSetPosition::default(), &BTreeMap::new()),
+            plan_playback(0, 0, &ObjectSetPosition::default(), &BTreeMap::<u64, Vec<Entry>>::new()),
             Err(PlayerError::InvalidSplayWidth)
         );
     }

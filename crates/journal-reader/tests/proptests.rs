@@ -317,10 +317,10 @@ proptest! {
         ),
         cp in proptest::collection::vec((0..16u64, 0..3u64, 0..12u64), 0..4),
     ) {
-        let objects = objs
+        let objects: std::collections::BTreeMap<u64, Vec<_>> = objs
             .into_iter()
             .map(|(k, v)| {
-                let entries = v
+                let entries: Vec<_> = v
                     .into_iter()
                     .map(|(tag, tid)| journal_reader::entry::Entry {
                         entry_tid: tid,
