@@ -19,6 +19,9 @@ use crate::cli::Args;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// Service-map status refresh.
 const SERVICE_STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the heap memory left free (after an image copy or a replay burst) is given back
+/// to the system: without it the daemon keeps its peak footprint for as long as it runs.
+const MEMORY_RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 /// Concurrent initial syncs per pool (`rbd_mirror_concurrent_image_syncs`).
 const CONCURRENT_IMAGE_SYNCS: usize = 5;
 
@@ -65,6 +68,7 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(SERVICE_STATUS_INTERVAL);
+    let mut release = tokio::time::interval(MEMORY_RELEASE_INTERVAL);
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -76,6 +80,9 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     Err(e) => tracing::error!(error = %e, "replication task failed"),
                 }
                 return Ok(ExitCode::FAILURE);
+            }
+            _ = release.tick() => {
+                rados_ffi::process::release_free_memory();
             }
             _ = tick.tick() => {
                 if registered {

@@ -100,10 +100,6 @@ struct ObjectResult {
 /// `local`'s HEAD, `concurrency` objects at a time, calling `on_progress` as the contiguous
 /// prefix of done objects grows (and once at the end). Cancelling `cancel` stops it with an
 /// error after the objects in flight; the progress reported until then stays valid.
-///
-/// The heap memory the copy's librados buffers leave free is given back to the system at the
-/// end ([`rados_ffi::process::release_free_memory`]): without it a daemon keeps its peak
-/// copy footprint for as long as it runs (a 128 MiB initial sync left 30 MiB resident).
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_image(
     remote_io: &IoCtx,
@@ -115,8 +111,6 @@ pub async fn copy_image(
     on_progress: &mut (dyn FnMut(CopyProgress) + Send),
     cancel: &CancellationToken,
 ) -> Result<CopyStats> {
-    // On every way out, a cancelled (dropped) copy included.
-    let _release = rados_ffi::process::ReleaseFreeMemoryOnDrop;
     let remote = ImageGeometry::read(remote_io, remote_image_id).await?;
     let layout = check_layouts(&remote, local)?;
     let end = range.remote_snap_id_end;

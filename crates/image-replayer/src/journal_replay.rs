@@ -214,8 +214,6 @@ impl<'a> JournalReplayer<'a> {
         let mut tick = tokio::time::interval(commit_interval.min(status_interval));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.report(status, 0.0, 0.0).await;
-        // Entries handed out at the last tick, and when memory was last released.
-        let (mut last_tick_seq, mut idle_mark) = (self.next_seq, self.next_seq);
         loop {
             let room = self.open.as_ref().is_none_or(|w| {
                 w.planner.events() < WINDOW_ENTRIES && w.planner.held_bytes() < WINDOW_HELD_BYTES
@@ -232,17 +230,7 @@ impl<'a> JournalReplayer<'a> {
                         return Ok(ReplayEnd::RemoteDemoted);
                     }
                 }
-                _ = tick.tick() => {
-                    // Replay went idle: give the heap its windows left free back to the
-                    // system, once per busy spell.
-                    let handed_out = self.next_seq;
-                    let idle = handed_out == last_tick_seq && self.in_flight.is_empty() && self.open.is_none();
-                    if idle && handed_out != idle_mark {
-                        rados_ffi::process::release_free_memory();
-                        idle_mark = handed_out;
-                    }
-                    last_tick_seq = handed_out;
-                }
+                _ = tick.tick() => {}
             }
             // A full window goes as soon as a slot is free; a partial one when the pipeline
             // is idle (it keeps filling while earlier windows run).

@@ -25,21 +25,11 @@ pub fn tune_allocator() -> bool {
 
 /// Gives the allocator's free heap memory back to the system (`malloc_trim(0)`: free pages
 /// anywhere in the heap, not only at its top). After a burst of large librados buffers (an
-/// image copy) the heap is left fragmented: free but resident. Costs a walk of the heap, so
-/// call it after bursts, not per operation. Returns whether memory was released.
+/// image copy, a replay burst) the heap is left fragmented: free but resident. Costs a walk
+/// of the heap under the allocator's lock: the daemon calls it every few seconds, never per
+/// operation. Returns whether memory was released.
 pub fn release_free_memory() -> bool {
     // SAFETY: `malloc_trim` takes the allocator's locks itself and only returns free pages;
     // it is safe to call from any thread at any time.
     unsafe { libc::malloc_trim(0) == 1 }
-}
-
-/// Calls [`release_free_memory`] when dropped: held across a burst (an image copy), it gives
-/// the memory back however the burst ends, a cancelled future included.
-#[derive(Debug)]
-pub struct ReleaseFreeMemoryOnDrop;
-
-impl Drop for ReleaseFreeMemoryOnDrop {
-    fn drop(&mut self) {
-        release_free_memory();
-    }
 }
