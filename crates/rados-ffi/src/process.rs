@@ -1,4 +1,5 @@
-//! Process-wide settings a long-running librados client needs, applied once at start-up.
+//! Process-wide settings a long-running librados client needs: allocator tuning applied once
+//! at start-up, and giving free heap memory back to the system.
 
 /// Large buffers (1 MiB journal reads, image copies' object buffers) at or above this size
 /// are mapped and unmapped by the allocator instead of carved from its heaps. Image copies
