@@ -263,7 +263,6 @@ impl JournalFollower {
         let width = self.width();
         let first_set = self.first_set();
         self.objects.retain(|n, _| n / width >= first_set);
-        self.forget_played();
         let last_set = self.last_set(first_set);
         let reads = (first_set..=last_set)
             .flat_map(|set| set * width..(set + 1) * width)
@@ -384,10 +383,12 @@ impl JournalFollower {
             PlaybackEnd::NoMoreEntries { object_number }
             | PlaybackEnd::TagSequenceIncomplete { object_number } => Some(object_number),
         };
+        // The entries just planned are not needed again (once per pass: nothing else moves
+        // the planned position).
+        self.forget_played();
         // Worth another read now: an object the next pass would read that came back
         // full, or a closed set's object not yet read since it closed (objects of the active
         // set are waited for by polling).
-        self.forget_played();
         let more = (first_set..=last_set).any(|set| {
             (set * width..(set + 1) * width).any(|n| {
                 self.wants_read(n)
