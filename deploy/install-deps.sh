@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # deploy/install-deps.sh — everything rbd-mirror-rs needs on Debian 12, installed only when
 # missing: the Ceph Pacific packages (daemons for the lab, CLI, librados/librbd headers and
-# libraries), the lab's small tools, a C linker, and the pinned Rust toolchain (rustup).
+# libraries, librados' C++ headers for rados-ffi's shim), the lab's small tools, C and C++
+# compilers, and the pinned Rust toolchain (rustup).
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
-PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common rbd-mirror librados-dev librbd-dev
-  jq uuid-runtime gcc libc6-dev curl ca-certificates)
+PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common rbd-mirror librados-dev librbd-dev libradospp-dev
+  jq uuid-runtime gcc g++ libc6-dev curl ca-certificates)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

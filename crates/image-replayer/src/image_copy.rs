@@ -12,7 +12,7 @@
 //! copy resumes from `start_object` after a crash. The interface is /work/COPY-INTERFACE.md.
 
 use futures::stream::{self, StreamExt};
-use rados_ffi::IoCtx;
+use rados_ffi::{IoCtx, ObjectBuffer};
 use snapshot_differ::{data_runs, diff_object_maps, DiffState, ObjectMap, SnapshotMap, ZERO_GRANULARITY};
 use tokio_util::sync::CancellationToken;
 
@@ -157,8 +157,6 @@ pub async fn copy_image(
         object_size: layout.object_size,
         writer: &writer,
         full_sync: range.remote_snap_id_start.is_none(),
-        buffers: BufferPool::default(),
-        readers: tokio::sync::Semaphore::new(readers(concurrency)),
     };
 
     let actions = (range.start_object..object_count).filter_map(|o| {
@@ -341,33 +339,36 @@ async fn plan(
 
 /// Objects are read in concurrent pieces of this size, whose receive buffers librados then
 /// takes from the allocator's heap (below its mmap threshold, with room for alignment)
-/// instead of mapping and faulting in a fresh 4 MiB buffer per object (see
-/// [`IoCtx::read_into`]).
+/// instead of mapping and faulting in a fresh 4 MiB buffer per object.
 const READ_PIECE: usize = rados_ffi::process::MMAP_THRESHOLD as usize / 2;
 
-/// How many of `concurrency` objects in flight may be reading at once: a quarter, at least
-/// one. A reading object holds 8 MiB (our buffer and librados' receive buffers), a writing
-/// one 4 MiB (librados' copy), and reads are quicker than writes: on the lab, 2 readers of 8
-/// keep the writes fed with ~30 MiB less peak RSS than 8 readers.
-fn readers(concurrency: usize) -> usize {
-    concurrency.div_ceil(4).max(1)
-}
+/// An object's bytes as librados received them: consecutive pieces of [`READ_PIECE`] bytes
+/// (the last one may be shorter), never copied into our memory; the write sends them on.
+struct ObjectData(Vec<ObjectBuffer>);
 
-/// Object-sized read buffers, reused from one object to the next: at most one per object in
-/// flight (two while comparing), so a copy allocates (and the kernel faults in) a handful
-/// of buffers instead of one per object.
-#[derive(Default)]
-struct BufferPool(parking_lot::Mutex<Vec<Vec<u8>>>);
-
-impl BufferPool {
-    fn take(&self) -> Vec<u8> {
-        self.0.lock().pop().unwrap_or_default()
+impl ObjectData {
+    fn len(&self) -> u64 {
+        self.0.iter().map(|b| b.len() as u64).sum()
     }
 
-    fn give(&self, buf: Vec<u8>) {
-        if buf.capacity() > 0 {
-            self.0.lock().push(buf);
+    /// Same bytes (pieces of two reads of the same size line up).
+    fn same_as(&self, other: &ObjectData) -> bool {
+        self.len() == other.len() && self.0.iter().zip(&other.0).all(|(a, b)| a.as_slice() == b.as_slice())
+    }
+
+    /// The one zero scan of the object: its data runs as (object offset, piece, range).
+    fn runs(&self) -> Vec<(u64, &ObjectBuffer, std::ops::Range<usize>)> {
+        let mut at = 0u64;
+        let mut runs = Vec::new();
+        for piece in &self.0 {
+            runs.extend(
+                data_runs(piece.as_slice(), ZERO_GRANULARITY)
+                    .into_iter()
+                    .map(|r| (at + r.start as u64, piece, r)),
+            );
+            at += piece.len() as u64;
         }
+        runs
     }
 }
 
@@ -380,71 +381,71 @@ struct ObjectCopier<'a> {
     writer: &'a ObjectWriter<'a>,
     /// Nothing is on the local image yet: absent remote objects need no removal.
     full_sync: bool,
-    buffers: BufferPool,
-    /// Objects being read (a whole object buffer each, plus librados' receive buffers),
-    /// fewer than the objects in flight: the others are writes, which hold only librados'
-    /// copy of the data.
-    readers: tokio::sync::Semaphore,
 }
 
 impl ObjectCopier<'_> {
-    /// Reads object `object_no` whole into `buf`; false when it does not exist.
-    async fn read(&self, io: &IoCtx, object_no: u64, buf: &mut Vec<u8>) -> Result<bool> {
+    /// Reads object `object_no` whole; `None` when it does not exist. Every piece's read is
+    /// waited for, also after an error.
+    async fn read(&self, io: &IoCtx, object_no: u64) -> Result<Option<ObjectData>> {
         let name = image_data_object_name(self.remote_prefix, object_no);
         let len = usize::try_from(self.object_size).unwrap_or(usize::MAX);
-        match io.read_into(&name, 0, len, READ_PIECE, buf).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e.into()),
+        let reads = (0..len)
+            .step_by(READ_PIECE)
+            .map(|start| io.read_buffer(&name, start as u64, READ_PIECE.min(len - start)));
+        let mut pieces = Vec::new();
+        let mut ended = false;
+        for (i, read) in futures::future::join_all(reads).await.into_iter().enumerate() {
+            match read {
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.into()),
+                Ok(piece) if !ended => {
+                    ended = piece.len() < READ_PIECE.min(len - i * READ_PIECE);
+                    if !piece.is_empty() {
+                        pieces.push(piece);
+                    }
+                }
+                Ok(_) => {}
+            }
         }
+        Ok(Some(ObjectData(pieces)))
     }
 
     async fn run(&self, object_no: u64, action: Action) -> Result<ObjectResult> {
         let mut r = ObjectResult::default();
-        let reading = self.readers.acquire().await;
-        let mut data = self.buffers.take();
-        let exists = match action {
-            Action::Remove => false,
-            Action::Copy => self.read(self.end_io, object_no, &mut data).await?,
+        let data = match action {
+            Action::Remove => None,
+            Action::Copy => self.read(self.end_io, object_no).await?,
             Action::Compare => {
-                let after = self.read(self.end_io, object_no, &mut data).await?;
-                let mut old = self.buffers.take();
+                let after = self.read(self.end_io, object_no).await?;
                 let before = match self.start_io {
-                    Some(io) => self.read(io, object_no, &mut old).await?,
-                    None => false,
+                    Some(io) => self.read(io, object_no).await?,
+                    None => None,
                 };
-                let same = before == after && (!after || old == data);
-                if before {
-                    r.read += old.len() as u64;
-                }
-                self.buffers.give(old);
+                r.read += before.as_ref().map_or(0, ObjectData::len);
+                let same = match (&before, &after) {
+                    (None, None) => true,
+                    (Some(b), Some(a)) => a.same_as(b),
+                    _ => false,
+                };
                 if same {
-                    if after {
-                        r.read += data.len() as u64;
-                    }
-                    self.buffers.give(data);
+                    r.read += after.as_ref().map_or(0, ObjectData::len);
                     return Ok(r);
                 }
                 after
             }
         };
-        // The one zero scan of the object.
-        let runs = if exists {
-            r.read += data.len() as u64;
-            data_runs(&data, ZERO_GRANULARITY)
-        } else {
-            Vec::new()
-        };
-        if !runs.is_empty() {
-            let write = self.writer.prepare_object(object_no, &data, &runs, data.len() as u64);
-            // librados has its copy: the buffer serves the next read while this write flies.
-            self.buffers.give(data);
-            drop(reading);
-            r.written = self.writer.write_object(write?).await?;
-            r.copied = true;
-            return Ok(r);
+        let exists = data.is_some();
+        if let Some(data) = &data {
+            r.read += data.len();
+            let runs = data.runs();
+            if !runs.is_empty() {
+                let write = self.writer.prepare_object(object_no, runs, data.len());
+                r.written = self.writer.write_object(write).await?;
+                r.copied = true;
+                return Ok(r);
+            }
         }
-        self.buffers.give(data);
+        drop(data);
         if !(self.full_sync && action == Action::Copy && !exists) {
             self.writer.remove_object(object_no).await?;
             r.removed = true;

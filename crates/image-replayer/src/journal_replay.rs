@@ -56,17 +56,16 @@ pub struct ReplayCounters {
 
 /// Most entries in one replay window.
 pub const WINDOW_ENTRIES: usize = 4096;
-/// Most bytes librados holds for one window's writes while they are in flight
-/// ([`crate::write_batch::librados_held_bytes`]: its C API copies each buffer, a 4 KiB write
-/// takes 8 KiB). The window being filled meanwhile holds the journal's read buffers of its
-/// entries, about half that for 4 KiB writes. Memory for CPU: bigger windows put more writes
-/// in each object's compound operation.
+/// Most bytes one window's writes hold while they are in flight
+/// ([`crate::write_batch::librados_held_bytes`]: their data, in the journal's read buffers,
+/// which the write ops reference). The window being filled meanwhile holds as much. Memory
+/// for CPU: bigger windows put more writes in each object's compound operation.
 pub const WINDOW_HELD_BYTES: u64 = 5 << 20;
 /// Bytes the journal tail reads from a data object at a time: each entry handed out keeps
 /// its read buffer alive until replayed, so smaller reads hold less memory per window.
 pub const TAIL_FETCH_BYTES: usize = 128 << 10;
 /// Most windows whose writes are in flight; one more is filled meanwhile. A second window in
-/// flight gained no throughput on the lab and costs a window of librados copies.
+/// flight gained no throughput on the lab and holds one more window of read buffers.
 pub const WINDOWS_IN_FLIGHT: usize = 1;
 
 /// The planned operations of one object in one window, running: (window, object, result).
@@ -92,7 +91,7 @@ struct OpenWindow {
 /// Replays the primary's journal into `local` until cancelled or demoted.
 ///
 /// Consecutive IO events form a window (up to [`WINDOW_ENTRIES`] entries or
-/// [`WINDOW_HELD_BYTES`] of librados copies), planned as one compound write operation per object
+/// [`WINDOW_HELD_BYTES`] of data), planned as one compound write operation per object
 /// ([`crate::write_batch`]); a window is submitted when full, or at once when no window is in
 /// flight, and up to [`WINDOWS_IN_FLIGHT`] run at a time. The operations of one object run one
 /// after the other across windows, so the image ends up as if the events were applied in
@@ -312,9 +311,9 @@ impl<'a> JournalReplayer<'a> {
         }
     }
 
-    /// Starts an object's operations. They are built here, not at submit: librados copies
-    /// the data (a 4 KiB write takes an 8 KiB buffer there), while queued groups only hold
-    /// slices of the journal's read buffers.
+    /// Starts an object's operations. They are built here, not at submit: a write op holds
+    /// librados buffers (references to the journal's read buffers, or copies of generated
+    /// write-same data), while queued groups only hold slices of the read buffers.
     fn launch(&mut self, window: u64, object: u64, groups: Vec<ObjectGroup>) {
         let ops = PreparedObjectOps::new(object, &groups);
         drop(groups);

@@ -9,11 +9,11 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::try_join_all;
 use parking_lot::Mutex;
 use rados_ffi::rbd::Image;
-use rados_ffi::{IoCtx, Rados, WriteOp};
+use rados_ffi::{IoCtx, ObjectBuffer, Rados, WriteOp};
 
 use crate::cls;
 use crate::cls_rbd::{
@@ -149,10 +149,6 @@ impl LocalImage {
     }
 }
 
-/// Largest data step of a copy write (see [`ObjectWriter::prepare_object`]): librados copies
-/// each step into a buffer of its own, which stays below the allocator's mmap threshold.
-pub const WRITE_STEP: usize = rados_ffi::process::MMAP_THRESHOLD as usize / 2;
-
 /// The replacement of one data object, built by [`ObjectWriter::prepare_object`] and sent by
 /// [`ObjectWriter::write_object`].
 #[derive(Debug)]
@@ -163,41 +159,27 @@ pub struct ObjectWrite {
 }
 
 impl ObjectWriter<'_> {
-    /// Builds the replacement of data object `object_no` with `len` bytes: the byte ranges
-    /// `runs` of `data` are written, everything else is left a hole (never written zeros).
-    /// librados copies the runs into the op (its only copy of the data), so `data` may be
-    /// reused as soon as this returns, while the write is in flight.
-    pub fn prepare_object(
+    /// Builds the replacement of data object `object_no` with `len` bytes: the data `runs`
+    /// are written, each `(object offset, buffer, byte range of the buffer)`, everything else
+    /// is left a hole (never written zeros). The writes share the buffers' memory (librados
+    /// holds it until they are done), so nothing is copied.
+    pub fn prepare_object<'b>(
         &self,
         object_no: u64,
-        data: &[u8],
-        runs: &[std::ops::Range<usize>],
+        runs: impl IntoIterator<Item = (u64, &'b ObjectBuffer, std::ops::Range<usize>)>,
         len: u64,
-    ) -> Result<ObjectWrite> {
+    ) -> ObjectWrite {
         let mut op = WriteOp::new();
         // One atomic op: the old content goes (a clone keeps it for older snapshots), the
         // data runs come, and the length is the source object's.
         op.create(false).truncate(0);
         let mut written = 0u64;
-        for r in runs {
-            let piece = data.get(r.clone()).ok_or_else(|| {
-                ReplayError::State(format!(
-                    "data run {}..{} outside a {} byte object buffer",
-                    r.start,
-                    r.end,
-                    data.len()
-                ))
-            })?;
-            // librados copies each step into a buffer of its own: steps below the
-            // allocator's mmap threshold come from (and go back to) its heap instead of
-            // being mapped, faulted in and unmapped once per object.
-            for (i, step) in piece.chunks(WRITE_STEP).enumerate() {
-                op.write((r.start + i * WRITE_STEP) as u64, step);
-            }
-            written += piece.len() as u64;
+        for (offset, buffer, range) in runs {
+            written += range.len() as u64;
+            op.write_buffer(offset, buffer, range);
         }
         op.truncate(len);
-        Ok(ObjectWrite { object_no, op, written })
+        ObjectWrite { object_no, op, written }
     }
 
     /// Sends a replacement built by [`ObjectWriter::prepare_object`]; the HEAD object map
@@ -685,20 +667,11 @@ fn object_write_op(steps: &[ObjectStep], assert_exists: bool) -> WriteOp {
     }
     for step in steps {
         match step {
-            ObjectStep::Write { offset, pieces } => match pieces.as_slice() {
-                [one] => {
-                    op.write(*offset, one);
-                }
-                many => {
-                    // Merged adjacent writes: one OSD write of the joined bytes.
-                    let len = many.iter().map(Bytes::len).sum();
-                    let mut joined = BytesMut::with_capacity(len);
-                    for piece in many {
-                        joined.extend_from_slice(piece);
-                    }
-                    op.write(*offset, &joined);
-                }
-            },
+            ObjectStep::Write { offset, pieces } => {
+                // Merged adjacent writes: one OSD write. Pieces are slices of the journal's
+                // read buffers, which librados already holds: sent from there, not copied.
+                op.write_bytes(*offset, pieces);
+            }
             ObjectStep::Zero { offset, length } => {
                 op.zero(*offset, *length);
             }

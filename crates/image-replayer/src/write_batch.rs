@@ -61,18 +61,19 @@ impl IoEvent {
     }
 }
 
-/// Header librados adds to each write buffer it copies (Ceph's `buffer::raw_combined`,
-/// rounded up).
+/// Header of each write buffer (Ceph's `buffer::raw_combined` or `raw_posix_aligned`, and
+/// the allocator's own, rounded up).
 const LIBRADOS_BUFFER_HEADER: u64 = 128;
 
-/// About what librados holds for a write of `len` bytes while its operation is in flight:
-/// the C API copies the data into a new buffer of the length plus a small header, rounded
-/// up to 4 KiB pages (a 4 KiB write takes 8 KiB; `buffer::list::append` in Ceph).
+/// About the memory a write of `len` bytes holds while its operation is in flight: its bytes
+/// (a slice of a journal read buffer, which librados sends as it is; or, for a generated
+/// write-same pattern, one copy of exactly that size, [`rados_ffi::WriteOp`]) and a small
+/// header.
 pub fn librados_held_bytes(len: u64) -> u64 {
     if len == 0 {
         return 0;
     }
-    len.saturating_add(LIBRADOS_BUFFER_HEADER).div_ceil(4096).saturating_mul(4096)
+    len.saturating_add(LIBRADOS_BUFFER_HEADER)
 }
 
 /// Why an event cannot be planned.
@@ -452,14 +453,14 @@ mod tests {
     #[test]
     fn the_window_counts_what_librados_holds_per_object_extent() {
         assert_eq!(librados_held_bytes(0), 0);
-        assert_eq!(librados_held_bytes(512), 4096);
-        assert_eq!(librados_held_bytes(4096), 8192);
-        assert_eq!(librados_held_bytes(65536), 69632);
+        assert_eq!(librados_held_bytes(512), 640);
+        assert_eq!(librados_held_bytes(4096), 4224);
+        assert_eq!(librados_held_bytes(65536), 65664);
         let mut planner = WindowPlanner::new(Layout::new(22, 0, 0).unwrap());
         // One write across two objects: two copies; a discard: none.
         planner.push(&w((1 << 22) - 2048, 4096, 1)).unwrap();
         planner.push(&IoEvent::Discard { offset: 0, length: 4096 }).unwrap();
-        assert_eq!((planner.bytes(), planner.held_bytes()), (4096, 8192));
+        assert_eq!((planner.bytes(), planner.held_bytes()), (4096, 2 * (2048 + 128)));
     }
 
     #[test]

@@ -190,7 +190,8 @@ impl JournalTail {
                     self.follower.header_read(header)?;
                 }
                 Want::Read { object_number, object, offset, len } => {
-                    let bytes = match self.data_io.read(&object, offset, len).await {
+                    // librados' receive buffer itself: replay writes share it (no copy).
+                    let bytes = match self.data_io.read_shared(&object, offset, len).await {
                         Ok(b) => b,
                         Err(e) if e.is_not_found() => Bytes::new(),
                         Err(e) => return Err(e.into()),

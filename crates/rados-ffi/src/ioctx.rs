@@ -8,10 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::buffer::{ObjectBuffer, Part};
 use crate::cluster::{take_buffer, ClusterHandle, SendPtr};
 use crate::completion::{blocking, submit, teardown, RadosCompletion};
 use crate::error::{check, cstring, RadosError, Result};
-use crate::sys::librados;
+use crate::sys::{librados, shim};
 
 /// Owns the `rados_ioctx_t`; holds the cluster handle so the cluster outlives it.
 pub(crate) struct IoCtxHandle {
@@ -19,7 +20,7 @@ pub(crate) struct IoCtxHandle {
     pub(crate) cluster: Arc<ClusterHandle>,
     pub(crate) pool: String,
     pub(crate) namespace: String,
-    /// `read_into` calls with reads still in flight (see [`ReadsInFlight`]).
+    /// `read_into` / `read_buffer` calls with reads still in flight (see [`ReadsInFlight`]).
     pub(crate) reads: Arc<AtomicUsize>,
 }
 
@@ -279,6 +280,39 @@ impl IoCtx {
         Ok(())
     }
 
+    /// Reads up to `len` bytes at `offset` into librados' own buffer, with no copy into ours:
+    /// for data that is looked at and sent on ([`WriteOp::write_buffer`]). A short result
+    /// means the object ends there.
+    pub async fn read_buffer(&self, oid: &str, offset: u64, len: usize) -> Result<ObjectBuffer> {
+        let c_oid = cstring("object name", oid)?;
+        let buffer = ObjectBuffer::new()?;
+        // SAFETY: the buffer is the payload: it lives, untouched by Rust, until the callback,
+        // and the guard keeps the ioctx alive as long (see `ReadsInFlight`).
+        let aio = unsafe {
+            submit::<(ObjectBuffer, ReadsInFlight), RadosCompletion>(
+                "rados_aio_read",
+                (buffer, ReadsInFlight::enter(&self.handle.reads)),
+                || self.object_target(oid),
+                |b, c| shim::rmrs_aio_read(self.raw(), c.0, c_oid.as_ptr(), offset, len, (*b).0.raw),
+            )
+        }?;
+        let (ret, (mut buffer, _in_flight)) = aio.await?;
+        check(ret, "rados_aio_read", || self.object_target(oid))?;
+        buffer.settle(len).map_err(|errno| RadosError::Call {
+            op: "rados_aio_read",
+            target: self.object_target(oid),
+            errno,
+        })?;
+        Ok(buffer)
+    }
+
+    /// Reads up to `len` bytes at `offset`, like [`IoCtx::read`], but the [`Bytes`] are
+    /// librados' receive buffer, not a copy, and a [`WriteOp::write_bytes`] of slices of them
+    /// sends them on without a copy either (see `crate::buffer`).
+    pub async fn read_shared(&self, oid: &str, offset: u64, len: usize) -> Result<Bytes> {
+        Ok(self.read_buffer(oid, offset, len).await?.into_shared_bytes())
+    }
+
     /// Reads a whole object (stat, then read).
     pub async fn read_full(&self, oid: &str) -> Result<Bytes> {
         let stat = self.stat(oid).await?;
@@ -379,16 +413,7 @@ impl IoCtx {
                 "rados_aio_write_op_operate",
                 op,
                 || self.object_target(oid),
-                |_op, c| {
-                    librados::rados_aio_write_op_operate(
-                        raw_op.0,
-                        self.raw(),
-                        c.0,
-                        c_oid.as_ptr(),
-                        std::ptr::null_mut(),
-                        0,
-                    )
-                },
+                |_op, c| shim::rmrs_aio_write_op_operate(self.raw(), c.0, c_oid.as_ptr(), raw_op.0),
             )
         }?;
         let (ret, _op) = aio.await?;
@@ -790,7 +815,7 @@ impl Drop for NotifyOut {
 /// into it through raw pointers taken before it was shared; Rust only owns it meanwhile.
 struct ReadBuffer(Vec<u8>, ReadsInFlight);
 
-/// Counts a `read_into` in its ioctx until the last of its reads' payloads is gone (possibly
+/// Counts a `read_into` or `read_buffer` in its ioctx until the last of its reads' payloads is gone (possibly
 /// in a librados callback after the future was dropped): the ioctx is not destroyed before.
 struct ReadsInFlight(Arc<AtomicUsize>);
 
@@ -876,10 +901,14 @@ impl Drop for ReadOp {
 
 /// A compound write operation, applied atomically to one object by [`IoCtx::operate`].
 ///
-/// Every step copies its data into the operation at once (librados does), so callers'
-/// buffers need not outlive the call.
+/// Built on librados' C++ `ObjectWriteOperation` through our shim (`cxx/rados_shim.cc`):
+/// every step copies its data into the operation at once, into a buffer of exactly its size
+/// (the C API's `rados_write_op_write` rounds each copy up to a page plus a header: 8 KiB for
+/// a 4 KiB write), so callers' buffers need not outlive the call; [`WriteOp::write_buffer`]
+/// sends part of an [`ObjectBuffer`] without copying it. A step librados could not add
+/// (memory) fails the whole operation when it is started.
 pub struct WriteOp {
-    raw: librados::rados_write_op_t,
+    raw: *mut shim::rmrs_write_op,
     first_step: &'static str,
 }
 
@@ -894,8 +923,8 @@ unsafe impl Send for WriteOp {}
 
 impl Drop for WriteOp {
     fn drop(&mut self) {
-        // SAFETY: only dropped once the op completed or was never submitted.
-        unsafe { librados::rados_release_write_op(self.raw) };
+        // SAFETY: only dropped once the op completed or was never submitted; null-safe.
+        unsafe { shim::rmrs_write_op_free(self.raw) };
     }
 }
 
@@ -907,9 +936,16 @@ impl Default for WriteOp {
 
 impl WriteOp {
     /// An empty operation.
+    ///
+    /// # Panics
+    /// If the allocator cannot give the few bytes of an empty operation (as `Box::new`).
     pub fn new() -> WriteOp {
-        // SAFETY: allocation only.
-        WriteOp { raw: unsafe { librados::rados_create_write_op() }, first_step: "write_op" }
+        // SAFETY: allocation only; null on failure.
+        let raw = unsafe { shim::rmrs_write_op_new() };
+        if raw.is_null() {
+            std::alloc::handle_alloc_error(std::alloc::Layout::new::<[u64; 8]>());
+        }
+        WriteOp { raw, first_step: "write_op" }
     }
 
     fn step(&mut self, name: &'static str) {
@@ -921,37 +957,91 @@ impl WriteOp {
     /// Creates the object; `exclusive` fails with `EEXIST` if it exists.
     pub fn create(&mut self, exclusive: bool) -> &mut Self {
         self.step("create");
-        let flag = if exclusive {
-            librados::LIBRADOS_CREATE_EXCLUSIVE
-        } else {
-            librados::LIBRADOS_CREATE_IDEMPOTENT
-        };
         // SAFETY: live op.
-        unsafe { librados::rados_write_op_create(self.raw, flag as c_int, std::ptr::null()) };
+        unsafe { shim::rmrs_write_op_create(self.raw, c_int::from(exclusive)) };
         self
     }
 
     /// Writes `data` at `offset`.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> &mut Self {
+        self.write_parts(offset, &[Part::Copy(data)])
+    }
+
+    /// Writes the concatenation of `pieces` at `offset`: one OSD write, its bytes copied once
+    /// into one buffer.
+    pub fn write_vectored<B: AsRef<[u8]>>(&mut self, offset: u64, pieces: &[B]) -> &mut Self {
+        let parts: Vec<Part<'_>> = pieces.iter().map(|p| Part::Copy(p.as_ref())).collect();
+        self.write_parts(offset, &parts)
+    }
+
+    /// Writes the concatenation of `pieces` at `offset` (one OSD write). Pieces that are
+    /// slices of a buffer from [`IoCtx::read_shared`] are sent from it without a copy;
+    /// others are copied.
+    pub fn write_bytes(&mut self, offset: u64, pieces: &[Bytes]) -> &mut Self {
+        let parts: Vec<Part<'_>> = pieces.iter().map(crate::buffer::part_of).collect();
+        self.write_parts(offset, &parts)
+    }
+
+    /// Writes bytes `range` of `buffer` at `offset`, sharing the buffer's memory (librados
+    /// keeps it alive as long as the write needs it). A range outside the buffer fails the
+    /// operation with `EINVAL` when it is started.
+    pub fn write_buffer(
+        &mut self,
+        offset: u64,
+        buffer: &ObjectBuffer,
+        range: std::ops::Range<usize>,
+    ) -> &mut Self {
+        let raw = shim::rmrs_part {
+            buffer: buffer.raw,
+            data: std::ptr::null(),
+            from: range.start,
+            len: range.end.saturating_sub(range.start),
+        };
         self.step("write");
-        // SAFETY: live op; librados copies `data`.
-        unsafe { librados::rados_write_op_write(self.raw, data.as_ptr().cast(), data.len(), offset) };
+        // SAFETY: live op and buffer; the shim checks the range against the buffer's length
+        // and takes references to its memory, not to `buffer` itself.
+        unsafe { shim::rmrs_write_op_write_parts(self.raw, offset, &raw, 1) };
+        self
+    }
+
+    fn write_parts(&mut self, offset: u64, parts: &[Part<'_>]) -> &mut Self {
+        self.step("write");
+        let raw: Vec<shim::rmrs_part> = parts
+            .iter()
+            .map(|p| match p {
+                Part::Shared(buffer, range) => shim::rmrs_part {
+                    buffer: buffer.raw,
+                    data: std::ptr::null(),
+                    from: range.start,
+                    len: range.len(),
+                },
+                Part::Copy(bytes) => shim::rmrs_part {
+                    buffer: std::ptr::null(),
+                    data: bytes.as_ptr().cast(),
+                    from: 0,
+                    len: bytes.len(),
+                },
+            })
+            .collect();
+        // SAFETY: live op; every part names a live buffer (held by `parts`) or a live slice;
+        // the shim copies or references them before returning and writes through none.
+        unsafe { shim::rmrs_write_op_write_parts(self.raw, offset, raw.as_ptr(), raw.len()) };
         self
     }
 
     /// Replaces the object's content.
     pub fn write_full(&mut self, data: &[u8]) -> &mut Self {
         self.step("write_full");
-        // SAFETY: live op; librados copies `data`.
-        unsafe { librados::rados_write_op_write_full(self.raw, data.as_ptr().cast(), data.len()) };
+        // SAFETY: live op; the shim copies `data`.
+        unsafe { shim::rmrs_write_op_write_full(self.raw, data.as_ptr().cast(), data.len()) };
         self
     }
 
     /// Appends `data`.
     pub fn append(&mut self, data: &[u8]) -> &mut Self {
         self.step("append");
-        // SAFETY: live op; librados copies `data`.
-        unsafe { librados::rados_write_op_append(self.raw, data.as_ptr().cast(), data.len()) };
+        // SAFETY: live op; the shim copies `data`.
+        unsafe { shim::rmrs_write_op_append(self.raw, data.as_ptr().cast(), data.len()) };
         self
     }
 
@@ -959,7 +1049,7 @@ impl WriteOp {
     pub fn zero(&mut self, offset: u64, len: u64) -> &mut Self {
         self.step("zero");
         // SAFETY: live op.
-        unsafe { librados::rados_write_op_zero(self.raw, offset, len) };
+        unsafe { shim::rmrs_write_op_zero(self.raw, offset, len) };
         self
     }
 
@@ -967,7 +1057,7 @@ impl WriteOp {
     pub fn truncate(&mut self, size: u64) -> &mut Self {
         self.step("truncate");
         // SAFETY: live op.
-        unsafe { librados::rados_write_op_truncate(self.raw, size) };
+        unsafe { shim::rmrs_write_op_truncate(self.raw, size) };
         self
     }
 
@@ -975,7 +1065,7 @@ impl WriteOp {
     pub fn remove(&mut self) -> &mut Self {
         self.step("remove");
         // SAFETY: live op.
-        unsafe { librados::rados_write_op_remove(self.raw) };
+        unsafe { shim::rmrs_write_op_remove(self.raw) };
         self
     }
 
@@ -983,7 +1073,7 @@ impl WriteOp {
     pub fn assert_exists(&mut self) -> &mut Self {
         self.step("assert_exists");
         // SAFETY: live op.
-        unsafe { librados::rados_write_op_assert_exists(self.raw) };
+        unsafe { shim::rmrs_write_op_assert_exists(self.raw) };
         self
     }
 
@@ -994,9 +1084,9 @@ impl WriteOp {
         let key_ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
         let val_ptrs: Vec<*const c_char> = entries.iter().map(|(_, v)| v.as_ptr().cast()).collect();
         let lens: Vec<usize> = entries.iter().map(|(_, v)| v.len()).collect();
-        // SAFETY: live op; arrays of equal length; librados copies keys and values.
+        // SAFETY: live op; arrays of equal length; the shim copies keys and values.
         unsafe {
-            librados::rados_write_op_omap_set(
+            shim::rmrs_write_op_omap_set(
                 self.raw,
                 key_ptrs.as_ptr(),
                 val_ptrs.as_ptr(),
@@ -1012,8 +1102,8 @@ impl WriteOp {
         self.step("omap_rm_keys");
         let keys = keys.iter().map(|k| cstring("omap key", k)).collect::<Result<Vec<_>>>()?;
         let ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
-        // SAFETY: live op; librados copies the keys.
-        unsafe { librados::rados_write_op_omap_rm_keys(self.raw, ptrs.as_ptr(), ptrs.len()) };
+        // SAFETY: live op; the shim copies the keys.
+        unsafe { shim::rmrs_write_op_omap_rm_keys(self.raw, ptrs.as_ptr(), ptrs.len()) };
         Ok(self)
     }
 
@@ -1021,27 +1111,25 @@ impl WriteOp {
     pub fn omap_clear(&mut self) -> &mut Self {
         self.step("omap_clear");
         // SAFETY: live op.
-        unsafe { librados::rados_write_op_omap_clear(self.raw) };
+        unsafe { shim::rmrs_write_op_omap_clear(self.raw) };
         self
     }
 
-    /// Sets an extended attribute.
+    /// Sets an xattr.
     pub fn set_xattr(&mut self, name: &str, value: &[u8]) -> Result<&mut Self> {
         self.step("setxattr");
         let n = cstring("xattr name", name)?;
-        // SAFETY: live op; librados copies name and value.
-        unsafe {
-            librados::rados_write_op_setxattr(self.raw, n.as_ptr(), value.as_ptr().cast(), value.len())
-        };
+        // SAFETY: live op; the shim copies name and value.
+        unsafe { shim::rmrs_write_op_setxattr(self.raw, n.as_ptr(), value.as_ptr().cast(), value.len()) };
         Ok(self)
     }
 
-    /// Removes an extended attribute.
+    /// Removes an xattr.
     pub fn remove_xattr(&mut self, name: &str) -> Result<&mut Self> {
         self.step("rmxattr");
         let n = cstring("xattr name", name)?;
-        // SAFETY: live op; librados copies the name.
-        unsafe { librados::rados_write_op_rmxattr(self.raw, n.as_ptr()) };
+        // SAFETY: live op; the shim copies the name.
+        unsafe { shim::rmrs_write_op_rmxattr(self.raw, n.as_ptr()) };
         Ok(self)
     }
 
@@ -1050,17 +1138,10 @@ impl WriteOp {
         self.step("exec");
         let c = cstring("class name", class)?;
         let m = cstring("method name", method)?;
-        // SAFETY: live op; librados copies the names and the input. The per-step return value
-        // is not requested (null): the op's overall result reports failure.
+        // SAFETY: live op; the shim copies the names and the input. Failure of the method
+        // fails the whole op (its result is what `operate` reports).
         unsafe {
-            librados::rados_write_op_exec(
-                self.raw,
-                c.as_ptr(),
-                m.as_ptr(),
-                input.as_ptr().cast(),
-                input.len(),
-                std::ptr::null_mut(),
-            )
+            shim::rmrs_write_op_exec(self.raw, c.as_ptr(), m.as_ptr(), input.as_ptr().cast(), input.len())
         };
         Ok(self)
     }

@@ -2,7 +2,10 @@
 //!
 //! This crate owns every line of `unsafe` in the workspace. `sys` is bindgen output for
 //! Ceph Pacific 16.2's `librados.h` / `librbd.h` (regenerated only by `regen-bindings.sh`;
-//! symbols of newer releases are to be resolved at run time, never linked). On top of it:
+//! symbols of newer releases are to be resolved at run time, never linked); `sys::shim`
+//! declares our small C++ shim (`cxx/rados_shim.cc`, librados' C++ API where the C API can
+//! only copy data: exact-size write copies, read buffers sent on by reference, see
+//! [`ObjectBuffer`]). On top of it:
 //! [`Rados`] (a cluster connection: local by conf + client id, or a peer by `mon_host` + key),
 //! [`IoCtx`] (object I/O, omap, xattrs, cls `exec`, self-managed snapshot contexts,
 //! watch/notify, listing) and [`rbd`] (read-only images, snapshots, diffs, mirroring
@@ -14,6 +17,7 @@
 //! structure beyond what a C API hands back (ceph-formats.md §8.1 lists what that covers).
 //! Errors are one enum, [`RadosError`]: the operation, its target and the errno.
 
+mod buffer;
 pub mod cluster;
 mod completion;
 pub mod error;
@@ -24,6 +28,7 @@ pub mod service;
 mod sys;
 mod watch;
 
+pub use buffer::{is_shared, ObjectBuffer};
 pub use cluster::{ClusterConfig, Rados, DEFAULT_CONNECT_TIMEOUT};
 pub use completion::MAX_BLOCKING_CALLS;
 pub use error::{RadosError, Result};

@@ -8,6 +8,8 @@ mod lab;
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use rados_ffi::{ClusterConfig, IoCtx, Rados, RadosError, WatchEvent, WriteOp};
 
 async fn connect(site: &lab::Site) -> Rados {
@@ -108,6 +110,63 @@ async fn object_data_omap_and_xattrs_round_trip() {
     let err = io.stat(&oid).await.expect_err("stat after remove");
     assert!(err.is_not_found(), "{err}");
     assert!(err.to_string().contains(&oid), "{err}");
+}
+
+/// A read into librados' own buffer, sent on by a write without a copy; a vectored write
+/// joins its pieces; a bad range fails the op, not the process.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_buffers_are_read_and_written_on_without_copies() {
+    let site = lab::site("site-a");
+    let io = mirror_pool(&site).await;
+    let src = lab::unique("rados-ffi-buf-src");
+    let dst = lab::unique("rados-ffi-buf-dst");
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    io.write_full(&src, &data).await.expect("write_full");
+
+    let buffer = io.read_buffer(&src, 4096, 8 << 20).await.expect("read_buffer");
+    assert_eq!(buffer.len(), data.len() - 4096, "short read: the object ends");
+    assert_eq!(buffer.as_slice(), &data[4096..]);
+    let absent = io.read_buffer(&lab::unique("rados-ffi-buf-absent"), 0, 10).await.expect_err("absent");
+    assert!(absent.is_not_found(), "{absent}");
+
+    let mut op = WriteOp::new();
+    op.create(false)
+        .write_buffer(0, &buffer, 0..100)
+        .write_buffer(1 << 20, &buffer, 5000..(1 << 20) + 5000)
+        .write_vectored(100, &[&b"ab"[..], &b""[..], &b"cde"[..]]);
+    drop(buffer);
+    io.operate(&dst, op).await.expect("operate");
+    let back = io.read_full(&dst).await.expect("read back");
+    assert_eq!(back.len(), 2 << 20);
+    assert_eq!(&back[..100], &data[4096..4196]);
+    assert_eq!(&back[100..105], b"abcde");
+    assert!(back[105..1 << 20].iter().all(|b| *b == 0));
+    assert_eq!(&back[1 << 20..], &data[4096 + 5000..4096 + 5000 + (1 << 20)]);
+
+    // Slices of a shared read are sent on from librados' buffer; other bytes are copied.
+    let shared = io.read_shared(&src, 0, 1 << 20).await.expect("read_shared");
+    let (a, b) = (shared.slice(10..20), shared.slice(4096..8192));
+    let other = Bytes::from_static(b"xyz");
+    assert!(rados_ffi::is_shared(&a) && rados_ffi::is_shared(&b) && !rados_ffi::is_shared(&other));
+    drop(shared);
+    assert!(rados_ffi::is_shared(&a), "a slice keeps its buffer");
+    let mut op = WriteOp::new();
+    op.write_bytes(200, &[a.clone(), other, b.clone()]);
+    io.operate(&dst, op).await.expect("operate write_bytes");
+    let back = io.read(&dst, 200, 10 + 3 + 4096).await.expect("read back");
+    assert_eq!(&back[..10], &data[10..20]);
+    assert_eq!(&back[10..13], b"xyz");
+    assert_eq!(&back[13..], &data[4096..8192]);
+    drop((a, b));
+
+    let small = io.read_buffer(&src, 0, 10).await.expect("read_buffer");
+    let mut op = WriteOp::new();
+    op.write_buffer(0, &small, 5..11);
+    let err = io.operate(&dst, op).await.expect_err("range outside the buffer");
+    assert!(err.to_string().contains("EINVAL") || err.to_string().contains("22"), "{err}");
+
+    io.remove(&src).await.expect("remove");
+    io.remove(&dst).await.expect("remove");
 }
 
 /// `cls_rbd`'s `set_id` / `get_id` on an `rbd_id.<name>` object: an encoded string in, the

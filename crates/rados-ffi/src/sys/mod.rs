@@ -17,3 +17,4 @@
 pub mod librados;
 #[rustfmt::skip]
 pub mod librbd;
+pub mod shim;
