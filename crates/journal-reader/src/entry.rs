@@ -353,6 +353,31 @@ pub fn decode_object(object: &str, data: &Bytes) -> Result<DecodedObject, EntryE
     Ok(DecodedObject { entries, consumed: it.offset(), partial_tail: it.remaining() })
 }
 
+/// Where the first entry of `data` (bytes that start `base` bytes into their object) ends,
+/// after the zero padding [`EntryIter`] skips: `None` while its header is incomplete, or when
+/// `data` does not start like an entry (decoding says why). Lets a reader join only the
+/// entry that straddles two reads instead of the whole second read.
+pub fn first_entry_end(data: &[u8], base: u64) -> Option<usize> {
+    let base = usize::try_from(base).ok()?;
+    let mut pos = 0usize;
+    loop {
+        let rest = data.get(pos..)?;
+        if rest.len() < HEADER_FIXED_SIZE {
+            return None;
+        }
+        if le_u64(rest, 0)? == PREAMBLE {
+            break;
+        }
+        let pad = 8 - base.wrapping_add(pos) % 8;
+        if !rest.get(..pad)?.iter().all(|&b| b == 0) {
+            return None;
+        }
+        pos += pad;
+    }
+    let len = le_u32(data, pos + HEADER_FIXED_SIZE)?;
+    (len <= MAX_PAYLOAD_LEN).then(|| pos + PAYLOAD_OFFSET + len as usize + 4)
+}
+
 /// [`decode_object`] of bytes that start `base` bytes into the object (a piecewise read):
 /// padding follows the object's 8-byte boundaries, and the offsets of the entries and of an
 /// error are the object's.
@@ -536,6 +561,21 @@ mod tests {
         m[80] ^= 0xff;
         let err = decode_object_at("o", &m.freeze().slice(36..), 36).unwrap_err();
         assert_eq!(err.offset(), 80, "{err}");
+    }
+
+    #[test]
+    fn first_entry_end_skips_padding_and_waits_for_the_header() {
+        let mut b = BytesMut::new();
+        encode_entry(&mut b, 1, 2, &[7u8; 100]);
+        let one = b.len();
+        // Zero padding to the object's next 8-byte boundary (the bytes start at offset 4).
+        let mut padded = vec![0u8; 4];
+        padded.extend_from_slice(&b);
+        assert_eq!(first_entry_end(&b, 0), Some(one));
+        assert_eq!(first_entry_end(&padded, 4), Some(4 + one));
+        assert_eq!(first_entry_end(&b[..HEADER_FIXED_SIZE + 3], 0), None, "length not there yet");
+        assert_eq!(first_entry_end(&b[..HEADER_FIXED_SIZE + 4], 0), Some(one));
+        assert_eq!(first_entry_end(&[1u8; 40], 0), None, "not an entry");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 
 use crate::cls_journal::{data_object_name, JournalHeader, ObjectSetPosition};
-use crate::entry::{decode_object_at, Entry, EntryError};
+use crate::entry::{decode_object_at, first_entry_end, Entry, EntryError};
 use crate::player::{plan_playback_partial, ObjectEntries, PlaybackEnd, PlayedEntry, PlayerError};
 
 /// Bytes read from one data object at a time unless the follower is told otherwise.
@@ -296,23 +296,33 @@ impl JournalFollower {
         let got = bytes.len() as u64;
         let base = cached.read - cached.partial.len() as u64;
         cached.read += got;
-        let buf = if cached.partial.is_empty() {
-            bytes
-        } else {
-            let mut b = BytesMut::with_capacity(cached.partial.len() + bytes.len());
-            b.extend_from_slice(&cached.partial);
-            b.extend_from_slice(&bytes);
-            b.freeze()
-        };
-        let decoded = match decode_object_at(&name, &buf, base) {
+        // The entry that straddles the two reads is joined from both (a copy of it alone);
+        // the rest of the read is decoded where it lies, so entries stay slices of the read
+        // buffer (which replay writes share with librados instead of copying).
+        let (first, rest) = split_straddling(&cached.partial, bytes, base);
+        let decoded = decode_object_at(&name, &first, base).and_then(|d| {
+            if d.consumed < first.len() || rest.is_empty() {
+                return Ok((d, None));
+            }
+            decode_object_at(&name, &rest, base + first.len() as u64).map(|r| (d, Some(r)))
+        });
+        let (d, r) = match decoded {
             Ok(d) => d,
             Err(e) => {
                 self.pass = None;
                 return Err(e.into());
             }
         };
-        cached.entries.extend(decoded.entries);
-        cached.partial = buf.slice(decoded.consumed..);
+        cached.entries.extend(d.entries);
+        cached.partial = match r {
+            Some(r) => {
+                cached.entries.extend(r.entries);
+                rest.slice(r.consumed..)
+            }
+            None if rest.is_empty() => first.slice(d.consumed..),
+            // Not expected (the joined entry was whole): keep everything after it.
+            None => join(&first.slice(d.consumed..), &rest),
+        };
         Ok(())
     }
 
@@ -439,5 +449,63 @@ impl JournalFollower {
                 cached.entries.iter().filter(|e| (e.tag_tid, e.entry_tid) > (p.tag_tid, p.entry_tid)).count()
             }
         }
+    }
+}
+
+/// Splits a new read `bytes` after the cached `partial` (whose first byte lies `base` bytes
+/// into the object) into what to decode first and the rest: the partial entry completed by
+/// as many bytes of the read as it needs, then the read's remaining bytes as they are. When
+/// the needed length is unknown, or the read does not complete the entry, everything is
+/// joined (as one copy).
+fn split_straddling(partial: &Bytes, bytes: Bytes, base: u64) -> (Bytes, Bytes) {
+    if partial.is_empty() {
+        return (bytes, Bytes::new());
+    }
+    // Enough of the read for any padding and the entry's header.
+    let head = bytes.len().min(64);
+    let probe = join(partial, &bytes.slice(..head));
+    match first_entry_end(&probe, base) {
+        Some(end) if end > partial.len() && end - partial.len() <= bytes.len() => {
+            let take = end - partial.len();
+            (join(partial, &bytes.slice(..take)), bytes.slice(take..))
+        }
+        _ => (join(partial, &bytes), Bytes::new()),
+    }
+}
+
+fn join(a: &Bytes, b: &Bytes) -> Bytes {
+    let mut joined = BytesMut::with_capacity(a.len() + b.len());
+    joined.extend_from_slice(a);
+    joined.extend_from_slice(b);
+    joined.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{decode_object, encode_entry};
+
+    #[test]
+    fn only_the_straddling_entry_is_joined() {
+        let mut object = BytesMut::new();
+        for tid in 0..4 {
+            encode_entry(&mut object, 1, tid, &[tid as u8 + 1; 300]);
+        }
+        let object = object.freeze();
+        // The first read ends inside entry 1; the second read is the rest of the object.
+        let cut = 450;
+        let first = decode_object("o", &object.slice(..cut)).unwrap();
+        let partial = object.slice(first.consumed..cut);
+        let second = object.slice(cut..);
+        let (joined, rest) = split_straddling(&partial, second.clone(), first.consumed as u64);
+        let d = decode_object_at("o", &joined, first.consumed as u64).unwrap();
+        assert_eq!((d.entries.len(), d.consumed), (1, joined.len()), "entry 1, whole");
+        let r = decode_object_at("o", &rest, (first.consumed + joined.len()) as u64).unwrap();
+        assert_eq!(r.entries.iter().map(|e| e.entry_tid).collect::<Vec<_>>(), [2, 3]);
+        let in_second = second.as_ptr_range();
+        assert!(r.entries.iter().all(|e| in_second.contains(&e.payload.as_ptr())), "slices of the read");
+        // Too few bytes to finish the entry: everything is joined.
+        let (all, none) = split_straddling(&partial, second.slice(..10), first.consumed as u64);
+        assert_eq!((all.len(), none.len()), (partial.len() + 10, 0));
     }
 }

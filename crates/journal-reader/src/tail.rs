@@ -190,7 +190,7 @@ impl JournalTail {
                     self.follower.header_read(header)?;
                 }
                 Want::Read { object_number, object, offset, len } => {
-                    // librados' receive buffer itself: replay writes share it (no copy).
+                    // A buffer librados holds: replay writes share it instead of copying.
                     let bytes = match self.data_io.read_shared(&object, offset, len).await {
                         Ok(b) => b,
                         Err(e) if e.is_not_found() => Bytes::new(),

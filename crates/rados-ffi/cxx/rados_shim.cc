@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <stdexcept>
 #include <set>
@@ -41,6 +42,12 @@ struct BorrowedCompletion {
         reinterpret_cast<librados::AioCompletionImpl *>(c));
   }
 };
+
+// bufferlist lengths are 32-bit: a larger length fails the op instead of wrapping.
+unsigned len32(size_t len) {
+  if (len > std::numeric_limits<unsigned>::max()) throw std::length_error("longer than 4 GiB");
+  return static_cast<unsigned>(len);
+}
 
 template <typename F> void build(WriteOp *w, F f) noexcept {
   if (w->error != 0) return;
@@ -91,8 +98,8 @@ void rmrs_write_op_write_parts(rmrs_write_op *w, uint64_t offset, const rmrs_par
           throw std::out_of_range("write part outside its buffer");
         }
         ceph::bufferlist part;
-        part.substr_of(src, static_cast<unsigned>(parts[i].from),
-                       static_cast<unsigned>(parts[i].len));
+        part.substr_of(src, len32(parts[i].from),
+                       len32(parts[i].len));
         bl.claim_append(part);
         i++;
         continue;
@@ -100,7 +107,7 @@ void rmrs_write_op_write_parts(rmrs_write_op *w, uint64_t offset, const rmrs_par
       size_t end = i, len = 0;
       while (end < count && parts[end].buffer == nullptr) len += parts[end++].len;
       if (len != 0) {
-        ceph::bufferptr bp = ceph::buffer::create(static_cast<unsigned>(len));
+        ceph::bufferptr bp = ceph::buffer::create(len32(len));
         size_t at = 0;
         for (; i < end; i++) {
           if (parts[i].len != 0) std::memcpy(bp.c_str() + at, parts[i].data, parts[i].len);
@@ -117,7 +124,7 @@ void rmrs_write_op_write_parts(rmrs_write_op *w, uint64_t offset, const rmrs_par
 void rmrs_write_op_write_full(rmrs_write_op *w, const char *data, size_t len) noexcept {
   build(w, [&](auto &op) {
     ceph::bufferlist bl;
-    bl.push_back(ceph::buffer::copy(data, static_cast<unsigned>(len)));
+    bl.push_back(ceph::buffer::copy(data, len32(len)));
     op.write_full(bl);
   });
 }
@@ -125,7 +132,7 @@ void rmrs_write_op_write_full(rmrs_write_op *w, const char *data, size_t len) no
 void rmrs_write_op_append(rmrs_write_op *w, const char *data, size_t len) noexcept {
   build(w, [&](auto &op) {
     ceph::bufferlist bl;
-    bl.push_back(ceph::buffer::copy(data, static_cast<unsigned>(len)));
+    bl.push_back(ceph::buffer::copy(data, len32(len)));
     op.append(bl);
   });
 }
@@ -152,7 +159,7 @@ void rmrs_write_op_omap_set(rmrs_write_op *w, const char *const *keys, const cha
     std::map<std::string, ceph::bufferlist> m;
     for (size_t i = 0; i < count; i++) {
       ceph::bufferlist v;
-      v.append(vals[i], static_cast<unsigned>(lens[i]));
+      v.append(vals[i], len32(lens[i]));
       m[keys[i]] = std::move(v);
     }
     op.omap_set(m);
@@ -175,7 +182,7 @@ void rmrs_write_op_setxattr(rmrs_write_op *w, const char *name, const char *valu
                             size_t len) noexcept {
   build(w, [&](auto &op) {
     ceph::bufferlist v;
-    v.append(value, static_cast<unsigned>(len));
+    v.append(value, len32(len));
     op.setxattr(name, v);
   });
 }
@@ -188,7 +195,7 @@ void rmrs_write_op_exec(rmrs_write_op *w, const char *cls, const char *method, c
                         size_t len) noexcept {
   build(w, [&](auto &op) {
     ceph::bufferlist in;
-    in.append(input, static_cast<unsigned>(len));
+    in.append(input, len32(len));
     op.exec(cls, method, in);
   });
 }
@@ -224,6 +231,24 @@ const char *rmrs_buffer_data(rmrs_buffer *b) noexcept {
     return b->bl.c_str();
   } catch (...) {
     return nullptr;
+  }
+}
+
+// Moves the buffer's bytes into one new buffer of exactly their size, from the allocator's
+// heap like any small allocation, and frees librados' receive buffers (page-aligned: kept
+// for long among other allocations, they fragment the heap). Returns 0 or -ENOMEM.
+int rmrs_buffer_compact(rmrs_buffer *b) noexcept {
+  try {
+    ceph::bufferlist compact;
+    if (b->bl.length() != 0) {
+      ceph::bufferptr bp = ceph::buffer::create(b->bl.length());
+      b->bl.begin().copy(b->bl.length(), bp.c_str());
+      compact.push_back(std::move(bp));
+    }
+    b->bl.swap(compact);
+    return 0;
+  } catch (...) {
+    return -ENOMEM;
   }
 }
 
