@@ -34,3 +34,46 @@ pub fn release_free_memory() -> bool {
     // it is safe to call from any thread at any time.
     unsafe { libc::malloc_trim(0) == 1 }
 }
+
+/// Gives back the main thread's stack pages that are no longer in use: loading librados runs
+/// libceph-common's static initializers on the main thread, which touch about 1 MiB of stack
+/// once (the option tables); those pages stay resident for the life of the process. Pages
+/// deeper than the caller's frame (with a 64 KiB margin) are dropped with
+/// `MADV_DONTNEED`: the next use of that depth faults in fresh zero pages, as for any stack
+/// growth. Call from the main thread, from a shallow frame (`main`). Returns the bytes
+/// released (0 when not on the main thread's stack or when the kernel refused).
+pub fn release_unused_main_stack() -> usize {
+    const MARGIN: usize = 64 << 10;
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return 0;
+    };
+    let Some((low, high)) = maps.lines().filter(|l| l.ends_with("[stack]")).find_map(|l| {
+        let (range, _) = l.split_once(' ')?;
+        let (a, b) = range.split_once('-')?;
+        Some((usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?))
+    }) else {
+        return 0;
+    };
+    if !(low..high).contains(&sp) {
+        return 0;
+    }
+    // SAFETY: `sysconf` only reads a system constant.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+    let end = sp.saturating_sub(MARGIN) / page * page;
+    if end <= low {
+        return 0;
+    }
+    // SAFETY: `[low, end)` lies in this thread's own stack mapping, below the current frame
+    // by more than the margin (the stack grows down, so nothing live is there: no frame, no
+    // red zone, no signal frame in progress on this thread while it runs this code), and
+    // `MADV_DONTNEED` on private anonymous memory only replaces those pages with zero pages
+    // on their next touch.
+    let r = unsafe { libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED) };
+    if r == 0 {
+        end - low
+    } else {
+        0
+    }
+}
