@@ -266,10 +266,10 @@ pub(crate) fn random_uuid() -> String {
 }
 
 /// Objects in flight during an initial sync (stock: `rbd_concurrent_management_ops` = 10).
-/// With image_copy's reused buffers, 512 KiB pieces and one reader in four, 4 copies a
-/// filled 1 GiB image on the lab about as fast as 8 with ~70 instead of ~130 MiB peak RSS
-/// (benches/image_copy.sh).
-const SYNC_CONCURRENCY: usize = 4;
+/// Each holds its object in librados' receive buffers (read, then sent on by the write). On
+/// the lab (benches/image_copy.sh, filled 1 GiB image) 3 copied at 409-472 MiB/s with 50-58
+/// MiB peak RSS, 4 at 436-472 MiB/s with 71-77 MiB, 2 at 346-398 MiB/s.
+pub const SYNC_CONCURRENCY: usize = 3;
 
 /// Copies the primary at a fresh sync-point snapshot into the local image with the
 /// image-copy engine: first, in snapshot-id order, each user snapshot the primary already has
