@@ -266,9 +266,10 @@ pub(crate) fn random_uuid() -> String {
 }
 
 /// Objects in flight during an initial sync (stock: `rbd_concurrent_management_ops` = 10).
-/// Each holds its object in librados' receive buffers (read, then sent on by the write). On
-/// the lab (benches/image_copy.sh, filled 1 GiB image) 3 copied at 409-472 MiB/s with 50-58
-/// MiB peak RSS, 4 at 436-472 MiB/s with 71-77 MiB, 2 at 346-398 MiB/s.
+/// Each holds its object in librados' receive buffer (read, then sent on by the write), so
+/// memory grows by about an object per object in flight. On the lab (benches/image_copy.sh,
+/// filled 1 GiB image): 2 copied at 322-359 MiB/s with 40 MiB peak RSS, 3 at 368-383 MiB/s
+/// with 44 MiB, 4 at 436-441 MiB/s with 48 MiB.
 pub const SYNC_CONCURRENCY: usize = 3;
 
 /// Copies the primary at a fresh sync-point snapshot into the local image with the

@@ -337,10 +337,11 @@ async fn plan(
     }
 }
 
-/// Objects are read in concurrent pieces of this size, whose receive buffers librados then
-/// takes from the allocator's heap (below its mmap threshold, with room for alignment)
-/// instead of mapping and faulting in a fresh 4 MiB buffer per object.
-const READ_PIECE: usize = rados_ffi::process::MMAP_THRESHOLD as usize / 2;
+/// Objects are read in pieces of at most this size: a 4 MiB object (the default order) in
+/// one read. librados receives each piece into a buffer that the allocator maps (above
+/// [`rados_ffi::process::MMAP_THRESHOLD`]) and unmaps when the write sent from it is done,
+/// so memory follows the objects in flight (see there for the figures).
+const READ_PIECE: usize = 4 << 20;
 
 /// An object's bytes as librados received them: consecutive pieces of [`READ_PIECE`] bytes
 /// (the last one may be shorter), never copied into our memory; the write sends them on.

@@ -1,17 +1,20 @@
 //! Process-wide settings a long-running librados client needs: allocator tuning applied once
 //! at start-up, and giving free heap memory back to the system.
 
-/// Large buffers (1 MiB journal reads, image copies' object buffers) at or above this size
-/// are mapped and unmapped by the allocator instead of carved from its heaps. Image copies
-/// read and write in pieces of half of it, whose librados buffers the heaps reuse: mapping,
-/// faulting in and unmapping a fresh buffer per object cost more CPU than the copy itself
-/// (1 MiB rather than 256 KiB: 512 KiB pieces need a quarter of the ops of 128 KiB ones,
-/// ~20 % less CPU per GiB copied on the lab, benches/image_copy.sh).
-pub const MMAP_THRESHOLD: i32 = 1 << 20;
+/// Buffers at or above this size are mapped and unmapped by the allocator instead of carved
+/// from its heap. librados' receive buffers are page-aligned: kept in the heap while their
+/// bytes are written on (an image copy sends each object from the buffer its read landed
+/// in), they fragment it. On the lab (snapshot bench, filled 1 GiB image, 3 objects in
+/// flight) objects read into the heap peaked at 70-75 MiB RSS with 0.8 s of CPU per GiB;
+/// mapped, at 48 MiB with 1.0-1.1 s (every page faulted in: 262,144 faults per GiB). With 4
+/// MiB reads kept in the heap (glibc's own dynamic threshold, as the stock daemon runs),
+/// 88-112 MiB and 0.85 s. Journal reads (128 KiB) stay in the heap: their bytes are moved
+/// out of the receive buffer at once (`IoCtx::read_shared`).
+pub const MMAP_THRESHOLD: i32 = 256 << 10;
 
 /// Tunes glibc's allocator for a daemon whose big buffers come and go: a fixed mmap
-/// threshold (glibc otherwise raises it after each large free, so 1 MiB journal reads end up
-/// in heaps that never shrink), and one arena instead of one per thread (librados starts
+/// threshold (glibc otherwise raises it after each large free, so object-sized buffers end
+/// up in a heap they fragment), and one arena instead of one per thread (librados starts
 /// dozens of threads, and buffers it allocates in one thread are freed in another: with two
 /// arenas the peak RSS of a journal replay was 11 MiB higher, for no CPU measured). Call once from `main`, before threads start. Returns false if glibc
 /// refused a setting.
