@@ -59,10 +59,13 @@ pub const WINDOW_ENTRIES: usize = 4096;
 /// Most bytes one window's writes hold while they are in flight
 /// ([`crate::write_batch::librados_held_bytes`]: their data, in the journal's read buffers,
 /// which the write ops reference). The window being filled meanwhile holds as much. Memory
-/// for CPU: bigger windows put more writes in each object's compound operation.
-pub const WINDOW_HELD_BYTES: u64 = 5 << 20;
+/// for CPU: bigger windows put more writes in each object's compound operation. On the lab
+/// (benches/journal_replay.sh, 256 MiB backlog, 3 runs each): 4 MiB took 15.4-16.3 us per
+/// entry with 47.5-47.6 MiB peak RSS; 5 MiB 14.0-17.5 us with 49.7-51.2 MiB.
+pub const WINDOW_HELD_BYTES: u64 = 4 << 20;
 /// Bytes the journal tail reads from a data object at a time: each entry handed out keeps
-/// its read buffer alive until replayed, so smaller reads hold less memory per window.
+/// its read buffer alive until replayed, so smaller reads hold less memory per window (192
+/// KiB: about 1 MiB more peak RSS, CPU within the noise).
 pub const TAIL_FETCH_BYTES: usize = 128 << 10;
 /// Most windows whose writes are in flight; one more is filled meanwhile. A second window in
 /// flight gained no throughput on the lab and holds one more window of read buffers.
