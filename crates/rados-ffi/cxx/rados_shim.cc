@@ -9,7 +9,9 @@
 //    Here a write's bytes are copied once into a buffer of exactly their size.
 //  - rados_aio_read() receives into librados' own buffer, then copies into the caller's, and
 //    a write copies again. Here a read keeps librados' received buffer (rmrs_buffer) and a
-//    write op can send parts of it as they are: no copy of the data in this process.
+//    write op can send parts of it as they are: no copy of the data in this process (bytes
+//    kept for long are first moved once into a buffer of exactly their size,
+//    rmrs_buffer_compact).
 #include <rados/librados.hpp>
 
 #include <cerrno>
@@ -75,7 +77,13 @@ struct rmrs_part {  // see rmrs_write_op_write_parts
 
 extern "C" {
 
-rmrs_write_op *rmrs_write_op_new() noexcept { return new (std::nothrow) rmrs_write_op(); }
+rmrs_write_op *rmrs_write_op_new() noexcept {
+  try {
+    return new rmrs_write_op();
+  } catch (...) {
+    return nullptr;
+  }
+}
 
 void rmrs_write_op_free(rmrs_write_op *w) noexcept { delete w; }
 
