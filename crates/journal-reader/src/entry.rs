@@ -236,29 +236,11 @@ impl<'a> EntryIter<'a> {
 
     fn next_entry(&mut self) -> Result<Option<Entry>, EntryError> {
         let data: &[u8] = self.data;
-        loop {
-            let rest = data.get(self.pos..).unwrap_or_default();
-            // Like Entry::is_readable: fewer than the fixed header bytes is a
-            // partial entry, whatever they contain.
-            if rest.len() < HEADER_FIXED_SIZE {
-                return Ok(None);
-            }
-            let preamble = le_u64(rest, 0).unwrap_or_default();
-            if preamble == PREAMBLE {
-                break;
-            }
-            // ObjectPlayer tolerates zero padding up to the next 8-byte
-            // boundary (src/journal/ObjectPlayer.cc, advance_to_last_pad_byte).
-            let pad = 8 - self.base.wrapping_add(self.pos) % 8;
-            match rest.get(..pad) {
-                Some(p) if p.iter().all(|&b| b == 0) => self.pos += pad,
-                _ => {
-                    return Err(EntryError::BadPreamble {
-                        object: self.object.to_owned(),
-                        offset: self.pos,
-                        found: preamble,
-                    })
-                }
+        match entry_start(data, self.base, self.pos) {
+            Ok(Some(start)) => self.pos = start,
+            Ok(None) => return Ok(None),
+            Err((offset, found)) => {
+                return Err(EntryError::BadPreamble { object: self.object.to_owned(), offset, found })
             }
         }
         let rest = data.get(self.pos..).unwrap_or_default();
@@ -358,24 +340,32 @@ pub fn decode_object(object: &str, data: &Bytes) -> Result<DecodedObject, EntryE
 /// `data` does not start like an entry (decoding says why). Lets a reader join only the
 /// entry that straddles two reads instead of the whole second read.
 pub fn first_entry_end(data: &[u8], base: u64) -> Option<usize> {
-    let base = usize::try_from(base).ok()?;
-    let mut pos = 0usize;
-    loop {
-        let rest = data.get(pos..)?;
-        if rest.len() < HEADER_FIXED_SIZE {
-            return None;
-        }
-        if le_u64(rest, 0)? == PREAMBLE {
-            break;
-        }
-        let pad = 8 - base.wrapping_add(pos) % 8;
-        if !rest.get(..pad)?.iter().all(|&b| b == 0) {
-            return None;
-        }
-        pos += pad;
-    }
+    let pos = entry_start(data, usize::try_from(base).ok()?, 0).ok()??;
     let len = le_u32(data, pos + HEADER_FIXED_SIZE)?;
     (len <= MAX_PAYLOAD_LEN).then(|| pos + PAYLOAD_OFFSET + len as usize + 4)
+}
+
+/// Where the entry at or after `pos` of `data` (bytes that start `base` bytes into their
+/// object) starts, past the zero padding ObjectPlayer tolerates up to the object's next
+/// 8-byte boundary (src/journal/ObjectPlayer.cc, advance_to_last_pad_byte). `Ok(None)`: fewer
+/// than the fixed header bytes remain, a partial entry whatever they contain (like
+/// Entry::is_readable). `Err((offset, found))`: neither an entry nor padding there.
+fn entry_start(data: &[u8], base: usize, mut pos: usize) -> Result<Option<usize>, (usize, u64)> {
+    loop {
+        let rest = data.get(pos..).unwrap_or_default();
+        if rest.len() < HEADER_FIXED_SIZE {
+            return Ok(None);
+        }
+        let preamble = le_u64(rest, 0).unwrap_or_default();
+        if preamble == PREAMBLE {
+            return Ok(Some(pos));
+        }
+        let pad = 8 - base.wrapping_add(pos) % 8;
+        match rest.get(..pad) {
+            Some(p) if p.iter().all(|&b| b == 0) => pos += pad,
+            _ => return Err((pos, preamble)),
+        }
+    }
 }
 
 /// [`decode_object`] of bytes that start `base` bytes into the object (a piecewise read):

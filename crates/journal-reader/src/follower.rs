@@ -300,29 +300,23 @@ impl JournalFollower {
         // the rest of the read is decoded where it lies, so entries stay slices of the read
         // buffer (which replay writes share with librados instead of copying).
         let (first, rest) = split_straddling(&cached.partial, bytes, base);
-        let decoded = decode_object_at(&name, &first, base).and_then(|d| {
-            if d.consumed < first.len() || rest.is_empty() {
-                return Ok((d, None));
-            }
-            decode_object_at(&name, &rest, base + first.len() as u64).map(|r| (d, Some(r)))
-        });
-        let (d, r) = match decoded {
-            Ok(d) => d,
-            Err(e) => {
-                self.pass = None;
-                return Err(e.into());
-            }
-        };
-        cached.entries.extend(d.entries);
-        cached.partial = match r {
-            Some(r) => {
-                cached.entries.extend(r.entries);
-                rest.slice(r.consumed..)
-            }
-            None if rest.is_empty() => first.slice(d.consumed..),
-            // Not expected (the joined entry was whole): keep everything after it.
-            None => join(&first.slice(d.consumed..), &rest),
-        };
+        let mut at = base;
+        let mut left = Bytes::new();
+        for piece in [first, rest] {
+            // `left` is empty unless the joined entry was not whole (not expected).
+            let piece = if left.is_empty() { piece } else { join(&left, &piece) };
+            let decoded = match decode_object_at(&name, &piece, at) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.pass = None;
+                    return Err(e.into());
+                }
+            };
+            cached.entries.extend(decoded.entries);
+            at += decoded.consumed as u64;
+            left = piece.slice(decoded.consumed..);
+        }
+        cached.partial = left;
         Ok(())
     }
 
