@@ -182,8 +182,10 @@ impl Registry {
 
 /// Where the bytes of a write come from.
 pub(crate) enum Part<'a> {
-    /// Shared with a buffer librados already holds.
+    /// Shared with a buffer librados already holds (found behind a [`Bytes`] slice).
     Shared(Arc<ObjectBuffer>, Range<usize>),
+    /// Shared with a buffer the caller holds.
+    Buffer(&'a ObjectBuffer, Range<usize>),
     /// Copied.
     Copy(&'a [u8]),
 }

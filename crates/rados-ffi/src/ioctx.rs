@@ -980,13 +980,6 @@ impl WriteOp {
         self.write_parts(offset, &[Part::Copy(data)])
     }
 
-    /// Writes the concatenation of `pieces` at `offset`: one OSD write, its bytes copied once
-    /// into one buffer.
-    pub fn write_vectored<B: AsRef<[u8]>>(&mut self, offset: u64, pieces: &[B]) -> &mut Self {
-        let parts: Vec<Part<'_>> = pieces.iter().map(|p| Part::Copy(p.as_ref())).collect();
-        self.write_parts(offset, &parts)
-    }
-
     /// Writes the concatenation of `pieces` at `offset` (one OSD write). Pieces that are
     /// slices of a buffer from [`IoCtx::read_shared`] are sent from it without a copy;
     /// others are copied.
@@ -1004,17 +997,7 @@ impl WriteOp {
         buffer: &ObjectBuffer,
         range: std::ops::Range<usize>,
     ) -> &mut Self {
-        let raw = shim::rmrs_part {
-            buffer: buffer.raw,
-            data: std::ptr::null(),
-            from: range.start,
-            len: range.end.saturating_sub(range.start),
-        };
-        self.step("write");
-        // SAFETY: live op and buffer; the shim checks the range against the buffer's length
-        // and takes references to its memory, not to `buffer` itself.
-        unsafe { shim::rmrs_write_op_write_parts(self.raw, offset, &raw, 1) };
-        self
+        self.write_parts(offset, &[Part::Buffer(buffer, range)])
     }
 
     fn write_parts(&mut self, offset: u64, parts: &[Part<'_>]) -> &mut Self {
@@ -1022,12 +1005,8 @@ impl WriteOp {
         let raw: Vec<shim::rmrs_part> = parts
             .iter()
             .map(|p| match p {
-                Part::Shared(buffer, range) => shim::rmrs_part {
-                    buffer: buffer.raw,
-                    data: std::ptr::null(),
-                    from: range.start,
-                    len: range.len(),
-                },
+                Part::Shared(buffer, range) => shared_part(buffer, range),
+                Part::Buffer(buffer, range) => shared_part(buffer, range),
                 Part::Copy(bytes) => shim::rmrs_part {
                     buffer: std::ptr::null(),
                     data: bytes.as_ptr().cast(),
@@ -1157,6 +1136,17 @@ impl WriteOp {
             shim::rmrs_write_op_exec(self.raw, c.as_ptr(), m.as_ptr(), input.as_ptr().cast(), input.len())
         };
         Ok(self)
+    }
+}
+
+/// The shim's description of bytes `range` of `buffer`, shared (out-of-range lengths are the
+/// shim's to refuse).
+fn shared_part(buffer: &ObjectBuffer, range: &std::ops::Range<usize>) -> shim::rmrs_part {
+    shim::rmrs_part {
+        buffer: buffer.raw,
+        data: std::ptr::null(),
+        from: range.start,
+        len: range.end.saturating_sub(range.start),
     }
 }
 
