@@ -7,7 +7,7 @@
 set -euo pipefail
 
 PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common rbd-mirror librados-dev librbd-dev libradospp-dev
-  jq uuid-runtime gcc g++ libc6-dev curl ca-certificates)
+  jq uuid-runtime gcc g++ make libc6-dev curl ca-certificates)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -18,15 +18,19 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // Before any thread starts: big journal buffers go back to the system when freed.
-    let tuned = rados_ffi::process::tune_allocator();
     // librados' static initializers touched ~1 MiB of this stack before `main`: give it back.
     let stack_released = rados_ffi::process::release_unused_main_stack();
     let args = cli::Args::parse();
     init_tracing(&args);
     tracing::debug!(stack_released, "unused main stack given back");
-    if !tuned {
-        tracing::warn!("the allocator refused its settings; memory use may grow with backlogs");
+    match rados_ffi::process::allocator_settings() {
+        Some(a) => tracing::debug!(
+            narenas = a.narenas,
+            tcache = a.tcache,
+            dirty_decay_ms = a.dirty_decay_ms,
+            "allocator: jemalloc"
+        ),
+        None => tracing::warn!("jemalloc does not answer: memory use may grow with image syncs"),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads.max(1))

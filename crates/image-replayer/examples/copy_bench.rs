@@ -29,8 +29,8 @@ fn usage() -> ! {
 }
 
 fn main() {
-    // As the daemon does, before any thread starts.
-    let tuned = rados_ffi::process::tune_allocator();
+    // The daemon's allocator (jemalloc, linked in by rados-ffi) with its settings.
+    let tuned = rados_ffi::process::allocator_settings().is_some();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [conf_a, conf_b, pool, remote_id, local_id, snap, concurrency] = args.as_slice() else { usage() };
     let end = if snap == "head" { CEPH_NOSNAP } else { snap.parse().unwrap_or_else(|_| usage()) };

@@ -338,9 +338,9 @@ async fn plan(
 }
 
 /// Objects are read in pieces of at most this size: a 4 MiB object (the default order) in
-/// one read. librados receives each piece into a buffer that the allocator maps (above
-/// [`rados_ffi::process::MMAP_THRESHOLD`]) and unmaps when the write sent from it is done,
-/// so memory follows the objects in flight (see there for the figures).
+/// one read. librados receives each piece into a buffer of its own, freed when the write sent
+/// from it is done; jemalloc reuses those extents, so memory follows the objects in flight
+/// (see [`rados_ffi::process::JEMALLOC_OPTIONS`] for the figures).
 const READ_PIECE: usize = 4 << 20;
 
 /// An object's bytes as librados received them: consecutive pieces of [`READ_PIECE`] bytes

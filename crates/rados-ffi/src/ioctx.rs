@@ -177,9 +177,7 @@ impl IoCtx {
     ///
     /// The range is read as concurrent reads of at most `piece` bytes (0: one read) straight
     /// into their places in `buf`: librados receives each reply into a buffer of its own
-    /// and copies it into ours, so pieces below the allocator's mmap threshold
-    /// ([`crate::process::MMAP_THRESHOLD`]) keep those buffers in its heap instead of
-    /// mapping, faulting in and unmapping one per read.
+    /// and copies it into ours, so smaller pieces keep those buffers small.
     pub async fn read_into(
         &self,
         oid: &str,
