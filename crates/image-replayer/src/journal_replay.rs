@@ -60,9 +60,13 @@ pub const WINDOW_ENTRIES: usize = 4096;
 /// ([`crate::write_batch::librados_held_bytes`]: their data, in the journal's read buffers,
 /// which the write ops reference). The window being filled meanwhile holds as much. Memory
 /// for CPU: bigger windows put more writes in each object's compound operation. On the lab
-/// (benches/journal_replay.sh, 256 MiB backlog, 3 runs each): 4 MiB took 15.4-16.3 us per
-/// entry with 47.5-47.6 MiB peak RSS; 5 MiB 14.0-17.5 us with 49.7-51.2 MiB.
-pub const WINDOW_HELD_BYTES: u64 = 4 << 20;
+/// (benches/journal_replay.sh, 256 MiB backlog), with glibc's malloc: 4 MiB took 15.4-16.3 us
+/// per entry with 47.5-47.6 MiB peak RSS, 5 MiB 14.0-17.5 us with 49.7-51.2 MiB (3 runs
+/// each). With jemalloc's small thread caches (`rados_ffi::process::JEMALLOC_OPTIONS`), 4 MiB
+/// peaked at 47.4-48.6 MiB (6 runs) and 3.5 MiB at 45.8-47.6 MiB (7 runs), at the same CPU
+/// per entry within the runs' spread (3.5 MiB 15.0-17.7 us against 4 MiB 14.8-16.5 us,
+/// interleaved).
+pub const WINDOW_HELD_BYTES: u64 = 7 << 19;
 /// Bytes the journal tail reads from a data object at a time: each entry handed out keeps
 /// its read buffer alive until replayed, so smaller reads hold less memory per window (192
 /// KiB: about 1 MiB more peak RSS, CPU within the noise).
