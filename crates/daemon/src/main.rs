@@ -33,7 +33,14 @@ fn main() -> ExitCode {
         None => tracing::warn!("jemalloc does not answer: memory use may grow with image syncs"),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.worker_threads.max(1))
+        .worker_threads(
+            args.worker_threads
+                .unwrap_or_else(|| {
+                    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+                    cli::default_worker_threads(cpus)
+                })
+                .max(1),
+        )
         .thread_name("rbd-mirror-rs")
         .enable_all()
         .build()
