@@ -16,6 +16,8 @@
 //! It deliberately knows nothing of journals, mirror snapshots or replay: it decodes no Ceph
 //! structure beyond what a C API hands back (ceph-formats.md §8.1 lists what that covers).
 //! Errors are one enum, [`RadosError`]: the operation, its target and the errno.
+//! [`process`] holds what is process-wide: jemalloc as the allocator of the whole process
+//! (librados included), the purge of free memory, the main thread's unused stack.
 
 mod buffer;
 pub mod cluster;
