@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Some(a) => tracing::debug!(
             narenas = a.narenas,
             tcache = a.tcache,
+            tcache_max = a.tcache_max,
             dirty_decay_ms = a.dirty_decay_ms,
             "allocator: jemalloc"
         ),

@@ -38,8 +38,6 @@ use crate::PeerContext;
 
 /// `RBD_FEATURE_NON_PRIMARY`: set on snapshot-mode secondary images.
 pub const FEATURE_NON_PRIMARY: u64 = 1 << 10;
-/// Objects copied concurrently by a sync (see bootstrap's `SYNC_CONCURRENCY`).
-const COPY_CONCURRENCY: usize = crate::bootstrap::SYNC_CONCURRENCY;
 /// Longest wait between two scans without a notification.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 /// Wait before rescanning a remote snapshot that is still being created.
@@ -756,7 +754,7 @@ impl SnapshotReplayer<'_> {
             &self.local,
             range,
             &snapc,
-            COPY_CONCURRENCY,
+            crate::bootstrap::SYNC_CONCURRENCY,
             &mut on_progress,
             cancel,
         );

@@ -455,10 +455,13 @@ fn split_straddling(partial: &Bytes, bytes: Bytes, base: u64) -> (Bytes, Bytes) 
     if partial.is_empty() {
         return (bytes, Bytes::new());
     }
-    // Enough of the read for any padding and the entry's header.
-    let head = bytes.len().min(64);
-    let probe = join(partial, &bytes.slice(..head));
-    match first_entry_end(&probe, base) {
+    // The partial entry usually holds its header; if not, enough of the read for any padding
+    // and the header is looked at with it.
+    let end = first_entry_end(partial, base).or_else(|| {
+        let head = bytes.len().min(64);
+        first_entry_end(&join(partial, &bytes.slice(..head)), base)
+    });
+    match end {
         Some(end) if end > partial.len() && end - partial.len() <= bytes.len() => {
             let take = end - partial.len();
             (join(partial, &bytes.slice(..take)), bytes.slice(take..))
