@@ -9,9 +9,7 @@
 //    Here a write's bytes are copied once into a buffer of exactly their size.
 //  - rados_aio_read() receives into librados' own buffer, then copies into the caller's, and
 //    a write copies again. Here a read keeps librados' received buffer (rmrs_buffer) and a
-//    write op can send parts of it as they are: no copy of the data in this process (bytes
-//    kept for long are first moved once into a buffer of exactly their size,
-//    rmrs_buffer_compact).
+//    write op can send parts of it as they are: no copy of the data in this process.
 #include <rados/librados.hpp>
 
 #include <cerrno>
@@ -239,24 +237,6 @@ const char *rmrs_buffer_data(rmrs_buffer *b) noexcept {
     return b->bl.c_str();
   } catch (...) {
     return nullptr;
-  }
-}
-
-// Moves the buffer's bytes into one new buffer of exactly their size, from the allocator's
-// heap like any small allocation, and frees librados' receive buffers (page-aligned: kept
-// for long among other allocations, they fragment the heap). Returns 0 or -ENOMEM.
-int rmrs_buffer_compact(rmrs_buffer *b) noexcept {
-  try {
-    ceph::bufferlist compact;
-    if (b->bl.length() != 0) {
-      ceph::bufferptr bp = ceph::buffer::create(b->bl.length());
-      b->bl.begin().copy(b->bl.length(), bp.c_str());
-      compact.push_back(std::move(bp));
-    }
-    b->bl.swap(compact);
-    return 0;
-  } catch (...) {
-    return -ENOMEM;
   }
 }
 

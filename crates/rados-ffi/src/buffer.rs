@@ -8,8 +8,8 @@
 //! read result or write needs them, whatever Rust drops meanwhile.
 //!
 //! [`IoCtx::read_shared`](crate::IoCtx::read_shared) hands such a buffer out as plain
-//! [`Bytes`] (for decoders that slice it; its bytes moved once into a buffer of exactly their
-//! size), and remembers which memory belongs to which buffer, so that a write given a slice of it ([`crate::WriteOp::write_bytes`]) can share it
+//! [`Bytes`] (for decoders that slice it), and remembers which memory belongs to which
+//! buffer, so that a write given a slice of it ([`crate::WriteOp::write_bytes`]) can share it
 //! again instead of copying. Bytes from anywhere else are copied, as before.
 
 use std::collections::BTreeMap;
@@ -71,15 +71,9 @@ impl ObjectBuffer {
     }
 
     /// Takes the bytes librados put in the bufferlist (joined into one piece if they came
-    /// in several; with `compact`, copied into one buffer of exactly their size, see
-    /// [`crate::IoCtx::read_shared`]). Call once, after the read completed and before the
-    /// buffer is shared.
+    /// in several). Call once, after the read completed and before the buffer is shared.
     /// Returns the errno when that fails (`ENOMEM`) or there are more than `max` bytes.
-    pub(crate) fn settle(&mut self, max: usize, compact: bool) -> std::result::Result<(), i32> {
-        // SAFETY: the read completed: the bufferlist is ours alone.
-        if compact && unsafe { shim::rmrs_buffer_compact(self.raw) } != 0 {
-            return Err(libc::ENOMEM);
-        }
+    pub(crate) fn settle(&mut self, max: usize) -> std::result::Result<(), i32> {
         // SAFETY: the read completed: the bufferlist is ours alone.
         let data = unsafe { shim::rmrs_buffer_data(self.raw) };
         // SAFETY: as above.

@@ -282,16 +282,6 @@ impl IoCtx {
     /// for data that is looked at and sent on ([`WriteOp::write_buffer`]). A short result
     /// means the object ends there.
     pub async fn read_buffer(&self, oid: &str, offset: u64, len: usize) -> Result<ObjectBuffer> {
-        self.read_object_buffer(oid, offset, len, false).await
-    }
-
-    async fn read_object_buffer(
-        &self,
-        oid: &str,
-        offset: u64,
-        len: usize,
-        compact: bool,
-    ) -> Result<ObjectBuffer> {
         let c_oid = cstring("object name", oid)?;
         let buffer = ObjectBuffer::new()?;
         // SAFETY: the buffer is the payload: it lives, untouched by Rust, until the callback,
@@ -306,7 +296,7 @@ impl IoCtx {
         }?;
         let (ret, (mut buffer, _in_flight)) = aio.await?;
         check(ret, "rados_aio_read", || self.object_target(oid))?;
-        buffer.settle(len, compact).map_err(|errno| RadosError::Call {
+        buffer.settle(len).map_err(|errno| RadosError::Call {
             op: "rados_aio_read",
             target: self.object_target(oid),
             errno,
@@ -316,12 +306,13 @@ impl IoCtx {
 
     /// Reads up to `len` bytes at `offset`, like [`IoCtx::read`], into a buffer librados
     /// holds: a [`WriteOp::write_bytes`] of slices of the [`Bytes`] sends them on without a
-    /// copy (see `crate::buffer`). For bytes kept a while (journal entries waiting to be
-    /// replayed): they are moved out of librados' page-aligned receive buffer into one of
-    /// exactly their size, which the heap reuses well (kept receive buffers fragmented it:
-    /// 12 MiB more peak RSS in a journal replay on the lab).
+    /// copy (see `crate::buffer`). The bytes stay in librados' page-aligned receive buffer,
+    /// which jemalloc ([`crate::process`]) reuses well. (With glibc's malloc, such buffers
+    /// kept for a while fragmented the heap, 12 MiB more peak RSS in a journal replay on the
+    /// lab, so they were moved to buffers of exactly their size first: a copy of every byte
+    /// that jemalloc makes needless.)
     pub async fn read_shared(&self, oid: &str, offset: u64, len: usize) -> Result<Bytes> {
-        Ok(self.read_object_buffer(oid, offset, len, true).await?.into_shared_bytes())
+        Ok(self.read_buffer(oid, offset, len).await?.into_shared_bytes())
     }
 
     /// Reads a whole object (stat, then read).

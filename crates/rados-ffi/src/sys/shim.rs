@@ -78,7 +78,6 @@ extern "C" {
     pub fn rmrs_buffer_free(b: *mut rmrs_buffer);
     pub fn rmrs_buffer_length(b: *const rmrs_buffer) -> usize;
     pub fn rmrs_buffer_data(b: *mut rmrs_buffer) -> *const c_char;
-    pub fn rmrs_buffer_compact(b: *mut rmrs_buffer) -> c_int;
     pub fn rmrs_aio_read(
         io: rados_ioctx_t,
         c: rados_completion_t,
