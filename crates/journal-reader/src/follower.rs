@@ -37,23 +37,28 @@ pub const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 /// What the follower needs next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Want {
-    /// The journal header (`journal.<image id>`), read anew.
+    /// The journal header (`journal.<image id>`), read anew, or the one read last if it
+    /// cannot have changed ([`JournalFollower::header_unchanged`]).
     Header,
-    /// Up to `len` bytes of a data object from `offset` (an absent object reads as empty).
-    Read {
-        /// Data object number.
-        object_number: u64,
-        /// Its name, `journal_data.<pool id>.<image id>.<object number>`.
-        object: String,
-        /// Byte offset to read from.
-        offset: u64,
-        /// Bytes to read.
-        len: usize,
-    },
+    /// The next read of the pass ([`JournalFollower::pass_reads`] lists them all).
+    Read(DataRead),
     /// The next entry in playback order (the position has moved past it).
     Entry(PlayedEntry),
     /// Nothing more is written yet: wait for a notification or the poll interval.
     Wait,
+}
+
+/// Up to `len` bytes of a data object from `offset` (an absent object reads as empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRead {
+    /// Data object number.
+    pub object_number: u64,
+    /// Its name, `journal_data.<pool id>.<image id>.<object number>`.
+    pub object: String,
+    /// Byte offset to read from.
+    pub offset: u64,
+    /// Bytes to read.
+    pub len: usize,
 }
 
 /// Why following stopped.
@@ -215,13 +220,7 @@ impl JournalFollower {
                 return Ok(Want::Header);
             };
             if let Some(&object_number) = reads.front() {
-                let offset = self.objects.get(&object_number).map_or(0, |o| o.read);
-                return Ok(Want::Read {
-                    object_number,
-                    object: self.object_name(object_number),
-                    offset,
-                    len: self.fetch_bytes,
-                });
+                return Ok(Want::Read(self.data_read(object_number)));
             }
             let for_newer_tag = pass.for_newer_tag;
             let planned = match self.plan() {
@@ -257,8 +256,41 @@ impl JournalFollower {
             });
         }
         self.header = header;
+        self.plan_reads();
+        Ok(())
+    }
+
+    /// The answer to [`Want::Header`] when the header cannot have changed since it was last
+    /// read (no notification from its watch since, as the writer notifies after each
+    /// change): the pass goes on with it. An older header is always safe, never wrong: the
+    /// follower only takes from it what was true before its reads (the set that was active,
+    /// the tags that existed), so it may wait for more bytes, but never skips any.
+    pub fn header_unchanged(&mut self) {
+        self.plan_reads();
+    }
+
+    /// The reads the current pass still needs, in the order [`Self::object_read`] takes
+    /// them (the first is the one [`Want::Read`] names). None depends on another's bytes:
+    /// they may run at once.
+    pub fn pass_reads(&self) -> Vec<DataRead> {
+        let reads = self.pass.as_ref().and_then(|p| p.reads.as_ref());
+        reads.into_iter().flatten().map(|&n| self.data_read(n)).collect()
+    }
+
+    fn data_read(&self, object_number: u64) -> DataRead {
+        DataRead {
+            object_number,
+            object: self.object_name(object_number),
+            offset: self.objects.get(&object_number).map_or(0, |o| o.read),
+            len: self.fetch_bytes,
+        }
+    }
+
+    /// Lists the objects the pass reads, from the header: the sets that can hold entries
+    /// after the planned position.
+    fn plan_reads(&mut self) {
         if self.pass.is_none() {
-            return Ok(());
+            return;
         }
         let width = self.width();
         let first_set = self.first_set();
@@ -271,7 +303,6 @@ impl JournalFollower {
         if let Some(pass) = &mut self.pass {
             pass.reads = Some(reads);
         }
-        Ok(())
     }
 
     /// The bytes of a data object, read as [`Want::Read`] asked (empty if the object does

@@ -4,16 +4,24 @@
 //! [`JournalTail::open`] reads the header `journal.<image id>`, finds our journal client and
 //! starts after its commit position. [`JournalTail::next`] hands out entries in the order the
 //! journal player uses (ceph-formats.md §2.7), doing the reads a [`JournalFollower`] asks for
-//! (only the bytes appended to each data object since the last look); it is woken by watch
-//! notifications on the header and otherwise polls at most every
-//! [`TailOptions::poll_interval`]. [`JournalTail::commit`]
+//! (only the bytes appended to each data object since the last look; the reads of one look
+//! at once); it is woken by watch notifications on the header and otherwise polls at most
+//! every [`TailOptions::poll_interval`]. The header is read again only when it may have
+//! changed: after a notification, or when a look found nothing new (the `journal::` writer
+//! notifies after every header update, and `journal::JournalMetadata` itself refreshes only
+//! then). Reads in flight belong to the tail, not to the caller's future, so a caller that
+//! drops [`JournalTail::next`] (a `select!` whose other branch won) loses nothing: the next
+//! call waits for the same reads. [`JournalTail::commit`]
 //! writes a commit position with cls `journal.client_commit` and notifies the header, as
 //! the `journal::` library does (§2.3, §2.8). Framing errors (bad CRC, bad preamble) end the
 //! tail with an error naming the object and offset; event decoding is the caller's.
 
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::{join_all, BoxFuture};
 use rados_ffi::{IoCtx, Rados, RadosError, Watch, WatchEvent};
 
 use crate::cls_journal::{args, header_object_name, HeaderError, JournalHeader, ObjectSetPosition};
@@ -100,13 +108,42 @@ async fn notify_header(io: &IoCtx, header: &str) {
 /// A journal client's view of a live journal.
 #[derive(Debug)]
 pub struct JournalTail {
-    header_io: IoCtx,
-    data_io: IoCtx,
+    header_io: Arc<IoCtx>,
+    data_io: Arc<IoCtx>,
     image_id: String,
     header_object: String,
     follower: JournalFollower,
     watch: Option<Watch>,
     options: TailOptions,
+    /// The read under way, if any. Only ever reached through `&mut self` (`Mutex::get_mut`,
+    /// no locking): the mutex is there to keep the tail `Sync` with a future inside.
+    reading: Mutex<Option<Reading>>,
+    /// A notification came since the header was last read.
+    header_notified: bool,
+    /// Entries were handed out since the follower last asked for the header.
+    progressed: bool,
+}
+
+/// A read of the journal under way, owned by the tail (see the module documentation).
+enum Reading {
+    Header(BoxFuture<'static, Result<JournalHeader, TailError>>),
+    /// The data reads of one look, answered in the follower's order: (object number, bytes).
+    Data(BoxFuture<'static, Vec<(u64, Result<Bytes, RadosError>)>>),
+}
+
+impl std::fmt::Debug for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reading::Header(_) => "Reading::Header",
+            Reading::Data(_) => "Reading::Data",
+        })
+    }
+}
+
+/// A finished [`Reading`].
+enum Read {
+    Header(Result<JournalHeader, TailError>),
+    Data(Vec<(u64, Result<Bytes, RadosError>)>),
 }
 
 impl JournalTail {
@@ -148,13 +185,16 @@ impl JournalTail {
         let follower =
             JournalFollower::new(image_id, client_id, header_pool_id, header, position, fetch_bytes);
         Ok(JournalTail {
-            header_io,
-            data_io,
+            header_io: Arc::new(header_io),
+            data_io: Arc::new(data_io),
             image_id: image_id.to_owned(),
             header_object,
             follower,
             watch,
             options,
+            reading: Mutex::new(None),
+            header_notified: false,
+            progressed: false,
         })
     }
 
@@ -179,27 +219,84 @@ impl JournalTail {
     }
 
     /// The next entry if one is already written, without waiting. Cancel-safe: dropped
-    /// between reads, the next call goes on where this one stopped.
+    /// while reading, the next call waits for the same reads.
     pub async fn try_next(&mut self) -> Result<Option<PlayedEntry>, TailError> {
         loop {
+            if let Some(reading) = self.reading_mut().as_mut() {
+                let read = match reading {
+                    Reading::Header(f) => Read::Header(f.await),
+                    Reading::Data(f) => Read::Data(f.await),
+                };
+                *self.reading_mut() = None;
+                match read {
+                    Read::Header(header) => self.follower.header_read(header?)?,
+                    Read::Data(reads) => {
+                        for (object_number, bytes) in reads {
+                            let bytes = match bytes {
+                                Ok(b) => b,
+                                Err(e) if e.is_not_found() => Bytes::new(),
+                                Err(e) => return Err(e.into()),
+                            };
+                            self.follower.object_read(object_number, bytes)?;
+                        }
+                    }
+                }
+                continue;
+            }
             match self.follower.want()? {
-                Want::Entry(e) => return Ok(Some(e)),
+                Want::Entry(e) => {
+                    self.progressed = true;
+                    return Ok(Some(e));
+                }
                 Want::Wait => return Ok(None),
                 Want::Header => {
-                    let header = read_header(&self.header_io, &self.image_id).await?;
-                    self.follower.header_read(header)?;
+                    if self.header_current() {
+                        self.follower.header_unchanged();
+                    } else {
+                        // A notification from now on is about a newer header than this one.
+                        self.header_notified = false;
+                        let (io, image_id) = (self.header_io.clone(), self.image_id.clone());
+                        *self.reading_mut() =
+                            Some(Reading::Header(Box::pin(async move { read_header(&io, &image_id).await })));
+                    }
+                    self.progressed = false;
                 }
-                Want::Read { object_number, object, offset, len } => {
-                    // A buffer librados holds: replay writes share it instead of copying.
-                    let bytes = match self.data_io.read_shared(&object, offset, len).await {
-                        Ok(b) => b,
-                        Err(e) if e.is_not_found() => Bytes::new(),
-                        Err(e) => return Err(e.into()),
-                    };
-                    self.follower.object_read(object_number, bytes)?;
+                Want::Read(_) => {
+                    // Into buffers librados holds: replay writes share them instead of copying.
+                    let reads = self.follower.pass_reads().into_iter().map(|r| {
+                        let io = self.data_io.clone();
+                        async move { (r.object_number, io.read_shared(&r.object, r.offset, r.len).await) }
+                    });
+                    *self.reading_mut() = Some(Reading::Data(Box::pin(join_all(reads))));
                 }
             }
         }
+    }
+
+    fn reading_mut(&mut self) -> &mut Option<Reading> {
+        self.reading.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the header last read is still the journal's: the watch is up, no
+    /// notification came since, and the last look found entries (a look that found none
+    /// reads the header again, which also covers an update whose notification is late).
+    fn header_current(&mut self) -> bool {
+        while let Some(watch) = self.watch.as_mut() {
+            match watch.try_next() {
+                Poll::Pending => break,
+                Poll::Ready(Some(WatchEvent::Notify { .. })) => self.header_notified = true,
+                Poll::Ready(event) => self.watch_lost(event),
+            }
+        }
+        self.watch.is_some() && !self.header_notified && self.progressed
+    }
+
+    /// The watch failed or closed: from now on the tail polls, reading the header each time.
+    fn watch_lost(&mut self, event: Option<WatchEvent>) {
+        if let Some(WatchEvent::Error { errno }) = event {
+            tracing::warn!(object = %self.header_object, errno, "journal header watch failed; polling only");
+        }
+        self.watch = None;
     }
 
     /// Waits for a header notification or the poll interval, whichever comes first.
@@ -207,12 +304,9 @@ impl JournalTail {
         let interval = self.options.poll_interval;
         match self.watch.as_mut() {
             Some(watch) => match tokio::time::timeout(interval, watch.next()).await {
-                Ok(Some(WatchEvent::Error { errno })) => {
-                    tracing::warn!(object = %self.header_object, errno, "journal header watch failed; polling only");
-                    self.watch = None;
-                }
-                Ok(None) => self.watch = None,
-                Ok(Some(WatchEvent::Notify { .. })) | Err(_) => {}
+                Ok(Some(WatchEvent::Notify { .. })) => self.header_notified = true,
+                Ok(event) => self.watch_lost(event),
+                Err(_) => {}
             },
             None => tokio::time::sleep(interval).await,
         }

@@ -142,26 +142,48 @@ impl Writer {
 }
 
 /// Drives `follower` until the writer is done and several looks find nothing, or until
-/// `stop_after` entries were handed out. Returns the entries handed out.
+/// `stop_after` entries were handed out. Returns the entries handed out. With `batch_reads`,
+/// the reads of a look are all made before any is answered; with `reuse_header`, a look that
+/// follows one which found entries may keep the old header, as the live tail does when no
+/// notification came.
 fn follow(
     w: &mut Writer,
     follower: &mut JournalFollower,
     stop_after: Option<usize>,
+    batch_reads: bool,
+    reuse_header: bool,
 ) -> Result<Vec<(u64, u64)>, String> {
     let mut got = Vec::new();
+    let mut progressed = false;
     let mut idle = 0;
     for _ in 0..2_000_000 {
         match follower.want().map_err(|e| e.to_string())? {
             Want::Header => {
                 w.steps(2);
-                follower.header_read(w.header.clone()).map_err(|e| e.to_string())?;
+                if reuse_header && progressed && w.rng.below(2) == 0 {
+                    // No notification: the header last read is taken as current although
+                    // the writer may have moved on (a notification in flight).
+                    follower.header_unchanged();
+                } else {
+                    follower.header_read(w.header.clone()).map_err(|e| e.to_string())?;
+                }
+                progressed = false;
             }
-            Want::Read { object_number, offset, len, .. } => {
-                w.steps(3);
-                let bytes = w.read(object_number, offset, len);
-                follower.object_read(object_number, bytes).map_err(|e| e.to_string())?;
+            Want::Read(first) => {
+                // The tail runs the reads of a look at once: each lands whenever, then all
+                // are answered in order.
+                let reads = if batch_reads { follower.pass_reads() } else { vec![first] };
+                let mut answers = Vec::new();
+                for r in reads {
+                    w.steps(3);
+                    answers.push((r.object_number, w.read(r.object_number, r.offset, r.len)));
+                }
+                for (object_number, bytes) in answers {
+                    follower.object_read(object_number, bytes).map_err(|e| e.to_string())?;
+                }
             }
             Want::Entry(e) => {
+                progressed = true;
                 got.push((e.entry.tag_tid, e.entry.entry_tid));
                 if stop_after == Some(got.len()) {
                     return Ok(got);
@@ -201,10 +223,12 @@ proptest! {
         width in prop::sample::select(vec![1u8, 2, 4]),
         object_cap in prop::sample::select(vec![8usize << 10, 24 << 10, 1 << 20]),
         script in script(),
+        batch_reads in any::<bool>(),
+        reuse_header in any::<bool>(),
     ) {
         let mut w = Writer::new(seed, width, object_cap, script);
         let mut f = JournalFollower::new("img", CLIENT, 1, w.header.clone(), ObjectSetPosition::default(), 4096);
-        let got = follow(&mut w, &mut f, None).map_err(TestCaseError::fail)?;
+        let got = follow(&mut w, &mut f, None, batch_reads, reuse_header).map_err(TestCaseError::fail)?;
         prop_assert_eq!(&got, &w.sent);
     }
 
@@ -215,13 +239,15 @@ proptest! {
         object_cap in prop::sample::select(vec![8usize << 10, 1 << 20]),
         script in script(),
         stop in 1usize..100,
+        batch_reads in any::<bool>(),
+        reuse_header in any::<bool>(),
     ) {
         let mut w = Writer::new(seed, width, object_cap, script);
         let mut f = JournalFollower::new("img", CLIENT, 1, w.header.clone(), ObjectSetPosition::default(), 4096);
-        let first = follow(&mut w, &mut f, Some(stop)).map_err(TestCaseError::fail)?;
+        let first = follow(&mut w, &mut f, Some(stop), batch_reads, reuse_header).map_err(TestCaseError::fail)?;
         let position = f.position().clone();
         let mut g = JournalFollower::new("img", CLIENT, 1, w.header.clone(), position, 4096);
-        let rest = follow(&mut w, &mut g, None).map_err(TestCaseError::fail)?;
+        let rest = follow(&mut w, &mut g, None, batch_reads, reuse_header).map_err(TestCaseError::fail)?;
         let all: Vec<_> = first.into_iter().chain(rest).collect();
         prop_assert_eq!(&all, &w.sent);
     }

@@ -121,6 +121,16 @@ impl Watch {
         self.events.recv().await
     }
 
+    /// The next event if one is already there: `Pending` if none, `Ready(None)` once the
+    /// watch is closed.
+    pub fn try_next(&mut self) -> std::task::Poll<Option<WatchEvent>> {
+        match self.events.try_recv() {
+            Ok(event) => std::task::Poll::Ready(Some(event)),
+            Err(mpsc::error::TryRecvError::Empty) => std::task::Poll::Pending,
+            Err(mpsc::error::TryRecvError::Disconnected) => std::task::Poll::Ready(None),
+        }
+    }
+
     /// Checks the watch is still registered: `Ok(ms since last confirmed)` or the error that
     /// broke it (then re-watch).
     pub fn check(&self) -> Result<u64> {
