@@ -29,6 +29,7 @@ use crate::error::{ReplayError, Result};
 use crate::image_metrics::ImageMetrics;
 use crate::local_image::{LocalImage, PreparedObjectOps};
 use crate::status::{ReplayProgress, StatusPublisher};
+use crate::wake_batch::{Batched, WakeBatch};
 use crate::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
 use crate::PeerContext;
 
@@ -122,8 +123,11 @@ pub struct JournalReplayer<'a> {
     /// Submitted windows, by window number.
     windows: HashMap<u64, InFlightWindow>,
     next_window: u64,
-    /// Object operations in flight.
-    in_flight: FuturesUnordered<ObjectFuture>,
+    /// Object operations in flight. They wake the task together ([`WakeBatch`]): it has
+    /// nothing to do with one before the others (a window is done when all its operations
+    /// are), and a wake-up per operation cost more CPU than the rest of replay.
+    in_flight: FuturesUnordered<Batched<ObjectFuture>>,
+    wake_batch: WakeBatch,
     /// Objects with an operation in flight, and the operations of later windows queued
     /// behind it.
     busy: HashMap<u64, VecDeque<(u64, Vec<ObjectGroup>)>>,
@@ -168,6 +172,7 @@ impl<'a> JournalReplayer<'a> {
             windows: HashMap::new(),
             next_window: 0,
             in_flight: FuturesUnordered::new(),
+            wake_batch: WakeBatch::new(),
             busy: HashMap::new(),
             order: VecDeque::new(),
             next_seq: 0,
@@ -325,7 +330,8 @@ impl<'a> JournalReplayer<'a> {
         let ops = PreparedObjectOps::new(object, &groups);
         drop(groups);
         let local = self.local.clone();
-        self.in_flight.push(Box::pin(async move { (window, object, local.apply_prepared(ops).await) }));
+        let op: ObjectFuture = Box::pin(async move { (window, object, local.apply_prepared(ops).await) });
+        self.in_flight.push(self.wake_batch.wrap(op));
     }
 
     /// Records a finished object operation: the next one queued on the object starts, and

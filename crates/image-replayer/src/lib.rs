@@ -29,6 +29,7 @@ pub mod local_image;
 pub mod snapshot_replay;
 pub mod status;
 pub mod striping;
+pub mod wake_batch;
 pub mod write_batch;
 
 pub use error::{ReplayError, Result};
