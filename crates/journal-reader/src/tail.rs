@@ -177,7 +177,7 @@ impl JournalTail {
         let watch = match header_io.watch(&header_object).await {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(object = %header_object, error = %e, "cannot watch the journal header; polling only");
+                tracing::warn!(object = %header_object, error = %e, "cannot watch the journal header; polling until it can");
                 None
             }
         };
@@ -291,15 +291,18 @@ impl JournalTail {
         self.watch.is_some() && !self.header_notified && self.progressed
     }
 
-    /// The watch failed or closed: from now on the tail polls, reading the header each time.
+    /// The watch failed or closed: until it is back ([`Self::wait`] watches again), the tail
+    /// polls, reading the header each time.
     fn watch_lost(&mut self, event: Option<WatchEvent>) {
         if let Some(WatchEvent::Error { errno }) = event {
-            tracing::warn!(object = %self.header_object, errno, "journal header watch failed; polling only");
+            tracing::warn!(object = %self.header_object, errno, "journal header watch failed; polling until it is back");
         }
         self.watch = None;
     }
 
-    /// Waits for a header notification or the poll interval, whichever comes first.
+    /// Waits for a header notification or the poll interval, whichever comes first. Without
+    /// a watch, sleeps the interval and then watches the header again (as
+    /// `journal::JournalMetadata` does after a watch error).
     async fn wait(&mut self) {
         let interval = self.options.poll_interval;
         match self.watch.as_mut() {
@@ -308,7 +311,20 @@ impl JournalTail {
                 Ok(event) => self.watch_lost(event),
                 Err(_) => {}
             },
-            None => tokio::time::sleep(interval).await,
+            None => {
+                tokio::time::sleep(interval).await;
+                match self.header_io.watch(&self.header_object).await {
+                    Ok(watch) => {
+                        tracing::info!(object = %self.header_object, "journal header watched again");
+                        self.watch = Some(watch);
+                        // Updates may have gone unnoticed meanwhile.
+                        self.header_notified = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(object = %self.header_object, error = %e, "cannot watch the journal header yet")
+                    }
+                }
+            }
         }
     }
 
