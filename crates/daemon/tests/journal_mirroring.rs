@@ -10,8 +10,8 @@ mod mirror;
 use std::time::Duration;
 
 use mirror::{
-    daemon_log, daemon_log_since, image_name, image_status, kill_9_daemon, resync, sites, wait_image_status,
-    wait_status, Daemon, Images, Stock,
+    daemon_log, daemon_log_since, image_name, image_status, kill_9_daemon, resync, signal_daemon, sites,
+    wait_image_status, wait_status, Daemon, Images, Stock,
 };
 
 /// Every feature journal replay maintains.
@@ -294,6 +294,51 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
     assert_eq!(syncs, 0.0, "no full sync after kill -9");
     assert!(replayed > 0.0, "entries were replayed after the restart");
     println!("resumed from {committed}");
+}
+
+/// The daemon stops answering for longer than its watch timeout (30 s, `SIGSTOP`), so
+/// site-a's OSD drops its watch on the primary's journal header (as after a long network
+/// partition). Running again, the daemon watches the header again, as the `journal::`
+/// library does after a watch error, and replay goes on.
+#[test]
+fn a_lost_journal_header_watch_is_watched_again() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "rewatch");
+    let _daemon = Daemon::start();
+    wait_replaying(&b, &spec);
+    let image_id = a.rbd_json(&["info", &spec])["id"].as_str().expect("image id").to_owned();
+    let header = format!("journal.{image_id}");
+    let watchers = || a.rados(&["-p", lab::POOL, "listwatchers", &header]);
+    let watched = |what: &str| {
+        lab::wait_for(what, Duration::from_secs(90), || {
+            let w = watchers();
+            if w.contains("watcher=") {
+                Ok(w)
+            } else {
+                Err("no watcher".to_owned())
+            }
+        })
+    };
+    println!("before: {}", watched("our watch on the journal header"));
+    let log_before = daemon_log().len();
+    let pid = signal_daemon("-STOP");
+    let dropped = std::panic::catch_unwind(|| {
+        lab::wait_for("site-a's OSD dropping the stopped daemon's watch", Duration::from_secs(120), || {
+            let w = watchers();
+            if w.contains("watcher=") {
+                Err(w)
+            } else {
+                Ok(())
+            }
+        })
+    });
+    signal_daemon("-CONT");
+    assert!(dropped.is_ok(), "the watch of the stopped daemon {pid} was never dropped");
+    println!("after: {}", watched("the journal header watched again"));
+    let log = daemon_log_since(log_before);
+    assert!(log.contains("journal header watched again"), "{log}");
+    a.bench(&spec, "rand", "4K", "4M");
+    wait_same_content(&a, &b, &spec);
 }
 
 /// Orderly failover with the stock daemon at the other site: ours replicates site-a to

@@ -18,7 +18,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture};
@@ -122,6 +122,8 @@ pub struct JournalTail {
     header_notified: bool,
     /// Entries were handed out since the follower last asked for the header.
     progressed: bool,
+    /// When to try watching the header again, after a failed attempt.
+    rewatch_at: Option<Instant>,
 }
 
 /// A read of the journal under way, owned by the tail (see the module documentation).
@@ -195,6 +197,7 @@ impl JournalTail {
             reading: Mutex::new(None),
             header_notified: false,
             progressed: false,
+            rewatch_at: None,
         })
     }
 
@@ -298,33 +301,37 @@ impl JournalTail {
             tracing::warn!(object = %self.header_object, errno, "journal header watch failed; polling until it is back");
         }
         self.watch = None;
+        self.rewatch_at = None;
     }
 
     /// Waits for a header notification or the poll interval, whichever comes first. Without
-    /// a watch, sleeps the interval and then watches the header again (as
-    /// `journal::JournalMetadata` does after a watch error).
+    /// a watch, first tries to watch the header again, at most once per poll interval (as
+    /// `journal::JournalMetadata` does after a watch error). The caller may drop this
+    /// future at any point (the replayer's `select!` does, every second): nothing is lost.
     async fn wait(&mut self) {
         let interval = self.options.poll_interval;
+        if self.watch.is_none() && self.rewatch_at.is_none_or(|at| Instant::now() >= at) {
+            self.rewatch_at = Some(Instant::now() + interval);
+            match self.header_io.watch(&self.header_object).await {
+                Ok(watch) => {
+                    tracing::info!(object = %self.header_object, "journal header watched again");
+                    self.watch = Some(watch);
+                    // Updates may have gone unnoticed meanwhile.
+                    self.header_notified = true;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(object = %self.header_object, error = %e, "cannot watch the journal header yet")
+                }
+            }
+        }
         match self.watch.as_mut() {
             Some(watch) => match tokio::time::timeout(interval, watch.next()).await {
                 Ok(Some(WatchEvent::Notify { .. })) => self.header_notified = true,
                 Ok(event) => self.watch_lost(event),
                 Err(_) => {}
             },
-            None => {
-                tokio::time::sleep(interval).await;
-                match self.header_io.watch(&self.header_object).await {
-                    Ok(watch) => {
-                        tracing::info!(object = %self.header_object, "journal header watched again");
-                        self.watch = Some(watch);
-                        // Updates may have gone unnoticed meanwhile.
-                        self.header_notified = true;
-                    }
-                    Err(e) => {
-                        tracing::debug!(object = %self.header_object, error = %e, "cannot watch the journal header yet")
-                    }
-                }
-            }
+            None => tokio::time::sleep(interval).await,
         }
     }
 

@@ -149,9 +149,14 @@ pub fn resync(site: &lab::Site, spec: &str) -> (Value, Value) {
 
 /// `kill -9` of the site-b daemon; returns its pid.
 pub fn kill_9_daemon() -> String {
+    signal_daemon("-9")
+}
+
+/// Sends `signal` (a `kill` option: `-STOP`, `-CONT`, ...) to the site-b daemon; returns its pid.
+pub fn signal_daemon(signal: &str) -> String {
     let pid = std::fs::read_to_string(lab::lab_dir().join("site-b/run/rbd-mirror.b.pid")).expect("pid file");
     let pid = pid.split_whitespace().next().expect("pid").to_owned();
-    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().expect("kill").success());
+    assert!(std::process::Command::new("kill").args([signal, &pid]).status().expect("kill").success());
     pid
 }
 
