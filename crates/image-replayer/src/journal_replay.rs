@@ -125,7 +125,8 @@ pub struct JournalReplayer<'a> {
     next_window: u64,
     /// Object operations in flight. They wake the task together ([`WakeBatch`]): it has
     /// nothing to do with one before the others (a window is done when all its operations
-    /// are), and a wake-up per operation cost more CPU than the rest of replay.
+    /// are). In a 256 MiB catch-up on the lab that took the runtime thread from 6,269 to
+    /// 2,278 voluntary context switches, and the daemon from 89 to 85 CPU ticks.
     in_flight: FuturesUnordered<Batched<ObjectFuture>>,
     wake_batch: WakeBatch,
     /// Objects with an operation in flight, and the operations of later windows queued
