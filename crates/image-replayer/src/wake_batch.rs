@@ -1,12 +1,13 @@
 //! Futures that wake their task together, once all of them can make progress.
 //!
 //! A replay window runs one object operation per RADOS object, a few hundred at once, and
-//! each completes on a librados callback thread. Woken for each, the replayer's runtime
-//! thread would park and unpark a few hundred times per window for nothing it can use: the
-//! window is done, and its entries committable, only when the last one completes. Futures
-//! wrapped by one [`WakeBatch`] hold their wake-ups back until every future of the batch
-//! still running has one, then pass them all on at once: one wake-up of the task where there
-//! were hundreds. A future that completes counts as woken, so the rest never wait for it.
+//! each completes on a librados callback thread. Woken for each, the replayer's task runs
+//! once per completion (and its runtime thread unparks whenever one finds it parked) for
+//! nothing it can use: the window is done, and its entries committable, only when the last
+//! one completes. Futures wrapped by one [`WakeBatch`] hold their wake-ups back until every
+//! future of the batch still running has one, then pass them all on at once: one wake-up of
+//! the task per window. A future that completes counts as woken, so the rest never wait for
+//! it.
 //!
 //! It only ever delays a wake-up until every other future of the batch has woken too, so a
 //! batch must only hold futures that finish on their own (I/O), never one that waits for
