@@ -260,9 +260,9 @@ impl JournalFollower {
         Ok(())
     }
 
-    /// The answer to [`Want::Header`] when the header cannot have changed since it was last
-    /// read (no notification from its watch since, as the writer notifies after each
-    /// change): the pass goes on with it. An older header is always safe, never wrong: the
+    /// The answer to [`Want::Header`] when the header is taken as unchanged since it was last
+    /// read (the live tail: no notification from its watch since, and the last pass found
+    /// entries): the pass goes on with it. An older header is always safe, never wrong: the
     /// follower only takes from it what was true before its reads (the set that was active,
     /// the tags that existed), so it may wait for more bytes, but never skips any.
     pub fn header_unchanged(&mut self) {

@@ -6,12 +6,14 @@
 //! journal player uses (ceph-formats.md §2.7), doing the reads a [`JournalFollower`] asks for
 //! (only the bytes appended to each data object since the last look; the reads of one look
 //! at once); it is woken by watch notifications on the header and otherwise polls at most
-//! every [`TailOptions::poll_interval`]. The header is read again only when it may have
-//! changed: after a notification, or when a look found nothing new (the `journal::` writer
-//! notifies after every header update, and `journal::JournalMetadata` itself refreshes only
-//! then). Reads in flight belong to the tail, not to the caller's future, so a caller that
-//! drops [`JournalTail::next`] (a `select!` whose other branch won) loses nothing: the next
-//! call waits for the same reads. [`JournalTail::commit`]
+//! every [`TailOptions::poll_interval`]. The header is read again only after a
+//! notification, or when a look found nothing new: `journal::JournalMetadata` notifies after
+//! it changes the object sets or a client, and itself refreshes only on notifications; a new
+//! tag may come without one, but a follower only needs it once playback is stuck, and a look
+//! that finds nothing reads the header. An older header only ever makes the follower wait
+//! ([`JournalFollower::header_unchanged`]). Reads in flight belong to the tail, not to the
+//! caller's future, so a caller that drops [`JournalTail::next`] (a `select!` whose other
+//! branch won) loses nothing: the next call waits for the same reads. [`JournalTail::commit`]
 //! writes a commit position with cls `journal.client_commit` and notifies the header, as
 //! the `journal::` library does (§2.3, §2.8). Framing errors (bad CRC, bad preamble) end the
 //! tail with an error naming the object and offset; event decoding is the caller's.
