@@ -308,33 +308,25 @@ fn a_lost_journal_header_watch_is_watched_again() {
     wait_replaying(&b, &spec);
     let image_id = a.rbd_json(&["info", &spec])["id"].as_str().expect("image id").to_owned();
     let header = format!("journal.{image_id}");
-    let watchers = || a.rados(&["-p", lab::POOL, "listwatchers", &header]);
-    let watched = |what: &str| {
-        lab::wait_for(what, Duration::from_secs(90), || {
-            let w = watchers();
-            if w.contains("watcher=") {
+    // Waits until `rados listwatchers` of the header shows a watcher (`present`) or none.
+    let watchers = |present: bool, what: &str| {
+        lab::wait_for(what, Duration::from_secs(120), || {
+            let w = a.rados(&["-p", lab::POOL, "listwatchers", &header]);
+            if w.contains("watcher=") == present {
                 Ok(w)
             } else {
-                Err("no watcher".to_owned())
+                Err(w)
             }
         })
     };
-    println!("before: {}", watched("our watch on the journal header"));
+    println!("before: {}", watchers(true, "our watch on the journal header"));
     let log_before = daemon_log().len();
     let pid = signal_daemon("-STOP");
-    let dropped = std::panic::catch_unwind(|| {
-        lab::wait_for("site-a's OSD dropping the stopped daemon's watch", Duration::from_secs(120), || {
-            let w = watchers();
-            if w.contains("watcher=") {
-                Err(w)
-            } else {
-                Ok(())
-            }
-        })
-    });
+    let dropped =
+        std::panic::catch_unwind(|| watchers(false, "site-a's OSD dropping the stopped daemon's watch"));
     signal_daemon("-CONT");
     assert!(dropped.is_ok(), "the watch of the stopped daemon {pid} was never dropped");
-    println!("after: {}", watched("the journal header watched again"));
+    println!("after: {}", watchers(true, "the journal header watched again"));
     let log = daemon_log_since(log_before);
     assert!(log.contains("journal header watched again"), "{log}");
     a.bench(&spec, "rand", "4K", "4M");

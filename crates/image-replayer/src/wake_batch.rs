@@ -144,6 +144,12 @@ mod tests {
         }
     }
 
+    /// The waker of a test task, and its wake-up counter.
+    fn test_task() -> (Arc<CountingWaker>, Waker) {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
     /// Polls `set` until it is pending, then forgets the task's wake-ups so far
     /// (`FuturesUnordered` wakes its task itself when it yields after polling every member).
     fn poll_all<F: Future>(
@@ -161,8 +167,7 @@ mod tests {
 
     #[test]
     fn the_task_is_woken_once_all_running_futures_have_woken() {
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = test_task();
         let mut cx = Context::from_waker(&waker);
         let batch = WakeBatch::new();
         let mut set = FuturesUnordered::new();
@@ -187,8 +192,7 @@ mod tests {
 
     #[test]
     fn a_future_that_completes_or_is_dropped_is_not_waited_for() {
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = test_task();
         let mut cx = Context::from_waker(&waker);
         let batch = WakeBatch::new();
         let mut set = FuturesUnordered::new();
@@ -207,8 +211,7 @@ mod tests {
 
     #[test]
     fn a_future_that_waits_again_is_waited_for_again() {
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = test_task();
         let mut cx = Context::from_waker(&waker);
         let batch = WakeBatch::new();
         let mut set: FuturesUnordered<Batched<Pin<Box<dyn Future<Output = u32>>>>> = FuturesUnordered::new();

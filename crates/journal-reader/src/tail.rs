@@ -18,7 +18,8 @@
 //! the `journal::` library does (§2.3, §2.8). Framing errors (bad CRC, bad preamble) end the
 //! tail with an error naming the object and offset; event decoding is the caller's.
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -129,24 +130,18 @@ pub struct JournalTail {
 }
 
 /// A read of the journal under way, owned by the tail (see the module documentation).
-enum Reading {
-    Header(BoxFuture<'static, Result<JournalHeader, TailError>>),
-    /// The data reads of one look, answered in the follower's order: (object number, bytes).
-    Data(BoxFuture<'static, Vec<(u64, Result<Bytes, RadosError>)>>),
-}
+struct Reading(BoxFuture<'static, Read>);
 
 impl std::fmt::Debug for Reading {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Reading::Header(_) => "Reading::Header",
-            Reading::Data(_) => "Reading::Data",
-        })
+        f.write_str("Reading")
     }
 }
 
-/// A finished [`Reading`].
+/// What a [`Reading`] brings back.
 enum Read {
     Header(Result<JournalHeader, TailError>),
+    /// The data reads of one look, in the follower's order: (object number, bytes).
     Data(Vec<(u64, Result<Bytes, RadosError>)>),
 }
 
@@ -227,12 +222,10 @@ impl JournalTail {
     /// while reading, the next call waits for the same reads.
     pub async fn try_next(&mut self) -> Result<Option<PlayedEntry>, TailError> {
         loop {
-            if let Some(reading) = self.reading_mut().as_mut() {
-                let read = match reading {
-                    Reading::Header(f) => Read::Header(f.await),
-                    Reading::Data(f) => Read::Data(f.await),
-                };
-                *self.reading_mut() = None;
+            let slot = self.reading.get_mut().unwrap_or_else(PoisonError::into_inner);
+            if let Some(Reading(reading)) = slot.as_mut() {
+                let read = reading.await;
+                *slot = None;
                 match read {
                     Read::Header(header) => self.follower.header_read(header?)?,
                     Read::Data(reads) => {
@@ -261,8 +254,7 @@ impl JournalTail {
                         // A notification from now on is about a newer header than this one.
                         self.header_notified = false;
                         let (io, image_id) = (self.header_io.clone(), self.image_id.clone());
-                        *self.reading_mut() =
-                            Some(Reading::Header(Box::pin(async move { read_header(&io, &image_id).await })));
+                        self.start(async move { Read::Header(read_header(&io, &image_id).await) });
                     }
                     self.progressed = false;
                 }
@@ -272,14 +264,16 @@ impl JournalTail {
                         let io = self.data_io.clone();
                         async move { (r.object_number, io.read_shared(&r.object, r.offset, r.len).await) }
                     });
-                    *self.reading_mut() = Some(Reading::Data(Box::pin(join_all(reads))));
+                    let reads = join_all(reads);
+                    self.start(async move { Read::Data(reads.await) });
                 }
             }
         }
     }
 
-    fn reading_mut(&mut self) -> &mut Option<Reading> {
-        self.reading.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Makes `read` the read under way.
+    fn start(&mut self, read: impl Future<Output = Read> + Send + 'static) {
+        *self.reading.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(Reading(Box::pin(read)));
     }
 
     /// Whether the header last read is still the journal's: the watch is up, no
