@@ -8,8 +8,9 @@
 
 use std::process::ExitCode;
 
-use rados_ffi::rbd::{MirrorMode, MirrorPeerSite};
+use rados_ffi::rbd::MirrorPeerSite;
 use rados_ffi::{ClusterConfig, Rados};
+use rbd_types::MirrorMode;
 use serde::Serialize;
 
 use crate::cli::{Args, CheckArgs, Format};

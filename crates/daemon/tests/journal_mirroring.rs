@@ -184,8 +184,8 @@ fn wait_same_content(a: &lab::Site, b: &lab::Site, spec: &str) {
 /// Flips one payload byte of the newest write entry in the primary's journal of `spec`;
 /// returns the data object and the entry's offset.
 fn corrupt_newest_entry(a: &lab::Site, spec: &str) -> (String, usize) {
-    use journal_reader::cls_journal::data_object_name;
     use journal_reader::entry::decode_object;
+    use rbd_types::cls_journal::data_object_name;
     let image_id = a.rbd_json(&["info", spec])["id"].as_str().expect("image id").to_owned();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {

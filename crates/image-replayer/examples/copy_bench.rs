@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use image_replayer::cls_rbd::CEPH_NOSNAP;
 use image_replayer::image_copy::{copy_image, CopyRange, LocalSnapContext};
 use image_replayer::local_image::LocalImage;
 use rados_ffi::{ClusterConfig, Rados};
+use rbd_types::cls_rbd::CEPH_NOSNAP;
 use tokio_util::sync::CancellationToken;
 
 fn cluster(conf: &str) -> ClusterConfig {

@@ -3,23 +3,24 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use journal_reader::cls_journal::{
-    args as journal_args, header_object_name as journal_header, JournalHeader, Tag,
-};
 use journal_reader::event::{ClientMeta, MirrorPeerClientMeta, MirrorPeerState, MirrorPeerSyncPoint};
 use journal_reader::tail::{read_header, register_client};
-use journal_reader::{ClientData, Decode, Encode, SnapshotNamespace, TagData};
+use journal_reader::{ClientData, TagData};
 use rados_ffi::rbd::{Image, ImageCreateOptions, ImageRw};
 use rados_ffi::IoCtx;
+use rbd_types::cls_journal::{
+    args as journal_args, header_object_name as journal_header, JournalHeader, Tag,
+};
+use rbd_types::{Decode, Encode, ProtectionStatus, SnapshotNamespace};
 use tokio_util::sync::CancellationToken;
 
 use crate::cls;
-use crate::cls_rbd::{MirrorImage, MirrorImageMode, MirrorImageState, MirrorImageStatusState};
 use crate::error::{ReplayError, Result};
 use crate::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 use crate::local_image::{ImageGeometry, LocalImage};
 use crate::status::StatusPublisher;
 use crate::PeerContext;
+use rbd_types::cls_rbd::{MirrorImage, MirrorImageMode, MirrorImageState, MirrorImageStatusState};
 
 /// The primary image as found on the remote site.
 #[derive(Debug, Clone)]
@@ -329,8 +330,8 @@ pub async fn initial_sync(
         }
         local.snap_create(&snap.name, &SnapshotNamespace::User).await?;
         let protection = cls::get_protection_status(&ctx.remote_io, &remote.image_id, snap.id).await?;
-        if protection == PROTECTION_STATUS_PROTECTED {
-            local.snap_set_protection(&snap.name, PROTECTION_STATUS_PROTECTED).await?;
+        if protection == ProtectionStatus::Protected {
+            local.snap_set_protection(&snap.name, ProtectionStatus::Protected).await?;
         }
         let local_id = local
             .snapshots()
@@ -355,9 +356,6 @@ pub async fn initial_sync(
     tracing::info!(image = %remote.name, bytes, snapshots = user.len(), "initial sync complete");
     Ok(())
 }
-
-/// `RBD_PROTECTION_STATUS_PROTECTED`.
-const PROTECTION_STATUS_PROTECTED: u8 = 2;
 
 /// One copy of the initial sync, `(start, end]` into the local HEAD, with the local image's
 /// current snapshot context; publishes `IMAGE_SYNC/COPY_IMAGE` progress every 5 seconds.

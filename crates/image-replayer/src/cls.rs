@@ -1,17 +1,18 @@
 //! The cls `rbd` calls the replayer makes, as async functions over `rados-ffi`: the
-//! argument and reply encodings live in [`crate::cls_rbd`], this module only sends them.
+//! argument and reply encodings live in [`rbd_types::cls_rbd`], this module only sends them.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use journal_reader::encoding::DecodeError;
 use rados_ffi::IoCtx;
+use rbd_types::encoding::DecodeError;
+use rbd_types::ProtectionStatus;
 
-use crate::cls_rbd::{
+use crate::error::{ReplayError, Result};
+use rbd_types::cls_rbd::{
     args, header_object_name, object_map_name, MirrorImage, MirrorImageSiteStatus, SnapshotInfo,
     RBD_MIRRORING,
 };
-use crate::error::{ReplayError, Result};
 
 /// A cls `rbd` method that returns a map page by page: `(start_after, max_return)` in, at
 /// most `max_return` entries after `start_after` out.
@@ -121,7 +122,7 @@ pub async fn mirror_image_status_remove_down(io: &IoCtx) -> Result<()> {
 
 /// Tells a primary pool that this site (its mirror uuid) pulls from it.
 pub async fn mirror_peer_ping(io: &IoCtx, site_name: &str, mirror_uuid: &str) -> Result<()> {
-    let arg = args::mirror_peer_ping(site_name, mirror_uuid, crate::cls_rbd::MirrorPeerDirection::Tx);
+    let arg = args::mirror_peer_ping(site_name, mirror_uuid, rbd_types::cls_rbd::MirrorPeerDirection::Tx);
     io.exec_write(RBD_MIRRORING, "rbd", "mirror_peer_ping", &arg).await?;
     Ok(())
 }
@@ -174,7 +175,7 @@ pub async fn metadata_remove(io: &IoCtx, image_id: &str, key: &str) -> Result<()
     }
 }
 
-/// The image's size at snapshot `snap_id` ([`crate::cls_rbd::CEPH_NOSNAP`] for HEAD).
+/// The image's size at snapshot `snap_id` ([`rbd_types::cls_rbd::CEPH_NOSNAP`] for HEAD).
 pub async fn get_size(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u64> {
     let header = header_object_name(image_id);
     let reply = io.exec(&header, "rbd", "get_size", &args::get_size(snap_id)).await?;
@@ -183,7 +184,7 @@ pub async fn get_size(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u64> {
     Ok(size)
 }
 
-/// The image's flags (`RBD_FLAG_*`) at snapshot `snap_id` ([`crate::cls_rbd::CEPH_NOSNAP`]
+/// The image's flags (`RBD_FLAG_*`) at snapshot `snap_id` ([`rbd_types::cls_rbd::CEPH_NOSNAP`]
 /// for HEAD).
 pub async fn get_flags(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u64> {
     let header = header_object_name(image_id);
@@ -253,8 +254,8 @@ pub async fn mirror_image_snapshot_unlink_peer(
     }
 }
 
-/// A snapshot's protection status (0 unprotected, 1 unprotecting, 2 protected).
-pub async fn get_protection_status(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u8> {
+/// A snapshot's protection status.
+pub async fn get_protection_status(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<ProtectionStatus> {
     let header = header_object_name(image_id);
     let reply =
         io.exec(&header, "rbd", "get_protection_status", &args::get_protection_status(snap_id)).await?;

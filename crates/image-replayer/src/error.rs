@@ -1,8 +1,8 @@
 //! The replayer's one error type: what failed, on which image, and why.
 
-use journal_reader::encoding::DecodeError;
 use journal_reader::tail::TailError;
 use rados_ffi::RadosError;
+use rbd_types::encoding::DecodeError;
 
 /// Why an image replayer stopped or a step failed.
 #[derive(Debug, thiserror::Error)]

@@ -13,17 +13,16 @@
 
 use futures::stream::{self, StreamExt};
 use rados_ffi::{IoCtx, ObjectBuffer};
-use snapshot_differ::{data_runs, diff_object_maps, DiffState, ObjectMap, SnapshotMap, ZERO_GRANULARITY};
+use rbd_types::features::{self, FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID};
+use rbd_types::ObjectMap;
+use snapshot_differ::{data_runs, diff_object_maps, DiffState, SnapshotMap, ZERO_GRANULARITY};
 use tokio_util::sync::CancellationToken;
 
 use crate::cls;
-use crate::cls_rbd::{
-    image_data_object_name, object_map_name, CEPH_NOSNAP, RBD_FLAG_FAST_DIFF_INVALID,
-    RBD_FLAG_OBJECT_MAP_INVALID,
-};
 use crate::error::{ReplayError, Result};
-use crate::local_image::{ImageGeometry, LocalImage, ObjectWriter, FEATURE_FAST_DIFF, FEATURE_OBJECT_MAP};
-use crate::striping::Layout;
+use crate::local_image::{ImageGeometry, LocalImage, ObjectWriter};
+use rbd_types::cls_rbd::{image_data_object_name, object_map_name, CEPH_NOSNAP};
+use rbd_types::striping::Layout;
 
 /// What to copy from the remote (primary) image into the local image HEAD.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,9 +266,9 @@ async fn plan(
     // says (without fast-diff too): absent objects are not read.
     let full = range.remote_snap_id_start.is_none();
     let (needed, invalid) = if full {
-        (FEATURE_OBJECT_MAP, RBD_FLAG_OBJECT_MAP_INVALID)
+        (features::OBJECT_MAP, FLAG_OBJECT_MAP_INVALID)
     } else {
-        (FEATURE_OBJECT_MAP | FEATURE_FAST_DIFF, RBD_FLAG_OBJECT_MAP_INVALID | RBD_FLAG_FAST_DIFF_INVALID)
+        (features::OBJECT_MAP | features::FAST_DIFF, FLAG_OBJECT_MAP_INVALID | FLAG_FAST_DIFF_INVALID)
     };
     if remote.features & needed != needed {
         return Ok(None);

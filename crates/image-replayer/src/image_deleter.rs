@@ -8,14 +8,13 @@
 //! removed outright: its snapshots, then its mirroring (forced, it is non-primary), then the
 //! image itself.
 
-use journal_reader::event::MirrorSnapshotState;
-use journal_reader::SnapshotNamespace;
+use rbd_types::{MirrorSnapshotState, ProtectionStatus, SnapshotNamespace};
 
 use crate::cls;
-use crate::cls_rbd::{MirrorImageMode, SnapshotInfo};
 use crate::error::Result;
 use crate::local_image::LocalImage;
 use crate::PeerContext;
+use rbd_types::cls_rbd::{MirrorImageMode, SnapshotInfo};
 
 /// What the local copy of an image that stopped being mirrored from a peer looks like.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +111,7 @@ pub async fn delete_local_image(ctx: &PeerContext, local_image_id: &str, reason:
     let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, local_image_id).await?;
     for snap in local.snapshots().await? {
         if snap.snapshot_namespace == SnapshotNamespace::User {
-            let _ = local.snap_set_protection(&snap.name, 0).await;
+            let _ = local.snap_set_protection(&snap.name, ProtectionStatus::Unprotected).await;
         }
         local.snap_remove(&snap.name).await?;
     }
@@ -139,7 +138,7 @@ pub async fn delete_local_image(ctx: &PeerContext, local_image_id: &str, reason:
 
 #[cfg(test)]
 mod tests {
-    use journal_reader::event::MirrorSnapshotNamespace;
+    use rbd_types::MirrorSnapshotNamespace;
 
     use super::*;
 

@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::bootstrap::{ensure_local_image, ensure_remote_client, initial_sync, RemoteImage};
-use crate::cls_rbd::MirrorImageStatusState as State;
 use crate::error::Result;
 use crate::image_metrics::ImageMetrics;
 use crate::journal_replay::{JournalReplayer, ReplayEnd};
 use crate::local_image::LocalImage;
 use crate::status::{ImageReplayerState, StatusPublisher};
 use crate::PeerContext;
+use rbd_types::cls_rbd::MirrorImageStatusState as State;
 
 /// How one attempt ended.
 pub(crate) enum Attempt {
@@ -84,7 +84,7 @@ async fn attempt(
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
     let mode = crate::cls::mirror_image_get(&ctx.remote_io, remote_image_id).await?.map(|m| m.mode);
-    if mode == Some(crate::cls_rbd::MirrorImageMode::Snapshot) {
+    if mode == Some(rbd_types::cls_rbd::MirrorImageMode::Snapshot) {
         return crate::snapshot_replay::attempt(ctx, remote_image_id, global_id, cancel, status).await;
     }
     publish(ctx, status, State::StartingReplay, "bootstrapping, PREPARE_REMOTE_IMAGE").await;

@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use journal_reader::cls_journal::{
-    args as journal_args, header_object_name as journal_header, ObjectPosition, ObjectSetPosition, Tag,
-};
 use journal_reader::event::{Event, EventEntry, ORPHAN_MIRROR_UUID};
 use journal_reader::tail::JournalTail;
-use journal_reader::{Decode, TagData};
+use journal_reader::TagData;
+use rbd_types::cls_journal::{
+    args as journal_args, header_object_name as journal_header, ObjectPosition, ObjectSetPosition, Tag,
+};
+use rbd_types::{Decode, ProtectionStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{local_tag_create, map_mirror_uuid};
-use crate::cls_rbd::MirrorImageStatusState;
 use crate::error::{ReplayError, Result};
 use crate::image_metrics::ImageMetrics;
 use crate::local_image::{LocalImage, PreparedObjectOps};
@@ -32,6 +32,7 @@ use crate::status::{ReplayProgress, StatusPublisher};
 use crate::wake_batch::{Batched, WakeBatch};
 use crate::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
 use crate::PeerContext;
+use rbd_types::cls_rbd::MirrorImageStatusState;
 
 /// Why replay returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -544,8 +545,12 @@ impl<'a> JournalReplayer<'a> {
             // The local copy of a clone is created flat (the initial sync reads through the
             // parent): flattening the primary changes nothing here.
             Event::Flatten { .. } => Ok(()),
-            Event::SnapProtect(e) => self.local.snap_set_protection(&e.snap_name, PROTECTED).await,
-            Event::SnapUnprotect(e) => self.local.snap_set_protection(&e.snap_name, UNPROTECTED).await,
+            Event::SnapProtect(e) => {
+                self.local.snap_set_protection(&e.snap_name, ProtectionStatus::Protected).await
+            }
+            Event::SnapUnprotect(e) => {
+                self.local.snap_set_protection(&e.snap_name, ProtectionStatus::Unprotected).await
+            }
             other => Err(ReplayError::Unsupported(format!(
                 "replay of {} is not implemented yet",
                 event_name(&other)
@@ -558,11 +563,6 @@ impl<'a> JournalReplayer<'a> {
 fn event_context(remote_image_id: &str, position: ObjectPosition) -> String {
     format!("event at {position:?} of journal {}", journal_header(remote_image_id))
 }
-
-/// `RBD_PROTECTION_STATUS_PROTECTED`.
-const PROTECTED: u8 = 2;
-/// `RBD_PROTECTION_STATUS_UNPROTECTED`.
-const UNPROTECTED: u8 = 0;
 
 /// Whether a snapshot is an rbd-mirror sync point (`.rbd-mirror.<mirror uuid>.<id>`).
 pub fn is_sync_point(snap_name: &str) -> bool {

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 pub mod bootstrap;
 pub mod cls;
-pub mod cls_rbd;
+
 pub mod error;
 pub mod image_copy;
 pub mod image_deleter;
@@ -28,7 +28,7 @@ pub mod journal_replay;
 pub mod local_image;
 pub mod snapshot_replay;
 pub mod status;
-pub mod striping;
+
 pub mod wake_batch;
 pub mod write_batch;
 

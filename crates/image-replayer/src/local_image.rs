@@ -16,21 +16,17 @@ use rados_ffi::rbd::Image;
 use rados_ffi::{IoCtx, ObjectBuffer, Rados, WriteOp};
 
 use crate::cls;
-use crate::cls_rbd::{
-    args, header_object_name, id_object_name, image_data_object_name, object_map_name, SnapshotInfo,
-    SnapshotNamespace, OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT,
-};
 use crate::error::{ReplayError, Result};
-use crate::striping::{image_to_object_extents, Layout, ObjectExtent};
 use crate::write_batch::{pattern_fill, ObjectGroup, ObjectStep};
+use rbd_types::cls_rbd::{
+    args, header_object_name, id_object_name, image_data_object_name, object_map_name, SnapshotInfo,
+    OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT,
+};
+use rbd_types::striping::{image_to_object_extents, Layout, ObjectExtent};
+use rbd_types::{features, ProtectionStatus, SnapshotNamespace};
 
 /// The pool's image directory object.
 const RBD_DIRECTORY: &str = "rbd_directory";
-
-/// `RBD_FEATURE_OBJECT_MAP`.
-pub const FEATURE_OBJECT_MAP: u64 = 1 << 3;
-/// `RBD_FEATURE_FAST_DIFF`.
-pub const FEATURE_FAST_DIFF: u64 = 1 << 4;
 
 /// What is fixed about an image for the life of a replayer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +134,7 @@ impl LocalImage {
         let head = object_map_name(&self.image_id, None);
         let map = io.read_full(&head).await?;
         io.write_full(&object_map_name(&self.image_id, Some(snap_id)), &map).await?;
-        if self.features.load(Ordering::Acquire) & FEATURE_FAST_DIFF != 0 {
+        if self.features.load(Ordering::Acquire) & features::FAST_DIFF != 0 {
             let objects = self.layout.object_count(self.size());
             let arg = args::object_map_update(0, objects, OBJECT_EXISTS_CLEAN, Some(OBJECT_EXISTS));
             io.exec_write(&head, "rbd", "object_map_update", &arg).await?;
@@ -265,7 +261,7 @@ impl LocalImage {
     }
 
     fn has_object_map(&self) -> bool {
-        self.features.load(Ordering::Acquire) & FEATURE_OBJECT_MAP != 0
+        self.features.load(Ordering::Acquire) & features::OBJECT_MAP != 0
     }
 
     /// Marks an object as existing in the object map before its first write.
@@ -575,15 +571,15 @@ impl LocalImage {
     pub async fn update_features(&self, features: u64, enabled: bool) -> Result<()> {
         let io = self.io.read().await;
         let header = header_object_name(&self.image_id);
-        let map_bits = FEATURE_OBJECT_MAP | FEATURE_FAST_DIFF;
+        let map_bits = features::OBJECT_MAP | features::FAST_DIFF;
         let before = self.features.load(Ordering::Acquire);
-        if enabled && features & FEATURE_OBJECT_MAP != 0 && before & FEATURE_OBJECT_MAP == 0 {
+        if enabled && features & features::OBJECT_MAP != 0 && before & features::OBJECT_MAP == 0 {
             let objects = self.layout.object_count(self.size());
             cls::object_map_resize(&io, &self.image_id, objects, OBJECT_EXISTS).await?;
         }
         let value = if enabled { features } else { 0 };
         io.exec_write(&header, "rbd", "set_features", &args::set_features(value, features)).await?;
-        if !enabled && features & FEATURE_OBJECT_MAP != 0 {
+        if !enabled && features & features::OBJECT_MAP != 0 {
             for snap in self.snapshots_with(&io).await? {
                 match io.remove(&object_map_name(&self.image_id, Some(snap))).await {
                     Err(e) if !e.is_not_found() => return Err(e.into()),
@@ -608,8 +604,8 @@ impl LocalImage {
         Ok(cls::get_snapcontext(io, &self.image_id).await?.1)
     }
 
-    /// Sets a snapshot's protection status (0 unprotected, 2 protected).
-    pub async fn snap_set_protection(&self, name: &str, status: u8) -> Result<()> {
+    /// Sets a snapshot's protection status.
+    pub async fn snap_set_protection(&self, name: &str, status: ProtectionStatus) -> Result<()> {
         let Some(snap) = self.snapshot_named(name).await? else {
             return Err(ReplayError::State(format!("snapshot {name} of image {} not found", self.image_id)));
         };

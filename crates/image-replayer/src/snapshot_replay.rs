@@ -15,29 +15,28 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use journal_reader::event::{MirrorSnapshotNamespace, MirrorSnapshotState};
-use journal_reader::SnapshotNamespace;
 use rados_ffi::rbd::ImageCreateOptions;
 use rados_ffi::{IoCtx, Watch};
+use rbd_types::{
+    features, MirrorSnapshotNamespace, MirrorSnapshotState, ProtectionStatus, SnapshotNamespace,
+};
 use serde_json::json;
 use snapshot_differ::planner::{self, Identity, Snap, SnapKind, Step, Stop, SyncPlan};
 use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::RemoteImage;
 use crate::cls;
-use crate::cls_rbd::{
-    args, header_object_name, MirrorImage, MirrorImageMode, MirrorImageState,
-    MirrorImageStatusState as State, SnapshotInfo,
-};
 use crate::error::{ReplayError, Result};
 use crate::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 use crate::image_replayer::{publish, Attempt};
 use crate::local_image::LocalImage;
 use crate::status::StatusPublisher;
 use crate::PeerContext;
+use rbd_types::cls_rbd::{
+    args, header_object_name, MirrorImage, MirrorImageMode, MirrorImageState,
+    MirrorImageStatusState as State, SnapshotInfo,
+};
 
-/// `RBD_FEATURE_NON_PRIMARY`: set on snapshot-mode secondary images.
-pub const FEATURE_NON_PRIMARY: u64 = 1 << 10;
 /// Longest wait between two scans without a notification.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 /// Wait before rescanning a remote snapshot that is still being created.
@@ -116,7 +115,7 @@ pub async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Resu
     let g = &remote.geometry;
     let options = ImageCreateOptions {
         order: Some(g.order),
-        features: Some(g.features & !FEATURE_NON_PRIMARY),
+        features: Some(g.features & !features::NON_PRIMARY),
         stripe_unit: Some(g.stripe_unit),
         stripe_count: Some(g.stripe_count),
         ..Default::default()
@@ -128,7 +127,7 @@ pub async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Resu
         &header,
         "rbd",
         "set_features",
-        &args::set_features(FEATURE_NON_PRIMARY, FEATURE_NON_PRIMARY),
+        &args::set_features(features::NON_PRIMARY, features::NON_PRIMARY),
     )
     .await?;
     let record = MirrorImage {
@@ -293,7 +292,7 @@ impl SnapshotReplayStatus {
     }
 }
 
-fn secs(t: journal_reader::UTime) -> u64 {
+fn secs(t: rbd_types::UTime) -> u64 {
     u64::from(t.sec)
 }
 
@@ -576,7 +575,7 @@ impl SnapshotReplayer<'_> {
                 let mut peers = BTreeSet::new();
                 if plan.end_demoted {
                     for p in ctx.local_io.mirror_peer_sites().await? {
-                        if p.direction != rados_ffi::rbd::PeerDirection::RxOnly {
+                        if p.direction != rbd_types::MirrorPeerDirection::Rx {
                             peers.insert(p.uuid);
                         }
                     }
@@ -702,7 +701,7 @@ impl SnapshotReplayer<'_> {
             match remote_snaps.iter().find(|s| s.id == remote_id) {
                 None => {
                     tracing::info!(snap = %local.name, "user snapshot removed on the primary: removing it");
-                    let _ = self.local.snap_set_protection(&local.name, 0).await;
+                    let _ = self.local.snap_set_protection(&local.name, ProtectionStatus::Unprotected).await;
                     self.local.snap_remove(&local.name).await?;
                     gone.push(remote_id);
                 }
@@ -715,8 +714,13 @@ impl SnapshotReplayer<'_> {
                         cls::get_protection_status(&ctx.remote_io, &self.remote.image_id, remote_id).await?;
                     let have =
                         cls::get_protection_status(&ctx.local_io, self.local.image_id(), local_id).await?;
-                    let want = if want == 0 { 0 } else { 2 };
-                    if (have == 0) != (want == 0) {
+                    // Unprotecting counts as protected (as the primary's state settles).
+                    let want = if want == ProtectionStatus::Unprotected {
+                        ProtectionStatus::Unprotected
+                    } else {
+                        ProtectionStatus::Protected
+                    };
+                    if (have == ProtectionStatus::Unprotected) != (want == ProtectionStatus::Unprotected) {
                         self.local.snap_set_protection(&remote.name, want).await?;
                     }
                 }

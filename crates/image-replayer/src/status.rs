@@ -9,13 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use journal_reader::cls_journal::ObjectPosition;
-use journal_reader::UTime;
 use rados_ffi::IoCtx;
+use rbd_types::cls_journal::ObjectPosition;
+use rbd_types::UTime;
 use serde_json::json;
 
 use crate::cls;
-use crate::cls_rbd::{MirrorImageSiteStatus, MirrorImageStatusState};
+use rbd_types::cls_rbd::{MirrorImageSiteStatus, MirrorImageStatusState};
 
 /// Where replay stands, for the status description.
 #[derive(Debug, Clone, Default, PartialEq)]

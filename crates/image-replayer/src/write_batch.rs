@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::striping::{image_to_object_extents, Layout};
+use rbd_types::striping::{image_to_object_extents, Layout};
 
 /// An IO event of the journal, as replay applies it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,10 +10,10 @@ mod lab;
 
 use std::sync::Arc;
 
-use image_replayer::cls_rbd::SnapshotNamespace;
 use image_replayer::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 use image_replayer::local_image::LocalImage;
 use rados_ffi::{IoCtx, Rados};
+use rbd_types::{ProtectionStatus, SnapshotNamespace};
 use tokio_util::sync::CancellationToken;
 
 const OBJ: u64 = 64 << 10; // 64 KiB objects: 256 of them in 16 MiB, progress every 64
@@ -155,7 +155,7 @@ async fn copy_scenario(features: &str) {
     assert_eq!(stats.object_count, 256);
     assert!(stats.objects_copied > 0 && stats.bytes_written > 0, "{stats:?}");
     local.snap_create("snap1", &SnapshotNamespace::User).await.expect("local snap1");
-    local.snap_set_protection("snap1", 2).await.expect("protect local snap1");
+    local.snap_set_protection("snap1", ProtectionStatus::Protected).await.expect("protect local snap1");
     assert_eq!(a.export_sha256(&format!("{src}@snap1")), b.export_sha256(&format!("{dst}@snap1")));
     assert!(!object_exists(&b, &dst_prefix, 210), "an all-zero object was written on site-b");
 

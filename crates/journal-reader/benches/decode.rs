@@ -4,9 +4,9 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use journal_reader::encoding::UTime;
 use journal_reader::entry::{encode_entry, EntryIter};
 use journal_reader::event::{Event, EventEntry};
+use rbd_types::encoding::UTime;
 
 const OBJECT_SIZE: usize = 4 << 20;
 const WRITE_SIZE: usize = 4096;

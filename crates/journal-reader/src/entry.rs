@@ -21,6 +21,7 @@
 //! other non-preamble bytes are corruption.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use rbd_types::ceph_crc32c;
 
 /// Entry preamble (`journal::Entry::preamble`).
 pub const PREAMBLE: u64 = 0x3141_5926_5358_9793;
@@ -37,14 +38,6 @@ pub const ENTRY_OVERHEAD: usize = HEADER_FIXED_SIZE + REMAINDER_FIXED_SIZE;
 pub const MAX_PAYLOAD_LEN: u32 = 1 << 26;
 
 const PAYLOAD_OFFSET: usize = HEADER_FIXED_SIZE + 4;
-
-/// `ceph_crc32c(seed, data)`: the Castagnoli CRC without the initial and
-/// final inversion (what `bufferlist::crc32c(seed)` returns).
-///
-/// The `crc32c` crate inverts on entry and exit, so undo both.
-pub fn ceph_crc32c(seed: u32, data: &[u8]) -> u32 {
-    !crc32c::crc32c_append(!seed, data)
-}
 
 /// One decoded journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,32 +379,6 @@ pub fn decode_object_at(object: &str, data: &Bytes, base: u64) -> Result<Decoded
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ceph_crc32c_vectors() {
-        // From Ceph's src/test/common/test_crc32c.cc.
-        assert_eq!(ceph_crc32c(0, b"foo bar baz"), 4119623852);
-        assert_eq!(ceph_crc32c(1234, b"foo bar baz"), 881700046);
-        assert_eq!(ceph_crc32c(0, b"whiz bang boom"), 2360230088);
-        assert_eq!(ceph_crc32c(5678, b"whiz bang boom"), 3743019208);
-    }
-
-    #[test]
-    fn ceph_crc32c_matches_bitwise_reference() {
-        fn reference(mut crc: u32, data: &[u8]) -> u32 {
-            for &b in data {
-                crc ^= u32::from(b);
-                for _ in 0..8 {
-                    crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-                }
-            }
-            crc
-        }
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
-        for seed in [0u32, 1, 0xffff_ffff, 12345] {
-            assert_eq!(ceph_crc32c(seed, &data), reference(seed, &data));
-        }
-    }
 
     /// The worked AioFlush example of ceph-formats.md §2.5. Note: the
     /// document says the payload is 25 bytes (0x19) and the entry 58 bytes;

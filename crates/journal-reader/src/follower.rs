@@ -27,9 +27,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::cls_journal::{data_object_name, JournalHeader, ObjectSetPosition};
 use crate::entry::{decode_object_at, first_entry_end, Entry, EntryError};
 use crate::player::{plan_playback_partial, ObjectEntries, PlaybackEnd, PlayedEntry, PlayerError};
+use rbd_types::cls_journal::{data_object_name, JournalHeader, ObjectSetPosition};
 
 /// Bytes read from one data object at a time unless the follower is told otherwise.
 pub const DEFAULT_FETCH_BYTES: usize = 1 << 20;
@@ -176,7 +176,7 @@ impl JournalFollower {
         JournalFollower {
             image_id: image_id.to_owned(),
             client_id: client_id.to_owned(),
-            header_object: crate::cls_journal::header_object_name(image_id),
+            header_object: rbd_types::cls_journal::header_object_name(image_id),
             header_pool_id,
             header,
             fetch_bytes: fetch_bytes.max(4096),

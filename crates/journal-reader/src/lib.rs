@@ -1,15 +1,10 @@
 //! Pure decoding of Ceph RBD journals.
 //!
-//! This crate owns the byte-level formats of a journaled RBD image:
+//! This crate owns the byte-level formats of a journal's data and librbd's payloads; Ceph's
+//! encoding primitives, CRC32C and the cls `journal` types (header, clients, commit
+//! positions, tags) it builds on are `rbd-types`' ([`rbd_types::encoding`],
+//! [`rbd_types::cls_journal`]):
 //!
-//! * [`encoding`]: Ceph encoding primitives (little-endian integers,
-//!   strings, blobs, vectors, maps, optionals, `utime_t`) and versioned
-//!   envelopes (`ENCODE_START`/`DECODE_START`) that honour compat versions
-//!   and skip unknown trailing fields;
-//! * [`cls_journal`]: journal metadata — the `journal.<image id>` header
-//!   omap (order, splay width, pool, minimum/active object set), registered
-//!   journal clients with their commit positions, tags — and the argument
-//!   encodings of the cls `journal` methods the daemon calls;
 //! * [`entry`]: entry framing inside `journal_data.*` objects with CRC32C as
 //!   Ceph computes it;
 //! * [`player`]: the order in which the journal player consumes entries
@@ -28,8 +23,6 @@
 //! the crate builds with no native library at all.
 #![forbid(unsafe_code)]
 
-pub mod cls_journal;
-pub mod encoding;
 pub mod entry;
 pub mod event;
 pub mod follower;
@@ -37,7 +30,5 @@ pub mod player;
 #[cfg(feature = "live")]
 pub mod tail;
 
-pub use cls_journal::{Client, ClientState, JournalHeader, ObjectPosition, ObjectSetPosition, Tag};
-pub use encoding::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
-pub use entry::{ceph_crc32c, decode_object, decode_object_at, DecodedObject, Entry, EntryError, EntryIter};
-pub use event::{ClientData, ClientMeta, Event, EventEntry, SnapshotNamespace, TagData};
+pub use entry::{decode_object, decode_object_at, DecodedObject, Entry, EntryError, EntryIter};
+pub use event::{ClientData, ClientMeta, Event, EventEntry, TagData};

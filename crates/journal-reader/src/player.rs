@@ -34,8 +34,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::cls_journal::{ObjectPosition, ObjectSetPosition};
 use crate::entry::Entry;
+use rbd_types::cls_journal::{ObjectPosition, ObjectSetPosition};
 
 /// One entry in playback order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,10 +27,10 @@ use bytes::Bytes;
 use futures::future::{join_all, BoxFuture};
 use rados_ffi::{IoCtx, Rados, RadosError, Watch, WatchEvent};
 
-use crate::cls_journal::{args, header_object_name, HeaderError, JournalHeader, ObjectSetPosition};
 pub use crate::follower::DEFAULT_FETCH_BYTES;
 use crate::follower::{FollowError, JournalFollower, Want};
 use crate::player::PlayedEntry;
+use rbd_types::cls_journal::{args, header_object_name, HeaderError, JournalHeader, ObjectSetPosition};
 
 /// How the tail reads.
 #[derive(Debug, Clone)]

@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use journal_reader::encoding::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
 use journal_reader::event::{
     ClientData, ClientMeta, Event, EventEntry, ImageClientMeta, MirrorPeerClientMeta, MirrorPeerState,
-    MirrorPeerSyncPoint, MirrorSnapshotNamespace, MirrorSnapshotState, SnapEvent, SnapshotNamespace, TagData,
-    TagPredecessor,
+    MirrorPeerSyncPoint, SnapEvent, TagData, TagPredecessor,
 };
+use rbd_types::encoding::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
+use rbd_types::{MirrorSnapshotNamespace, MirrorSnapshotState, SnapshotNamespace};
 
 fn namespaces() -> Vec<SnapshotNamespace> {
     vec![

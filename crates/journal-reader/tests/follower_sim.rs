@@ -12,10 +12,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
-use journal_reader::cls_journal::{Client, JournalHeader, ObjectSetPosition, Tag};
 use journal_reader::entry::encode_entry;
 use journal_reader::follower::{JournalFollower, Want};
 use proptest::prelude::*;
+use rbd_types::cls_journal::{Client, JournalHeader, ObjectSetPosition, Tag};
 
 const CLIENT: &str = "mirror-peer";
 

@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use journal_reader::cls_journal::JournalHeader;
 use journal_reader::entry::decode_object;
-use journal_reader::event::{ClientMeta, Event, EventEntry, SnapshotNamespace, TagData};
+use journal_reader::event::{ClientMeta, Event, EventEntry, TagData};
 use journal_reader::player::plan_playback;
-use journal_reader::{ClientData, Decode, ObjectSetPosition, UTime};
+use journal_reader::ClientData;
+use rbd_types::cls_journal::JournalHeader;
+use rbd_types::cls_journal::ObjectSetPosition;
+use rbd_types::{Decode, SnapshotNamespace, UTime};
 use serde_json::Value;
 
 fn fixture_dir() -> PathBuf {

@@ -8,12 +8,13 @@ mod lab;
 
 use std::time::Duration;
 
-use journal_reader::cls_journal::data_object_name;
 use journal_reader::event::{ClientMeta, Event, EventEntry};
 use journal_reader::follower::FollowError;
 use journal_reader::tail::{register_client, unregister_client, JournalTail, TailError, TailOptions};
-use journal_reader::{ClientData, Encode, EntryError};
+use journal_reader::{ClientData, EntryError};
 use rados_ffi::Rados;
+use rbd_types::cls_journal::data_object_name;
+use rbd_types::Encode;
 
 const CLIENT: &str = "tail-test";
 

@@ -4,16 +4,15 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
-use journal_reader::cls_journal::{
-    Client, ClientState, JournalHeader, ObjectPosition, ObjectSetPosition, Tag,
-};
-use journal_reader::encoding::{Decode, Encode, UTime};
 use journal_reader::entry::{decode_object, encode_entry, EntryIter};
 use journal_reader::event::{
     ClientData, ClientMeta, Event, EventEntry, ImageClientMeta, MirrorPeerClientMeta, MirrorPeerState,
-    MirrorPeerSyncPoint, SnapEvent, SnapshotNamespace, TagData, TagPredecessor,
+    MirrorPeerSyncPoint, SnapEvent, TagData, TagPredecessor,
 };
 use journal_reader::player::plan_playback;
+use rbd_types::cls_journal::{Client, ClientState, JournalHeader, ObjectPosition, ObjectSetPosition, Tag};
+use rbd_types::encoding::{Decode, Encode, UTime};
+use rbd_types::SnapshotNamespace;
 
 fn any_bytes() -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from)
@@ -161,8 +160,8 @@ fn decode_everything(b: &Bytes) {
     let _ = ClientData::decode_all(b);
     let _ = SnapshotNamespace::decode_all(b);
     let _ = EventEntry::decode_payload(b);
-    let _ = journal_reader::cls_journal::args::decode_client_list(b);
-    let _ = journal_reader::cls_journal::args::decode_tag_list(b);
+    let _ = rbd_types::cls_journal::args::decode_client_list(b);
+    let _ = rbd_types::cls_journal::args::decode_tag_list(b);
     let _ = JournalHeader::from_omap([("order", b), ("client_x", b), ("tag_0000000000000001", b)]);
     if let Ok(obj) = decode_object("o", b) {
         for e in &obj.entries {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_replayer::cls;
-use image_replayer::cls_rbd::{MirrorImageMode, MirrorImageState, RBD_MIRRORING};
 use image_replayer::{ImageReplayerState, PeerContext, ReplayerConfig};
 use parking_lot::Mutex;
-use rados_ffi::rbd::{MirrorMode, MirrorPeerSite};
+use rados_ffi::rbd::MirrorPeerSite;
 use rados_ffi::{Rados, Watch};
+use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageState, RBD_MIRRORING};
+use rbd_types::MirrorMode;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;

@@ -8,8 +8,9 @@ mod lab;
 
 use std::path::PathBuf;
 
-use rados_ffi::rbd::{DiffExtent, Image, MirrorImageMode, MirrorImageState, SnapMirrorState, SnapNamespace};
+use rados_ffi::rbd::{DiffExtent, Image};
 use rados_ffi::{IoCtx, Rados};
+use rbd_types::{MirrorImageMode, MirrorImageState, MirrorSnapshotState, SnapshotNamespace, CEPH_NOSNAP};
 
 const MIB: u64 = 1 << 20;
 const SIZE: u64 = 64 * MIB;
@@ -129,7 +130,7 @@ async fn image_read_snapshots_diff_and_mirroring_match_the_rbd_cli() {
     println!("after snap create: {snaps:#?}");
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].name, "s1");
-    assert_eq!(snaps[0].namespace, SnapNamespace::User);
+    assert_eq!(snaps[0].namespace, SnapshotNamespace::User);
     assert_eq!(snaps[0].size, SIZE);
     assert!(snaps[0].timestamp.is_some());
     let info = image.mirror_image_info().await.expect("mirror info of an unmirrored image");
@@ -158,15 +159,15 @@ async fn image_read_snapshots_diff_and_mirroring_match_the_rbd_cli() {
     let mirror_snaps: Vec<_> = snaps
         .iter()
         .filter_map(|s| match &s.namespace {
-            SnapNamespace::Mirror(m) => Some((s, m)),
+            SnapshotNamespace::Mirror(m) => Some((s, m)),
             _ => None,
         })
         .collect();
     assert_eq!(mirror_snaps.len(), 1, "{snaps:?}");
     let (_, m) = mirror_snaps[0];
-    assert_eq!(m.state, SnapMirrorState::Primary);
+    assert_eq!(m.state, MirrorSnapshotState::Primary);
     assert!(m.complete);
-    assert_eq!(m.primary_snap_id, None);
+    assert_eq!(m.primary_snap_id, CEPH_NOSNAP);
     assert!(m.primary_mirror_uuid.is_empty());
     drop(image);
 
@@ -175,10 +176,10 @@ async fn image_read_snapshots_diff_and_mirroring_match_the_rbd_cli() {
     let image = Image::open(&io, &name, None).await.expect("reopening");
     let snaps = image.snapshots().await.expect("snapshots");
     let mirror = snaps.iter().find(|s| s.id == snap_id).expect("the new mirror snapshot is listed");
-    let SnapNamespace::Mirror(m) = &mirror.namespace else { panic!("not a mirror snapshot: {mirror:?}") };
-    assert_eq!(m.state, SnapMirrorState::Primary);
+    let SnapshotNamespace::Mirror(m) = &mirror.namespace else { panic!("not a mirror snapshot: {mirror:?}") };
+    assert_eq!(m.state, MirrorSnapshotState::Primary);
     let cli = cli_snaps_by_id(&site, &spec, snap_id);
-    let cli_peers: Vec<String> = cli["namespace"]["mirror_peer_uuids"]
+    let cli_peers: std::collections::BTreeSet<String> = cli["namespace"]["mirror_peer_uuids"]
         .as_array()
         .map(|a| a.iter().map(|p| p.as_str().unwrap().to_owned()).collect())
         .unwrap_or_default();

@@ -16,7 +16,7 @@
 //! `NONEXISTENT` so that its tail compares as holes. A diff "from the start" has no start map:
 //! every object existing in the first map is `Updated`.
 
-use crate::object_map::{ObjectMap, ObjectState};
+use rbd_types::object_map::{ObjectMap, ObjectState};
 
 /// What fast-diff says about one object (`DIFF_STATE_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -1,10 +1,7 @@
 //! Snapshot-mode mirroring, the pure part: what changed between two snapshots of an image.
 //!
-//! * [`object_map`] decodes the object map objects of cls_rbd (`rbd_object_map.<image id>`
-//!   for HEAD, `rbd_object_map.<image id>.<snap id %016x>` per snapshot): a Ceph
-//!   `BitVector<2>` whose header and data CRCs are verified.
 //! * [`fast_diff`] computes the objects changed between two snapshots from the object maps
-//!   of every snapshot between them, exactly as librbd's fast-diff
+//!   of every snapshot between them (decoded by `rbd_types::object_map`), exactly as librbd's fast-diff
 //!   (`object_map::DiffRequest`) does.
 //! * [`planner`] decides the snapshot-mode replayer's next step (prune, unlink, sync, idle,
 //!   stop) from the local and remote snapshot lists (ceph-formats.md §4.5 steps 2-3).
@@ -16,10 +13,8 @@
 #![forbid(unsafe_code)]
 
 pub mod fast_diff;
-pub mod object_map;
 pub mod planner;
 pub mod zero;
 
 pub use fast_diff::{diff_object_maps, DiffError, DiffState, ObjectDiff, SnapshotMap};
-pub use object_map::{ObjectMap, ObjectMapError, ObjectState};
 pub use zero::{data_runs, is_zero, ZERO_GRANULARITY};

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use journal_reader::event::{MirrorSnapshotNamespace as MirrorSnap, MirrorSnapshotState as MirrorState};
+use rbd_types::{MirrorSnapshotNamespace, MirrorSnapshotState};
 
 /// Which mirror snapshot states count as what (`cls::rbd::MirrorSnapshotNamespace`).
 pub trait MirrorStateKind {
@@ -18,15 +18,15 @@ pub trait MirrorStateKind {
     fn is_demoted(&self) -> bool;
 }
 
-impl MirrorStateKind for MirrorState {
+impl MirrorStateKind for MirrorSnapshotState {
     fn is_primary(&self) -> bool {
-        matches!(*self, MirrorState::Primary | MirrorState::PrimaryDemoted)
+        matches!(*self, MirrorSnapshotState::Primary | MirrorSnapshotState::PrimaryDemoted)
     }
     fn is_non_primary(&self) -> bool {
-        matches!(*self, MirrorState::NonPrimary | MirrorState::NonPrimaryDemoted)
+        matches!(*self, MirrorSnapshotState::NonPrimary | MirrorSnapshotState::NonPrimaryDemoted)
     }
     fn is_demoted(&self) -> bool {
-        matches!(*self, MirrorState::PrimaryDemoted | MirrorState::NonPrimaryDemoted)
+        matches!(*self, MirrorSnapshotState::PrimaryDemoted | MirrorSnapshotState::NonPrimaryDemoted)
     }
 }
 
@@ -36,7 +36,7 @@ pub enum SnapKind {
     /// A user snapshot.
     User,
     /// A mirror snapshot.
-    Mirror(MirrorSnap),
+    Mirror(MirrorSnapshotNamespace),
     /// Group, trash or unknown: ignored by mirroring.
     Other,
 }
@@ -54,7 +54,7 @@ pub struct Snap {
 
 impl Snap {
     /// The mirror namespace, if a mirror snapshot.
-    pub fn mirror(&self) -> Option<&MirrorSnap> {
+    pub fn mirror(&self) -> Option<&MirrorSnapshotNamespace> {
         match &self.kind {
             SnapKind::Mirror(m) => Some(m),
             _ => None,
@@ -179,7 +179,7 @@ struct LocalScan {
     /// Incomplete non-primary snapshot after the start.
     end: Option<u64>,
     /// The newest local mirror snapshot.
-    latest: Option<MirrorSnap>,
+    latest: Option<MirrorSnapshotNamespace>,
 }
 
 /// Decides the next step from the local and remote snapshot lists (any order; they are
@@ -235,7 +235,7 @@ pub fn plan(local: &[Snap], remote: &[Snap], who: Identity<'_>) -> Step {
             if latest.state.is_non_primary() && latest.primary_mirror_uuid != who.remote_mirror_uuid {
                 return Step::Stop(Stop::UnknownPeer);
             }
-            if latest.state == MirrorState::Primary {
+            if latest.state == MirrorSnapshotState::Primary {
                 return Step::Stop(Stop::ForcePromoted);
             }
             if latest.state.is_non_primary() && latest.complete {
@@ -243,8 +243,8 @@ pub fn plan(local: &[Snap], remote: &[Snap], who: Identity<'_>) -> Step {
             }
         }
     }
-    let latest = scan.latest.clone().unwrap_or_else(|| MirrorSnap {
-        state: MirrorState::Unknown(u8::MAX),
+    let latest = scan.latest.clone().unwrap_or_else(|| MirrorSnapshotNamespace {
+        state: MirrorSnapshotState::Unknown(u8::MAX),
         complete: false,
         mirror_peer_uuids: BTreeSet::new(),
         primary_mirror_uuid: String::new(),
@@ -257,7 +257,7 @@ pub fn plan(local: &[Snap], remote: &[Snap], who: Identity<'_>) -> Step {
     let mut unlink: BTreeSet<u64> = BTreeSet::new();
     let mut split_brain = false;
     let mut remote_demoted = false;
-    let mut end: Option<(&Snap, &MirrorSnap)> = None;
+    let mut end: Option<(&Snap, &MirrorSnapshotNamespace)> = None;
     let mut pending = 0u64;
     for snap in &remote {
         let Some(ns) = snap.mirror() else { continue };
@@ -283,8 +283,8 @@ pub fn plan(local: &[Snap], remote: &[Snap], who: Identity<'_>) -> Step {
                     remote_start = Some(snap.id);
                     continue;
                 }
-            } else if latest.state == MirrorState::PrimaryDemoted {
-                if ns.state == MirrorState::NonPrimaryDemoted
+            } else if latest.state == MirrorSnapshotState::PrimaryDemoted {
+                if ns.state == MirrorSnapshotState::NonPrimaryDemoted
                     && ns.primary_mirror_uuid == who.local_mirror_uuid
                     && Some(ns.primary_snap_id) == scan.start
                 {
@@ -382,8 +382,8 @@ mod tests {
         Identity { local_mirror_uuid: LOCAL, remote_mirror_uuid: REMOTE, remote_peer_uuid: PEER }
     }
 
-    fn ns(state: MirrorState) -> MirrorSnap {
-        MirrorSnap {
+    fn ns(state: MirrorSnapshotState) -> MirrorSnapshotNamespace {
+        MirrorSnapshotNamespace {
             state,
             complete: true,
             mirror_peer_uuids: BTreeSet::new(),
@@ -395,12 +395,12 @@ mod tests {
     }
 
     fn primary(id: u64) -> Snap {
-        let mut m = ns(MirrorState::Primary);
+        let mut m = ns(MirrorSnapshotState::Primary);
         m.mirror_peer_uuids.insert(PEER.into());
         Snap { id, name: format!(".mirror.primary.{id}"), kind: SnapKind::Mirror(m) }
     }
 
-    fn with(mut s: Snap, f: impl FnOnce(&mut MirrorSnap)) -> Snap {
+    fn with(mut s: Snap, f: impl FnOnce(&mut MirrorSnapshotNamespace)) -> Snap {
         if let SnapKind::Mirror(m) = &mut s.kind {
             f(m);
         }
@@ -412,7 +412,7 @@ mod tests {
     }
 
     fn non_primary(id: u64, primary_snap_id: u64, complete: bool, copied: u64) -> Snap {
-        let mut m = ns(MirrorState::NonPrimary);
+        let mut m = ns(MirrorSnapshotState::NonPrimary);
         m.primary_mirror_uuid = REMOTE.into();
         m.primary_snap_id = primary_snap_id;
         m.complete = complete;
@@ -533,7 +533,8 @@ mod tests {
 
     #[test]
     fn roles_and_errors() {
-        let promoted = Snap { id: 20, name: "p".into(), kind: SnapKind::Mirror(ns(MirrorState::Primary)) };
+        let promoted =
+            Snap { id: 20, name: "p".into(), kind: SnapKind::Mirror(ns(MirrorSnapshotState::Primary)) };
         let local = [promoted];
         assert_eq!(plan(&local, &[primary(4)], who()), Step::Stop(Stop::ForcePromoted));
 
@@ -545,32 +546,36 @@ mod tests {
         let incomplete = Snap {
             id: 20,
             name: "p".into(),
-            kind: SnapKind::Mirror(MirrorSnap { complete: false, ..ns(MirrorState::Primary) }),
+            kind: SnapKind::Mirror(MirrorSnapshotNamespace {
+                complete: false,
+                ..ns(MirrorSnapshotState::Primary)
+            }),
         };
         assert_eq!(plan(&[incomplete], &[], who()), Step::Stop(Stop::IncompleteLocalPrimary));
 
-        let bad = Snap { id: 3, name: "x".into(), kind: SnapKind::Mirror(ns(MirrorState::Unknown(9))) };
+        let bad =
+            Snap { id: 3, name: "x".into(), kind: SnapKind::Mirror(ns(MirrorSnapshotState::Unknown(9))) };
         assert_eq!(plan(&[], std::slice::from_ref(&bad), who()), Step::Stop(Stop::InvalidRemoteState));
         assert_eq!(plan(&[bad], &[], who()), Step::Stop(Stop::InvalidLocalState));
     }
 
     #[test]
     fn a_synced_demotion_stops_replay() {
-        let local = [with(non_primary(10, 7, true, 9), |m| m.state = MirrorState::NonPrimaryDemoted)];
-        let remote = [with(primary(7), |m| m.state = MirrorState::PrimaryDemoted)];
+        let local = [with(non_primary(10, 7, true, 9), |m| m.state = MirrorSnapshotState::NonPrimaryDemoted)];
+        let remote = [with(primary(7), |m| m.state = MirrorSnapshotState::PrimaryDemoted)];
         assert_eq!(plan(&local, &remote, who()), Step::Stop(Stop::RemoteDemoted));
         // Not yet synced: it is synced first, as a demoted non-primary snapshot.
         let local = [non_primary(10, 4, true, 9)];
-        let remote = [primary(4), with(primary(7), |m| m.state = MirrorState::PrimaryDemoted)];
+        let remote = [primary(4), with(primary(7), |m| m.state = MirrorSnapshotState::PrimaryDemoted)];
         assert!(sync(plan(&local, &remote, who())).end_demoted);
     }
 
     fn demoted_here(id: u64) -> Snap {
-        Snap { id, name: "d".into(), kind: SnapKind::Mirror(ns(MirrorState::PrimaryDemoted)) }
+        Snap { id, name: "d".into(), kind: SnapKind::Mirror(ns(MirrorSnapshotState::PrimaryDemoted)) }
     }
 
     fn demotion_copy(id: u64, of_local: u64) -> Snap {
-        let mut m = ns(MirrorState::NonPrimaryDemoted);
+        let mut m = ns(MirrorSnapshotState::NonPrimaryDemoted);
         m.primary_mirror_uuid = LOCAL.into();
         m.primary_snap_id = of_local;
         m.mirror_peer_uuids.insert(PEER.into());

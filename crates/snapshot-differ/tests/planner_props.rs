@@ -3,9 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use snapshot_differ::planner::{
-    plan, Identity, MirrorSnap, MirrorState, MirrorStateKind, Snap, SnapKind, Step,
-};
+use rbd_types::{MirrorSnapshotNamespace, MirrorSnapshotState};
+use snapshot_differ::planner::{plan, Identity, MirrorStateKind, Snap, SnapKind, Step};
 
 const LOCAL: &str = "L";
 const REMOTE: &str = "R";
@@ -15,7 +14,7 @@ fn who() -> Identity<'static> {
     Identity { local_mirror_uuid: LOCAL, remote_mirror_uuid: REMOTE, remote_peer_uuid: PEER }
 }
 
-fn mirror_snap() -> impl Strategy<Value = MirrorSnap> {
+fn mirror_snap() -> impl Strategy<Value = MirrorSnapshotNamespace> {
     (
         0u8..5,
         any::<bool>(),
@@ -24,8 +23,8 @@ fn mirror_snap() -> impl Strategy<Value = MirrorSnap> {
         0u64..40,
         0u64..100,
     )
-        .prop_map(|(state, complete, peers, uuid, psid, copied)| MirrorSnap {
-            state: MirrorState::from_u8(state),
+        .prop_map(|(state, complete, peers, uuid, psid, copied)| MirrorSnapshotNamespace {
+            state: MirrorSnapshotState::from_u8(state),
             complete,
             mirror_peer_uuids: peers.into_iter().collect::<BTreeSet<_>>(),
             primary_mirror_uuid: uuid,

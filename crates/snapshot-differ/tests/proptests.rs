@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use snapshot_differ::{data_runs, diff_object_maps, is_zero, DiffState, ObjectMap, ObjectState, SnapshotMap};
+use rbd_types::{ObjectMap, ObjectState};
+use snapshot_differ::{data_runs, diff_object_maps, is_zero, DiffState, SnapshotMap};
 
 fn state() -> impl Strategy<Value = ObjectState> {
     (0u8..4).prop_map(ObjectState::from_bits)

@@ -2,8 +2,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use journal_reader::cls_journal::{Client, ObjectSetPosition, Tag};
-use journal_reader::encoding::{Decode, Encode};
+use rbd_types::cls_journal::{Client, ObjectSetPosition, Tag};
+use rbd_types::encoding::{Decode, Encode};
 use journal_reader::event::{ClientData, EventEntry, TagData};
 use libfuzzer_sys::fuzz_target;
 

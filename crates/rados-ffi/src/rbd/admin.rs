@@ -39,28 +39,8 @@ pub struct ImageCreateOptions {
     pub journal_pool: Option<String>,
 }
 
-/// RBD feature bits (`RBD_FEATURE_*`), for [`ImageCreateOptions::features`] and
-/// [`ImageRw::update_features`].
-pub mod features {
-    use crate::sys::librbd;
-
-    /// `layering`.
-    pub const LAYERING: u64 = librbd::RBD_FEATURE_LAYERING as u64;
-    /// `striping` (striping v2).
-    pub const STRIPINGV2: u64 = librbd::RBD_FEATURE_STRIPINGV2 as u64;
-    /// `exclusive-lock`.
-    pub const EXCLUSIVE_LOCK: u64 = librbd::RBD_FEATURE_EXCLUSIVE_LOCK as u64;
-    /// `object-map` (needs exclusive-lock).
-    pub const OBJECT_MAP: u64 = librbd::RBD_FEATURE_OBJECT_MAP as u64;
-    /// `fast-diff` (needs object-map).
-    pub const FAST_DIFF: u64 = librbd::RBD_FEATURE_FAST_DIFF as u64;
-    /// `deep-flatten`.
-    pub const DEEP_FLATTEN: u64 = librbd::RBD_FEATURE_DEEP_FLATTEN as u64;
-    /// `journaling` (needs exclusive-lock).
-    pub const JOURNALING: u64 = librbd::RBD_FEATURE_JOURNALING as u64;
-    /// `data-pool` (set by librbd when a data pool is given).
-    pub const DATA_POOL: u64 = librbd::RBD_FEATURE_DATA_POOL as u64;
-}
+/// RBD feature bits, for [`ImageCreateOptions::features`] and [`ImageRw::update_features`].
+pub use rbd_types::features;
 
 /// An `rbd_image_options_t`, destroyed on drop.
 struct Options(librbd::rbd_image_options_t);

@@ -17,8 +17,11 @@ use crate::cluster::SendPtr;
 use crate::completion::{blocking, submit, teardown, RbdCompletion};
 use crate::error::{check, cstring, RadosError, Result};
 use crate::ioctx::IoCtxHandle;
+use crate::rbd::c_values;
 use crate::sys::librbd;
 use crate::IoCtx;
+use rbd_types::cls_rbd::MirrorImageSiteStatus;
+use rbd_types::{MirrorImageMode, MirrorImageState, MirrorSnapshotNamespace, SnapshotNamespace, UTime};
 
 /// Owns the `rbd_image_t`; holds the ioctx handle (and through it the cluster) so that the
 /// cluster connection outlives the image (librbd duplicates the ioctx but not the cluster).
@@ -123,105 +126,6 @@ pub struct ImageInfo {
     pub parent_name: Option<String>,
 }
 
-/// The state of a mirror-namespace snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapMirrorState {
-    /// Taken on the primary image.
-    Primary,
-    /// Taken on the primary when it was demoted.
-    PrimaryDemoted,
-    /// Created by the mirror daemon on a non-primary image.
-    NonPrimary,
-    /// A non-primary snapshot recording a demotion of the remote primary.
-    NonPrimaryDemoted,
-    /// A value this release does not know.
-    Unknown(u32),
-}
-
-impl SnapMirrorState {
-    fn from_raw(v: u32) -> Self {
-        match v {
-            librbd::RBD_SNAP_MIRROR_STATE_PRIMARY => SnapMirrorState::Primary,
-            librbd::RBD_SNAP_MIRROR_STATE_PRIMARY_DEMOTED => SnapMirrorState::PrimaryDemoted,
-            librbd::RBD_SNAP_MIRROR_STATE_NON_PRIMARY => SnapMirrorState::NonPrimary,
-            librbd::RBD_SNAP_MIRROR_STATE_NON_PRIMARY_DEMOTED => SnapMirrorState::NonPrimaryDemoted,
-            other => SnapMirrorState::Unknown(other),
-        }
-    }
-
-    /// As `rbd snap ls --all` prints it.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            SnapMirrorState::Primary => "primary",
-            SnapMirrorState::PrimaryDemoted => "demoted",
-            SnapMirrorState::NonPrimary => "non-primary",
-            SnapMirrorState::NonPrimaryDemoted => "demoted",
-            SnapMirrorState::Unknown(_) => "unknown",
-        }
-    }
-
-    /// True for the two primary states.
-    pub fn is_primary(&self) -> bool {
-        matches!(self, SnapMirrorState::Primary | SnapMirrorState::PrimaryDemoted)
-    }
-}
-
-/// The mirror namespace of a snapshot (`rbd_snap_get_mirror_namespace`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorSnapNamespace {
-    /// Primary / non-primary, demoted or not.
-    pub state: SnapMirrorState,
-    /// Whether a non-primary snapshot's sync finished (always true on a primary).
-    pub complete: bool,
-    /// Peers (pool peer uuids) this primary snapshot still has to be synced to.
-    pub mirror_peer_uuids: Vec<String>,
-    /// For a non-primary snapshot: the mirror uuid of the primary's pool.
-    pub primary_mirror_uuid: String,
-    /// For a non-primary snapshot: the id of the primary snapshot it copies (`None` on a
-    /// primary snapshot, where librbd reports `CEPH_NOSNAP`).
-    pub primary_snap_id: Option<u64>,
-    /// For a non-primary snapshot: how far an incomplete sync got.
-    pub last_copied_object_number: u64,
-}
-
-/// The namespace a snapshot lives in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SnapNamespace {
-    /// An ordinary (user) snapshot.
-    User,
-    /// Part of a group snapshot.
-    Group {
-        /// Pool id of the group.
-        pool: i64,
-        /// Group name.
-        group_name: String,
-        /// Group snapshot name.
-        group_snap_name: String,
-    },
-    /// A removed snapshot still referenced by clones.
-    Trash {
-        /// Its name before removal.
-        original_name: String,
-    },
-    /// A snapshot-based mirroring snapshot.
-    Mirror(MirrorSnapNamespace),
-    /// A namespace type this release does not know (raw `rbd_snap_namespace_type_t`).
-    Unknown(u32),
-}
-
-impl SnapNamespace {
-    /// As the `rbd snap ls --all` NAMESPACE column names it.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SnapNamespace::User => "user",
-            SnapNamespace::Group { .. } => "group",
-            SnapNamespace::Trash { .. } => "trash",
-            SnapNamespace::Mirror(_) => "mirror",
-            SnapNamespace::Unknown(_) => "unknown",
-        }
-    }
-}
-
 /// One snapshot of an image, of any namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapInfo {
@@ -232,7 +136,7 @@ pub struct SnapInfo {
     /// Image size at the snapshot.
     pub size: u64,
     /// Its namespace.
-    pub namespace: SnapNamespace,
+    pub namespace: SnapshotNamespace,
     /// Creation time, when librbd knows it.
     pub timestamp: Option<SystemTime>,
 }
@@ -248,78 +152,6 @@ pub struct DiffExtent {
     pub exists: bool,
 }
 
-/// An image's mirroring mode (`rbd mirror image status` "mode").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorImageMode {
-    /// Journal-based mirroring.
-    Journal,
-    /// Snapshot-based mirroring.
-    Snapshot,
-    /// A value this release does not know.
-    Unknown(u32),
-}
-
-impl MirrorImageMode {
-    fn from_raw(v: u32) -> Self {
-        match v {
-            librbd::RBD_MIRROR_IMAGE_MODE_JOURNAL => MirrorImageMode::Journal,
-            librbd::RBD_MIRROR_IMAGE_MODE_SNAPSHOT => MirrorImageMode::Snapshot,
-            other => MirrorImageMode::Unknown(other),
-        }
-    }
-
-    fn to_raw(self) -> u32 {
-        match self {
-            MirrorImageMode::Journal => librbd::RBD_MIRROR_IMAGE_MODE_JOURNAL,
-            MirrorImageMode::Snapshot => librbd::RBD_MIRROR_IMAGE_MODE_SNAPSHOT,
-            MirrorImageMode::Unknown(v) => v,
-        }
-    }
-
-    /// As the `rbd` CLI prints it.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            MirrorImageMode::Journal => "journal",
-            MirrorImageMode::Snapshot => "snapshot",
-            MirrorImageMode::Unknown(_) => "unknown",
-        }
-    }
-}
-
-/// Whether mirroring is enabled on an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorImageState {
-    /// Being disabled.
-    Disabling,
-    /// Enabled.
-    Enabled,
-    /// Disabled.
-    Disabled,
-    /// A value this release does not know.
-    Unknown(u32),
-}
-
-impl MirrorImageState {
-    fn from_raw(v: u32) -> Self {
-        match v {
-            librbd::RBD_MIRROR_IMAGE_DISABLING => MirrorImageState::Disabling,
-            librbd::RBD_MIRROR_IMAGE_ENABLED => MirrorImageState::Enabled,
-            librbd::RBD_MIRROR_IMAGE_DISABLED => MirrorImageState::Disabled,
-            other => MirrorImageState::Unknown(other),
-        }
-    }
-
-    /// As the `rbd` CLI prints it.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            MirrorImageState::Disabling => "disabling",
-            MirrorImageState::Enabled => "enabled",
-            MirrorImageState::Disabled => "disabled",
-            MirrorImageState::Unknown(_) => "unknown",
-        }
-    }
-}
-
 /// An image's mirroring identity (`rbd_mirror_image_get_info`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirrorImageInfo {
@@ -332,85 +164,14 @@ pub struct MirrorImageInfo {
 }
 
 impl MirrorImageInfo {
-    fn from_raw(info: &librbd::rbd_mirror_image_info_t) -> Self {
-        MirrorImageInfo {
+    fn from_raw(info: &librbd::rbd_mirror_image_info_t, op: &'static str, target: &str) -> Result<Self> {
+        Ok(MirrorImageInfo {
             // SAFETY: librbd filled `global_id` with a NUL-terminated string (or left it
             // null); it stays valid until the caller's cleanup call.
             global_id: unsafe { owned_string(info.global_id) },
-            state: MirrorImageState::from_raw(info.state),
+            state: c_values::mirror_image_state(info.state, op, target)?,
             primary: info.primary,
-        }
-    }
-}
-
-/// The replication state a mirror daemon reports for an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorImageStatusState {
-    /// No daemon reported (or it does not know).
-    Unknown,
-    /// Replication failed.
-    Error,
-    /// Full (bootstrap) sync in progress.
-    Syncing,
-    /// Starting to replay.
-    StartingReplay,
-    /// Replaying (or, on the primary, being replicated).
-    Replaying,
-    /// Stopping.
-    StoppingReplay,
-    /// Stopped (e.g. the image is primary here).
-    Stopped,
-    /// A value this release does not know.
-    Other(u32),
-}
-
-impl MirrorImageStatusState {
-    fn from_raw(v: u32) -> Self {
-        match v {
-            librbd::MIRROR_IMAGE_STATUS_STATE_UNKNOWN => MirrorImageStatusState::Unknown,
-            librbd::MIRROR_IMAGE_STATUS_STATE_ERROR => MirrorImageStatusState::Error,
-            librbd::MIRROR_IMAGE_STATUS_STATE_SYNCING => MirrorImageStatusState::Syncing,
-            librbd::MIRROR_IMAGE_STATUS_STATE_STARTING_REPLAY => MirrorImageStatusState::StartingReplay,
-            librbd::MIRROR_IMAGE_STATUS_STATE_REPLAYING => MirrorImageStatusState::Replaying,
-            librbd::MIRROR_IMAGE_STATUS_STATE_STOPPING_REPLAY => MirrorImageStatusState::StoppingReplay,
-            librbd::MIRROR_IMAGE_STATUS_STATE_STOPPED => MirrorImageStatusState::Stopped,
-            other => MirrorImageStatusState::Other(other),
-        }
-    }
-
-    /// As `rbd mirror image status` prints it (after `up+` / `down+`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            MirrorImageStatusState::Unknown | MirrorImageStatusState::Other(_) => "unknown",
-            MirrorImageStatusState::Error => "error",
-            MirrorImageStatusState::Syncing => "syncing",
-            MirrorImageStatusState::StartingReplay => "starting_replay",
-            MirrorImageStatusState::Replaying => "replaying",
-            MirrorImageStatusState::StoppingReplay => "stopping_replay",
-            MirrorImageStatusState::Stopped => "stopped",
-        }
-    }
-}
-
-/// The status one site's mirror daemon reported for an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorImageSiteStatus {
-    /// The reporting site's pool mirror uuid; "" for the local site.
-    pub mirror_uuid: String,
-    /// Replication state.
-    pub state: MirrorImageStatusState,
-    /// Free-form description (`replaying, {...json...}`).
-    pub description: String,
-    /// When it was last updated.
-    pub last_update: Option<SystemTime>,
-    /// Whether the reporting daemon is alive.
-    pub up: bool,
-}
-
-impl MirrorImageSiteStatus {
-    /// `up+replaying` / `down+stopped`, as `rbd mirror image status` prints "state".
-    pub fn state_string(&self) -> String {
-        format!("{}+{}", if self.up { "up" } else { "down" }, self.state.as_str())
+        })
     }
 }
 
@@ -433,8 +194,6 @@ impl MirrorImageGlobalStatus {
 }
 
 /// `CEPH_NOSNAP` (`(uint64_t)-2`): "no snapshot" in librbd's snapshot id fields.
-const CEPH_NOSNAP: u64 = u64::MAX - 1;
-
 /// A C string librbd owns, copied (lossily) into a `String`; null gives "".
 ///
 /// # Safety
@@ -808,10 +567,10 @@ impl Image {
                 )
             };
             check(ret, "rbd_mirror_image_get_info", || target.to_owned())?;
-            let out = MirrorImageInfo::from_raw(&info);
+            let out = MirrorImageInfo::from_raw(&info, "rbd_mirror_image_get_info", target);
             // SAFETY: frees the string librbd allocated in `info`, once.
             unsafe { librbd::rbd_mirror_image_get_info_cleanup(&mut info) };
-            Ok(out)
+            out
         })
         .await
     }
@@ -823,7 +582,7 @@ impl Image {
             // SAFETY: live image; valid out-pointer.
             let ret = unsafe { librbd::rbd_mirror_image_get_mode(raw, &mut mode) };
             check(ret, "rbd_mirror_image_get_mode", || target.to_owned())?;
-            Ok(MirrorImageMode::from_raw(mode))
+            c_values::mirror_image_mode(mode, "rbd_mirror_image_get_mode", target)
         })
         .await
     }
@@ -857,27 +616,37 @@ impl Image {
                     // SAFETY: librbd allocated `site_statuses_count` entries, valid until cleanup.
                     unsafe { std::slice::from_raw_parts(st.site_statuses, st.site_statuses_count as usize) }
                 };
+            const OP: &str = "rbd_mirror_image_get_global_status";
             let sites = sites
                 .iter()
-                .map(|s| MirrorImageSiteStatus {
-                    // SAFETY: strings allocated by librbd, valid until cleanup.
-                    mirror_uuid: unsafe { owned_string(s.mirror_uuid) },
-                    state: MirrorImageStatusState::from_raw(s.state),
-                    // SAFETY: as above.
-                    description: unsafe { owned_string(s.description) },
-                    last_update: time_from_secs(s.last_update),
-                    up: s.up,
+                .map(|s| {
+                    Ok(MirrorImageSiteStatus {
+                        // SAFETY: strings allocated by librbd, valid until cleanup.
+                        mirror_uuid: unsafe { owned_string(s.mirror_uuid) },
+                        state: c_values::mirror_image_status_state(s.state, OP, target)?,
+                        // SAFETY: as above.
+                        description: unsafe { owned_string(s.description) },
+                        last_update: UTime {
+                            sec: u32::try_from(s.last_update.max(0)).unwrap_or(u32::MAX),
+                            nsec: 0,
+                        },
+                        up: s.up,
+                    })
                 })
-                .collect();
-            let out = MirrorImageGlobalStatus {
-                // SAFETY: as above.
-                name: unsafe { owned_string(st.name) },
-                info: MirrorImageInfo::from_raw(&st.info),
-                sites,
+                .collect::<Result<Vec<_>>>();
+            let info = MirrorImageInfo::from_raw(&st.info, OP, target);
+            let out = match (sites, info) {
+                (Ok(sites), Ok(info)) => Ok(MirrorImageGlobalStatus {
+                    // SAFETY: as above.
+                    name: unsafe { owned_string(st.name) },
+                    info,
+                    sites,
+                }),
+                (Err(e), _) | (_, Err(e)) => Err(e),
             };
             // SAFETY: frees everything librbd allocated in `st`, once.
             unsafe { librbd::rbd_mirror_image_global_status_cleanup(&mut st) };
-            Ok(out)
+            out
         })
         .await
     }
@@ -919,14 +688,14 @@ fn snap_list(raw: librbd::rbd_image_t, target: &str) -> Result<Vec<(u64, String,
 }
 
 /// The namespace of snapshot `id`.
-fn snap_namespace(raw: librbd::rbd_image_t, id: u64, target: &str) -> Result<SnapNamespace> {
+fn snap_namespace(raw: librbd::rbd_image_t, id: u64, target: &str) -> Result<SnapshotNamespace> {
     let snap_target = || format!("{target} snap id {id}");
     let mut t: librbd::rbd_snap_namespace_type_t = 0;
     // SAFETY: live image; valid out-pointer.
     let ret = unsafe { librbd::rbd_snap_get_namespace_type(raw, id, &mut t) };
     check(ret, "rbd_snap_get_namespace_type", snap_target)?;
     match t {
-        librbd::RBD_SNAP_NAMESPACE_TYPE_USER => Ok(SnapNamespace::User),
+        librbd::RBD_SNAP_NAMESPACE_TYPE_USER => Ok(SnapshotNamespace::User),
         librbd::RBD_SNAP_NAMESPACE_TYPE_GROUP => {
             let size = std::mem::size_of::<librbd::rbd_snap_group_namespace_t>();
             let mut g = librbd::rbd_snap_group_namespace_t {
@@ -942,14 +711,22 @@ fn snap_namespace(raw: librbd::rbd_image_t, id: u64, target: &str) -> Result<Sna
                 unsafe { (owned_string(g.group_name), owned_string(g.group_snap_name)) };
             // SAFETY: frees what librbd allocated in `g`, once.
             unsafe { librbd::rbd_snap_group_namespace_cleanup(&mut g, size) };
-            Ok(SnapNamespace::Group { pool: g.group_pool, group_name, group_snap_name })
+            // librbd's C API names the group; cls `rbd` stores ids (read with
+            // `snapshot_get` where the ids are needed).
+            Ok(SnapshotNamespace::Group {
+                group_pool: g.group_pool,
+                group_id: group_name,
+                group_snapshot_id: group_snap_name,
+            })
         }
         librbd::RBD_SNAP_NAMESPACE_TYPE_TRASH => {
             let original_name = sized_string("rbd_snap_get_trash_namespace", &snap_target(), |buf, len| {
                 // SAFETY: live image; `buf` has `*len` bytes.
                 unsafe { librbd::rbd_snap_get_trash_namespace(raw, id, buf, *len) }
             })?;
-            Ok(SnapNamespace::Trash { original_name })
+            // Pacific's C API gives the original name only; the original namespace type
+            // is reported as user.
+            Ok(SnapshotNamespace::Trash { original_name, original_snapshot_namespace_type: 0 })
         }
         librbd::RBD_SNAP_NAMESPACE_TYPE_MIRROR => {
             let size = std::mem::size_of::<librbd::rbd_snap_mirror_namespace_t>();
@@ -965,22 +742,26 @@ fn snap_namespace(raw: librbd::rbd_image_t, id: u64, target: &str) -> Result<Sna
             // SAFETY: live image; `m` is a valid out-parameter of the stated size.
             let ret = unsafe { librbd::rbd_snap_get_mirror_namespace(raw, id, &mut m, size) };
             check(ret, "rbd_snap_get_mirror_namespace", snap_target)?;
-            let ns = MirrorSnapNamespace {
-                state: SnapMirrorState::from_raw(m.state),
+            // The C API does not report `snap_seqs`: left empty.
+            let ns = MirrorSnapshotNamespace {
+                state: c_values::snap_mirror_state(m.state),
                 complete: m.complete,
                 // SAFETY: librbd packs `mirror_peer_uuids_count` NUL-terminated strings into
                 // one allocation, valid until cleanup.
-                mirror_peer_uuids: unsafe { packed_strings(m.mirror_peer_uuids, m.mirror_peer_uuids_count) },
+                mirror_peer_uuids: unsafe { packed_strings(m.mirror_peer_uuids, m.mirror_peer_uuids_count) }
+                    .into_iter()
+                    .collect(),
                 // SAFETY: string allocated by librbd, valid until cleanup.
                 primary_mirror_uuid: unsafe { owned_string(m.primary_mirror_uuid) },
-                primary_snap_id: (m.primary_snap_id != CEPH_NOSNAP).then_some(m.primary_snap_id),
+                primary_snap_id: m.primary_snap_id,
                 last_copied_object_number: m.last_copied_object_number,
+                snap_seqs: Default::default(),
             };
             // SAFETY: frees what librbd allocated in `m`, once.
             unsafe { librbd::rbd_snap_mirror_namespace_cleanup(&mut m, size) };
-            Ok(SnapNamespace::Mirror(ns))
+            Ok(SnapshotNamespace::Mirror(ns))
         }
-        other => Ok(SnapNamespace::Unknown(other)),
+        namespace_type => Ok(SnapshotNamespace::Unknown { namespace_type }),
     }
 }
 
@@ -1055,7 +836,7 @@ impl IoCtx {
     pub async fn mirror_image_enable(&self, name: &str, mode: MirrorImageMode) -> Result<()> {
         self.image_action(name, move |raw, target| {
             // SAFETY: image opened read-write by `image_action`.
-            let ret = unsafe { librbd::rbd_mirror_image_enable2(raw, mode.to_raw()) };
+            let ret = unsafe { librbd::rbd_mirror_image_enable2(raw, c_values::mirror_image_mode_raw(mode)) };
             check(ret, "rbd_mirror_image_enable2", || target.to_owned()).map(drop)
         })
         .await
@@ -1118,57 +899,6 @@ impl IoCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_states_print_like_the_rbd_cli() {
-        let names: Vec<&str> = (0..7).map(|v| MirrorImageStatusState::from_raw(v).as_str()).collect();
-        assert_eq!(
-            names,
-            ["unknown", "error", "syncing", "starting_replay", "replaying", "stopping_replay", "stopped"]
-        );
-        assert_eq!(MirrorImageStatusState::from_raw(42), MirrorImageStatusState::Other(42));
-        let site = MirrorImageSiteStatus {
-            mirror_uuid: String::new(),
-            state: MirrorImageStatusState::Replaying,
-            description: String::new(),
-            last_update: None,
-            up: true,
-        };
-        assert_eq!(site.state_string(), "up+replaying");
-    }
-
-    #[test]
-    fn mirror_image_enums_map_raw_values() {
-        assert_eq!(MirrorImageMode::from_raw(0), MirrorImageMode::Journal);
-        assert_eq!(MirrorImageMode::from_raw(1).as_str(), "snapshot");
-        assert_eq!(MirrorImageMode::Snapshot.to_raw(), librbd::RBD_MIRROR_IMAGE_MODE_SNAPSHOT);
-        assert_eq!(MirrorImageMode::from_raw(7), MirrorImageMode::Unknown(7));
-        assert_eq!(MirrorImageState::from_raw(1), MirrorImageState::Enabled);
-        assert_eq!(MirrorImageState::from_raw(2).as_str(), "disabled");
-        assert_eq!(MirrorImageState::from_raw(0).as_str(), "disabling");
-    }
-
-    #[test]
-    fn snapshot_namespaces_and_mirror_states() {
-        assert_eq!(SnapMirrorState::from_raw(0), SnapMirrorState::Primary);
-        assert_eq!(SnapMirrorState::from_raw(1), SnapMirrorState::PrimaryDemoted);
-        assert_eq!(SnapMirrorState::from_raw(2), SnapMirrorState::NonPrimary);
-        assert_eq!(SnapMirrorState::from_raw(3), SnapMirrorState::NonPrimaryDemoted);
-        assert!(SnapMirrorState::PrimaryDemoted.is_primary());
-        assert!(!SnapMirrorState::NonPrimary.is_primary());
-        assert_eq!(SnapNamespace::User.type_name(), "user");
-        assert_eq!(SnapNamespace::Trash { original_name: "x".into() }.type_name(), "trash");
-        assert_eq!(SnapNamespace::Unknown(9).type_name(), "unknown");
-        let m = MirrorSnapNamespace {
-            state: SnapMirrorState::Primary,
-            complete: true,
-            mirror_peer_uuids: vec![],
-            primary_mirror_uuid: String::new(),
-            primary_snap_id: None,
-            last_copied_object_number: 0,
-        };
-        assert_eq!(SnapNamespace::Mirror(m).type_name(), "mirror");
-    }
 
     #[test]
     fn packed_and_fixed_strings() {

@@ -7,82 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::completion::blocking;
 use crate::error::{cstring, RadosError, Result};
+use crate::rbd::c_values;
 use crate::rbd::image::sized_string;
 use crate::sys::librbd;
 use crate::{IoCtx, Rados};
-
-/// A pool's mirroring mode (`rbd mirror pool info`: `disabled`, `image`, `pool`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorMode {
-    /// Mirroring disabled.
-    Disabled,
-    /// Images are mirrored when enabled one by one.
-    Image,
-    /// Every journaling image is mirrored.
-    Pool,
-    /// A value this release does not know.
-    Unknown(u32),
-}
-
-impl MirrorMode {
-    fn from_raw(v: u32) -> Self {
-        match v {
-            librbd::RBD_MIRROR_MODE_DISABLED => MirrorMode::Disabled,
-            librbd::RBD_MIRROR_MODE_IMAGE => MirrorMode::Image,
-            librbd::RBD_MIRROR_MODE_POOL => MirrorMode::Pool,
-            other => MirrorMode::Unknown(other),
-        }
-    }
-
-    /// As the `rbd` CLI prints it.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            MirrorMode::Disabled => "disabled",
-            MirrorMode::Image => "image",
-            MirrorMode::Pool => "pool",
-            MirrorMode::Unknown(_) => "unknown",
-        }
-    }
-}
-
-/// Which way a peer replicates (`rbd mirror pool info`: `rx-only`, `tx-only`, `rx-tx`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerDirection {
-    /// This site only receives from the peer.
-    RxOnly,
-    /// This site only sends to the peer.
-    TxOnly,
-    /// Both ways.
-    RxTx,
-    /// A value this release does not know.
-    Unknown(u32),
-}
-
-impl PeerDirection {
-    fn from_raw(v: u32) -> Self {
-        match v {
-            librbd::RBD_MIRROR_PEER_DIRECTION_RX => PeerDirection::RxOnly,
-            librbd::RBD_MIRROR_PEER_DIRECTION_TX => PeerDirection::TxOnly,
-            librbd::RBD_MIRROR_PEER_DIRECTION_RX_TX => PeerDirection::RxTx,
-            other => PeerDirection::Unknown(other),
-        }
-    }
-
-    /// As the `rbd` CLI prints it.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PeerDirection::RxOnly => "rx-only",
-            PeerDirection::TxOnly => "tx-only",
-            PeerDirection::RxTx => "rx-tx",
-            PeerDirection::Unknown(_) => "unknown",
-        }
-    }
-
-    /// True when this site pulls images from the peer (what a mirror daemon serves).
-    pub fn receives(&self) -> bool {
-        matches!(self, PeerDirection::RxOnly | PeerDirection::RxTx)
-    }
-}
+use rbd_types::{MirrorMode, MirrorPeerDirection};
 
 /// One peer site of a pool, as `rbd mirror pool info` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +19,7 @@ pub struct MirrorPeerSite {
     /// The peer record's uuid (local to this pool).
     pub uuid: String,
     /// Replication direction.
-    pub direction: PeerDirection,
+    pub direction: MirrorPeerDirection,
     /// The peer's site name, also the cluster name used to reach it.
     pub site_name: String,
     /// The peer pool's mirror uuid, once a daemon has seen it ("" before).
@@ -141,8 +70,8 @@ impl IoCtx {
             let mut mode: librbd::rbd_mirror_mode_t = 0;
             // SAFETY: live ioctx (Arc held); valid out-pointer.
             let ret = unsafe { librbd::rbd_mirror_mode_get(h.raw, &mut mode) };
-            crate::error::check(ret, "rbd_mirror_mode_get", || target)?;
-            Ok(MirrorMode::from_raw(mode))
+            crate::error::check(ret, "rbd_mirror_mode_get", || target.clone())?;
+            c_values::mirror_mode(mode, "rbd_mirror_mode_get", &target)
         })
         .await
     }
@@ -196,19 +125,25 @@ impl IoCtx {
                 let out = peers
                     .iter()
                     .take(n as usize)
-                    .map(|p| MirrorPeerSite {
-                        uuid: s(p.uuid),
-                        direction: PeerDirection::from_raw(p.direction),
-                        site_name: s(p.site_name),
-                        mirror_uuid: s(p.mirror_uuid),
-                        client_name: s(p.client_name),
-                        last_seen: (p.last_seen > 0)
-                            .then(|| UNIX_EPOCH + Duration::from_secs(p.last_seen as u64)),
+                    .map(|p| {
+                        Ok(MirrorPeerSite {
+                            uuid: s(p.uuid),
+                            direction: c_values::peer_direction(
+                                p.direction,
+                                "rbd_mirror_peer_site_list",
+                                &target,
+                            )?,
+                            site_name: s(p.site_name),
+                            mirror_uuid: s(p.mirror_uuid),
+                            client_name: s(p.client_name),
+                            last_seen: (p.last_seen > 0)
+                                .then(|| UNIX_EPOCH + Duration::from_secs(p.last_seen as u64)),
+                        })
                     })
-                    .collect();
+                    .collect::<Result<Vec<_>>>();
                 // SAFETY: frees the strings librbd allocated for the `n` filled entries.
                 unsafe { librbd::rbd_mirror_peer_site_list_cleanup(peers.as_mut_ptr(), n) };
-                return Ok(out);
+                return out;
             }
             Err(RadosError::BadReply {
                 op: "rbd_mirror_peer_site_list",
@@ -295,16 +230,6 @@ impl Rados {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn enum_strings_match_the_rbd_cli() {
-        assert_eq!(MirrorMode::from_raw(1).as_str(), "image");
-        assert_eq!(MirrorMode::from_raw(2).as_str(), "pool");
-        assert_eq!(MirrorMode::from_raw(9), MirrorMode::Unknown(9));
-        assert_eq!(PeerDirection::from_raw(2).as_str(), "rx-tx");
-        assert!(PeerDirection::from_raw(0).receives());
-        assert!(!PeerDirection::from_raw(1).receives());
-    }
 
     #[test]
     fn split_nul_takes_count_strings() {

@@ -6,6 +6,7 @@
 //! read-write handles) is for primary images: sync points, tests and DR tooling.
 
 mod admin;
+mod c_values;
 mod image;
 mod mirror;
 

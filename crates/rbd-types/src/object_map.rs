@@ -16,9 +16,9 @@
 //! prefix); each block CRC is `ceph_crc32c(0)` over that block of data bytes. A mismatch makes
 //! librbd treat the map as invalid, and so does [`ObjectMap::decode`].
 
+use crate::crc::ceph_crc32c;
+use crate::encoding::{DecodeError, Decoder};
 use bytes::{BufMut, Bytes, BytesMut};
-use journal_reader::encoding::{DecodeError, Decoder};
-use journal_reader::entry::ceph_crc32c;
 
 /// Bytes of data covered by one block CRC (`BitVector::BLOCK_SIZE`).
 pub const CRC_BLOCK_SIZE: usize = 4096;

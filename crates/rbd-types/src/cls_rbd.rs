@@ -27,14 +27,16 @@
 //!   Ceph's include/rbd/object_map_types.h).
 //! * src/include/rados.h — `CEPH_NOSNAP = (__u64)(-2)`.
 //!
-//! `SnapshotNamespace` is reused from `journal_reader::event`.
+//! `SnapshotNamespace` is in [`crate::snap_namespace`], feature bits and flags in
+//! [`crate::features`].
 
 use std::collections::BTreeMap;
 
+use crate::encoding::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
+use crate::features::ProtectionStatus;
+use crate::object_map::{ObjectMap, ObjectMapError, ObjectState};
+use crate::snap_namespace::SnapshotNamespace;
 use bytes::Bytes;
-use journal_reader::encoding::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
-pub use journal_reader::event::SnapshotNamespace;
-use snapshot_differ::{ObjectMap, ObjectMapError, ObjectState};
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
@@ -50,11 +52,6 @@ pub const OBJECT_EXISTS: u8 = 1;
 pub const OBJECT_PENDING: u8 = 2;
 /// Object map state: object exists and is unchanged since the last snapshot.
 pub const OBJECT_EXISTS_CLEAN: u8 = 3;
-
-/// `RBD_FLAG_OBJECT_MAP_INVALID`: the image's (or snapshot's) object map cannot be trusted.
-pub const RBD_FLAG_OBJECT_MAP_INVALID: u64 = 1 << 0;
-/// `RBD_FLAG_FAST_DIFF_INVALID`: fast-diff cannot use the object map.
-pub const RBD_FLAG_FAST_DIFF_INVALID: u64 = 1 << 1;
 
 /// `RBD_HEADER_PREFIX`.
 pub const RBD_HEADER_PREFIX: &str = "rbd_header.";
@@ -127,6 +124,15 @@ impl MirrorImageState {
             _ => return None,
         })
     }
+    /// How `rbd mirror image status` and `rbd info` name the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabling => "disabling",
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::Creating => "creating",
+        }
+    }
 }
 
 /// `cls::rbd::MirrorImageMode` (`u8` on the wire).
@@ -153,6 +159,54 @@ impl MirrorImageMode {
             0 => Some(Self::Journal),
             1 => Some(Self::Snapshot),
             _ => None,
+        }
+    }
+    /// How `rbd info` names the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Journal => "journal",
+            Self::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// `cls::rbd::MirrorMode`, the pool's mirroring mode (`u32` reply of `mirror_mode_get`;
+/// librbd's `rbd_mirror_mode_t` has the same values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MirrorMode {
+    /// 0: mirroring disabled.
+    #[default]
+    Disabled,
+    /// 1: images are mirrored when enabled one by one.
+    Image,
+    /// 2: every journaled image of the pool is mirrored.
+    Pool,
+}
+
+impl MirrorMode {
+    /// Wire value.
+    pub fn to_u32(self) -> u32 {
+        match self {
+            Self::Disabled => 0,
+            Self::Image => 1,
+            Self::Pool => 2,
+        }
+    }
+    /// From the wire value.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Disabled),
+            1 => Some(Self::Image),
+            2 => Some(Self::Pool),
+            _ => None,
+        }
+    }
+    /// How `rbd mirror pool info` names the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disabled => "disabled",
+            Self::Image => "image",
+            Self::Pool => "pool",
         }
     }
 }
@@ -276,6 +330,11 @@ pub struct MirrorImageSiteStatus {
 }
 
 impl MirrorImageSiteStatus {
+    /// `up+replaying`, `down+stopped`, ... as `rbd mirror image status` prints the state.
+    pub fn state_string(&self) -> String {
+        format!("{}+{}", if self.up { "up" } else { "down" }, self.state.as_str())
+    }
+
     fn encode_meta(&self, e: &mut Encoder, version: u8) {
         if version >= 2 {
             e.string(&self.mirror_uuid);
@@ -383,6 +442,18 @@ impl MirrorPeerDirection {
             2 => Some(Self::RxTx),
             _ => None,
         }
+    }
+    /// How `rbd mirror pool info` names the direction.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rx => "rx-only",
+            Self::Tx => "tx-only",
+            Self::RxTx => "rx-tx",
+        }
+    }
+    /// Whether this site receives images from the peer (rx-only or rx-tx).
+    pub fn receives(self) -> bool {
+        matches!(self, Self::Rx | Self::RxTx)
     }
 }
 
@@ -603,8 +674,10 @@ pub mod args {
     }
 
     /// `get_protection_status` reply: `u8` (0 unprotected, 1 unprotecting, 2 protected).
-    pub fn get_protection_status_reply(out: &Bytes) -> Result<u8> {
-        Decoder::new(out).u8("protection_status")
+    pub fn get_protection_status_reply(out: &Bytes) -> Result<ProtectionStatus> {
+        let mut d = Decoder::new(out);
+        let v = d.u8("protection_status")?;
+        ProtectionStatus::from_u8(v).ok_or_else(|| invalid("protection_status", 0, v))
     }
 
     /// `set_size` input: `u64 size`.
@@ -720,10 +793,10 @@ pub mod args {
 
     /// `set_protection_status` input: `u64 snap_id, u8 status` (0 unprotected,
     /// 1 unprotecting, 2 protected).
-    pub fn set_protection_status(snap_id: u64, status: u8) -> Bytes {
+    pub fn set_protection_status(snap_id: u64, status: ProtectionStatus) -> Bytes {
         build(|e| {
             e.u64(snap_id);
-            e.u8(status);
+            e.u8(status.to_u8());
         })
     }
 

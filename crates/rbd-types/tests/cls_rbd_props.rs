@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use image_replayer::cls_rbd::args::*;
-use image_replayer::cls_rbd::*;
-use journal_reader::encoding::{Decode, Encode, UTime};
 use proptest::prelude::*;
+use rbd_types::cls_rbd::args::*;
+use rbd_types::cls_rbd::*;
+use rbd_types::encoding::{Decode, Encode, UTime};
+use rbd_types::SnapshotNamespace;
 
 fn utime() -> impl Strategy<Value = UTime> {
     (any::<u32>(), any::<u32>()).prop_map(|(sec, nsec)| UTime { sec, nsec })
