@@ -24,7 +24,7 @@ pub fn install(instance_id: &str, client_id: &str) -> Result<PrometheusHandle, S
         .add_global_label("ceph_daemon", daemon)
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
-    image_replayer::image_metrics::describe();
+    image_replayer::metrics::describe();
     metrics::describe_gauge!("ceph_rbd_mirror_metadata", "RBD Mirror Metadata");
     let short_id = client_id.strip_prefix("rbd-mirror.").unwrap_or(client_id).to_owned();
     let version = format!("rbd-mirror-rs {}", env!("CARGO_PKG_VERSION"));

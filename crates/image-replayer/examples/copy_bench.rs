@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use image_replayer::image_copy::{copy_image, CopyRange, LocalSnapContext};
-use image_replayer::local_image::LocalImage;
+use image_replayer::LocalImage;
+use image_replayer::{copy_image, CopyRange, LocalSnapContext};
 use rados_ffi::{ClusterConfig, Rados};
 use rbd_types::cls_rbd::CEPH_NOSNAP;
 use tokio_util::sync::CancellationToken;

@@ -1,13 +1,21 @@
-//! One tokio task per mirrored image: bootstrap, initial sync, journal replay,
-//! commit-position checkpointing and the image's mirror status (ceph-formats.md §3.5–3.8,
-//! §5.6).
+//! One tokio task per mirrored image: bootstrap, initial sync, journal or snapshot replay,
+//! commit-position checkpointing and the image's mirror status (ceph-formats.md §3–§5.6).
 //!
-//! Entry point: [`image_replayer::run`], given a [`PeerContext`] (both clusters, the pool,
-//! both mirror uuids, the sync semaphore) shared by every image of a pool and peer. The
-//! secondary image is written through librados ([`local_image`]) because librbd refuses
-//! writes to non-primary images; cls `rbd` encodings are in [`cls_rbd`], image-to-object
-//! mapping in [`striping`]. It does not discover images or peers (that is `peer-manager`)
-//! and does not build a runtime. Snapshot-mode replay is in [`snapshot_replay`].
+//! Entry point: [`run`], given a [`PeerContext`] (both clusters, the pool, both mirror
+//! uuids, the sync semaphore) shared by every image of a pool and peer. It does not discover
+//! images or peers (that is `peer-manager`) and does not build a runtime. Its folders name
+//! its concerns:
+//!
+//! * `replayer`: the task: a retry loop around one attempt of the image's mode;
+//! * `journal/`: journal mode: bootstrap (our journal client, the initial sync), replay in
+//!   windows (`replay`), the durable-prefix bookkeeping, the batched wake-ups;
+//! * `snapshot/`: snapshot mode: the planner's steps performed (sync, prune, unlink);
+//! * `local/`: the secondary image: found or created for either mode, written through
+//!   librados (`image`, because librbd refuses writes to non-primary images; per-object
+//!   write plans in `write_batch`), deleted (`deleter`), its resync flag;
+//! * `copy`: the object-by-object copy engine of initial and snapshot syncs;
+//! * `status`: the mirror status written on both sites; [`metrics`]: the exported series;
+//!   [`cls`]: the cls `rbd` calls (encodings are `rbd_types::cls_rbd`).
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -16,24 +24,32 @@ use std::time::Duration;
 use rados_ffi::{IoCtx, Rados};
 use tokio::sync::Semaphore;
 
-pub mod bootstrap;
 pub mod cls;
+mod copy;
+mod error;
+mod journal;
+mod local;
+pub mod metrics;
+mod replayer;
+mod snapshot;
+mod status;
 
-pub mod error;
-pub mod image_copy;
-pub mod image_deleter;
-pub mod image_metrics;
-pub mod image_replayer;
-pub mod journal_replay;
-pub mod local_image;
-pub mod snapshot_replay;
-pub mod status;
-
-pub mod wake_batch;
-pub mod write_batch;
-
+pub use copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 pub use error::{ReplayError, Result};
+pub use local::deleter::{decide, delete_local_image, local_role, Disposition, LocalRole};
+pub use local::image::LocalImage;
+pub use local::is_primary;
+pub use replayer::run;
 pub use status::ImageReplayerState;
+
+/// How one attempt of an image's replay ended (an error ends it too).
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Stopped by cancellation.
+    Cancelled,
+    /// Retry after this long (the status says why).
+    RetryAfter(Duration),
+}
 
 /// Timings of the replayers (Ceph option in brackets where one exists).
 #[derive(Debug, Clone)]

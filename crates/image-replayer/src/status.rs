@@ -15,6 +15,7 @@ use rbd_types::UTime;
 use serde_json::json;
 
 use crate::cls;
+use crate::PeerContext;
 use rbd_types::cls_rbd::{MirrorImageSiteStatus, MirrorImageStatusState};
 
 /// Where replay stands, for the status description.
@@ -138,6 +139,17 @@ impl StatusPublisher {
         shared.state = state.as_str().to_owned();
         shared.description = description.to_owned();
     }
+}
+
+/// Publishes the image's status on the local pool (and the remote one, see
+/// [`StatusPublisher::publish`]) through the pool's connections.
+pub(crate) async fn publish(
+    ctx: &PeerContext,
+    status: &mut StatusPublisher,
+    state: MirrorImageStatusState,
+    description: &str,
+) {
+    status.publish(&ctx.local_io, &ctx.remote_io, state, description).await;
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ mod lab;
 
 use std::sync::Arc;
 
-use image_replayer::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
-use image_replayer::local_image::LocalImage;
+use image_replayer::LocalImage;
+use image_replayer::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 use rados_ffi::{IoCtx, Rados};
 use rbd_types::{ProtectionStatus, SnapshotNamespace};
 use tokio_util::sync::CancellationToken;

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use image_replayer::image_deleter::{decide, delete_local_image, local_role, Disposition};
 use image_replayer::PeerContext;
+use image_replayer::{decide, delete_local_image, local_role, Disposition};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -170,7 +170,7 @@ async fn delete_unmirrored(
         // A failed attempt got as far as disabling its mirroring: finish it, unless it was
         // promoted meanwhile.
         (Disposition::Absent, _, Some(known)) => {
-            let primary = image_replayer::bootstrap::is_primary(&ctx.local_io, &known).await;
+            let primary = image_replayer::is_primary(&ctx.local_io, &known).await;
             match primary {
                 Ok(false) => known,
                 Ok(true) => {
@@ -206,8 +206,7 @@ async fn delete_unmirrored(
     };
     let reason = "image no longer mirrored from the peer (primary deleted or mirroring disabled)";
     delete_local_image(ctx, &local_image_id, reason).await.map_err(|e| (Some(local_image_id), e))?;
-    metrics::counter!(image_replayer::image_metrics::IMAGE_DELETIONS, "pool" => ctx.pool.clone())
-        .increment(1);
+    metrics::counter!(image_replayer::metrics::IMAGE_DELETIONS, "pool" => ctx.pool.clone()).increment(1);
     Ok(())
 }
 

@@ -225,7 +225,7 @@ impl PoolTask {
                         let token = cancel.child_token();
                         let shared = Arc::new(Mutex::new(ImageReplayerState::default()));
                         self.status.lock().images.insert(global_id.clone(), shared.clone());
-                        let task = tokio::spawn(image_replayer::image_replayer::run(
+                        let task = tokio::spawn(image_replayer::run(
                             ctx.clone(),
                             remote_id,
                             global_id.clone(),

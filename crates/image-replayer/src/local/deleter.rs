@@ -12,7 +12,7 @@ use rbd_types::{MirrorSnapshotState, ProtectionStatus, SnapshotNamespace};
 
 use crate::cls;
 use crate::error::Result;
-use crate::local_image::LocalImage;
+use crate::local::image::LocalImage;
 use crate::PeerContext;
 use rbd_types::cls_rbd::{MirrorImageMode, SnapshotInfo};
 
@@ -82,7 +82,7 @@ pub async fn local_role(ctx: &PeerContext, global_id: &str) -> Result<Option<Loc
         return Ok(None);
     };
     let mode = cls::mirror_image_get(io, &image_id).await?.map(|m| m.mode);
-    let primary = match crate::bootstrap::is_primary(io, &image_id).await {
+    let primary = match crate::local::is_primary(io, &image_id).await {
         Ok(p) => p,
         // Listed in the mirroring directory but the image itself is gone.
         Err(crate::ReplayError::Rados(e)) if e.is_not_found() => return Ok(None),
@@ -90,7 +90,7 @@ pub async fn local_role(ctx: &PeerContext, global_id: &str) -> Result<Option<Loc
     };
     let following = match mode {
         Some(MirrorImageMode::Snapshot) => snapshot_follows(&cls::snapshots(io, &image_id).await?),
-        Some(MirrorImageMode::Journal) => crate::bootstrap::local_tag_owner(io, &image_id).await?,
+        Some(MirrorImageMode::Journal) => crate::local::local_tag_owner(io, &image_id).await?,
         _ => None,
     };
     Ok(Some(LocalRole { image_id, primary, following }))

@@ -21,16 +21,17 @@ use journal_reader::TagData;
 use rbd_types::cls_journal::{
     args as journal_args, header_object_name as journal_header, ObjectPosition, ObjectSetPosition, Tag,
 };
+use rbd_types::cls_rbd::MirrorImageMode;
 use rbd_types::{Decode, ProtectionStatus};
 use tokio_util::sync::CancellationToken;
 
-use crate::bootstrap::{local_tag_create, map_mirror_uuid};
+use super::bootstrap::{local_tag_create, map_mirror_uuid};
+use super::wake_batch::{Batched, WakeBatch};
 use crate::error::{ReplayError, Result};
-use crate::image_metrics::ImageMetrics;
-use crate::local_image::{LocalImage, PreparedObjectOps};
+use crate::local::image::{LocalImage, PreparedObjectOps};
+use crate::local::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
+use crate::metrics::ImageMetrics;
 use crate::status::{ReplayProgress, StatusPublisher};
-use crate::wake_batch::{Batched, WakeBatch};
-use crate::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
 use crate::PeerContext;
 use rbd_types::cls_rbd::MirrorImageStatusState;
 
@@ -266,7 +267,13 @@ impl<'a> JournalReplayer<'a> {
                 rate_mark = (Instant::now(), self.counters.entries, self.counters.bytes);
                 self.report(status, rates.0, rates.1).await;
                 last_status = Instant::now();
-                if crate::bootstrap::resync_requested(&self.ctx.local_io, self.local.image_id()).await? {
+                if crate::local::resync_requested(
+                    &self.ctx.local_io,
+                    self.local.image_id(),
+                    MirrorImageMode::Journal,
+                )
+                .await?
+                {
                     return Ok(ReplayEnd::ResyncRequested);
                 }
             }

@@ -20,9 +20,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cls;
 use crate::error::{ReplayError, Result};
-use crate::local_image::{ImageGeometry, LocalImage, ObjectWriter};
+use crate::local::image::{ImageGeometry, LocalImage, ObjectWriter};
 use rbd_types::cls_rbd::{image_data_object_name, object_map_name, CEPH_NOSNAP};
 use rbd_types::striping::Layout;
+
+/// Objects in flight during a sync, initial or snapshot (stock: `rbd_concurrent_management_ops`
+/// = 10). Each holds its object in librados' receive buffer, so memory grows by about an
+/// object per object in flight: 3 is where the lab's copy rate levelled off within the memory
+/// goal (`benches/image_copy.sh`, figures in `benches/results/`).
+pub const SYNC_CONCURRENCY: usize = 3;
 
 /// What to copy from the remote (primary) image into the local image HEAD.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,8 +15,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use rados_ffi::rbd::ImageCreateOptions;
-use rados_ffi::{IoCtx, Watch};
+use rados_ffi::Watch;
 use rbd_types::{
     features, MirrorSnapshotNamespace, MirrorSnapshotState, ProtectionStatus, SnapshotNamespace,
 };
@@ -24,17 +23,15 @@ use serde_json::json;
 use snapshot_differ::planner::{self, Identity, Snap, SnapKind, Step, Stop, SyncPlan};
 use tokio_util::sync::CancellationToken;
 
-use crate::bootstrap::RemoteImage;
 use crate::cls;
+use crate::copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext, SYNC_CONCURRENCY};
 use crate::error::{ReplayError, Result};
-use crate::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
-use crate::image_replayer::{publish, Attempt};
-use crate::local_image::LocalImage;
-use crate::status::StatusPublisher;
-use crate::PeerContext;
+use crate::local::image::LocalImage;
+use crate::local::{random_uuid, RemoteImage, IMAGE_META_PREFIX};
+use crate::status::{publish, StatusPublisher};
+use crate::{Attempt, PeerContext};
 use rbd_types::cls_rbd::{
-    args, header_object_name, MirrorImage, MirrorImageMode, MirrorImageState,
-    MirrorImageStatusState as State, SnapshotInfo,
+    args, header_object_name, MirrorImageMode, MirrorImageStatusState as State, SnapshotInfo,
 };
 
 /// Longest wait between two scans without a notification.
@@ -43,8 +40,6 @@ const IDLE_POLL: Duration = Duration::from_secs(30);
 const INCOMPLETE_POLL: Duration = Duration::from_millis(500);
 /// Longest time between two persisted copy-progress updates.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
-/// Image-meta key prefix of the per-peer mirror image-meta (`.rbd_mirror.<uuid>`).
-const IMAGE_META_PREFIX: &str = ".rbd_mirror.";
 
 /// Runs one attempt of snapshot-mode replay of remote image `remote_image_id`.
 pub(crate) async fn attempt(
@@ -59,7 +54,7 @@ pub(crate) async fn attempt(
     status.shared().lock().name = remote.name.clone();
     let existing = cls::mirror_image_get_image_id(&ctx.local_io, global_id).await?;
     if let Some(local_id) = &existing {
-        if crate::bootstrap::is_primary(&ctx.local_io, local_id).await? {
+        if crate::local::is_primary(&ctx.local_io, local_id).await? {
             publish(ctx, status, State::Stopped, "local image is primary").await;
             return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
         }
@@ -86,8 +81,9 @@ pub(crate) async fn attempt(
         }
     }
     let (local_id, created) = ensure_local_image(ctx, &remote).await?;
-    if !created && resync_requested(&ctx.local_io, &local_id).await? {
-        return resync(ctx, &local_id, status).await;
+    if !created && crate::local::resync_requested(&ctx.local_io, &local_id, MirrorImageMode::Snapshot).await?
+    {
+        return crate::local::resync(ctx, &local_id, status).await;
     }
     let peer_uuid = remote_peer_uuid(ctx).await?;
     let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
@@ -104,40 +100,23 @@ pub(crate) async fn attempt(
     replayer.run(cancel, status).await
 }
 
-/// The local image of `remote` in snapshot mode: found through the local pool's mirroring
-/// directory, or created (non-primary feature bit, mirror record in snapshot mode).
-/// Returns its id and whether it was created now.
-pub async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Result<(String, bool)> {
+/// The local image of `remote` in snapshot mode (`local::ensure_local_image`): marked
+/// with the non-primary feature bit before its mirror record says snapshot mode.
+pub(crate) async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Result<(String, bool)> {
     let io = &ctx.local_io;
-    if let Some(id) = crate::bootstrap::find_local_image(io, remote, MirrorImageMode::Snapshot).await? {
-        return Ok((id, false));
-    }
-    let g = &remote.geometry;
-    let options = ImageCreateOptions {
-        order: Some(g.order),
-        features: Some(g.features & !features::NON_PRIMARY),
-        stripe_unit: Some(g.stripe_unit),
-        stripe_count: Some(g.stripe_count),
-        ..Default::default()
-    };
-    io.create_image(&remote.name, g.size, &options).await?;
-    let id = io.image_id(&remote.name).await?;
-    let header = header_object_name(&id);
-    io.exec_write(
-        &header,
-        "rbd",
-        "set_features",
-        &args::set_features(features::NON_PRIMARY, features::NON_PRIMARY),
+    crate::local::ensure_local_image(
+        ctx,
+        remote,
+        MirrorImageMode::Snapshot,
+        Default::default(),
+        |id| async move {
+            let header = header_object_name(&id);
+            let arg = args::set_features(features::NON_PRIMARY, features::NON_PRIMARY);
+            io.exec_write(&header, "rbd", "set_features", &arg).await?;
+            Ok(())
+        },
     )
-    .await?;
-    let record = MirrorImage {
-        global_image_id: remote.global_id.clone(),
-        state: MirrorImageState::Enabled,
-        mode: MirrorImageMode::Snapshot,
-    };
-    cls::mirror_image_set(io, &id, &record).await?;
-    tracing::info!(image = %remote.name, local_image_id = %id, "created the local non-primary image");
-    Ok((id, true))
+    .await
 }
 
 /// Our peer uuid in the remote pool (ceph-formats.md §4.5 "Peer identity"): the remote
@@ -154,26 +133,6 @@ pub async fn remote_peer_uuid(ctx: &PeerContext) -> Result<String> {
             ctx.pool, ctx.local_mirror_uuid
         ))
     })
-}
-
-/// Whether `rbd mirror image resync` flagged the local image (snapshot mode: image-meta
-/// `.rbd_mirror.<uuid>` = `{"resync_requested": true}`, ceph-formats.md §6.4).
-pub async fn resync_requested(io: &IoCtx, local_image_id: &str) -> Result<bool> {
-    let meta = cls::metadata_list(io, local_image_id).await?;
-    Ok(meta.iter().filter(|(k, _)| k.starts_with(IMAGE_META_PREFIX)).any(|(_, v)| {
-        serde_json::from_slice::<serde_json::Value>(v)
-            .ok()
-            .and_then(|j| j.get("resync_requested").and_then(serde_json::Value::as_bool))
-            .unwrap_or(false)
-    }))
-}
-
-/// Resync: the local image and all its snapshots are deleted; the next attempt creates it
-/// afresh and syncs it fully.
-async fn resync(ctx: &PeerContext, local_id: &str, status: &mut StatusPublisher) -> Result<Attempt> {
-    publish(ctx, status, State::StartingReplay, "resync requested").await;
-    crate::image_deleter::delete_local_image(ctx, local_id, "resync requested").await?;
-    Ok(Attempt::RetryAfter(Duration::from_secs(1)))
 }
 
 /// `librbd::watch_notify::NotifyMessage{HeaderUpdatePayload}`: `ENCODE_START(2, 1)`
@@ -329,10 +288,12 @@ impl SnapshotReplayer<'_> {
             if cancel.is_cancelled() {
                 return Ok(Attempt::Cancelled);
             }
-            if resync_requested(&ctx.local_io, self.local.image_id()).await? {
+            if crate::local::resync_requested(&ctx.local_io, self.local.image_id(), MirrorImageMode::Snapshot)
+                .await?
+            {
                 self.watches = None;
                 let id = self.local.image_id().to_owned();
-                return resync(ctx, &id, status).await;
+                return crate::local::resync(ctx, &id, status).await;
             }
             let local_snaps = cls::snapshots(&ctx.local_io, self.local.image_id()).await?;
             let remote_snaps = cls::snapshots(&ctx.remote_io, &self.remote.image_id).await?;
@@ -580,8 +541,7 @@ impl SnapshotReplayer<'_> {
                         }
                     }
                 }
-                let name =
-                    format!(".mirror.non_primary.{}.{}", self.global_id, crate::bootstrap::random_uuid());
+                let name = format!(".mirror.non_primary.{}.{}", self.global_id, random_uuid());
                 let ns = SnapshotNamespace::Mirror(MirrorSnapshotNamespace {
                     state: if plan.end_demoted {
                         MirrorSnapshotState::NonPrimaryDemoted
@@ -646,7 +606,7 @@ impl SnapshotReplayer<'_> {
         }
         let seconds = started.elapsed().as_secs();
         self.rates.snapshot_synced(seconds, bytes);
-        crate::image_metrics::snapshot_synced(
+        crate::metrics::snapshot_synced(
             &ctx.pool,
             &ctx.namespace,
             &self.remote.name,
@@ -758,7 +718,7 @@ impl SnapshotReplayer<'_> {
             &self.local,
             range,
             &snapc,
-            crate::bootstrap::SYNC_CONCURRENCY,
+            SYNC_CONCURRENCY,
             &mut on_progress,
             cancel,
         );

@@ -172,11 +172,6 @@ impl WindowPlanner {
         self.held
     }
 
-    /// Whether no event was added.
-    pub fn is_empty(&self) -> bool {
-        self.events == 0
-    }
-
     /// Adds the next event of the window.
     pub fn push(&mut self, event: &IoEvent) -> Result<(), PlanError> {
         match event {

@@ -1,58 +1,23 @@
 //! Journal-mode bootstrap (ceph-formats.md §3.6): the local non-primary image, our journal
 //! client on the primary's journal, and the initial sync at a sync-point snapshot.
 
-use std::hash::{BuildHasher, Hasher};
-
 use journal_reader::event::{ClientMeta, MirrorPeerClientMeta, MirrorPeerState, MirrorPeerSyncPoint};
 use journal_reader::tail::{read_header, register_client};
 use journal_reader::{ClientData, TagData};
-use rados_ffi::rbd::{Image, ImageCreateOptions, ImageRw};
+use rados_ffi::rbd::{ImageCreateOptions, ImageRw};
 use rados_ffi::IoCtx;
-use rbd_types::cls_journal::{
-    args as journal_args, header_object_name as journal_header, JournalHeader, Tag,
-};
+use rbd_types::cls_journal::{args as journal_args, header_object_name as journal_header};
 use rbd_types::{Decode, Encode, ProtectionStatus, SnapshotNamespace};
 use tokio_util::sync::CancellationToken;
 
 use crate::cls;
+use crate::copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext, SYNC_CONCURRENCY};
 use crate::error::{ReplayError, Result};
-use crate::image_copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
-use crate::local_image::{ImageGeometry, LocalImage};
+use crate::local::image::LocalImage;
+use crate::local::{newest_image_tag, random_uuid, RemoteImage};
 use crate::status::StatusPublisher;
 use crate::PeerContext;
-use rbd_types::cls_rbd::{MirrorImage, MirrorImageMode, MirrorImageState, MirrorImageStatusState};
-
-/// The primary image as found on the remote site.
-#[derive(Debug, Clone)]
-pub struct RemoteImage {
-    /// Its image id in the remote pool.
-    pub image_id: String,
-    /// Its name (the local image gets the same).
-    pub name: String,
-    /// The global image id shared by both sites.
-    pub global_id: String,
-    /// Size, order, striping, features.
-    pub geometry: ImageGeometry,
-}
-
-impl RemoteImage {
-    /// Reads what bootstrap needs of the remote image, through one open of it; also says
-    /// whether it is currently primary (its newest journal tag is local).
-    pub async fn read(io: &IoCtx, image_id: &str, global_id: &str) -> Result<(RemoteImage, bool)> {
-        let image = Image::open_by_id(io, image_id, None).await?;
-        let name = image.name().await?;
-        let geometry = ImageGeometry::of(&image).await?;
-        let primary = image.mirror_image_info().await?.primary;
-        let remote =
-            RemoteImage { image_id: image_id.to_owned(), name, global_id: global_id.to_owned(), geometry };
-        Ok((remote, primary))
-    }
-}
-
-/// Whether image `image_id` of the pool `io` is primary (its newest journal tag is local).
-pub async fn is_primary(io: &IoCtx, image_id: &str) -> Result<bool> {
-    Ok(Image::open_by_id(io, image_id, None).await?.mirror_image_info().await?.primary)
-}
+use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageStatusState};
 
 /// Maps a remote tag owner to the local journal's view (ceph-formats.md §3.7 step 4).
 pub fn map_mirror_uuid(uuid: &str, local_mirror_uuid: &str, remote_mirror_uuid: &str) -> String {
@@ -65,64 +30,21 @@ pub fn map_mirror_uuid(uuid: &str, local_mirror_uuid: &str, remote_mirror_uuid: 
     }
 }
 
-/// The local image of `remote`: found through the local pool's mirroring directory, or
-/// created non-primary. Returns its id and whether it was created now.
-pub async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Result<(String, bool)> {
-    let io = &ctx.local_io;
-    if let Some(id) = find_local_image(io, remote, MirrorImageMode::Journal).await? {
-        return Ok((id, false));
-    }
-    let g = &remote.geometry;
+/// The local image of `remote` in journal mode (`local::ensure_local_image`): created with
+/// the primary journal's order and splay width, and owned by the remote from the start (its
+/// newest journal tag names the remote pool).
+pub(crate) async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Result<(String, bool)> {
     let remote_journal = read_header(&ctx.remote_io, &remote.image_id).await?;
     let options = ImageCreateOptions {
-        order: Some(g.order),
-        features: Some(g.features),
-        stripe_unit: Some(g.stripe_unit),
-        stripe_count: Some(g.stripe_count),
         journal_order: Some(remote_journal.order),
         journal_splay_width: Some(remote_journal.splay_width),
         ..Default::default()
     };
-    io.create_image(&remote.name, g.size, &options).await?;
-    let id = io.image_id(&remote.name).await?;
-    tracing::info!(image = %remote.name, local_image_id = %id, "created the local image");
-    // Owned by the remote from the start: its newest journal tag names the remote pool.
     let owner = TagData { mirror_uuid: ctx.remote_mirror_uuid.clone(), ..Default::default() };
-    local_tag_create(io, &id, &owner).await?;
-    let record = MirrorImage {
-        global_image_id: remote.global_id.clone(),
-        state: MirrorImageState::Enabled,
-        mode: MirrorImageMode::Journal,
-    };
-    cls::mirror_image_set(io, &id, &record).await?;
-    Ok((id, true))
-}
-
-/// The local image of `remote` through the local pool's mirroring directory, checked to be
-/// mirrored in `mode`; `None` when there is none yet and its name is free.
-pub async fn find_local_image(
-    io: &IoCtx,
-    remote: &RemoteImage,
-    mode: MirrorImageMode,
-) -> Result<Option<String>> {
-    if let Some(id) = cls::mirror_image_get_image_id(io, &remote.global_id).await? {
-        if let Some(record) = cls::mirror_image_get(io, &id).await? {
-            if record.mode != mode {
-                return Err(ReplayError::State(format!(
-                    "local image {id} is mirrored in {:?} mode, the primary in {mode:?} mode",
-                    record.mode
-                )));
-            }
-        }
-        return Ok(Some(id));
-    }
-    if io.image_id(&remote.name).await.is_ok() {
-        return Err(ReplayError::State(format!(
-            "a local image named {} exists but is not mirrored with global id {}",
-            remote.name, remote.global_id
-        )));
-    }
-    Ok(None)
+    crate::local::ensure_local_image(ctx, remote, MirrorImageMode::Journal, options, |id| async move {
+        local_tag_create(&ctx.local_io, &id, &owner).await
+    })
+    .await
 }
 
 /// Allocates a tag in the local journal's tag class unless the newest tag already carries
@@ -149,37 +71,6 @@ pub async fn local_tag_create(io: &IoCtx, image_id: &str, data: &TagData) -> Res
         }
     }
     Err(ReplayError::State(format!("{object}: tag allocation kept racing")))
-}
-
-/// The tag class of the image journal client (`""`) of `header` (journal header object
-/// `object`, for errors) and the newest tag of that class: its epoch and owner.
-fn newest_image_tag<'h>(header: &'h JournalHeader, object: &str) -> Result<(u64, Option<&'h Tag>)> {
-    let client = header
-        .clients
-        .get("")
-        .ok_or_else(|| ReplayError::State(format!("{object}: no image journal client")))?;
-    let meta = ClientData::decode_all(&client.data)
-        .map_err(|e| ReplayError::decode(format!("image client data in {object}"), e))?;
-    let ClientMeta::Image(meta) = meta.client_meta else {
-        return Err(ReplayError::State(format!("{object}: the image client is not an image client")));
-    };
-    Ok((meta.tag_class, header.tags.values().rfind(|t| t.tag_class == meta.tag_class)))
-}
-
-/// The owner (`TagData::mirror_uuid`) of the newest epoch of the local image's journal:
-/// `""` when the image is primary here, the remote pool's mirror uuid while it follows that
-/// peer, `"<orphan>"` after a demotion; `None` when the journal has no tag yet.
-pub async fn local_tag_owner(io: &IoCtx, image_id: &str) -> Result<Option<String>> {
-    let object = journal_header(image_id);
-    let header = read_header(io, image_id).await?;
-    let (_, newest) = newest_image_tag(&header, &object)?;
-    newest
-        .map(|t| {
-            TagData::decode_all(&t.data)
-                .map(|d| d.mirror_uuid)
-                .map_err(|e| ReplayError::decode(format!("tag {} in {object}", t.tid), e))
-        })
-        .transpose()
 }
 
 /// Our journal client on the primary's journal (id = the local pool's mirror uuid).
@@ -241,37 +132,6 @@ pub async fn update_remote_client(
     let _ = ctx.remote_io.notify(&object, &[], std::time::Duration::from_secs(5)).await;
     Ok(())
 }
-
-/// A random (version 4 format) uuid, as librbd puts in the names of the snapshots it makes
-/// (`.mirror.non_primary.<global id>.<uuid>`); randomness from std's per-process keyed hasher.
-pub(crate) fn random_uuid() -> String {
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    let word = |salt: u64| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(now);
-        h.write_u64(salt);
-        h.finish()
-    };
-    let (hi, lo) = (word(1), word(2));
-    let hi = (hi & !0xf000) | 0x4000; // version 4
-    let lo = (lo & !(0xc << 60)) | (0x8 << 60); // RFC 4122 variant
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
-}
-
-/// Objects in flight during an initial sync (stock: `rbd_concurrent_management_ops` = 10).
-/// Each holds its object in librados' receive buffer (read, then sent on by the write), so
-/// memory grows by about an object per object in flight. On the lab (benches/image_copy.sh,
-/// filled 1 GiB image): 2 copied at 322-359 MiB/s with 40 MiB peak RSS, 3 at 368-383 MiB/s
-/// with 44 MiB, 4 at 436-441 MiB/s with 48 MiB.
-pub const SYNC_CONCURRENCY: usize = 3;
 
 /// Copies the primary at a fresh sync-point snapshot into the local image with the
 /// image-copy engine: first, in snapshot-id order, each user snapshot the primary already has
@@ -405,31 +265,9 @@ async fn sync_phase(
     }
 }
 
-/// Whether `rbd mirror image resync` flagged the local image (journal mode: the image
-/// journal client's `resync_requested`, ceph-formats.md §6.4).
-pub async fn resync_requested(io: &IoCtx, local_image_id: &str) -> Result<bool> {
-    let header = read_header(io, local_image_id).await?;
-    let Some(client) = header.clients.get("") else {
-        return Ok(false);
-    };
-    let data = ClientData::decode_all(&client.data)
-        .map_err(|e| ReplayError::decode(format!("image client of {}", journal_header(local_image_id)), e))?;
-    Ok(matches!(data.client_meta, ClientMeta::Image(m) if m.resync_requested))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn random_uuids_look_like_uuids() {
-        let (a, b) = (random_uuid(), random_uuid());
-        assert_ne!(a, b);
-        let groups: Vec<usize> = a.split('-').map(str::len).collect();
-        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
-        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{a}");
-        assert_eq!(a.as_bytes()[14], b'4', "{a}");
-    }
 
     #[test]
     fn tag_owners_map_between_sites() {

@@ -17,7 +17,7 @@ use rados_ffi::{IoCtx, ObjectBuffer, Rados, WriteOp};
 
 use crate::cls;
 use crate::error::{ReplayError, Result};
-use crate::write_batch::{pattern_fill, ObjectGroup, ObjectStep};
+use crate::local::write_batch::{pattern_fill, ObjectGroup, ObjectStep};
 use rbd_types::cls_rbd::{
     args, header_object_name, id_object_name, image_data_object_name, object_map_name, SnapshotInfo,
     OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT,

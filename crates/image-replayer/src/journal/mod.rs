@@ -1,0 +1,106 @@
+//! Journal-mode mirroring (ceph-formats.md §3): bootstrap of the local image and of our
+//! journal client on the primary's journal ([`bootstrap`]), the initial sync, then replay of
+//! the primary's journal ([`replay`]) in windows planned per RADOS object ([`write_batch`]),
+//! woken together ([`wake_batch`]), committing only the durable prefix.
+
+pub(crate) mod bootstrap;
+pub(crate) mod replay;
+pub(crate) mod wake_batch;
+
+use std::time::Duration;
+
+use journal_reader::event::MirrorPeerState;
+use journal_reader::tail::{JournalTail, TailOptions};
+use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageStatusState as State};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::local::image::LocalImage;
+use crate::local::RemoteImage;
+use crate::metrics::ImageMetrics;
+use crate::status::{publish, StatusPublisher};
+use crate::{Attempt, PeerContext};
+use bootstrap::{ensure_local_image, ensure_remote_client, initial_sync};
+use replay::{JournalReplayer, ReplayEnd};
+
+/// One attempt of journal-mode replay of remote image `remote_image_id`: role checks
+/// (local primary → `stopped`, remote non-primary → `unknown`), bootstrap, the initial sync
+/// under the pool's sync slots when our client is new, then replay until cancelled, demoted
+/// or a resync is requested.
+pub(crate) async fn attempt(
+    ctx: &PeerContext,
+    remote_image_id: &str,
+    global_id: &str,
+    cancel: &CancellationToken,
+    status: &mut StatusPublisher,
+) -> Result<Attempt> {
+    publish(ctx, status, State::StartingReplay, "bootstrapping, PREPARE_REMOTE_IMAGE").await;
+    let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
+    status.shared().lock().name = remote.name.clone();
+    tracing::Span::current().record("image", remote.name.as_str());
+
+    // A local image promoted here (failover) is not replayed into, whatever the remote is.
+    if let Some(local_id) = crate::cls::mirror_image_get_image_id(&ctx.local_io, global_id).await? {
+        if crate::local::is_primary(&ctx.local_io, &local_id).await? {
+            publish(ctx, status, State::Stopped, "local image is primary").await;
+            return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+        }
+    }
+    if !remote_primary {
+        publish(ctx, status, State::Unknown, "remote image is non-primary").await;
+        return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+    }
+    let metrics = ImageMetrics::new(&ctx.pool, &ctx.namespace, &remote.name);
+    let (local_id, created) = ensure_local_image(ctx, &remote).await?;
+    if !created && crate::local::resync_requested(&ctx.local_io, &local_id, MirrorImageMode::Journal).await? {
+        return crate::local::resync(ctx, &local_id, status).await;
+    }
+    let client_state = ensure_remote_client(ctx, &remote, &local_id, created).await?;
+    let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
+
+    let resumed = client_state != MirrorPeerState::Syncing;
+    if !resumed {
+        publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/WAIT_FOR_SLOT").await;
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
+            p = ctx.sync_slots.clone().acquire_owned() => p.map_err(|_| crate::ReplayError::State("sync slots closed".into()))?,
+        };
+        publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/COPY_IMAGE 0%").await;
+        let sync = initial_sync(ctx, &remote, &local, status);
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
+            r = sync => r?,
+        }
+        drop(permit);
+        metrics.full_syncs.increment(1);
+    }
+
+    publish(ctx, status, State::StartingReplay, "starting replay").await;
+    let options =
+        TailOptions { poll_interval: ctx.config.poll_interval, fetch_bytes: Some(replay::TAIL_FETCH_BYTES) };
+    let tail = JournalTail::open(
+        &ctx.remote,
+        &ctx.pool,
+        &ctx.namespace,
+        remote_image_id,
+        &ctx.local_mirror_uuid,
+        options,
+    )
+    .await?;
+    tracing::info!(position = ?tail.position(), resumed, "replaying from the committed position");
+    if resumed {
+        metrics.replay_resumed.increment(1);
+    }
+    let mut replayer = JournalReplayer::new(ctx, remote_image_id, local, tail);
+    replayer.metrics = Some(metrics);
+    let end = replayer.run(cancel, ctx.config.status_interval, status).await;
+    match end? {
+        ReplayEnd::Cancelled => Ok(Attempt::Cancelled),
+        ReplayEnd::ResyncRequested => Ok(Attempt::RetryAfter(Duration::from_secs(0))),
+        ReplayEnd::RemoteDemoted => {
+            tracing::info!("the primary was demoted: replay stopped after its last entry");
+            publish(ctx, status, State::Unknown, "remote image is non-primary").await;
+            Ok(Attempt::RetryAfter(ctx.config.role_check_interval))
+        }
+    }
+}

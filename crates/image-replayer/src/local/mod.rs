@@ -1,0 +1,242 @@
+//! The secondary (local) image: its identity in the local pool's mirroring directory, its
+//! creation for either mirroring mode, the resync flag an operator sets on it, and the
+//! modules that write ([`image`]) and delete ([`deleter`]) it.
+
+pub(crate) mod deleter;
+pub(crate) mod image;
+pub(crate) mod write_batch;
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use journal_reader::event::ClientMeta;
+use journal_reader::tail::read_header;
+use journal_reader::{ClientData, TagData};
+use rados_ffi::rbd::{Image, ImageCreateOptions};
+use rados_ffi::IoCtx;
+use rbd_types::cls_journal::{header_object_name as journal_header, JournalHeader, Tag};
+use rbd_types::cls_rbd::{MirrorImage, MirrorImageMode, MirrorImageState, MirrorImageStatusState as State};
+use rbd_types::{features, Decode};
+
+use crate::cls;
+use crate::error::{ReplayError, Result};
+use crate::status::{publish, StatusPublisher};
+use crate::{Attempt, PeerContext};
+use image::ImageGeometry;
+
+/// The primary image as found on the remote site.
+#[derive(Debug, Clone)]
+pub struct RemoteImage {
+    /// Its image id in the remote pool.
+    pub image_id: String,
+    /// Its name (the local image gets the same).
+    pub name: String,
+    /// The global image id shared by both sites.
+    pub global_id: String,
+    /// Size, order, striping, features.
+    pub geometry: ImageGeometry,
+}
+
+impl RemoteImage {
+    /// Reads what bootstrap needs of the remote image, through one open of it; also says
+    /// whether it is currently primary (its newest journal tag is local).
+    pub async fn read(io: &IoCtx, image_id: &str, global_id: &str) -> Result<(RemoteImage, bool)> {
+        let image = Image::open_by_id(io, image_id, None).await?;
+        let name = image.name().await?;
+        let geometry = ImageGeometry::of(&image).await?;
+        let primary = image.mirror_image_info().await?.primary;
+        let remote =
+            RemoteImage { image_id: image_id.to_owned(), name, global_id: global_id.to_owned(), geometry };
+        Ok((remote, primary))
+    }
+}
+
+/// Whether image `image_id` of the pool `io` is primary (its newest journal tag is local).
+pub async fn is_primary(io: &IoCtx, image_id: &str) -> Result<bool> {
+    Ok(Image::open_by_id(io, image_id, None).await?.mirror_image_info().await?.primary)
+}
+
+/// The local image of `remote`, mirrored in `mode`: found through the local pool's mirroring
+/// directory, or created with the primary's geometry (`options` adds what the mode needs),
+/// made ready by `prepare` (given its id), then recorded in the mirroring directory, which
+/// makes it found from then on. Returns its id and whether it was created now.
+pub(crate) async fn ensure_local_image<F, Fut>(
+    ctx: &PeerContext,
+    remote: &RemoteImage,
+    mode: MirrorImageMode,
+    options: ImageCreateOptions,
+    prepare: F,
+) -> Result<(String, bool)>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let io = &ctx.local_io;
+    if let Some(id) = find_local_image(io, remote, mode).await? {
+        return Ok((id, false));
+    }
+    let g = &remote.geometry;
+    let options = ImageCreateOptions {
+        order: Some(g.order),
+        features: Some(g.features & !features::NON_PRIMARY),
+        stripe_unit: Some(g.stripe_unit),
+        stripe_count: Some(g.stripe_count),
+        ..options
+    };
+    io.create_image(&remote.name, g.size, &options).await?;
+    let id = io.image_id(&remote.name).await?;
+    prepare(id.clone()).await?;
+    let record =
+        MirrorImage { global_image_id: remote.global_id.clone(), state: MirrorImageState::Enabled, mode };
+    cls::mirror_image_set(io, &id, &record).await?;
+    tracing::info!(image = %remote.name, local_image_id = %id, mode = mode.as_str(), "created the local non-primary image");
+    Ok((id, true))
+}
+
+/// The local image of `remote` through the local pool's mirroring directory, checked to be
+/// mirrored in `mode`; `None` when there is none yet and its name is free.
+pub(crate) async fn find_local_image(
+    io: &IoCtx,
+    remote: &RemoteImage,
+    mode: MirrorImageMode,
+) -> Result<Option<String>> {
+    if let Some(id) = cls::mirror_image_get_image_id(io, &remote.global_id).await? {
+        if let Some(record) = cls::mirror_image_get(io, &id).await? {
+            if record.mode != mode {
+                return Err(ReplayError::State(format!(
+                    "local image {id} is mirrored in {} mode, the primary in {} mode",
+                    record.mode.as_str(),
+                    mode.as_str()
+                )));
+            }
+        }
+        return Ok(Some(id));
+    }
+    if io.image_id(&remote.name).await.is_ok() {
+        return Err(ReplayError::State(format!(
+            "a local image named {} exists but is not mirrored with global id {}",
+            remote.name, remote.global_id
+        )));
+    }
+    Ok(None)
+}
+
+/// The tag class of the image journal client (`""`) of `header` (journal header object
+/// `object`, for errors) and the newest tag of that class: its epoch and owner.
+pub(crate) fn newest_image_tag<'h>(
+    header: &'h JournalHeader,
+    object: &str,
+) -> Result<(u64, Option<&'h Tag>)> {
+    let client = header
+        .clients
+        .get("")
+        .ok_or_else(|| ReplayError::State(format!("{object}: no image journal client")))?;
+    let meta = ClientData::decode_all(&client.data)
+        .map_err(|e| ReplayError::decode(format!("image client data in {object}"), e))?;
+    let ClientMeta::Image(meta) = meta.client_meta else {
+        return Err(ReplayError::State(format!("{object}: the image client is not an image client")));
+    };
+    Ok((meta.tag_class, header.tags.values().rfind(|t| t.tag_class == meta.tag_class)))
+}
+
+/// The owner (`TagData::mirror_uuid`) of the newest epoch of the local image's journal:
+/// `""` when the image is primary here, the remote pool's mirror uuid while it follows that
+/// peer, `"<orphan>"` after a demotion; `None` when the journal has no tag yet.
+pub(crate) async fn local_tag_owner(io: &IoCtx, image_id: &str) -> Result<Option<String>> {
+    let object = journal_header(image_id);
+    let header = read_header(io, image_id).await?;
+    let (_, newest) = newest_image_tag(&header, &object)?;
+    newest
+        .map(|t| {
+            TagData::decode_all(&t.data)
+                .map(|d| d.mirror_uuid)
+                .map_err(|e| ReplayError::decode(format!("tag {} in {object}", t.tid), e))
+        })
+        .transpose()
+}
+
+/// Image-meta key prefix of the per-peer mirror image-meta (`.rbd_mirror.<uuid>`).
+pub(crate) const IMAGE_META_PREFIX: &str = ".rbd_mirror.";
+
+/// Whether `rbd mirror image resync` flagged the local image (ceph-formats.md §6.4). Journal
+/// mode: the image journal client's `resync_requested`; snapshot mode: the image-meta
+/// `.rbd_mirror.<uuid>` = `{"resync_requested": true}`.
+pub(crate) async fn resync_requested(
+    io: &IoCtx,
+    local_image_id: &str,
+    mode: MirrorImageMode,
+) -> Result<bool> {
+    match mode {
+        MirrorImageMode::Journal => {
+            let header = read_header(io, local_image_id).await?;
+            let Some(client) = header.clients.get("") else {
+                return Ok(false);
+            };
+            let data = ClientData::decode_all(&client.data).map_err(|e| {
+                ReplayError::decode(format!("image client of {}", journal_header(local_image_id)), e)
+            })?;
+            Ok(matches!(data.client_meta, ClientMeta::Image(m) if m.resync_requested))
+        }
+        MirrorImageMode::Snapshot => {
+            let meta = cls::metadata_list(io, local_image_id).await?;
+            Ok(meta.iter().filter(|(k, _)| k.starts_with(IMAGE_META_PREFIX)).any(|(_, v)| {
+                serde_json::from_slice::<serde_json::Value>(v)
+                    .ok()
+                    .and_then(|j| j.get("resync_requested").and_then(serde_json::Value::as_bool))
+                    .unwrap_or(false)
+            }))
+        }
+    }
+}
+
+/// Resync: the local image and all its snapshots are deleted; the next attempt, a second
+/// later, creates it afresh and syncs it fully.
+pub(crate) async fn resync(
+    ctx: &PeerContext,
+    local_id: &str,
+    status: &mut StatusPublisher,
+) -> Result<Attempt> {
+    publish(ctx, status, State::StartingReplay, "resync requested").await;
+    deleter::delete_local_image(ctx, local_id, "resync requested").await?;
+    Ok(Attempt::RetryAfter(Duration::from_secs(1)))
+}
+
+/// A random (version 4 format) uuid, as librbd puts in the names of the snapshots it makes
+/// (`.mirror.non_primary.<global id>.<uuid>`); randomness from std's per-process keyed hasher.
+pub(crate) fn random_uuid() -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let word = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(now);
+        h.write_u64(salt);
+        h.finish()
+    };
+    let (hi, lo) = (word(1), word(2));
+    let hi = (hi & !0xf000) | 0x4000; // version 4
+    let lo = (lo & !(0xc << 60)) | (0x8 << 60); // RFC 4122 variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_uuids_look_like_uuids() {
+        let (a, b) = (random_uuid(), random_uuid());
+        assert_ne!(a, b);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{a}");
+        assert_eq!(a.as_bytes()[14], b'4', "{a}");
+    }
+}
