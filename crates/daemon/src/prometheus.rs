@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use image_replayer::registry::Snapshot;
+use image_replayer::Registry;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,10 +20,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Installs the process-wide metrics recorder, labelling every series with our daemon name
 /// as the mgr labels the stock daemon's, and records the `ceph_rbd_mirror_metadata` series.
-pub fn install(instance_id: &str, client_id: &str) -> Result<PrometheusHandle, String> {
+pub fn install(instance_id: &str, client_id: &str) -> Result<Exporter, String> {
     let daemon = format!("rbd-mirror.{instance_id}");
     let handle = PrometheusBuilder::new()
-        .add_global_label("ceph_daemon", daemon)
+        .add_global_label("ceph_daemon", daemon.clone())
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     image_replayer::metrics::describe();
@@ -30,7 +32,86 @@ pub fn install(instance_id: &str, client_id: &str) -> Result<PrometheusHandle, S
     let version = format!("rbd-mirror-rs {}", env!("CARGO_PKG_VERSION"));
     metrics::gauge!("ceph_rbd_mirror_metadata", "id" => short_id, "instance_id" => instance_id.to_owned(), "ceph_version" => version)
         .set(1.0);
-    Ok(handle)
+    Ok(Exporter { handle, daemon })
+}
+
+/// What `/metrics` renders: the recorder's counters and histograms, then the gauges of the
+/// state registry computed at scrape time.
+#[derive(Clone)]
+pub struct Exporter {
+    handle: PrometheusHandle,
+    /// `rbd-mirror.<instance id>`, the `ceph_daemon` label.
+    daemon: String,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").field("daemon", &self.daemon).finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    fn render(&self, registry: &Registry) -> String {
+        let mut out = self.handle.render();
+        registry_gauges(&mut out, &registry.snapshot(), &self.daemon);
+        out
+    }
+}
+
+/// A label value as the text exposition format escapes it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Appends the registry's gauges: per image its entries behind, lag and state (one series
+/// per image, labelled with its state), per pool its image count. Computed from the
+/// registry at each scrape, so an image whose replayer stopped has no series left.
+fn registry_gauges(out: &mut String, snapshot: &Snapshot, daemon: &str) {
+    use image_replayer::metrics::{
+        IMAGE_ENTRIES_BEHIND_PRIMARY, IMAGE_LAG_SECONDS, IMAGE_STATE, POOL_IMAGES,
+    };
+    use std::fmt::Write;
+    let daemon = escape(daemon);
+    let image_labels = |k: &image_replayer::ImageKey, name: &str| {
+        format!(
+            "ceph_daemon=\"{daemon}\",pool=\"{}\",namespace=\"{}\",image=\"{}\"",
+            escape(&k.pool),
+            escape(&k.namespace),
+            escape(name)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "# HELP {IMAGE_ENTRIES_BEHIND_PRIMARY} Journal entries of the primary not yet replayed"
+    );
+    let _ = writeln!(out, "# TYPE {IMAGE_ENTRIES_BEHIND_PRIMARY} gauge");
+    for (k, s) in &snapshot.images {
+        let _ = writeln!(
+            out,
+            "{IMAGE_ENTRIES_BEHIND_PRIMARY}{{{}}} {}",
+            image_labels(k, &s.name),
+            s.entries_behind_primary
+        );
+    }
+    let _ = writeln!(out, "# HELP {IMAGE_LAG_SECONDS} Seconds the secondary image is behind the primary");
+    let _ = writeln!(out, "# TYPE {IMAGE_LAG_SECONDS} gauge");
+    for (k, s) in &snapshot.images {
+        if let Some(lag) = s.lag_seconds {
+            let _ = writeln!(out, "{IMAGE_LAG_SECONDS}{{{}}} {lag}", image_labels(k, &s.name));
+        }
+    }
+    let _ = writeln!(out, "# HELP {IMAGE_STATE} The image's mirror state (1 for the state it is in)");
+    let _ = writeln!(out, "# TYPE {IMAGE_STATE} gauge");
+    for (k, s) in &snapshot.images {
+        let _ =
+            writeln!(out, "{IMAGE_STATE}{{{},state=\"{}\"}} 1", image_labels(k, &s.name), s.state.as_str());
+    }
+    let _ = writeln!(out, "# HELP {POOL_IMAGES} Images this daemon replays");
+    let _ = writeln!(out, "# TYPE {POOL_IMAGES} gauge");
+    for ((pool, _), _) in &snapshot.pools {
+        let n = snapshot.images_of(pool).count();
+        let _ = writeln!(out, "{POOL_IMAGES}{{ceph_daemon=\"{daemon}\",pool=\"{}\"}} {n}", escape(pool));
+    }
 }
 
 /// Binds `addr`; an address in use is a clear startup error rather than a silent gap.
@@ -39,7 +120,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 /// Serves `/metrics` until `cancel` fires; one short task per connection.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, cancel: CancellationToken) {
+pub async fn serve(listener: TcpListener, exporter: Exporter, registry: Registry, cancel: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -47,9 +128,9 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, cancel: Canc
         };
         match accepted {
             Ok((stream, peer)) => {
-                let handle = handle.clone();
+                let (exporter, registry) = (exporter.clone(), registry.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = respond(stream, &handle).await {
+                    if let Err(e) = respond(stream, &exporter, &registry).await {
                         tracing::debug!(%peer, error = %e, "metrics request failed");
                     }
                 });
@@ -62,7 +143,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, cancel: Canc
     }
 }
 
-async fn respond(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+async fn respond(mut stream: TcpStream, exporter: &Exporter, registry: &Registry) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut buf = [0u8; 1024];
@@ -81,7 +162,7 @@ async fn respond(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::R
     }
     read.unwrap_or(Ok(()))?;
     let (status, content_type, body) = match request_target(&head) {
-        Some("/metrics") => ("200 OK", "text/plain; version=0.0.4", handle.render()),
+        Some("/metrics") => ("200 OK", "text/plain; version=0.0.4", exporter.render(registry)),
         Some(_) => ("404 Not Found", "text/plain", "try /metrics\n".to_owned()),
         None => ("400 Bad Request", "text/plain", "bad request\n".to_owned()),
     };
@@ -108,7 +189,44 @@ fn request_target(head: &[u8]) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::request_target;
+    use super::*;
+    use image_replayer::ImageKey;
+    use rbd_types::MirrorImageStatusState;
+
+    #[test]
+    fn registry_gauges_follow_the_registry() {
+        let registry = Registry::new();
+        registry.add_pool("mirror", "site-a", 2);
+        let image = registry.image(ImageKey::new("mirror", "", "g1"));
+        image.update(|s| {
+            s.name = "a\"b".into();
+            s.state = MirrorImageStatusState::Replaying;
+            s.entries_behind_primary = 7;
+            s.lag_seconds = Some(1.5);
+        });
+        let mut out = String::new();
+        registry_gauges(&mut out, &registry.snapshot(), "rbd-mirror.42");
+        let labels = r#"ceph_daemon="rbd-mirror.42",pool="mirror",namespace="",image="a\"b""#;
+        assert!(
+            out.contains(&format!("rbd_mirror_rs_image_entries_behind_primary{{{labels}}} 7\n")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("rbd_mirror_rs_image_lag_seconds{{{labels}}} 1.5\n")), "{out}");
+        assert!(
+            out.contains(&format!("rbd_mirror_rs_image_state{{{labels},state=\"replaying\"}} 1\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains("rbd_mirror_rs_pool_images{ceph_daemon=\"rbd-mirror.42\",pool=\"mirror\"} 1\n"),
+            "{out}"
+        );
+        // A stopped image leaves no series.
+        registry.remove_image(image.key());
+        let mut out = String::new();
+        registry_gauges(&mut out, &registry.snapshot(), "rbd-mirror.42");
+        assert!(!out.contains("image=\""), "{out}");
+        assert!(out.contains("pool=\"mirror\"} 0\n"), "{out}");
+    }
 
     #[test]
     fn request_lines() {

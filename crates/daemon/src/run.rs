@@ -3,13 +3,11 @@
 //! SIGINT stop every image replayer, each committing its replayed position first.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use image_replayer::ReplayerConfig;
-use parking_lot::Mutex;
-use peer_manager::PoolReplayerStatus;
+use image_replayer::{Registry, ReplayerConfig};
 use rados_ffi::Rados;
+use rbd_types::MirrorImageStatusState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -25,8 +23,6 @@ const MEMORY_RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 /// Concurrent initial syncs per pool (`rbd_mirror_concurrent_image_syncs`).
 const CONCURRENT_IMAGE_SYNCS: usize = 5;
 
-type Status = Arc<Mutex<Vec<Arc<Mutex<PoolReplayerStatus>>>>>;
-
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
@@ -34,11 +30,12 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     tracing::info!(cluster = %args.cluster, fsid = %local.fsid(), %instance_id, "connected to the local cluster");
 
     let cancel = CancellationToken::new();
+    let registry = Registry::new();
     if let Some(addr) = args.metrics_addr {
         let handle = crate::prometheus::install(&instance_id, &args.client_id())?;
         let listener = crate::prometheus::bind(addr).await?;
         tracing::info!(%addr, "serving Prometheus metrics on /metrics");
-        tokio::spawn(crate::prometheus::serve(listener, handle, cancel.clone()));
+        tokio::spawn(crate::prometheus::serve(listener, handle, registry.clone(), cancel.clone()));
     }
 
     // The mgr service map: what `ceph -s` and `rbd mirror pool status` count as daemons.
@@ -55,13 +52,12 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     };
 
-    let status: Status = Arc::new(Mutex::new(Vec::new()));
     let mut replication = tokio::spawn(peer_manager::run(
         local.clone(),
         ReplayerConfig::default(),
         args.connect_timeout,
         CONCURRENT_IMAGE_SYNCS,
-        status.clone(),
+        registry.clone(),
         cancel.clone(),
     ));
 
@@ -86,7 +82,7 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             _ = tick.tick() => {
                 if registered {
-                    let json = service_status_json(&status, &instance_id);
+                    let json = service_status_json(&registry, &instance_id);
                     if let Err(e) = local.service_update_status(&[("json", &json)]).await {
                         tracing::debug!(error = %e, "service status update failed");
                     }
@@ -104,26 +100,27 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 /// The service-map status the stock daemon publishes (ceph-formats.md §5.8): per pool id,
 /// its name, our instance id, `leader: true` (we are the only instance) and image counts.
-fn service_status_json(status: &Status, instance_id: &str) -> String {
+fn service_status_json(registry: &Registry, instance_id: &str) -> String {
     let mut root = serde_json::Map::new();
-    for pool in status.lock().iter() {
-        let p = pool.lock();
+    let snapshot = registry.snapshot();
+    for ((pool, _peer), p) in &snapshot.pools {
+        let images: Vec<_> = snapshot.images_of(pool).collect();
         let mut callouts = serde_json::Map::new();
         if let Some(e) = &p.error {
             callouts.insert("0".into(), serde_json::json!({"level": "error", "text": e}));
         }
-        let errors = p.images.values().filter(|i| i.lock().state == "error").count();
+        let errors = images.iter().filter(|(_, i)| i.state == MirrorImageStatusState::Error).count();
         if errors > 0 {
             let text = format!("{errors} image(s) in error");
             callouts
                 .insert(callouts.len().to_string(), serde_json::json!({"level": "warning", "text": text}));
         }
         let mut entry = serde_json::json!({
-            "name": p.pool,
+            "name": pool,
             "instance_id": instance_id,
             "leader": true,
-            "image_local_count": p.images.len(),
-            "image_remote_count": p.images.len(),
+            "image_local_count": images.len(),
+            "image_remote_count": images.len(),
         });
         if !callouts.is_empty() {
             entry["callouts"] = serde_json::Value::Object(callouts);

@@ -286,8 +286,8 @@ fn kill_9_during_replay_resumes_from_the_committed_position() {
     assert!(!restarted.contains("initial sync complete"), "no full resync after kill -9: {restarted}");
     // The same, as an operator's monitoring sees it.
     let label = format!("image=\"{name}\"");
-    let resumed = b.metric("ceph_rbd_mirror_image_replay_resumed", &label);
-    let syncs = b.metric("ceph_rbd_mirror_image_full_syncs", &label).unwrap_or(0.0);
+    let resumed = b.metric("rbd_mirror_rs_image_replay_resumed", &label);
+    let syncs = b.metric("rbd_mirror_rs_image_full_syncs", &label).unwrap_or(0.0);
     let replayed = b.metric("ceph_rbd_mirror_image_replay", &label).unwrap_or(0.0);
     println!("metrics after the restart: replay_resumed {resumed:?}, full_syncs {syncs}, replay {replayed}");
     assert_eq!(resumed, Some(1.0), "the restart resumed replay from the committed position");
@@ -565,6 +565,14 @@ fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
         });
         assert_eq!(b.rbd_json(&["info", s])["mirroring"]["primary"], false, "{s}");
     }
+    // The state registry, as /metrics shows it: one state series per replayed image.
+    let image_label = |s: &str| format!("image=\"{}\"", s.rsplit('/').next().unwrap_or(s));
+    let replaying = |s: &str| format!("{},state=\"replaying\"", image_label(s));
+    lab::wait_for("the journal image replaying in /metrics", Duration::from_secs(30), || {
+        b.metric("rbd_mirror_rs_image_state", &replaying(&journal)).ok_or_else(|| "no series".to_owned())
+    });
+    assert_eq!(b.metric("rbd_mirror_rs_image_state", &image_label(&journal)), Some(1.0));
+    assert!(b.metric("rbd_mirror_rs_image_entries_behind_primary", &image_label(&journal)).is_some());
 
     // Orderly failover of `promoted`: demoted on site-a, promoted on site-b.
     a.rbd(&["mirror", "image", "demote", &promoted]);
@@ -594,6 +602,11 @@ fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
     };
     wait_deleted(&journal);
     wait_deleted(&snapshot);
+    // Their replayers stopped: no series left for them.
+    for s in [&journal, &snapshot] {
+        assert_eq!(b.metric("rbd_mirror_rs_image_state", &image_label(s)), None, "{s}");
+        assert_eq!(b.metric("rbd_mirror_rs_image_entries_behind_primary", &image_label(s)), None, "{s}");
+    }
     let log = lab::wait_for("the promoted image kept", Duration::from_secs(60), || {
         let log = daemon_log();
         let since = log.get(log_before..).unwrap_or_default().to_owned();

@@ -193,7 +193,7 @@ pub async fn copy_image(
         let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => {
-                return Err(ReplayError::State(format!("copy of image {remote_image_id} cancelled")));
+                return Err(ReplayError::Stopped(format!("copy of image {remote_image_id} cancelled")));
             }
             next = results.next() => next,
         };
@@ -234,7 +234,7 @@ pub async fn copy_image(
 async fn check_snap_context(local: &LocalImage, snapc: &LocalSnapContext) -> Result<()> {
     let (_, existing) = local.snap_context().await?;
     if let Some(s) = existing.iter().find(|s| **s <= snapc.seq && !snapc.snaps.contains(s)) {
-        return Err(ReplayError::State(format!(
+        return Err(ReplayError::Internal(format!(
             "local snapshot context (seq {}, snaps {:?}) leaves out snapshot {s} of image {} but its \
              seq covers it: the excluded snapshot would keep the old data",
             snapc.seq,
@@ -288,14 +288,14 @@ async fn plan(
             snaps.sort_unstable();
             let mut w: Vec<u64> = snaps.into_iter().filter(|&s| s >= start && s <= end).collect();
             if w.first() != Some(&start) {
-                return Err(ReplayError::State(format!(
+                return Err(ReplayError::NotFound(format!(
                     "remote snapshot {start} of image {image_id} does not exist"
                 )));
             }
             if end == CEPH_NOSNAP {
                 w.push(CEPH_NOSNAP);
             } else if w.last() != Some(&end) {
-                return Err(ReplayError::State(format!(
+                return Err(ReplayError::NotFound(format!(
                     "remote snapshot {end} of image {image_id} does not exist"
                 )));
             }

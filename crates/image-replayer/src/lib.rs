@@ -30,17 +30,18 @@ mod error;
 mod journal;
 mod local;
 pub mod metrics;
+pub mod registry;
 mod replayer;
 mod snapshot;
 mod status;
 
 pub use copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
-pub use error::{ReplayError, Result};
+pub use error::{ErrorKind, ReplayError, Result};
 pub use local::deleter::{decide, delete_local_image, local_role, Disposition, LocalRole};
 pub use local::image::LocalImage;
 pub use local::is_primary;
+pub use registry::{ImageHandle, ImageKey, ImageState, PoolState, Registry};
 pub use replayer::run;
-pub use status::ImageReplayerState;
 
 /// How one attempt of an image's replay ended (an error ends it too).
 #[derive(Debug)]

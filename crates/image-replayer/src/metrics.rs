@@ -1,13 +1,16 @@
 //! Per-image metrics under the names Ceph's mgr `prometheus` module gives the stock
 //! daemon's perf counters (`ceph_rbd_mirror_image_replay{pool,namespace,image}`,
-//! `ceph_rbd_mirror_replay`, ... as in `../shared/ceph/reference/prometheus-rbd-mirror-metrics.txt`),
-//! plus a few of our own under the same prefix that an operator needs to tell a resume
-//! from a full resync. The handles are resolved once per image replay attempt, so counting
-//! an entry is one atomic add, not a registry lookup. Exporting them is the daemon's job.
+//! `ceph_rbd_mirror_replay`, ... as the mgr exports them for the stock daemon), plus
+//! counters of our own under `rbd_mirror_rs_*` that an operator needs to tell a resume from
+//! a full resync. The handles are resolved once per image replay attempt, so counting an
+//! entry is one atomic add, not a registry lookup. Gauges of the images' state (entries
+//! behind, lag, state) are not kept here: the daemon computes them from the state registry
+//! at scrape time ([`crate::registry`]), so a stopped image leaves no series behind.
+//! Exporting is the daemon's job.
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Label};
+use metrics::{Counter, Label};
 
 /// Daemon-wide: entries replayed (stock `rbd_mirror` perf counter `replay`).
 pub const REPLAY: &str = "ceph_rbd_mirror_replay";
@@ -17,16 +20,22 @@ pub const REPLAY_BYTES: &str = "ceph_rbd_mirror_replay_bytes";
 pub const IMAGE_REPLAY: &str = "ceph_rbd_mirror_image_replay";
 /// Per image: bytes replayed.
 pub const IMAGE_REPLAY_BYTES: &str = "ceph_rbd_mirror_image_replay_bytes";
-/// Per image: entries of the primary's journal not yet replayed (ours).
-pub const IMAGE_ENTRIES_BEHIND_PRIMARY: &str = "ceph_rbd_mirror_image_entries_behind_primary";
-/// Per image: commit positions written to the primary's journal (ours).
-pub const IMAGE_JOURNAL_COMMITS: &str = "ceph_rbd_mirror_image_journal_commits";
-/// Per image: full (initial) syncs completed (ours).
-pub const IMAGE_FULL_SYNCS: &str = "ceph_rbd_mirror_image_full_syncs";
-/// Per image: replays started from a committed position, without a sync (ours).
-pub const IMAGE_REPLAY_RESUMED: &str = "ceph_rbd_mirror_image_replay_resumed";
-/// Per image: replay attempts that ended in an error (ours).
-pub const IMAGE_ERRORS: &str = "ceph_rbd_mirror_image_errors";
+/// Per image, computed at scrape time: entries of the primary's journal not yet replayed.
+pub const IMAGE_ENTRIES_BEHIND_PRIMARY: &str = "rbd_mirror_rs_image_entries_behind_primary";
+/// Per image, computed at scrape time: seconds behind the primary, when known.
+pub const IMAGE_LAG_SECONDS: &str = "rbd_mirror_rs_image_lag_seconds";
+/// Per image and state, computed at scrape time: 1 for the image's current mirror state.
+pub const IMAGE_STATE: &str = "rbd_mirror_rs_image_state";
+/// Per pool, computed at scrape time: images this daemon replays.
+pub const POOL_IMAGES: &str = "rbd_mirror_rs_pool_images";
+/// Per image: commit positions written to the primary's journal.
+pub const IMAGE_JOURNAL_COMMITS: &str = "rbd_mirror_rs_image_journal_commits";
+/// Per image: full (initial) syncs completed.
+pub const IMAGE_FULL_SYNCS: &str = "rbd_mirror_rs_image_full_syncs";
+/// Per image: replays started from a committed position, without a sync.
+pub const IMAGE_REPLAY_RESUMED: &str = "rbd_mirror_rs_image_replay_resumed";
+/// Per image: replay attempts that ended in an error.
+pub const IMAGE_ERRORS: &str = "rbd_mirror_rs_image_errors";
 
 /// Daemon-wide: bytes synced by snapshot replay (stock `rbd_mirror_snapshot` perf counter
 /// `replay_bytes`, exported by the mgr as this name).
@@ -42,8 +51,8 @@ pub const SNAPSHOT_IMAGE_REPLAY_BYTES: &str = "ceph_rbd_mirror_snapshot_image_re
 pub const SNAPSHOT_IMAGE_SNAPSHOTS: &str = "ceph_rbd_mirror_snapshot_image_snapshots";
 
 /// Per pool (`pool` label): local non-primary images deleted because the peer stopped
-/// mirroring them (ours).
-pub const IMAGE_DELETIONS: &str = "ceph_rbd_mirror_image_deletions";
+/// mirroring them.
+pub const IMAGE_DELETIONS: &str = "rbd_mirror_rs_image_deletions";
 
 /// Registers the help texts (the stock perf counters' descriptions where they exist); call
 /// once after installing a recorder.
@@ -57,7 +66,6 @@ pub fn describe() {
     metrics::describe_counter!(REPLAY_BYTES, "Replayed data");
     metrics::describe_counter!(IMAGE_REPLAY, "Replays");
     metrics::describe_counter!(IMAGE_REPLAY_BYTES, "Replayed data");
-    metrics::describe_gauge!(IMAGE_ENTRIES_BEHIND_PRIMARY, "Journal entries not yet replayed");
     metrics::describe_counter!(IMAGE_JOURNAL_COMMITS, "Commit positions written to the primary's journal");
     metrics::describe_counter!(IMAGE_FULL_SYNCS, "Full image syncs completed");
     metrics::describe_counter!(IMAGE_REPLAY_RESUMED, "Replays resumed from a committed position");
@@ -72,8 +80,6 @@ pub struct ImageMetrics {
     replay_bytes: Counter,
     image_replay: Counter,
     image_replay_bytes: Counter,
-    /// Entries behind the primary, set at each status report.
-    pub entries_behind_primary: Gauge,
     /// Commit positions written.
     pub journal_commits: Counter,
     /// Full syncs completed.
@@ -117,7 +123,6 @@ impl ImageMetrics {
             replay_bytes: metrics::counter!(REPLAY_BYTES),
             image_replay: metrics::counter!(IMAGE_REPLAY, l()),
             image_replay_bytes: metrics::counter!(IMAGE_REPLAY_BYTES, l()),
-            entries_behind_primary: metrics::gauge!(IMAGE_ENTRIES_BEHIND_PRIMARY, l()),
             journal_commits: metrics::counter!(IMAGE_JOURNAL_COMMITS, l()),
             full_syncs: metrics::counter!(IMAGE_FULL_SYNCS, l()),
             replay_resumed: metrics::counter!(IMAGE_REPLAY_RESUMED, l()),

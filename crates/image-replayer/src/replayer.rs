@@ -5,28 +5,28 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageStatusState as State};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::Result;
 use crate::metrics::ImageMetrics;
-use crate::status::{publish, ImageReplayerState, StatusPublisher};
+use crate::registry::ImageHandle;
+use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 
-/// Runs the replayer of remote image `remote_image_id` (global id `global_id`) until
-/// `cancel` fires.
+/// Runs the replayer of remote image `remote_image_id` until `cancel` fires, reporting in
+/// `image` (whose key holds the pool, namespace and global image id).
 pub async fn run(
     ctx: Arc<PeerContext>,
     remote_image_id: String,
-    global_id: String,
+    image: ImageHandle,
     cancel: CancellationToken,
-    shared: Arc<Mutex<ImageReplayerState>>,
 ) {
+    let global_id = image.key().global_id.clone();
     let span = tracing::info_span!("image", global_id = %global_id, remote_image_id = %remote_image_id);
     async move {
-        let mut status = StatusPublisher::new(&global_id, &ctx.local_mirror_uuid, shared);
+        let mut status = StatusPublisher::new(&ctx.local_mirror_uuid, image);
         loop {
             let outcome = attempt(&ctx, &remote_image_id, &global_id, &cancel, &mut status).await;
             let wait = match outcome {
@@ -34,8 +34,9 @@ pub async fn run(
                 Ok(Attempt::RetryAfter(d)) => d,
                 Err(e) => {
                     tracing::error!(error = %e, "image replay failed");
-                    let name = status.shared().lock().name.clone();
+                    let name = status.image().name();
                     ImageMetrics::new(&ctx.pool, &ctx.namespace, &name).errors.increment(1);
+                    status.image().update(|s| s.last_error = Some(e.kind()));
                     let description = e.to_string();
                     publish(&ctx, &mut status, State::Error, &description).await;
                     ctx.config.retry_interval

@@ -4,10 +4,7 @@
 //! status` reads). `up` is computed by the OSD from the watchers of `rbd_mirroring`, which
 //! the pool replayer holds on the same cluster connections.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use parking_lot::Mutex;
 
 use rados_ffi::IoCtx;
 use rbd_types::cls_journal::ObjectPosition;
@@ -15,6 +12,7 @@ use rbd_types::UTime;
 use serde_json::json;
 
 use crate::cls;
+use crate::registry::ImageHandle;
 use crate::PeerContext;
 use rbd_types::cls_rbd::{MirrorImageSiteStatus, MirrorImageStatusState};
 
@@ -78,38 +76,23 @@ fn now() -> UTime {
     UTime { sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX), nsec: d.subsec_nanos() }
 }
 
-/// What an image replayer last reported: read by status, metrics and the admin socket.
-#[derive(Debug, Clone, Default)]
-pub struct ImageReplayerState {
-    /// The image name once known.
-    pub name: String,
-    /// `rbd mirror image status` state string (`replaying`, `error`, ...).
-    pub state: String,
-    /// Its description.
-    pub description: String,
-}
-
-/// Publishes one image's status on both sites and in the replayer's shared state.
+/// Publishes one image's status on both sites and in the state registry.
 #[derive(Debug)]
 pub struct StatusPublisher {
-    global_id: String,
     local_mirror_uuid: String,
-    shared: Arc<Mutex<ImageReplayerState>>,
+    image: ImageHandle,
 }
 
 impl StatusPublisher {
-    /// For image `global_id`; `local_mirror_uuid` tags the copy written to the remote pool.
-    pub fn new(global_id: &str, local_mirror_uuid: &str, shared: Arc<Mutex<ImageReplayerState>>) -> Self {
-        StatusPublisher {
-            global_id: global_id.to_owned(),
-            local_mirror_uuid: local_mirror_uuid.to_owned(),
-            shared,
-        }
+    /// For the image of `image` (its key holds the global id); `local_mirror_uuid` tags the
+    /// copy written to the remote pool.
+    pub fn new(local_mirror_uuid: &str, image: ImageHandle) -> Self {
+        StatusPublisher { local_mirror_uuid: local_mirror_uuid.to_owned(), image }
     }
 
-    /// The shared state this publisher keeps current.
-    pub fn shared(&self) -> &Arc<Mutex<ImageReplayerState>> {
-        &self.shared
+    /// The image's registry entry, which this publisher keeps current.
+    pub fn image(&self) -> &ImageHandle {
+        &self.image
     }
 
     /// Writes `state` + `description` to the local pool and (best effort) the remote pool.
@@ -128,16 +111,21 @@ impl StatusPublisher {
             last_update: now(),
             up: true,
         };
-        if let Err(e) = cls::mirror_image_status_set(local, &self.global_id, &status).await {
-            tracing::warn!(global_id = %self.global_id, error = %e, "cannot write the local mirror image status");
+        let global_id = &self.image.key().global_id;
+        if let Err(e) = cls::mirror_image_status_set(local, global_id, &status).await {
+            tracing::warn!(%global_id, error = %e, "cannot write the local mirror image status");
         }
         status.mirror_uuid = self.local_mirror_uuid.clone();
-        if let Err(e) = cls::mirror_image_status_set(remote, &self.global_id, &status).await {
-            tracing::debug!(global_id = %self.global_id, error = %e, "cannot write the remote mirror image status");
+        if let Err(e) = cls::mirror_image_status_set(remote, global_id, &status).await {
+            tracing::debug!(%global_id, error = %e, "cannot write the remote mirror image status");
         }
-        let mut shared = self.shared.lock();
-        shared.state = state.as_str().to_owned();
-        shared.description = description.to_owned();
+        self.image.update(|s| {
+            s.state = state;
+            s.description = description.to_owned();
+            if state != MirrorImageStatusState::Error {
+                s.last_error = None;
+            }
+        });
     }
 }
 

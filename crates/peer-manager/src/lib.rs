@@ -16,4 +16,4 @@ mod image_deleter;
 pub mod peers;
 pub mod pool_replayer;
 
-pub use pool_replayer::{run, PoolReplayerStatus};
+pub use pool_replayer::run;

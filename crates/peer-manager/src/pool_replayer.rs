@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_replayer::cls;
-use image_replayer::{ImageReplayerState, PeerContext, ReplayerConfig};
-use parking_lot::Mutex;
+use image_replayer::{ImageKey, PeerContext, Registry, ReplayerConfig};
 use rados_ffi::rbd::MirrorPeerSite;
 use rados_ffi::{Rados, Watch};
 use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageState, RBD_MIRRORING};
@@ -25,30 +24,16 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the primary pool is told we pull from it (`mirror_peer_ping`).
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 
-/// What one pool replayer serves, for status and the service map.
-#[derive(Debug, Default)]
-pub struct PoolReplayerStatus {
-    /// Pool name.
-    pub pool: String,
-    /// Local pool id.
-    pub pool_id: i64,
-    /// Peer site name.
-    pub peer_site: String,
-    /// Per image (global id): what its replayer last reported.
-    pub images: BTreeMap<String, Arc<Mutex<ImageReplayerState>>>,
-    /// A pool-level problem (peer unreachable, ...), if any.
-    pub error: Option<String>,
-}
-
 /// Runs replication for every mirrored pool of `local` and every peer it receives from,
 /// until `cancel` fires; then stops every image replayer (each commits its position).
-/// `concurrent_image_syncs` bounds initial syncs per pool.
+/// `concurrent_image_syncs` bounds initial syncs per pool. Pools and images report in
+/// `registry`.
 pub async fn run(
     local: Rados,
     config: ReplayerConfig,
     connect_timeout: Duration,
     concurrent_image_syncs: usize,
-    status: Arc<Mutex<Vec<Arc<Mutex<PoolReplayerStatus>>>>>,
+    registry: Registry,
     cancel: CancellationToken,
 ) -> rados_ffi::Result<()> {
     let site_name = local.mirror_site_name().await.unwrap_or_default();
@@ -77,13 +62,7 @@ pub async fn run(
             }
         };
         for peer in peers.into_iter().filter(|p| p.direction.receives()) {
-            let pool_status = Arc::new(Mutex::new(PoolReplayerStatus {
-                pool: pool.clone(),
-                pool_id: io.pool_id(),
-                peer_site: peer.site_name.clone(),
-                ..Default::default()
-            }));
-            status.lock().push(pool_status.clone());
+            registry.add_pool(&pool, &peer.site_name, io.pool_id());
             let span = tracing::info_span!("pool", pool = %pool, peer = %peer.site_name);
             let task = PoolTask {
                 local: local.clone(),
@@ -93,7 +72,7 @@ pub async fn run(
                 config: config.clone(),
                 connect_timeout,
                 syncs: concurrent_image_syncs,
-                status: pool_status,
+                registry: registry.clone(),
             };
             pools.spawn(task.run(cancel.clone()).instrument(span));
         }
@@ -113,7 +92,7 @@ struct PoolTask {
     config: ReplayerConfig,
     connect_timeout: Duration,
     syncs: usize,
-    status: Arc<Mutex<PoolReplayerStatus>>,
+    registry: Registry,
 }
 
 impl PoolTask {
@@ -124,7 +103,7 @@ impl PoolTask {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::error!(error = %e, "pool replayer failed; retrying in 30 s");
-                    self.status.lock().error = Some(e.to_string());
+                    self.registry.set_pool_error(&self.pool, &self.peer.site_name, Some(e.to_string()));
                 }
             }
             tokio::select! {
@@ -142,7 +121,7 @@ impl PoolTask {
         let local_mirror_uuid = local_io.mirror_uuid().await?;
         let remote_mirror_uuid = remote_io.mirror_uuid().await?;
         tracing::info!(remote_fsid = %remote.fsid(), %local_mirror_uuid, %remote_mirror_uuid, "connected to the peer");
-        self.status.lock().error = None;
+        self.registry.set_pool_error(&self.pool, &self.peer.site_name, None);
 
         // Statuses are `up` while their writer watches `rbd_mirroring`: drop stale ones,
         // then watch with the same connections that write them.
@@ -196,7 +175,7 @@ impl PoolTask {
                         let Some((token, task)) = images.remove(&global_id) else { continue };
                         tracing::info!(%global_id, "image no longer mirrored from the peer: stopping its replayer");
                         token.cancel();
-                        self.status.lock().images.remove(&global_id);
+                        self.registry.remove_image(&ImageKey::new(&self.pool, &ctx.namespace, &global_id));
                         deleting.lock().insert(global_id.clone());
                         let _ = deletions.send(Request::Delete { global_id, replayer: Some(task) });
                     }
@@ -223,19 +202,12 @@ impl PoolTask {
                             continue;
                         }
                         let token = cancel.child_token();
-                        let shared = Arc::new(Mutex::new(ImageReplayerState::default()));
-                        self.status.lock().images.insert(global_id.clone(), shared.clone());
-                        let task = tokio::spawn(image_replayer::run(
-                            ctx.clone(),
-                            remote_id,
-                            global_id.clone(),
-                            token.clone(),
-                            shared,
-                        ));
+                        let image =
+                            self.registry.image(ImageKey::new(&self.pool, &ctx.namespace, &global_id));
+                        let task =
+                            tokio::spawn(image_replayer::run(ctx.clone(), remote_id, image, token.clone()));
                         images.insert(global_id, (token, task));
                     }
-                    metrics::gauge!("ceph_rbd_mirror_pool_images", "pool" => self.pool.clone())
-                        .set(images.len() as f64);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list the peer's mirrored images"),
             }
@@ -247,8 +219,9 @@ impl PoolTask {
         }
         // Shutdown: every replayer commits its position, then returns; the deleter stops
         // (a deletion in flight is retried by the next run).
-        for (_, (_, task)) in images {
+        for (global_id, (_, task)) in images {
             let _ = task.await;
+            self.registry.remove_image(&ImageKey::new(&self.pool, &ctx.namespace, &global_id));
         }
         drop(deletions);
         let _ = deleter.await;

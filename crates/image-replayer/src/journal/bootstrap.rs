@@ -70,7 +70,7 @@ pub async fn local_tag_create(io: &IoCtx, image_id: &str, data: &TagData) -> Res
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ReplayError::State(format!("{object}: tag allocation kept racing")))
+    Err(ReplayError::Busy(format!("{object}: tag allocation kept racing")))
 }
 
 /// Our journal client on the primary's journal (id = the local pool's mirror uuid).
@@ -111,7 +111,7 @@ pub async fn ensure_remote_client(
                     }
                     Ok(meta.state)
                 }
-                other => Err(ReplayError::State(format!(
+                other => Err(ReplayError::Invalid(format!(
                     "journal client {client_id} in {object} is not a mirror peer client: {other:?}"
                 ))),
             }
@@ -163,10 +163,9 @@ pub async fn initial_sync(
     update_remote_client(ctx, remote, &meta).await?;
 
     let snaps = cls::snapshots(&ctx.remote_io, &remote.image_id).await?;
-    let sync_id =
-        snaps.iter().find(|s| s.name == snap_name).map(|s| s.id).ok_or_else(|| {
-            ReplayError::State(format!("sync point {snap_name} of {} vanished", remote.name))
-        })?;
+    let sync_id = snaps.iter().find(|s| s.name == snap_name).map(|s| s.id).ok_or_else(|| {
+        ReplayError::NotFound(format!("sync point {snap_name} of {} vanished", remote.name))
+    })?;
     // User snapshots taken before the sync point (other peers' sync points excluded).
     let user: Vec<_> = snaps
         .into_iter()
@@ -199,7 +198,7 @@ pub async fn initial_sync(
             .into_iter()
             .find(|s| s.name == snap.name)
             .map(|s| s.id)
-            .ok_or_else(|| ReplayError::State(format!("local snapshot {} vanished", snap.name)))?;
+            .ok_or_else(|| ReplayError::NotFound(format!("local snapshot {} vanished", snap.name)))?;
         meta.snap_seqs.insert(snap.id, local_id);
         tracing::info!(image = %remote.name, snap = %snap.name, remote_snap_id = snap.id, local_snap_id = local_id, "snapshot synced");
         previous = Some(snap.id);

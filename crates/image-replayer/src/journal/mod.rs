@@ -36,7 +36,10 @@ pub(crate) async fn attempt(
 ) -> Result<Attempt> {
     publish(ctx, status, State::StartingReplay, "bootstrapping, PREPARE_REMOTE_IMAGE").await;
     let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
-    status.shared().lock().name = remote.name.clone();
+    status.image().update(|s| {
+        s.name = remote.name.clone();
+        s.mode = Some(MirrorImageMode::Journal);
+    });
     tracing::Span::current().record("image", remote.name.as_str());
 
     // A local image promoted here (failover) is not replayed into, whatever the remote is.
@@ -63,7 +66,7 @@ pub(crate) async fn attempt(
         publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/WAIT_FOR_SLOT").await;
         let permit = tokio::select! {
             _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
-            p = ctx.sync_slots.clone().acquire_owned() => p.map_err(|_| crate::ReplayError::State("sync slots closed".into()))?,
+            p = ctx.sync_slots.clone().acquire_owned() => p.map_err(|_| crate::ReplayError::Stopped("sync slots closed".into()))?,
         };
         publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/COPY_IMAGE 0%").await;
         let sync = initial_sync(ctx, &remote, &local, status);

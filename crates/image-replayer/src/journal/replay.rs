@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -22,7 +22,7 @@ use rbd_types::cls_journal::{
     args as journal_args, header_object_name as journal_header, ObjectPosition, ObjectSetPosition, Tag,
 };
 use rbd_types::cls_rbd::MirrorImageMode;
-use rbd_types::{Decode, ProtectionStatus};
+use rbd_types::{Decode, ProtectionStatus, UTime};
 use tokio_util::sync::CancellationToken;
 
 use super::bootstrap::{local_tag_create, map_mirror_uuid};
@@ -141,6 +141,10 @@ pub struct JournalReplayer<'a> {
     committable: ObjectSetPosition,
     /// Whether `committable` moved since the last commit.
     uncommitted: bool,
+    /// When the primary wrote the newest entry taken (its event timestamp).
+    newest_entry_time: Option<UTime>,
+    /// When a commit position was last written.
+    last_commit: Option<SystemTime>,
     /// Counters.
     pub counters: ReplayCounters,
     /// Exported metrics of the image, when the caller labels them.
@@ -181,6 +185,8 @@ impl<'a> JournalReplayer<'a> {
             next_seq: 0,
             committable,
             uncommitted: false,
+            newest_entry_time: None,
+            last_commit: None,
             counters: ReplayCounters::default(),
             metrics: None,
         }
@@ -282,9 +288,23 @@ impl<'a> JournalReplayer<'a> {
 
     async fn report(&mut self, status: &mut StatusPublisher, entries_per_second: f64, bytes_per_second: f64) {
         let progress = self.progress(entries_per_second, bytes_per_second);
-        if let Some(m) = &self.metrics {
-            m.entries_behind_primary.set(progress.entries_behind_primary() as f64);
-        }
+        let behind = progress.entries_behind_primary();
+        // Lag: while entries wait, the age of the newest entry taken (the oldest waiting
+        // one is younger); none when caught up.
+        let lag = match self.newest_entry_time {
+            Some(t) if behind > 0 => {
+                SystemTime::now().duration_since(t.to_system_time()).map_or(0.0, |d| d.as_secs_f64())
+            }
+            _ => 0.0,
+        };
+        let (entries, bytes, last_commit) = (self.counters.entries, self.counters.bytes, self.last_commit);
+        status.image().update(|s| {
+            s.entries_behind_primary = behind;
+            s.entries_replayed = entries;
+            s.bytes_replayed = bytes;
+            s.last_commit = last_commit;
+            s.lag_seconds = Some(lag);
+        });
         let (local, remote) = (&self.ctx.local_io, &self.ctx.remote_io);
         status.publish(local, remote, MirrorImageStatusState::Replaying, &progress.description()).await;
     }
@@ -297,6 +317,7 @@ impl<'a> JournalReplayer<'a> {
         let position = self.committable.clone();
         self.tail.commit(&position).await?;
         self.uncommitted = false;
+        self.last_commit = Some(SystemTime::now());
         self.counters.commits += 1;
         if let Some(m) = &self.metrics {
             m.journal_commits.increment(1);
@@ -423,6 +444,7 @@ impl<'a> JournalReplayer<'a> {
         // Error context is formatted on the error path only: this runs for every entry.
         let entry = EventEntry::decode_payload(payload)
             .map_err(|e| ReplayError::decode(event_context(&self.remote_image_id, position), e))?;
+        self.newest_entry_time = Some(entry.timestamp);
         let seq = self.next_seq;
         let io = match entry.event {
             Event::AioWrite { offset, data, .. } => Ok(IoEvent::Write { offset, data }),
@@ -440,7 +462,7 @@ impl<'a> JournalReplayer<'a> {
                     first_seq: seq,
                 });
                 open.planner.push(&io).map_err(|e| {
-                    ReplayError::State(format!("{e} ({})", event_context(&self.remote_image_id, position)))
+                    ReplayError::Invalid(format!("{e} ({})", event_context(&self.remote_image_id, position)))
                 })?;
                 self.next_seq += 1;
                 self.order.push_back((seq, position, false));
@@ -510,7 +532,7 @@ impl<'a> JournalReplayer<'a> {
                 Ok(0)
             }
             Event::AioWrite { .. } | Event::AioDiscard { .. } | Event::AioWriteSame { .. } => {
-                Err(ReplayError::State("IO event applied inline".into()))
+                Err(ReplayError::Internal("IO event applied inline".into()))
             }
             op => {
                 let op_tid = op.op_tid().unwrap_or_default();

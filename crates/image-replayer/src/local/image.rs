@@ -57,7 +57,7 @@ impl ImageGeometry {
         let (stripe_unit, stripe_count) = image.stripe().await?;
         let features = image.features().await?;
         let order = u8::try_from(info.order).map_err(|_| {
-            ReplayError::State(format!("{}: object order {} out of range", image.target(), info.order))
+            ReplayError::Invalid(format!("{}: object order {} out of range", image.target(), info.order))
         })?;
         Ok(ImageGeometry {
             size: info.size,
@@ -72,7 +72,7 @@ impl ImageGeometry {
     /// The striping layout.
     pub fn layout(&self) -> Result<Layout> {
         Layout::new(self.order, self.stripe_unit, self.stripe_count)
-            .map_err(|e| ReplayError::State(format!("image layout: {e}")))
+            .map_err(|e| ReplayError::Invalid(format!("image layout: {e}")))
     }
 }
 
@@ -295,7 +295,7 @@ impl LocalImage {
             let start = usize::try_from(x.buffer_offset).unwrap_or(usize::MAX);
             let end = start.saturating_add(usize::try_from(x.length).unwrap_or(usize::MAX));
             let piece = data.get(start..end).ok_or_else(|| {
-                ReplayError::State(format!(
+                ReplayError::Invalid(format!(
                     "write extent {start}..{end} outside a {} byte buffer",
                     data.len()
                 ))
@@ -342,7 +342,7 @@ impl LocalImage {
     /// Writes `pattern` repeated over `[offset, offset + length)`.
     pub async fn write_same(&self, offset: u64, length: u64, pattern: &Bytes) -> Result<()> {
         if pattern.is_empty() {
-            return Err(ReplayError::State(format!("write-same at {offset} with an empty pattern")));
+            return Err(ReplayError::Invalid(format!("write-same at {offset} with an empty pattern")));
         }
         let extents = self.extents(offset, length);
         try_join_all(extents.into_iter().map(|x| async move {
@@ -490,7 +490,7 @@ impl LocalImage {
             return if self.snapshot_named(to).await?.is_some() {
                 Ok(()) // already renamed
             } else {
-                Err(ReplayError::State(format!("snapshot {from} of image {} not found", self.image_id)))
+                Err(ReplayError::NotFound(format!("snapshot {from} of image {} not found", self.image_id)))
             };
         };
         let io = self.io.read().await;
@@ -511,7 +511,7 @@ impl LocalImage {
         op.create(true).exec("rbd", "set_id", &args::set_id(&self.image_id))?;
         match io.operate(&id_object_name(to), op).await {
             Err(e) if e.errno() == Some(libc::EEXIST) => {
-                return Err(ReplayError::State(format!(
+                return Err(ReplayError::Conflict(format!(
                     "cannot rename image {from} to {to}: the name is taken"
                 )))
             }
@@ -532,7 +532,10 @@ impl LocalImage {
     /// object map taken from the snapshot.
     pub async fn snap_rollback(&self, name: &str) -> Result<()> {
         let Some(snap) = self.snapshot_named(name).await? else {
-            return Err(ReplayError::State(format!("snapshot {name} of image {} not found", self.image_id)));
+            return Err(ReplayError::NotFound(format!(
+                "snapshot {name} of image {} not found",
+                self.image_id
+            )));
         };
         let io = self.io.read().await;
         let current = self.size();
@@ -607,7 +610,10 @@ impl LocalImage {
     /// Sets a snapshot's protection status.
     pub async fn snap_set_protection(&self, name: &str, status: ProtectionStatus) -> Result<()> {
         let Some(snap) = self.snapshot_named(name).await? else {
-            return Err(ReplayError::State(format!("snapshot {name} of image {} not found", self.image_id)));
+            return Err(ReplayError::NotFound(format!(
+                "snapshot {name} of image {} not found",
+                self.image_id
+            )));
         };
         let io = self.io.read().await;
         let header = header_object_name(&self.image_id);

@@ -104,7 +104,7 @@ pub(crate) async fn find_local_image(
     if let Some(id) = cls::mirror_image_get_image_id(io, &remote.global_id).await? {
         if let Some(record) = cls::mirror_image_get(io, &id).await? {
             if record.mode != mode {
-                return Err(ReplayError::State(format!(
+                return Err(ReplayError::Conflict(format!(
                     "local image {id} is mirrored in {} mode, the primary in {} mode",
                     record.mode.as_str(),
                     mode.as_str()
@@ -114,7 +114,7 @@ pub(crate) async fn find_local_image(
         return Ok(Some(id));
     }
     if io.image_id(&remote.name).await.is_ok() {
-        return Err(ReplayError::State(format!(
+        return Err(ReplayError::Conflict(format!(
             "a local image named {} exists but is not mirrored with global id {}",
             remote.name, remote.global_id
         )));
@@ -131,11 +131,11 @@ pub(crate) fn newest_image_tag<'h>(
     let client = header
         .clients
         .get("")
-        .ok_or_else(|| ReplayError::State(format!("{object}: no image journal client")))?;
+        .ok_or_else(|| ReplayError::Invalid(format!("{object}: no image journal client")))?;
     let meta = ClientData::decode_all(&client.data)
         .map_err(|e| ReplayError::decode(format!("image client data in {object}"), e))?;
     let ClientMeta::Image(meta) = meta.client_meta else {
-        return Err(ReplayError::State(format!("{object}: the image client is not an image client")));
+        return Err(ReplayError::Invalid(format!("{object}: the image client is not an image client")));
     };
     Ok((meta.tag_class, header.tags.values().rfind(|t| t.tag_class == meta.tag_class)))
 }

@@ -13,7 +13,7 @@
 //! milliseconds of a new snapshot.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rados_ffi::Watch;
 use rbd_types::{
@@ -51,7 +51,10 @@ pub(crate) async fn attempt(
 ) -> Result<Attempt> {
     publish(ctx, status, State::StartingReplay, "bootstrapping, PREPARE_LOCAL_IMAGE").await;
     let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
-    status.shared().lock().name = remote.name.clone();
+    status.image().update(|s| {
+        s.name = remote.name.clone();
+        s.mode = Some(MirrorImageMode::Snapshot);
+    });
     let existing = cls::mirror_image_get_image_id(&ctx.local_io, global_id).await?;
     if let Some(local_id) = &existing {
         if crate::local::is_primary(&ctx.local_io, local_id).await? {
@@ -128,7 +131,7 @@ pub async fn remote_peer_uuid(ctx: &PeerContext) -> Result<String> {
     }
     let site = ctx.local.mirror_site_name().await.unwrap_or_default();
     peers.iter().find(|p| !site.is_empty() && p.site_name == site).map(|p| p.uuid.clone()).ok_or_else(|| {
-        ReplayError::State(format!(
+        ReplayError::Peer(format!(
             "no peer of pool {} on the remote site has mirror uuid {} or site name {site:?}",
             ctx.pool, ctx.local_mirror_uuid
         ))
@@ -223,6 +226,17 @@ fn round2(x: f64) -> f64 {
 }
 
 impl SnapshotReplayStatus {
+    /// Seconds the secondary is behind at `now`: while a newer primary snapshot waits or
+    /// syncs, the age of the primary snapshot last synced (unknown before the first sync);
+    /// caught up, 0.
+    pub fn lag_seconds(&self, now: SystemTime) -> Option<f64> {
+        if !self.syncing && self.pending_snapshots == 0 {
+            return Some(0.0);
+        }
+        let synced = UNIX_EPOCH + Duration::from_secs(self.local_snapshot_timestamp?);
+        Some(now.duration_since(synced).map_or(0.0, |d| d.as_secs_f64()))
+    }
+
     /// `"replaying, {json}"` as the stock daemon writes it (keys sorted, as json_spirit's
     /// map writes them).
     pub fn description(&self) -> String {
@@ -332,6 +346,8 @@ impl SnapshotReplayer<'_> {
                     }
                     if last_status.is_none_or(|t| t.elapsed() >= ctx.config.status_interval) {
                         let s = self.status(&local_snaps, &remote_snaps, None, 0);
+                        let lag = s.lag_seconds(SystemTime::now());
+                        status.image().update(|i| i.lag_seconds = lag);
                         publish(ctx, status, State::Replaying, &s.description()).await;
                         last_status = Some(Instant::now());
                     }
@@ -363,7 +379,7 @@ impl SnapshotReplayer<'_> {
                             publish(ctx, status, State::Error, stop.description()).await;
                             Ok(Attempt::RetryAfter(ctx.config.role_check_interval))
                         }
-                        other => Err(ReplayError::State(other.description().to_owned())),
+                        other => Err(ReplayError::Conflict(other.description().to_owned())),
                     };
                 }
             }
@@ -443,7 +459,9 @@ impl SnapshotReplayer<'_> {
             .into_iter()
             .find(|s| s.name == name)
             .map(|s| s.id)
-            .ok_or_else(|| ReplayError::State(format!("local snapshot {name} vanished after its creation")))
+            .ok_or_else(|| {
+                ReplayError::NotFound(format!("local snapshot {name} vanished after its creation"))
+            })
     }
 
     async fn resize_to(&self, size: u64) -> Result<()> {
@@ -469,7 +487,7 @@ impl SnapshotReplayer<'_> {
             remote_snaps
                 .iter()
                 .find(|s| s.id == id)
-                .ok_or_else(|| ReplayError::State(format!("remote snapshot {id} vanished")))
+                .ok_or_else(|| ReplayError::NotFound(format!("remote snapshot {id} vanished")))
         };
         let end = remote_info(plan.remote_end)?.clone();
         tracing::info!(
@@ -483,7 +501,7 @@ impl SnapshotReplayer<'_> {
         let permit = tokio::select! {
             _ = cancel.cancelled() => return Ok(false),
             p = ctx.sync_slots.clone().acquire_owned() =>
-                p.map_err(|_| ReplayError::State("sync slots closed".into()))?,
+                p.map_err(|_| ReplayError::Stopped("sync slots closed".into()))?,
         };
         let mut bytes = 0u64;
         let mut snap_seqs = plan.snap_seqs.clone();
@@ -606,6 +624,7 @@ impl SnapshotReplayer<'_> {
         }
         let seconds = started.elapsed().as_secs();
         self.rates.snapshot_synced(seconds, bytes);
+        status.image().update(|i| i.bytes_replayed += bytes);
         crate::metrics::snapshot_synced(
             &ctx.pool,
             &ctx.namespace,
@@ -752,6 +771,8 @@ impl SnapshotReplayer<'_> {
                     let mut s = base.clone();
                     s.syncing_percent = Some(pct);
                     s.bytes_per_second = rates.bytes_per_second();
+                    let lag = s.lag_seconds(SystemTime::now());
+                    status.image().update(|i| i.lag_seconds = lag);
                     publish(ctx, status, State::Replaying, &s.description()).await;
                     last_pct = Some(pct);
                 }

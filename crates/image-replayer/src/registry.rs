@@ -1,0 +1,258 @@
+//! The one per-image state registry of the daemon: what every image replayer last reported,
+//! keyed by pool, RADOS namespace and global image id, and what every pool replayer reports
+//! of its pool and peer.
+//!
+//! Writers: the image replayer (through its [`ImageHandle`]: the status publisher sets the
+//! state and description, replay its counters, position and lag) and the pool replayer
+//! (registers and removes images, sets pool errors). Readers take a [`Registry::snapshot`]:
+//! the mgr service-map status, `/metrics` (gauges computed at scrape time, so an image that
+//! stops has no series left behind) and the admin socket. No I/O here; every lock is held
+//! for a copy or an assignment only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageStatusState};
+
+use crate::error::ErrorKind;
+
+/// An image as the registry knows it: `pool/namespace` and its global image id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ImageKey {
+    /// Pool name (the same on both sites).
+    pub pool: String,
+    /// RADOS namespace ("" for the default).
+    pub namespace: String,
+    /// Global image id.
+    pub global_id: String,
+}
+
+impl ImageKey {
+    /// The key of `global_id` in `pool`/`namespace`.
+    pub fn new(pool: &str, namespace: &str, global_id: &str) -> Self {
+        ImageKey { pool: pool.to_owned(), namespace: namespace.to_owned(), global_id: global_id.to_owned() }
+    }
+}
+
+/// What one image replayer last reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageState {
+    /// Image name, once known ("" before).
+    pub name: String,
+    /// Mirroring mode, once known.
+    pub mode: Option<MirrorImageMode>,
+    /// The state of `rbd mirror image status` (`replaying`, `error`, ...).
+    pub state: MirrorImageStatusState,
+    /// Its description, as written to the mirror status.
+    pub description: String,
+    /// The kind of the last error, while the image is in error.
+    pub last_error: Option<ErrorKind>,
+    /// Journal entries replayed since the daemon started.
+    pub entries_replayed: u64,
+    /// Bytes replayed (journal) or synced (snapshot) since the daemon started.
+    pub bytes_replayed: u64,
+    /// Journal entries of the primary not yet replayed (journal mode).
+    pub entries_behind_primary: u64,
+    /// When a commit position was last written to the primary's journal.
+    pub last_commit: Option<SystemTime>,
+    /// How far behind the primary the secondary is, in seconds, when known (journal mode:
+    /// age of the oldest entry not replayed; snapshot mode: age of the primary snapshot last
+    /// synced while a newer one waits).
+    pub lag_seconds: Option<f64>,
+    /// When any of this last changed.
+    pub updated: SystemTime,
+}
+
+impl Default for ImageState {
+    fn default() -> Self {
+        ImageState {
+            name: String::new(),
+            mode: None,
+            state: MirrorImageStatusState::Unknown,
+            description: String::new(),
+            last_error: None,
+            entries_replayed: 0,
+            bytes_replayed: 0,
+            entries_behind_primary: 0,
+            last_commit: None,
+            lag_seconds: None,
+            updated: SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
+/// What one pool replayer (one pool, one peer) reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolState {
+    /// Local pool id.
+    pub pool_id: i64,
+    /// Peer site name.
+    pub peer_site: String,
+    /// A pool-level problem (peer unreachable, ...), if any.
+    pub error: Option<String>,
+}
+
+/// A pool as the registry knows it: pool name and peer site.
+pub type PoolKey = (String, String);
+
+#[derive(Debug, Default)]
+struct Inner {
+    images: BTreeMap<ImageKey, Arc<Mutex<ImageState>>>,
+    pools: BTreeMap<PoolKey, PoolState>,
+}
+
+/// The registry: cheap to clone (one shared map).
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A consistent copy of the registry, for readers.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Every image, in key order.
+    pub images: Vec<(ImageKey, ImageState)>,
+    /// Every pool replayer, in key order.
+    pub pools: Vec<(PoolKey, PoolState)>,
+}
+
+impl Snapshot {
+    /// The images of pool `pool` (any namespace).
+    pub fn images_of<'a>(&'a self, pool: &'a str) -> impl Iterator<Item = &'a (ImageKey, ImageState)> + 'a {
+        self.images.iter().filter(move |(k, _)| k.pool == pool)
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers image `key` (or finds it registered) and hands out its writer.
+    pub fn image(&self, key: ImageKey) -> ImageHandle {
+        let state = self.inner.lock().images.entry(key.clone()).or_default().clone();
+        ImageHandle { key, state }
+    }
+
+    /// Forgets image `key` (its replayer stopped): readers no longer list it.
+    pub fn remove_image(&self, key: &ImageKey) {
+        self.inner.lock().images.remove(key);
+    }
+
+    /// Registers the pool replayer of `pool` and `peer_site`.
+    pub fn add_pool(&self, pool: &str, peer_site: &str, pool_id: i64) {
+        let key = (pool.to_owned(), peer_site.to_owned());
+        self.inner
+            .lock()
+            .pools
+            .insert(key, PoolState { pool_id, peer_site: peer_site.to_owned(), error: None });
+    }
+
+    /// Sets (or clears) the pool-level error of the pool replayer of `pool` and `peer_site`.
+    pub fn set_pool_error(&self, pool: &str, peer_site: &str, error: Option<String>) {
+        let key = (pool.to_owned(), peer_site.to_owned());
+        if let Some(p) = self.inner.lock().pools.get_mut(&key) {
+            p.error = error;
+        }
+    }
+
+    /// Forgets the pool replayer of `pool` and `peer_site` (its images are removed one by
+    /// one as their replayers stop).
+    pub fn remove_pool(&self, pool: &str, peer_site: &str) {
+        self.inner.lock().pools.remove(&(pool.to_owned(), peer_site.to_owned()));
+    }
+
+    /// A copy of everything, for readers.
+    pub fn snapshot(&self) -> Snapshot {
+        let (images, pools) = {
+            let inner = self.inner.lock();
+            let images: Vec<_> = inner.images.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+            (images, inner.pools.iter().map(|(k, p)| (k.clone(), p.clone())).collect())
+        };
+        // Each image's own lock is taken outside the map's.
+        let images = images.into_iter().map(|(k, s)| (k, s.lock().clone())).collect();
+        Snapshot { images, pools }
+    }
+}
+
+/// The writer of one image's entry.
+#[derive(Debug, Clone)]
+pub struct ImageHandle {
+    key: ImageKey,
+    state: Arc<Mutex<ImageState>>,
+}
+
+impl ImageHandle {
+    /// A handle outside any registry (tools and tests that publish a status by hand).
+    pub fn detached(key: ImageKey) -> Self {
+        ImageHandle { key, state: Arc::default() }
+    }
+
+    /// The image's key.
+    pub fn key(&self) -> &ImageKey {
+        &self.key
+    }
+
+    /// Changes the entry; `updated` is set to now.
+    pub fn update(&self, f: impl FnOnce(&mut ImageState)) {
+        let mut s = self.state.lock();
+        f(&mut s);
+        s.updated = SystemTime::now();
+    }
+
+    /// A copy of the entry.
+    pub fn get(&self) -> ImageState {
+        self.state.lock().clone()
+    }
+
+    /// The image name, once known.
+    pub fn name(&self) -> String {
+        self.state.lock().name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_registered_updated_listed_and_removed() {
+        let r = Registry::new();
+        r.add_pool("mirror", "site-a", 3);
+        let a = r.image(ImageKey::new("mirror", "", "g1"));
+        let b = r.image(ImageKey::new("mirror", "ns", "g2"));
+        let other = r.image(ImageKey::new("other", "", "g3"));
+        a.update(|s| {
+            s.name = "img".into();
+            s.state = MirrorImageStatusState::Replaying;
+            s.entries_replayed = 10;
+        });
+        b.update(|s| s.last_error = Some(ErrorKind::Decode));
+        let snap = r.snapshot();
+        assert_eq!(snap.images.len(), 3);
+        assert_eq!(snap.images_of("mirror").count(), 2);
+        let (_, sa) = snap.images.iter().find(|(k, _)| k.global_id == "g1").expect("g1 listed");
+        assert_eq!(
+            (sa.name.as_str(), sa.state, sa.entries_replayed),
+            ("img", MirrorImageStatusState::Replaying, 10)
+        );
+        assert!(sa.updated > SystemTime::UNIX_EPOCH);
+        // The same key hands out the same entry.
+        assert_eq!(r.image(ImageKey::new("mirror", "", "g1")).name(), "img");
+        r.remove_image(a.key());
+        assert_eq!(r.snapshot().images.len(), 2);
+        // A stopped replayer's late update does not bring it back.
+        a.update(|s| s.entries_replayed = 11);
+        assert_eq!(r.snapshot().images.len(), 2);
+        r.set_pool_error("mirror", "site-a", Some("peer unreachable".into()));
+        assert_eq!(r.snapshot().pools[0].1.error.as_deref(), Some("peer unreachable"));
+        r.remove_pool("mirror", "site-a");
+        let snap = r.snapshot();
+        assert!(snap.pools.is_empty());
+        assert_eq!(snap.images.len(), 2);
+        assert!(snap.images.iter().any(|(k, _)| k == other.key()));
+    }
+}
