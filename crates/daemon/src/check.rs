@@ -188,7 +188,7 @@ async fn check_peer(args: &Args, io: &rados_ffi::IoCtx, pool: &str, peer: Mirror
         remote_mirror_uuid: None,
         error: None,
     };
-    let cfg = match peer_manager::peers::peer_cluster_config(io, &peer, args.connect_timeout).await {
+    let cfg = match peer_manager::discovery::peer_cluster_config(io, &peer, args.connect_timeout).await {
         Ok(c) => c,
         Err(e) => {
             rep.error = Some(format!("reading the peer's mon_host/key: {e}"));

@@ -1,152 +1,95 @@
-//! The daemon's replication work: every mirrored pool of the local cluster, every peer it
-//! receives from, every image of that peer mirrored in journal or snapshot mode.
+//! The pool replayer (stock `PoolReplayer`): one pool against one peer. It connects to the
+//! peer (retrying), holds both `rbd_mirroring` watches (which make statuses `up`), pings
+//! the peer pool, and on every change the pool watcher reports starts and stops image
+//! replayers (the instance replayer) and hands the images the peer stopped mirroring to the
+//! image deleter.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_replayer::cls;
-use image_replayer::{ImageKey, PeerContext, Registry, ReplayerConfig};
+use image_replayer::{PeerContext, Registry, ReplayerConfig};
 use rados_ffi::rbd::MirrorPeerSite;
-use rados_ffi::{Rados, Watch};
-use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageState, RBD_MIRRORING};
-use rbd_types::MirrorMode;
+use rados_ffi::Rados;
+use rbd_types::cls_rbd::RBD_MIRRORING;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::discovery::connect_peer;
 use crate::image_deleter::{self, Request};
-use crate::peers::peer_cluster_config;
+use crate::instance_replayer::InstanceReplayer;
+use crate::pool_watcher::PoolWatcher;
 
-/// How often the peer's image list is rescanned without a notification.
-const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the primary pool is told we pull from it (`mirror_peer_ping`).
 const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Wait before connecting again after the pool replayer failed.
+const RETRY_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Runs replication for every mirrored pool of `local` and every peer it receives from,
-/// until `cancel` fires; then stops every image replayer (each commits its position).
-/// `concurrent_image_syncs` bounds initial syncs per pool. Pools and images report in
-/// `registry`.
-pub async fn run(
-    local: Rados,
-    config: ReplayerConfig,
-    connect_timeout: Duration,
-    concurrent_image_syncs: usize,
-    registry: Registry,
-    cancel: CancellationToken,
-) -> rados_ffi::Result<()> {
-    let site_name = local.mirror_site_name().await.unwrap_or_default();
-    let mut pools = JoinSet::new();
-    for pool in local.pool_list().await? {
-        let io = match local.ioctx(&pool, "").await {
-            Ok(io) => io,
-            Err(e) => {
-                tracing::warn!(pool = %pool, error = %e, "cannot open pool");
-                continue;
-            }
-        };
-        match io.mirror_mode().await {
-            Ok(MirrorMode::Disabled) => continue,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(pool = %pool, error = %e, "not a mirrored pool");
-                continue;
-            }
-        }
-        let peers = match io.mirror_peer_sites().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(pool = %pool, error = %e, "cannot list the pool's peers");
-                continue;
-            }
-        };
-        for peer in peers.into_iter().filter(|p| p.direction.receives()) {
-            registry.add_pool(&pool, &peer.site_name, io.pool_id());
-            let span = tracing::info_span!("pool", pool = %pool, peer = %peer.site_name);
-            let task = PoolTask {
-                local: local.clone(),
-                pool: pool.clone(),
-                peer,
-                site_name: site_name.clone(),
-                config: config.clone(),
-                connect_timeout,
-                syncs: concurrent_image_syncs,
-                registry: registry.clone(),
-            };
-            pools.spawn(task.run(cancel.clone()).instrument(span));
-        }
-    }
-    if pools.is_empty() {
-        tracing::warn!("no mirrored pool with a receiving peer: nothing to replay");
-    }
-    while pools.join_next().await.is_some() {}
-    Ok(())
+/// One pool and one peer it receives from.
+#[derive(Debug)]
+pub(crate) struct PoolReplayer {
+    pub(crate) local: Rados,
+    pub(crate) pool: String,
+    pub(crate) peer: MirrorPeerSite,
+    pub(crate) site_name: String,
+    pub(crate) config: ReplayerConfig,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) syncs: usize,
+    pub(crate) registry: Registry,
 }
 
-struct PoolTask {
-    local: Rados,
-    pool: String,
-    peer: MirrorPeerSite,
-    site_name: String,
-    config: ReplayerConfig,
-    connect_timeout: Duration,
-    syncs: usize,
-    registry: Registry,
-}
-
-impl PoolTask {
+impl PoolReplayer {
     /// Connects to the peer (retrying), then serves the pool until cancelled.
-    async fn run(self, cancel: CancellationToken) {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
         loop {
             match self.serve(&cancel).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::error!(error = %e, "pool replayer failed; retrying in 30 s");
+                    tracing::error!(error = %e, "pool replayer failed; retrying later");
                     self.registry.set_pool_error(&self.pool, &self.peer.site_name, Some(e.to_string()));
                 }
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = tokio::time::sleep(RETRY_INTERVAL) => {}
             }
         }
     }
 
     async fn serve(&self, cancel: &CancellationToken) -> rados_ffi::Result<()> {
-        let local_io = self.local.ioctx(&self.pool, "").await?;
-        let cfg = peer_cluster_config(&local_io, &self.peer, self.connect_timeout).await?;
-        let remote = Rados::connect(&cfg).await?;
-        let remote_io = remote.ioctx(&self.pool, "").await?;
-        let local_mirror_uuid = local_io.mirror_uuid().await?;
-        let remote_mirror_uuid = remote_io.mirror_uuid().await?;
-        tracing::info!(remote_fsid = %remote.fsid(), %local_mirror_uuid, %remote_mirror_uuid, "connected to the peer");
+        let peer = connect_peer(&self.local, &self.pool, "", &self.peer, self.connect_timeout).await?;
+        tracing::info!(
+            remote_fsid = %peer.remote.fsid(),
+            local_mirror_uuid = %peer.local_mirror_uuid,
+            remote_mirror_uuid = %peer.remote_mirror_uuid,
+            "connected to the peer"
+        );
         self.registry.set_pool_error(&self.pool, &self.peer.site_name, None);
 
         // Statuses are `up` while their writer watches `rbd_mirroring`: drop stale ones,
         // then watch with the same connections that write them.
-        for io in [&local_io, &remote_io] {
+        for io in [&peer.local_io, &peer.remote_io] {
             if let Err(e) = cls::mirror_image_status_remove_down(io).await {
                 tracing::debug!(pool = %io.pool_name(), error = %e, "status_remove_down failed");
             }
         }
-        let _local_watch = local_io.watch(RBD_MIRRORING).await?;
-        let mut remote_watch = remote_io.watch(RBD_MIRRORING).await?;
-
+        let _local_watch = peer.local_io.watch(RBD_MIRRORING).await?;
         let ctx = Arc::new(PeerContext {
             local: self.local.clone(),
-            remote,
+            remote: peer.remote,
             pool: self.pool.clone(),
             namespace: String::new(),
-            local_io,
-            remote_io,
-            local_mirror_uuid,
-            remote_mirror_uuid,
+            local_io: peer.local_io,
+            remote_io: peer.remote_io,
+            local_mirror_uuid: peer.local_mirror_uuid,
+            remote_mirror_uuid: peer.remote_mirror_uuid,
             config: self.config.clone(),
             sync_slots: Arc::new(Semaphore::new(self.syncs.max(1))),
         });
-        // Per image (global id): its replayer's cancellation token and task.
-        let mut images: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+        let mut watcher = PoolWatcher::new(&ctx).await?;
+        let mut images = InstanceReplayer::new(ctx.clone(), self.registry.clone());
         // Local copies of images the peer stopped mirroring are deleted by their own task.
         let (deletions, requests) = mpsc::unbounded_channel();
         let deleting = image_deleter::Pending::default();
@@ -165,17 +108,15 @@ impl PoolTask {
                 }
                 last_ping = Some(Instant::now());
             }
-            match self.scan(&ctx).await {
+            match watcher.mirrored_images(&ctx).await {
                 Ok(wanted) => {
                     // Stop replayers of images no longer mirrored; their local copies go to
                     // the deleter, which waits for the replayer to finish.
                     let gone: Vec<String> =
-                        images.keys().filter(|g| !wanted.contains_key(*g)).cloned().collect();
+                        images.global_ids().filter(|g| !wanted.contains_key(*g)).cloned().collect();
                     for global_id in gone {
-                        let Some((token, task)) = images.remove(&global_id) else { continue };
+                        let Some(task) = images.stop(&global_id) else { continue };
                         tracing::info!(%global_id, "image no longer mirrored from the peer: stopping its replayer");
-                        token.cancel();
-                        self.registry.remove_image(&ImageKey::new(&self.pool, &ctx.namespace, &global_id));
                         deleting.lock().insert(global_id.clone());
                         let _ = deletions.send(Request::Delete { global_id, replayer: Some(task) });
                     }
@@ -198,59 +139,25 @@ impl PoolTask {
                     }
                     let _ = deletions.send(Request::Scanned(wanted.keys().cloned().collect::<BTreeSet<_>>()));
                     for (global_id, remote_id) in wanted {
-                        if images.contains_key(&global_id) || deleting.lock().contains(&global_id) {
+                        if images.contains(&global_id) || deleting.lock().contains(&global_id) {
                             continue;
                         }
-                        let token = cancel.child_token();
-                        let image =
-                            self.registry.image(ImageKey::new(&self.pool, &ctx.namespace, &global_id));
-                        let task =
-                            tokio::spawn(image_replayer::run(ctx.clone(), remote_id, image, token.clone()));
-                        images.insert(global_id, (token, task));
+                        images.start(&global_id, remote_id, cancel);
                     }
+                    tracing::trace!(images = images.len(), "pool scanned");
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list the peer's mirrored images"),
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = next_notification(&mut remote_watch) => {}
-                _ = tokio::time::sleep(RESCAN_INTERVAL) => {}
+                _ = watcher.changed() => {}
             }
         }
         // Shutdown: every replayer commits its position, then returns; the deleter stops
         // (a deletion in flight is retried by the next run).
-        for (global_id, (_, task)) in images {
-            let _ = task.await;
-            self.registry.remove_image(&ImageKey::new(&self.pool, &ctx.namespace, &global_id));
-        }
+        images.shut_down().await;
         drop(deletions);
         let _ = deleter.await;
         Ok(())
-    }
-
-    /// The peer's images to replay: mirroring enabled, in journal or snapshot mode (global id →
-    /// image id).
-    async fn scan(&self, ctx: &PeerContext) -> image_replayer::Result<BTreeMap<String, String>> {
-        let mut wanted = BTreeMap::new();
-        for (image_id, global_id) in cls::mirror_image_list(&ctx.remote_io).await? {
-            match cls::mirror_image_get(&ctx.remote_io, &image_id).await? {
-                Some(m)
-                    if m.state == MirrorImageState::Enabled
-                        && matches!(m.mode, MirrorImageMode::Journal | MirrorImageMode::Snapshot) =>
-                {
-                    wanted.insert(global_id, image_id);
-                }
-                _ => {}
-            }
-        }
-        Ok(wanted)
-    }
-}
-
-/// Waits for a notification on the watch (a closed watch waits forever: the rescan timer
-/// still runs).
-async fn next_notification(watch: &mut Watch) {
-    if watch.next().await.is_none() {
-        std::future::pending::<()>().await;
     }
 }

@@ -1,0 +1,51 @@
+//! The top of replication (stock `Mirror`): every mirrored pool of the local cluster and
+//! every peer it receives from, one pool replayer each.
+
+use std::time::Duration;
+
+use image_replayer::{Registry, ReplayerConfig};
+use rados_ffi::Rados;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::discovery::mirrored_pools;
+use crate::pool_replayer::PoolReplayer;
+
+/// Runs replication for every mirrored pool of `local` and every peer it receives from,
+/// until `cancel` fires; then stops every image replayer (each commits its position).
+/// `concurrent_image_syncs` bounds initial syncs per pool. Pools and images report in
+/// `registry`.
+pub async fn run(
+    local: Rados,
+    config: ReplayerConfig,
+    connect_timeout: Duration,
+    concurrent_image_syncs: usize,
+    registry: Registry,
+    cancel: CancellationToken,
+) -> rados_ffi::Result<()> {
+    let site_name = local.mirror_site_name().await.unwrap_or_default();
+    let mut pools = JoinSet::new();
+    for pool in mirrored_pools(&local).await? {
+        for peer in pool.receiving_peers {
+            registry.add_pool(&pool.name, &peer.site_name, pool.id);
+            let span = tracing::info_span!("pool", pool = %pool.name, peer = %peer.site_name);
+            let replayer = PoolReplayer {
+                local: local.clone(),
+                pool: pool.name.clone(),
+                peer,
+                site_name: site_name.clone(),
+                config: config.clone(),
+                connect_timeout,
+                syncs: concurrent_image_syncs,
+                registry: registry.clone(),
+            };
+            pools.spawn(replayer.run(cancel.clone()).instrument(span));
+        }
+    }
+    if pools.is_empty() {
+        tracing::warn!("no mirrored pool with a receiving peer: nothing to replay");
+    }
+    while pools.join_next().await.is_some() {}
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! The pool watcher (stock `PoolWatcher`): which images the peer mirrors in this pool,
+//! rescanned when the peer's `rbd_mirroring` object is notified (image enabled, disabled,
+//! removed) and at least every [`RESCAN_INTERVAL`] without one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use image_replayer::{cls, PeerContext};
+use rados_ffi::Watch;
+use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageState, RBD_MIRRORING};
+
+/// How often the peer's image list is rescanned without a notification.
+pub(crate) const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Watches the peer pool's mirroring directory.
+pub(crate) struct PoolWatcher {
+    watch: Watch,
+}
+
+impl std::fmt::Debug for PoolWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolWatcher").finish_non_exhaustive()
+    }
+}
+
+impl PoolWatcher {
+    /// Watches `rbd_mirroring` of the peer pool. (Watching it also makes our statuses `up`
+    /// on the peer: the OSD counts the watchers of that object.)
+    pub(crate) async fn new(ctx: &PeerContext) -> rados_ffi::Result<Self> {
+        Ok(PoolWatcher { watch: ctx.remote_io.watch(RBD_MIRRORING).await? })
+    }
+
+    /// The peer's images to replay: mirroring enabled, in journal or snapshot mode (global
+    /// id → image id).
+    pub(crate) async fn mirrored_images(
+        &self,
+        ctx: &PeerContext,
+    ) -> image_replayer::Result<BTreeMap<String, String>> {
+        let mut wanted = BTreeMap::new();
+        for (image_id, global_id) in cls::mirror_image_list(&ctx.remote_io).await? {
+            match cls::mirror_image_get(&ctx.remote_io, &image_id).await? {
+                Some(m)
+                    if m.state == MirrorImageState::Enabled
+                        && matches!(m.mode, MirrorImageMode::Journal | MirrorImageMode::Snapshot) =>
+                {
+                    wanted.insert(global_id, image_id);
+                }
+                _ => {}
+            }
+        }
+        Ok(wanted)
+    }
+
+    /// Waits until the list may have changed: a notification, or the rescan interval.
+    pub(crate) async fn changed(&mut self) {
+        tokio::select! {
+            _ = next_notification(&mut self.watch) => {}
+            _ = tokio::time::sleep(RESCAN_INTERVAL) => {}
+        }
+    }
+}
+
+/// Waits for a notification on the watch (a closed watch waits forever: the rescan timer
+/// still runs).
+async fn next_notification(watch: &mut Watch) {
+    if watch.next().await.is_none() {
+        std::future::pending::<()>().await;
+    }
+}
