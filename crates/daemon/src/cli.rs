@@ -121,10 +121,8 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 /// The async runtime's worker threads when `--worker-threads` is not given: half of
-/// `cpus`, at least one. On the 2-CPU lab, journal replay (benches/journal_replay.sh, 7
-/// interleaved pairs) took 14.3-15.9 us of CPU per entry with one worker (mean 15.0) against
-/// 15.1-16.8 with two (mean 16.0): fewer cross-thread wake-ups and no idle worker searching
-/// for work; a full snapshot sync was no slower (3.35-3.39 s against 3.77-3.95 s, 2 pairs).
+/// `cpus`, at least one: fewer cross-thread wake-ups cost less CPU per journal entry
+/// (benches/results/TUNING.md).
 pub fn default_worker_threads(cpus: usize) -> usize {
     (cpus / 2).max(1)
 }

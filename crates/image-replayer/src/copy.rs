@@ -9,7 +9,8 @@
 //! is removed; otherwise it is rewritten so that 4 KiB zero runs stay holes, cut to the
 //! remote object's length. Writes carry the caller's local snapshot context. Objects are
 //! processed in order with bounded concurrency, and progress is a contiguous prefix, so a
-//! copy resumes from `start_object` after a crash. The interface is /work/COPY-INTERFACE.md.
+//! copy resumes from `start_object` after a crash. Used by the journal-mode initial sync and
+//! by snapshot-mode syncs.
 
 use futures::stream::{self, StreamExt};
 use rados_ffi::{IoCtx, ObjectBuffer};
@@ -26,8 +27,8 @@ use rbd_types::striping::Layout;
 
 /// Objects in flight during a sync, initial or snapshot (stock: `rbd_concurrent_management_ops`
 /// = 10). Each holds its object in librados' receive buffer, so memory grows by about an
-/// object per object in flight: 3 is where the lab's copy rate levelled off within the memory
-/// goal (`benches/image_copy.sh`, figures in `benches/results/`).
+/// object per object in flight: 3 is the most within the memory goal
+/// (benches/results/TUNING.md).
 pub const SYNC_CONCURRENCY: usize = 3;
 
 /// What to copy from the remote (primary) image into the local image HEAD.

@@ -326,7 +326,7 @@ pub(crate) unsafe fn take_buffer(ptr: *mut c_char, len: usize) -> Bytes {
 /// Options whose Ceph default (Pacific) we change unless the conf or `CEPH_ARGS` set them:
 /// (name, Ceph's default, ours). `ms_async_op_threads`: messenger worker threads of a
 /// handle; each has its own buffers and stack, and one keeps up with a daemon's traffic to
-/// one cluster (a journal replay at 7,000 entries/s used 0.7 MiB less and no more CPU).
+/// one cluster (benches/results/TUNING.md).
 const CLIENT_DEFAULTS: &[(&str, &str, &str)] = &[("ms_async_op_threads", "3", "1")];
 
 fn conf_set(raw: librados::rados_t, target: &str, key: &str, value: &str) -> Result<()> {

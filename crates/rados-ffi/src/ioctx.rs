@@ -307,10 +307,8 @@ impl IoCtx {
     /// Reads up to `len` bytes at `offset`, like [`IoCtx::read`], into a buffer librados
     /// holds: a [`WriteOp::write_bytes`] of slices of the [`Bytes`] sends them on without a
     /// copy (see `crate::buffer`). The bytes stay in librados' page-aligned receive buffer,
-    /// which jemalloc ([`crate::process`]) reuses well. (With glibc's malloc, such buffers
-    /// kept for a while fragmented the heap, 12 MiB more peak RSS in a journal replay on the
-    /// lab, so they were moved to buffers of exactly their size first: a copy of every byte
-    /// that jemalloc makes needless.)
+    /// which jemalloc ([`crate::process`]) reuses well, so no copy into a buffer of exactly
+    /// their size is needed (benches/results/TUNING.md).
     pub async fn read_shared(&self, oid: &str, offset: u64, len: usize) -> Result<Bytes> {
         Ok(self.read_buffer(oid, offset, len).await?.into_shared_bytes())
     }

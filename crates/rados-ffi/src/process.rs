@@ -7,24 +7,16 @@ use std::ffi::{c_char, c_void, CStr};
 use tikv_jemalloc_sys as jemalloc;
 
 /// jemalloc's options for this process. librados receives every object read into a fresh
-/// page-aligned buffer of its size (4 MiB in an image sync) and frees it when the write sent
-/// from it is done. glibc's malloc either maps and unmaps each such buffer (every page
-/// faulted in again: 262,144 faults and half the daemon's CPU per GiB synced) or keeps them in
-/// its heap, which they fragment (70-112 MiB peak RSS). jemalloc keeps large extents apart from
-/// small allocations and reuses them: on the lab (`benches/image_copy.sh`, filled 1 GiB
-/// image, 3 objects in flight) 0.45 s of CPU per GiB instead of 1.0, 6,600 page faults
-/// instead of 265,000, 500+ MiB/s instead of 340-440, at 45 MiB peak RSS.
-/// - `narenas:1`: one arena, not four per core. librados starts dozens of threads and frees
-///   in one what it allocated in another; per-thread arenas only add memory.
+/// page-aligned buffer of its size and frees it when the write sent from it is done; glibc's
+/// malloc faulted each in again or fragmented its heap with them, jemalloc reuses them
+/// (measurements in benches/results/TUNING.md).
+/// - `narenas:1`: one arena, not four per core: librados frees in one thread what it
+///   allocated in another, so per-thread arenas only add memory.
 /// - `tcache_max:4096,tcache_nslots_small_min:2,tcache_nslots_small_max:16`: small per-thread
-///   caches, for allocations up to 4 KiB only (librados' messages, ops and encode buffers).
-///   Journal replay allocates a few of those per write; without a cache each took the arena's
-///   lock (mutex calls were 7.5 % of a replay's profile, all of jemalloc 12 %; with the cache
-///   1.8 and 6 %). jemalloc's default caches (up to 32 KiB, 20-200 slots) held 1-2 MiB more
-///   at peak.
+///   caches, for allocations up to 4 KiB only (librados' messages, ops and encode buffers),
+///   so that these do not take the arena's lock.
 /// - `dirty_decay_ms:1000,muzzy_decay_ms:0`: freed pages go back to the system within a
 ///   second of not being reused (the default keeps them 10 s), and at once when unused.
-///   With no delay at all every 4 MiB sync buffer was faulted in again.
 ///
 /// `MALLOC_CONF` in the environment is read after these and overrides them.
 pub const JEMALLOC_OPTIONS: &CStr = c"narenas:1,tcache_max:4096,tcache_nslots_small_min:2,tcache_nslots_small_max:16,dirty_decay_ms:1000,muzzy_decay_ms:0";

@@ -134,7 +134,7 @@ pub struct Client {
     /// Client id (`""` is librbd's own image client).
     pub id: String,
     /// Opaque client data; for RBD an encoded
-    /// [`ClientData`](crate::event::ClientData).
+    /// `journal_reader::event::ClientData`.
     pub data: Bytes,
     /// Commit position.
     pub commit_position: ObjectSetPosition,
@@ -173,7 +173,7 @@ pub struct Tag {
     pub tid: u64,
     /// Tag class.
     pub tag_class: u64,
-    /// Opaque data; for RBD a [`TagData`](crate::event::TagData).
+    /// Opaque data; for RBD a `journal_reader::event::TagData`.
     pub data: Bytes,
 }
 

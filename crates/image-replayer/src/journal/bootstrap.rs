@@ -144,6 +144,7 @@ pub async fn initial_sync(
     remote: &RemoteImage,
     local: &LocalImage,
     status: &mut StatusPublisher,
+    cancel: &CancellationToken,
 ) -> Result<()> {
     let snap_name = format!(".rbd-mirror.{}.{}", ctx.local_mirror_uuid, random_uuid());
     let primary = ImageRw::open(&ctx.remote_io, &remote.name).await?;
@@ -184,7 +185,8 @@ pub async fn initial_sync(
         // completed: only what follows it is copied again.
         if !existing.iter().any(|s| s.name == snap.name) {
             let stats =
-                sync_phase(ctx, remote, local, status, previous, snap.id, phase as u64, phases).await?;
+                sync_phase(ctx, remote, local, status, previous, snap.id, (phase as u64, phases), cancel)
+                    .await?;
             bytes += stats.bytes_written;
         }
         local.snap_create(&snap.name, &SnapshotNamespace::User).await?;
@@ -203,7 +205,8 @@ pub async fn initial_sync(
         tracing::info!(image = %remote.name, snap = %snap.name, remote_snap_id = snap.id, local_snap_id = local_id, "snapshot synced");
         previous = Some(snap.id);
     }
-    let stats = sync_phase(ctx, remote, local, status, previous, sync_id, phases - 1, phases).await?;
+    let stats =
+        sync_phase(ctx, remote, local, status, previous, sync_id, (phases - 1, phases), cancel).await?;
     bytes += stats.bytes_written;
 
     meta.state = MirrorPeerState::Replaying;
@@ -226,14 +229,13 @@ async fn sync_phase(
     status: &mut StatusPublisher,
     start: Option<u64>,
     end: u64,
-    phase: u64,
-    phases: u64,
+    (phase, phases): (u64, u64),
+    cancel: &CancellationToken,
 ) -> Result<CopyStats> {
     let (seq, snaps) = local.snap_context().await?;
     let snapc = LocalSnapContext { seq, snaps };
     let range = CopyRange { remote_snap_id_start: start, remote_snap_id_end: end, start_object: 0 };
     let progress = parking_lot::Mutex::new(CopyProgress::default());
-    let cancel = CancellationToken::new();
     let mut on_progress = |p: CopyProgress| *progress.lock() = p;
     let copy = copy_image(
         &ctx.remote_io,
@@ -243,7 +245,7 @@ async fn sync_phase(
         &snapc,
         SYNC_CONCURRENCY,
         &mut on_progress,
-        &cancel,
+        cancel,
     );
     tokio::pin!(copy);
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));

@@ -1,6 +1,6 @@
 //! Journal-mode mirroring (ceph-formats.md §3): bootstrap of the local image and of our
 //! journal client on the primary's journal ([`bootstrap`]), the initial sync, then replay of
-//! the primary's journal ([`replay`]) in windows planned per RADOS object ([`write_batch`]),
+//! the primary's journal ([`replay`]) in windows planned per RADOS object ([`crate::local::write_batch`]),
 //! woken together ([`wake_batch`]), committing only the durable prefix.
 
 pub(crate) mod bootstrap;
@@ -69,7 +69,7 @@ pub(crate) async fn attempt(
             p = ctx.sync_slots.clone().acquire_owned() => p.map_err(|_| crate::ReplayError::Stopped("sync slots closed".into()))?,
         };
         publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/COPY_IMAGE 0%").await;
-        let sync = initial_sync(ctx, &remote, &local, status);
+        let sync = initial_sync(ctx, &remote, &local, status, cancel);
         tokio::select! {
             _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
             r = sync => r?,

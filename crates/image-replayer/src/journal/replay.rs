@@ -2,7 +2,7 @@
 //! (ceph-formats.md §3.5, §3.7).
 //!
 //! IO events are applied in windows of consecutive entries, planned per RADOS object by
-//! [`crate::write_batch`] (one compound write operation per object and window); maintenance
+//! [`crate::local::write_batch`] (one compound write operation per object and window); maintenance
 //! operations wait for their `OpFinish` and run only if the primary's operation succeeded. A new remote tag is mirrored as a
 //! local tag with its owner mapped (`""` → the remote pool's mirror uuid); a demotion tag
 //! (`"<orphan>"`) ends replay once its entries are applied.
@@ -59,23 +59,17 @@ pub struct ReplayCounters {
 
 /// Most entries in one replay window.
 pub const WINDOW_ENTRIES: usize = 4096;
-/// Most bytes one window's writes hold while they are in flight
-/// ([`crate::write_batch::librados_held_bytes`]: their data, in the journal's read buffers,
-/// which the write ops reference). The window being filled meanwhile holds as much. Memory
-/// for CPU: bigger windows put more writes in each object's compound operation. On the lab
-/// (benches/journal_replay.sh, 256 MiB backlog), with glibc's malloc: 4 MiB took 15.4-16.3 us
-/// per entry with 47.5-47.6 MiB peak RSS, 5 MiB 14.0-17.5 us with 49.7-51.2 MiB (3 runs
-/// each). With jemalloc's small thread caches (`rados_ffi::process::JEMALLOC_OPTIONS`), 4 MiB
-/// peaked at 47.4-48.6 MiB (6 runs) and 3.5 MiB at 45.8-47.6 MiB (7 runs), at the same CPU
-/// per entry within the runs' spread (3.5 MiB 15.0-17.7 us against 4 MiB 14.8-16.5 us,
-/// interleaved).
+/// Most bytes one window's writes hold while they are in flight (their data, in the
+/// journal's read buffers, which the write ops reference); the window being filled meanwhile
+/// holds as much. Memory for CPU: bigger windows put more writes in each object's compound
+/// operation; 3.5 MiB keeps peak RSS within the goal (benches/results/TUNING.md).
 pub const WINDOW_HELD_BYTES: u64 = 7 << 19;
 /// Bytes the journal tail reads from a data object at a time: each entry handed out keeps
-/// its read buffer alive until replayed, so smaller reads hold less memory per window (192
-/// KiB: about 1 MiB more peak RSS, CPU within the noise).
+/// its read buffer alive until replayed, so smaller reads hold less memory per window
+/// (benches/results/TUNING.md).
 pub const TAIL_FETCH_BYTES: usize = 128 << 10;
-/// Most windows whose writes are in flight; one more is filled meanwhile. A second window in
-/// flight gained no throughput on the lab and holds one more window of read buffers.
+/// Most windows whose writes are in flight; one more is filled meanwhile. A second one
+/// gained no throughput and holds one more window of read buffers (benches/results/TUNING.md).
 pub const WINDOWS_IN_FLIGHT: usize = 1;
 
 /// The planned operations of one object in one window, running: (window, object, result).
@@ -102,7 +96,7 @@ struct OpenWindow {
 ///
 /// Consecutive IO events form a window (up to [`WINDOW_ENTRIES`] entries or
 /// [`WINDOW_HELD_BYTES`] of data), planned as one compound write operation per object
-/// ([`crate::write_batch`]); a window is submitted when full, or at once when no window is in
+/// ([`crate::local::write_batch`]); a window is submitted when full, or at once when no window is in
 /// flight, and up to [`WINDOWS_IN_FLIGHT`] run at a time. The operations of one object run one
 /// after the other across windows, so the image ends up as if the events were applied in
 /// journal order. Everything else (operations, tag changes, compare-and-write) waits for all
@@ -127,8 +121,7 @@ pub struct JournalReplayer<'a> {
     next_window: u64,
     /// Object operations in flight. They wake the task together ([`WakeBatch`]): it has
     /// nothing to do with one before the others (a window is done when all its operations
-    /// are). In a 256 MiB catch-up on the lab that took the runtime thread from 6,269 to
-    /// 2,278 voluntary context switches, and the daemon from 89 to 85 CPU ticks.
+    /// are): far fewer context switches of the runtime thread (benches/results/TUNING.md).
     in_flight: FuturesUnordered<Batched<ObjectFuture>>,
     wake_batch: WakeBatch,
     /// Objects with an operation in flight, and the operations of later windows queued
@@ -588,7 +581,7 @@ impl<'a> JournalReplayer<'a> {
     }
 }
 
-/// "event at <position> of journal <header object>", for errors.
+/// "event at `<position>` of journal `<header object>`", for errors.
 fn event_context(remote_image_id: &str, position: ObjectPosition) -> String {
     format!("event at {position:?} of journal {}", journal_header(remote_image_id))
 }

@@ -623,7 +623,7 @@ impl LocalImage {
     }
 }
 
-/// The operations of one object of a replay window ([`crate::write_batch`]), built: the
+/// The operations of one object of a replay window ([`crate::local::write_batch`]), built: the
 /// data is copied into librados operations, so the journal buffers the events sliced can be
 /// freed before the operations run.
 #[derive(Debug)]

@@ -9,7 +9,7 @@
 //! (no discard between them) a write drops the earlier writes it fully covers and merges
 //! with the write just before it when the two are adjacent.
 //!
-//! Discards map to object operations as [`crate::local_image::LocalImage::discard`] does:
+//! Discards map to object operations as [`crate::local::image::LocalImage::discard`] does:
 //! a whole object is removed, an object tail truncated, anything else zeroed, and an object
 //! that does not exist is left alone. A discard that follows a write of the same object in
 //! the window needs no existence check (the write created the object); otherwise it runs
