@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::Result;
+use crate::local::RemoteImage;
 use crate::metrics::ImageMetrics;
 use crate::registry::ImageHandle;
 use crate::status::{publish, StatusPublisher};
@@ -52,7 +53,9 @@ pub async fn run(
     .await
 }
 
-/// One attempt in the mode the primary's mirror record names (journal when it has none).
+/// One attempt in the mode the primary's mirror record names (journal when it has none):
+/// the primary is read, and a local image promoted here (failover) is not replayed into,
+/// whatever the remote is; the rest is the mode's.
 async fn attempt(
     ctx: &PeerContext,
     remote_image_id: &str,
@@ -60,13 +63,39 @@ async fn attempt(
     cancel: &CancellationToken,
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
-    let mode = crate::cls::mirror_image_get(&ctx.remote_io, remote_image_id).await?.map(|m| m.mode);
-    match mode {
-        Some(MirrorImageMode::Snapshot) => {
-            crate::snapshot::attempt(ctx, remote_image_id, global_id, cancel, status).await
-        }
-        Some(MirrorImageMode::Journal) | None => {
-            crate::journal::attempt(ctx, remote_image_id, global_id, cancel, status).await
+    let record = crate::cls::mirror_image_get(&ctx.remote_io, remote_image_id).await?;
+    let mode = record.map_or(MirrorImageMode::Journal, |m| m.mode);
+    let step = match mode {
+        MirrorImageMode::Journal => "bootstrapping, PREPARE_REMOTE_IMAGE",
+        MirrorImageMode::Snapshot => "bootstrapping, PREPARE_LOCAL_IMAGE",
+    };
+    publish(ctx, status, State::StartingReplay, step).await;
+    let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
+    status.image().update(|s| {
+        s.name = remote.name.clone();
+        s.mode = Some(mode);
+    });
+    let local_id = crate::cls::mirror_image_get_image_id(&ctx.local_io, global_id).await?;
+    if let Some(id) = &local_id {
+        if crate::local::is_primary(&ctx.local_io, id).await? {
+            publish(ctx, status, State::Stopped, "local image is primary").await;
+            return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
         }
     }
+    let found = Found { remote, remote_primary, local_id };
+    match mode {
+        MirrorImageMode::Journal => crate::journal::attempt(ctx, found, cancel, status).await,
+        MirrorImageMode::Snapshot => crate::snapshot::attempt(ctx, found, cancel, status).await,
+    }
+}
+
+/// What the dispatch found before handing the attempt to the image's mode.
+#[derive(Debug)]
+pub(crate) struct Found {
+    /// The primary image.
+    pub(crate) remote: RemoteImage,
+    /// Whether it is primary now.
+    pub(crate) remote_primary: bool,
+    /// The local image's id, when the local pool's mirroring directory has one (not primary).
+    pub(crate) local_id: Option<String>,
 }

@@ -16,39 +16,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::local::image::LocalImage;
-use crate::local::RemoteImage;
 use crate::metrics::ImageMetrics;
+use crate::replayer::Found;
 use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use bootstrap::{ensure_local_image, ensure_remote_client, initial_sync};
 use replay::{JournalReplayer, ReplayEnd};
 
-/// One attempt of journal-mode replay of remote image `remote_image_id`: role checks
-/// (local primary → `stopped`, remote non-primary → `unknown`), bootstrap, the initial sync
+/// One attempt of journal-mode replay of the primary `found`: a remote that is not primary
+/// leaves the image `unknown`; else bootstrap, the initial sync
 /// under the pool's sync slots when our client is new, then replay until cancelled, demoted
 /// or a resync is requested.
 pub(crate) async fn attempt(
     ctx: &PeerContext,
-    remote_image_id: &str,
-    global_id: &str,
+    found: Found,
     cancel: &CancellationToken,
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
-    publish(ctx, status, State::StartingReplay, "bootstrapping, PREPARE_REMOTE_IMAGE").await;
-    let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
-    status.image().update(|s| {
-        s.name = remote.name.clone();
-        s.mode = Some(MirrorImageMode::Journal);
-    });
-    tracing::Span::current().record("image", remote.name.as_str());
-
-    // A local image promoted here (failover) is not replayed into, whatever the remote is.
-    if let Some(local_id) = crate::cls::mirror_image_get_image_id(&ctx.local_io, global_id).await? {
-        if crate::local::is_primary(&ctx.local_io, &local_id).await? {
-            publish(ctx, status, State::Stopped, "local image is primary").await;
-            return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
-        }
-    }
+    let Found { remote, remote_primary, .. } = found;
+    let remote_image_id = remote.image_id.as_str();
     if !remote_primary {
         publish(ctx, status, State::Unknown, "remote image is non-primary").await;
         return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));

@@ -28,6 +28,7 @@ use crate::copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapConte
 use crate::error::{ReplayError, Result};
 use crate::local::image::LocalImage;
 use crate::local::{random_uuid, RemoteImage, IMAGE_META_PREFIX};
+use crate::replayer::Found;
 use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use rbd_types::cls_rbd::{
@@ -41,27 +42,15 @@ const INCOMPLETE_POLL: Duration = Duration::from_millis(500);
 /// Longest time between two persisted copy-progress updates.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Runs one attempt of snapshot-mode replay of remote image `remote_image_id`.
+/// Runs one attempt of snapshot-mode replay of the primary `found`.
 pub(crate) async fn attempt(
     ctx: &PeerContext,
-    remote_image_id: &str,
-    global_id: &str,
+    found: Found,
     cancel: &CancellationToken,
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
-    publish(ctx, status, State::StartingReplay, "bootstrapping, PREPARE_LOCAL_IMAGE").await;
-    let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
-    status.image().update(|s| {
-        s.name = remote.name.clone();
-        s.mode = Some(MirrorImageMode::Snapshot);
-    });
-    let existing = cls::mirror_image_get_image_id(&ctx.local_io, global_id).await?;
-    if let Some(local_id) = &existing {
-        if crate::local::is_primary(&ctx.local_io, local_id).await? {
-            publish(ctx, status, State::Stopped, "local image is primary").await;
-            return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
-        }
-    }
+    let Found { remote, remote_primary, local_id: existing } = found;
+    let global_id = remote.global_id.clone();
     // A remote that is not primary has nothing for a new image, nor for one that was
     // primary here and demoted (both sides demoted, between a demotion and a promotion:
     // planning now would report a split-brain the promotion is about to resolve). A
@@ -91,15 +80,8 @@ pub(crate) async fn attempt(
     let peer_uuid = remote_peer_uuid(ctx).await?;
     let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
     publish(ctx, status, State::StartingReplay, "starting replay").await;
-    let mut replayer = SnapshotReplayer {
-        ctx,
-        remote,
-        local,
-        peer_uuid,
-        global_id: global_id.to_owned(),
-        rates: Rates::default(),
-        watches: None,
-    };
+    let mut replayer =
+        SnapshotReplayer { ctx, remote, local, peer_uuid, global_id, rates: Rates::default(), watches: None };
     replayer.run(cancel, status).await
 }
 
