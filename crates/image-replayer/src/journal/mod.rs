@@ -4,6 +4,7 @@
 //! woken together ([`wake_batch`]), committing only the durable prefix.
 
 pub(crate) mod bootstrap;
+pub(crate) mod commit_tracker;
 pub(crate) mod replay;
 pub(crate) mod wake_batch;
 

@@ -19,13 +19,14 @@ use journal_reader::event::{Event, EventEntry, ORPHAN_MIRROR_UUID};
 use journal_reader::tail::JournalTail;
 use journal_reader::TagData;
 use rbd_types::cls_journal::{
-    args as journal_args, header_object_name as journal_header, ObjectPosition, ObjectSetPosition, Tag,
+    args as journal_args, header_object_name as journal_header, ObjectPosition, Tag,
 };
 use rbd_types::cls_rbd::MirrorImageMode;
 use rbd_types::{Decode, ProtectionStatus, UTime};
 use tokio_util::sync::CancellationToken;
 
 use super::bootstrap::{local_tag_create, map_mirror_uuid};
+use super::commit_tracker::{CommitTracker, Durable};
 use super::wake_batch::{Batched, WakeBatch};
 use crate::error::{ReplayError, Result};
 use crate::local::image::{LocalImage, PreparedObjectOps};
@@ -75,16 +76,6 @@ pub const WINDOWS_IN_FLIGHT: usize = 1;
 /// The planned operations of one object in one window, running: (window, object, result).
 type ObjectFuture = Pin<Box<dyn Future<Output = (u64, u64, Result<()>)> + Send>>;
 
-/// A submitted window: entries `first_seq..end_seq`, done when no object operation of it
-/// is outstanding.
-#[derive(Debug)]
-struct InFlightWindow {
-    first_seq: u64,
-    end_seq: u64,
-    outstanding: usize,
-    bytes: u64,
-}
-
 /// The window being filled: its planner and first entry.
 #[derive(Debug)]
 struct OpenWindow {
@@ -116,9 +107,6 @@ pub struct JournalReplayer<'a> {
     current_tag_demoted: bool,
     /// The window being filled.
     open: Option<OpenWindow>,
-    /// Submitted windows, by window number.
-    windows: HashMap<u64, InFlightWindow>,
-    next_window: u64,
     /// Object operations in flight. They wake the task together ([`WakeBatch`]): it has
     /// nothing to do with one before the others (a window is done when all its operations
     /// are): far fewer context switches of the runtime thread (benches/results/TUNING.md).
@@ -127,13 +115,8 @@ pub struct JournalReplayer<'a> {
     /// Objects with an operation in flight, and the operations of later windows queued
     /// behind it.
     busy: HashMap<u64, VecDeque<(u64, Vec<ObjectGroup>)>>,
-    /// Entries handed out, in journal order, with whether they are done.
-    order: VecDeque<(u64, ObjectPosition, bool)>,
-    next_seq: u64,
-    /// Position after the last entry of the done prefix: what may be committed.
-    committable: ObjectSetPosition,
-    /// Whether `committable` moved since the last commit.
-    uncommitted: bool,
+    /// Entries handed out, windows submitted, and the durable prefix: what may be committed.
+    commits: CommitTracker,
     /// When the primary wrote the newest entry taken (its event timestamp).
     newest_entry_time: Option<UTime>,
     /// When a commit position was last written.
@@ -149,8 +132,8 @@ impl std::fmt::Debug for JournalReplayer<'_> {
         f.debug_struct("JournalReplayer")
             .field("remote_image_id", &self.remote_image_id)
             .field("current_tag", &self.current_tag)
-            .field("committable", &self.committable)
-            .field("windows_in_flight", &self.windows.len())
+            .field("committable", self.commits.committable())
+            .field("windows_in_flight", &self.commits.windows_in_flight())
             .field("object_ops_in_flight", &self.in_flight.len())
             .finish_non_exhaustive()
     }
@@ -159,7 +142,7 @@ impl std::fmt::Debug for JournalReplayer<'_> {
 impl<'a> JournalReplayer<'a> {
     /// A replayer of `tail` (opened for our client) into `local`.
     pub fn new(ctx: &'a PeerContext, remote_image_id: &str, local: LocalImage, tail: JournalTail) -> Self {
-        let committable = tail.position().clone();
+        let commits = CommitTracker::new(tail.position().clone());
         JournalReplayer {
             ctx,
             remote_image_id: remote_image_id.to_owned(),
@@ -169,15 +152,10 @@ impl<'a> JournalReplayer<'a> {
             current_tag: None,
             current_tag_demoted: false,
             open: None,
-            windows: HashMap::new(),
-            next_window: 0,
             in_flight: FuturesUnordered::new(),
             wake_batch: WakeBatch::new(),
             busy: HashMap::new(),
-            order: VecDeque::new(),
-            next_seq: 0,
-            committable,
-            uncommitted: false,
+            commits,
             newest_entry_time: None,
             last_commit: None,
             counters: ReplayCounters::default(),
@@ -190,7 +168,7 @@ impl<'a> JournalReplayer<'a> {
         let primary = self.tail.header().clients.get("").and_then(|c| c.commit_position.front().copied());
         ReplayProgress {
             primary_position: primary,
-            non_primary_position: self.committable.front().copied(),
+            non_primary_position: self.commits.committable().front().copied(),
             entries_per_second,
             bytes_per_second,
         }
@@ -250,11 +228,12 @@ impl<'a> JournalReplayer<'a> {
             if let Some(w) = &self.open {
                 let full =
                     w.planner.events() >= WINDOW_ENTRIES || w.planner.held_bytes() >= WINDOW_HELD_BYTES;
-                if self.windows.is_empty() || (full && self.windows.len() < WINDOWS_IN_FLIGHT) {
+                let in_flight = self.commits.windows_in_flight();
+                if in_flight == 0 || (full && in_flight < WINDOWS_IN_FLIGHT) {
                     self.submit();
                 }
             }
-            if self.uncommitted && last_commit.elapsed() >= commit_interval {
+            if self.commits.uncommitted().is_some() && last_commit.elapsed() >= commit_interval {
                 self.commit().await?;
                 last_commit = Instant::now();
             }
@@ -304,12 +283,11 @@ impl<'a> JournalReplayer<'a> {
 
     /// Writes the committable position to the primary's journal.
     pub async fn commit(&mut self) -> Result<()> {
-        if !self.uncommitted {
+        let Some(position) = self.commits.uncommitted().cloned() else {
             return Ok(());
-        }
-        let position = self.committable.clone();
+        };
         self.tail.commit(&position).await?;
-        self.uncommitted = false;
+        self.commits.committed();
         self.last_commit = Some(SystemTime::now());
         self.counters.commits += 1;
         if let Some(m) = &self.metrics {
@@ -327,14 +305,9 @@ impl<'a> JournalReplayer<'a> {
         let end_seq = open.first_seq + open.planner.events() as u64;
         let bytes = open.planner.bytes();
         let plan = open.planner.finish();
-        let window = self.next_window;
-        self.next_window += 1;
-        let done = InFlightWindow { first_seq: open.first_seq, end_seq, outstanding: plan.len(), bytes };
-        if plan.is_empty() {
-            self.window_done(done);
-            return;
-        }
-        self.windows.insert(window, done);
+        let width = self.tail.header().splay_width;
+        let (window, durable) = self.commits.submit_window(open.first_seq, end_seq, plan.len(), bytes, width);
+        self.count(durable);
         for (object, groups) in plan {
             match self.busy.get_mut(&object) {
                 Some(queue) => queue.push_back((window, groups)),
@@ -367,45 +340,27 @@ impl<'a> JournalReplayer<'a> {
             }
         }
         // A failed operation leaves its window outstanding: its entries are never committed.
-        result?;
-        let Some(w) = self.windows.get_mut(&window) else {
-            return Ok(());
-        };
-        w.outstanding = w.outstanding.saturating_sub(1);
-        if w.outstanding == 0 {
-            if let Some(done) = self.windows.remove(&window) {
-                self.window_done(done);
-            }
+        if let Err(e) = result {
+            self.commits.object_op_failed(window);
+            return Err(e);
         }
+        let durable = self.commits.object_op_done(window, self.tail.header().splay_width);
+        self.count(durable);
         Ok(())
     }
 
-    fn window_done(&mut self, w: InFlightWindow) {
-        self.counters.bytes += w.bytes;
-        if let Some(m) = &self.metrics {
-            m.bytes_replayed(w.bytes);
-        }
-        for seq in w.first_seq..w.end_seq {
-            self.mark_done(seq);
-        }
-    }
-
-    /// Marks entry `seq` done and advances the committable position over the done prefix.
-    fn mark_done(&mut self, seq: u64) {
-        // Sequence numbers in `order` are consecutive: the slot is found by offset.
-        let index =
-            self.order.front().and_then(|&(first, _, _)| usize::try_from(seq.checked_sub(first)?).ok());
-        if let Some(slot) = index.and_then(|i| self.order.get_mut(i)) {
-            slot.2 = true;
-        }
-        let width = self.tail.header().splay_width;
-        while let Some(&(_, position, true)) = self.order.front() {
-            self.order.pop_front();
-            self.committable.advance(position, width);
-            self.uncommitted = true;
-            self.counters.entries += 1;
+    /// Counts what became durable: window bytes, and entries within the committable prefix.
+    fn count(&mut self, durable: Durable) {
+        if durable.bytes > 0 {
+            self.counters.bytes += durable.bytes;
             if let Some(m) = &self.metrics {
-                m.entries_replayed(1);
+                m.bytes_replayed(durable.bytes);
+            }
+        }
+        if durable.entries > 0 {
+            self.counters.entries += durable.entries;
+            if let Some(m) = &self.metrics {
+                m.entries_replayed(durable.entries);
             }
         }
     }
@@ -438,7 +393,7 @@ impl<'a> JournalReplayer<'a> {
         let entry = EventEntry::decode_payload(payload)
             .map_err(|e| ReplayError::decode(event_context(&self.remote_image_id, position), e))?;
         self.newest_entry_time = Some(entry.timestamp);
-        let seq = self.next_seq;
+        let seq = self.commits.next_seq();
         let io = match entry.event {
             Event::AioWrite { offset, data, .. } => Ok(IoEvent::Write { offset, data }),
             Event::AioDiscard { offset, length, .. } => Ok(IoEvent::Discard { offset, length }),
@@ -457,14 +412,12 @@ impl<'a> JournalReplayer<'a> {
                 open.planner.push(&io).map_err(|e| {
                     ReplayError::Invalid(format!("{e} ({})", event_context(&self.remote_image_id, position)))
                 })?;
-                self.next_seq += 1;
-                self.order.push_back((seq, position, false));
+                self.commits.push_entry(position);
             }
             Err(event) => {
                 // Everything else sees all earlier IO applied.
                 self.flush().await?;
-                self.next_seq += 1;
-                self.order.push_back((seq, position, false));
+                let seq = self.commits.push_entry(position);
                 let bytes = self.apply_inline(event).await.map_err(|e| match e {
                     ReplayError::Unsupported(m) => ReplayError::Unsupported(format!(
                         "{m} ({})",
@@ -473,7 +426,8 @@ impl<'a> JournalReplayer<'a> {
                     other => other,
                 })?;
                 self.counters.bytes += bytes;
-                self.mark_done(seq);
+                let durable = self.commits.entry_done(seq, self.tail.header().splay_width);
+                self.count(durable);
             }
         }
         // A demotion epoch holds only its DemotePromote marker: replay ends after it.
