@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rados_ffi::{IoCtx, Rados};
-use tokio::sync::Semaphore;
 
 pub mod cls;
+pub mod config;
 mod copy;
 mod error;
 mod journal;
@@ -34,7 +34,9 @@ pub mod registry;
 mod replayer;
 mod snapshot;
 mod status;
+mod throttle;
 
+pub use config::{ConfigHandle, ConfigWatch, MirrorConfig};
 pub use copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 pub use error::{ErrorKind, ReplayError, Result};
 pub use local::deleter::{decide, delete_local_image, local_role, Disposition, LocalRole};
@@ -42,6 +44,7 @@ pub use local::image::LocalImage;
 pub use local::is_primary;
 pub use registry::{ImageHandle, ImageKey, ImageState, PoolState, Registry};
 pub use replayer::run;
+pub use throttle::Throttle;
 
 /// How one attempt of an image's replay ended (an error ends it too).
 #[derive(Debug)]
@@ -50,36 +53,6 @@ pub(crate) enum Attempt {
     Cancelled,
     /// Retry after this long (the status says why).
     RetryAfter(Duration),
-}
-
-/// Timings of the replayers (Ceph option in brackets where one exists).
-#[derive(Debug, Clone)]
-pub struct ReplayerConfig {
-    /// Longest time between two commit-position writes while entries are replayed
-    /// (`rbd_mirror_journal_commit_age`, stock default 5 s; ours 1 s).
-    pub commit_interval: Duration,
-    /// Longest wait between two looks at the primary's journal without a notification
-    /// (`rbd_mirror_journal_poll_age`, stock default 5 s).
-    pub poll_interval: Duration,
-    /// Status refresh while replaying (stock: 10 s).
-    pub status_interval: Duration,
-    /// Wait before retrying an image whose replay failed.
-    pub retry_interval: Duration,
-    /// Wait before re-checking an image whose roles forbid replay (remote non-primary,
-    /// local primary).
-    pub role_check_interval: Duration,
-}
-
-impl Default for ReplayerConfig {
-    fn default() -> Self {
-        ReplayerConfig {
-            commit_interval: Duration::from_secs(1),
-            poll_interval: Duration::from_secs(1),
-            status_interval: Duration::from_secs(5),
-            retry_interval: Duration::from_secs(30),
-            role_check_interval: Duration::from_secs(5),
-        }
-    }
 }
 
 /// Everything the replayers of one pool and one peer share.
@@ -101,8 +74,15 @@ pub struct PeerContext {
     pub local_mirror_uuid: String,
     /// The remote pool's mirror uuid (owner of the local images' journal tags).
     pub remote_mirror_uuid: String,
-    /// Timings.
-    pub config: ReplayerConfig,
-    /// Bounds concurrent initial syncs (`rbd_mirror_concurrent_image_syncs`, default 5).
-    pub sync_slots: Arc<Semaphore>,
+    /// The daemon's configuration, as it changes.
+    pub config_watch: ConfigWatch,
+    /// Bounds concurrent image syncs (`rbd_mirror_concurrent_image_syncs`).
+    pub sync_slots: Arc<Throttle>,
+}
+
+impl PeerContext {
+    /// The configuration now (read it where it is used: it may change at runtime).
+    pub fn config(&self) -> Arc<MirrorConfig> {
+        self.config_watch.borrow().clone()
+    }
 }

@@ -40,7 +40,7 @@ pub async fn run(
                     status.image().update(|s| s.last_error = Some(e.kind()));
                     let description = e.to_string();
                     publish(&ctx, &mut status, State::Error, &description).await;
-                    ctx.config.retry_interval
+                    ctx.config().rbd_mirror_rs_image_retry_interval
                 }
             };
             tokio::select! {
@@ -79,7 +79,7 @@ async fn attempt(
     if let Some(id) = &local_id {
         if crate::local::is_primary(&ctx.local_io, id).await? {
             publish(ctx, status, State::Stopped, "local image is primary").await;
-            return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+            return Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval));
         }
     }
     let found = Found { remote, remote_primary, local_id };

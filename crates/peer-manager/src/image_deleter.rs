@@ -5,7 +5,7 @@
 //! `rbd_mirror_concurrent_image_deletions` = 1) so that neither the scan loop nor the other
 //! images wait for it. It first waits for the image's replayer to finish (it holds the local
 //! image open). A failed deletion is retried by the first successful scan that still does
-//! not list the image [`RETRY_INTERVAL`] after the failure; a scan that fails never reaches
+//! not list the image `rbd_mirror_delete_retry_interval` (30 s) after the failure; a scan that fails never reaches
 //! this task.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -34,10 +34,6 @@ pub(crate) enum Request {
     /// A successful scan listed these images: failed deletions of the others are retried.
     Scanned(BTreeSet<String>),
 }
-
-/// Shortest wait before a failed deletion is tried again (stock
-/// `rbd_mirror_delete_retry_interval`).
-pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Images queued or being deleted (global ids): the pool replayer starts no replayer for them.
 pub(crate) type Pending = Arc<Mutex<HashSet<String>>>;
@@ -72,10 +68,11 @@ pub(crate) async fn run(
                     _ = cancel.cancelled() => return,
                     r = delete_unmirrored(&ctx, &global_id, known, replayed).instrument(span(&global_id)) => r,
                 };
-                settle(&pending, &mut failed, global_id, outcome);
+                settle(&pending, &mut failed, global_id, outcome, &ctx);
             }
             Request::Scanned(wanted) => {
-                let (mirrored_again, due) = failed.after_scan(&wanted, Instant::now());
+                let retry = ctx.config().rbd_mirror_delete_retry_interval;
+                let (mirrored_again, due) = failed.after_scan(&wanted, Instant::now(), retry);
                 for global_id in mirrored_again {
                     pending.lock().remove(&global_id);
                 }
@@ -84,7 +81,7 @@ pub(crate) async fn run(
                         _ = cancel.cancelled() => return,
                         r = delete_unmirrored(&ctx, &global_id, known, true).instrument(span(&global_id)) => r,
                     };
-                    settle(&pending, &mut failed, global_id, outcome);
+                    settle(&pending, &mut failed, global_id, outcome, &ctx);
                 }
             }
         }
@@ -118,6 +115,7 @@ impl Retries {
         &mut self,
         wanted: &BTreeSet<String>,
         now: Instant,
+        retry_interval: Duration,
     ) -> (Vec<String>, Vec<(String, Option<String>)>) {
         let again: Vec<String> = self.0.keys().filter(|g| wanted.contains(*g)).cloned().collect();
         for g in &again {
@@ -126,7 +124,7 @@ impl Retries {
         let due: Vec<String> = self
             .0
             .iter()
-            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= RETRY_INTERVAL)
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= retry_interval)
             .map(|(g, _)| g.clone())
             .collect();
         let due = due.into_iter().map(|g| (g.clone(), self.take(&g))).collect();
@@ -141,6 +139,7 @@ fn settle(
     failed: &mut Retries,
     global_id: String,
     outcome: Result<(), (Option<String>, image_replayer::ReplayError)>,
+    ctx: &PeerContext,
 ) {
     match outcome {
         Ok(()) => {
@@ -148,7 +147,8 @@ fn settle(
         }
         Err((local_image_id, error)) => {
             tracing::warn!(%global_id, local_image_id = local_image_id.as_deref().unwrap_or(""), %error,
-                "cannot delete the local image; retrying in {} s", RETRY_INTERVAL.as_secs());
+                "cannot delete the local image; retrying in {} s",
+                ctx.config().rbd_mirror_delete_retry_interval.as_secs());
             failed.record(global_id, local_image_id, Instant::now());
         }
     }
@@ -223,15 +223,16 @@ mod tests {
         r.record("g3".into(), None, t0);
         let wanted: BTreeSet<String> = ["g3".to_owned()].into();
         // Too early: nothing due; g3 is mirrored again and forgotten.
-        let (again, due) = r.after_scan(&wanted, t0 + Duration::from_secs(5));
+        const RETRY_INTERVAL: Duration = Duration::from_secs(30);
+        let (again, due) = r.after_scan(&wanted, t0 + Duration::from_secs(5), RETRY_INTERVAL);
         assert_eq!(again, ["g3"]);
         assert!(due.is_empty());
         // Due: both, with what the failed attempt learnt.
-        let (again, due) = r.after_scan(&wanted, t0 + RETRY_INTERVAL);
+        let (again, due) = r.after_scan(&wanted, t0 + RETRY_INTERVAL, RETRY_INTERVAL);
         assert!(again.is_empty());
         assert_eq!(due, [("g1".to_owned(), Some("id1".to_owned())), ("g2".to_owned(), None)]);
         // Taken: not retried twice.
-        assert_eq!(r.after_scan(&wanted, t0 + 2 * RETRY_INTERVAL).1, []);
+        assert_eq!(r.after_scan(&wanted, t0 + 2 * RETRY_INTERVAL, RETRY_INTERVAL).1, []);
         // A new request for a failed image takes its record.
         r.record("g4".into(), Some("id4".into()), t0);
         assert_eq!(r.take("g4").as_deref(), Some("id4"));

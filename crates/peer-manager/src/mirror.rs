@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use image_replayer::{Registry, ReplayerConfig};
+use image_replayer::{ConfigWatch, Registry};
 use rados_ffi::Rados;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -14,13 +14,12 @@ use crate::pool_replayer::PoolReplayer;
 
 /// Runs replication for every mirrored pool of `local` and every peer it receives from,
 /// until `cancel` fires; then stops every image replayer (each commits its position).
-/// `concurrent_image_syncs` bounds initial syncs per pool. Pools and images report in
-/// `registry`.
+/// Every part reads `config` where it uses it (it may change at runtime). Pools and images
+/// report in `registry`.
 pub async fn run(
     local: Rados,
-    config: ReplayerConfig,
+    config: ConfigWatch,
     connect_timeout: Duration,
-    concurrent_image_syncs: usize,
     registry: Registry,
     cancel: CancellationToken,
 ) -> rados_ffi::Result<()> {
@@ -37,7 +36,6 @@ pub async fn run(
                 site_name: site_name.clone(),
                 config: config.clone(),
                 connect_timeout,
-                syncs: concurrent_image_syncs,
                 registry: registry.clone(),
             };
             pools.spawn(replayer.run(cancel.clone()).instrument(span));

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_replayer::cls;
-use image_replayer::{PeerContext, Registry, ReplayerConfig};
+use image_replayer::{ConfigWatch, PeerContext, Registry, Throttle};
 use rados_ffi::rbd::MirrorPeerSite;
 use rados_ffi::Rados;
 use rbd_types::cls_rbd::RBD_MIRRORING;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -22,11 +22,6 @@ use crate::image_deleter::{self, Request};
 use crate::instance_replayer::InstanceReplayer;
 use crate::pool_watcher::PoolWatcher;
 
-/// How often the primary pool is told we pull from it (`mirror_peer_ping`).
-const PING_INTERVAL: Duration = Duration::from_secs(30);
-/// Wait before connecting again after the pool replayer failed.
-const RETRY_INTERVAL: Duration = Duration::from_secs(30);
-
 /// One pool and one peer it receives from.
 #[derive(Debug)]
 pub(crate) struct PoolReplayer {
@@ -34,9 +29,8 @@ pub(crate) struct PoolReplayer {
     pub(crate) pool: String,
     pub(crate) peer: MirrorPeerSite,
     pub(crate) site_name: String,
-    pub(crate) config: ReplayerConfig,
+    pub(crate) config: ConfigWatch,
     pub(crate) connect_timeout: Duration,
-    pub(crate) syncs: usize,
     pub(crate) registry: Registry,
 }
 
@@ -51,9 +45,10 @@ impl PoolReplayer {
                     self.registry.set_pool_error(&self.pool, &self.peer.site_name, Some(e.to_string()));
                 }
             }
+            let retry = self.config.borrow().rbd_mirror_rs_pool_retry_interval;
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(RETRY_INTERVAL) => {}
+                _ = tokio::time::sleep(retry) => {}
             }
         }
     }
@@ -76,6 +71,10 @@ impl PoolReplayer {
             }
         }
         let _local_watch = peer.local_io.watch(RBD_MIRRORING).await?;
+        // The sync slots follow `rbd_mirror_concurrent_image_syncs` while running, as stock.
+        let mut config_changes = self.config.clone();
+        let syncs = config_changes.borrow_and_update().rbd_mirror_concurrent_image_syncs;
+        let syncs = usize::try_from(syncs).unwrap_or(usize::MAX);
         let ctx = Arc::new(PeerContext {
             local: self.local.clone(),
             remote: peer.remote,
@@ -85,8 +84,8 @@ impl PoolReplayer {
             remote_io: peer.remote_io,
             local_mirror_uuid: peer.local_mirror_uuid,
             remote_mirror_uuid: peer.remote_mirror_uuid,
-            config: self.config.clone(),
-            sync_slots: Arc::new(Semaphore::new(self.syncs.max(1))),
+            config_watch: self.config.clone(),
+            sync_slots: Arc::new(Throttle::new(syncs)),
         });
         let mut watcher = PoolWatcher::new(&ctx).await?;
         let mut images = InstanceReplayer::new(ctx.clone(), self.registry.clone());
@@ -100,7 +99,8 @@ impl PoolReplayer {
         let mut swept = false;
         let mut last_ping: Option<Instant> = None;
         loop {
-            if last_ping.is_none_or(|t| t.elapsed() >= PING_INTERVAL) {
+            let config = ctx.config();
+            if last_ping.is_none_or(|t| t.elapsed() >= config.rbd_mirror_rs_peer_ping_interval) {
                 if let Err(e) =
                     cls::mirror_peer_ping(&ctx.remote_io, &self.site_name, &ctx.local_mirror_uuid).await
                 {
@@ -150,7 +150,11 @@ impl PoolReplayer {
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = watcher.changed() => {}
+                _ = watcher.changed(config.rbd_mirror_rs_pool_rescan_interval) => {}
+                Ok(()) = config_changes.changed() => {
+                    let syncs = config_changes.borrow_and_update().rbd_mirror_concurrent_image_syncs;
+                    ctx.sync_slots.resize(usize::try_from(syncs).unwrap_or(usize::MAX));
+                }
             }
         }
         // Shutdown: every replayer commits its position, then returns; the deleter stops

@@ -1,6 +1,6 @@
 //! The pool watcher (stock `PoolWatcher`): which images the peer mirrors in this pool,
 //! rescanned when the peer's `rbd_mirroring` object is notified (image enabled, disabled,
-//! removed) and at least every [`RESCAN_INTERVAL`] without one.
+//! removed) and at least every `rbd_mirror_rs_pool_rescan_interval` (5 s) without one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,9 +8,6 @@ use std::time::Duration;
 use image_replayer::{cls, PeerContext};
 use rados_ffi::Watch;
 use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageState, RBD_MIRRORING};
-
-/// How often the peer's image list is rescanned without a notification.
-pub(crate) const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Watches the peer pool's mirroring directory.
 pub(crate) struct PoolWatcher {
@@ -51,11 +48,11 @@ impl PoolWatcher {
         Ok(wanted)
     }
 
-    /// Waits until the list may have changed: a notification, or the rescan interval.
-    pub(crate) async fn changed(&mut self) {
+    /// Waits until the list may have changed: a notification, or `rescan` passed.
+    pub(crate) async fn changed(&mut self, rescan: Duration) {
         tokio::select! {
             _ = next_notification(&mut self.watch) => {}
-            _ = tokio::time::sleep(RESCAN_INTERVAL) => {}
+            _ = tokio::time::sleep(rescan) => {}
         }
     }
 }

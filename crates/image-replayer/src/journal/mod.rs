@@ -38,7 +38,7 @@ pub(crate) async fn attempt(
     let remote_image_id = remote.image_id.as_str();
     if !remote_primary {
         publish(ctx, status, State::Unknown, "remote image is non-primary").await;
-        return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+        return Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval));
     }
     let metrics = ImageMetrics::new(&ctx.pool, &ctx.namespace, &remote.name);
     let (local_id, created) = ensure_local_image(ctx, &remote).await?;
@@ -53,7 +53,7 @@ pub(crate) async fn attempt(
         publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/WAIT_FOR_SLOT").await;
         let permit = tokio::select! {
             _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
-            p = ctx.sync_slots.clone().acquire_owned() => p.map_err(|_| crate::ReplayError::Stopped("sync slots closed".into()))?,
+            p = ctx.sync_slots.acquire() => p.map_err(|_| crate::ReplayError::Stopped("sync slots closed".into()))?,
         };
         publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/COPY_IMAGE 0%").await;
         let sync = initial_sync(ctx, &remote, &local, status, cancel);
@@ -66,8 +66,10 @@ pub(crate) async fn attempt(
     }
 
     publish(ctx, status, State::StartingReplay, "starting replay").await;
-    let options =
-        TailOptions { poll_interval: ctx.config.poll_interval, fetch_bytes: Some(replay::TAIL_FETCH_BYTES) };
+    let options = TailOptions {
+        poll_interval: ctx.config().rbd_mirror_journal_poll_age,
+        fetch_bytes: Some(replay::TAIL_FETCH_BYTES),
+    };
     let tail = JournalTail::open(
         &ctx.remote,
         &ctx.pool,
@@ -83,14 +85,14 @@ pub(crate) async fn attempt(
     }
     let mut replayer = JournalReplayer::new(ctx, remote_image_id, local, tail);
     replayer.metrics = Some(metrics);
-    let end = replayer.run(cancel, ctx.config.status_interval, status).await;
+    let end = replayer.run(cancel, ctx.config().rbd_mirror_rs_status_interval, status).await;
     match end? {
         ReplayEnd::Cancelled => Ok(Attempt::Cancelled),
         ReplayEnd::ResyncRequested => Ok(Attempt::RetryAfter(Duration::from_secs(0))),
         ReplayEnd::RemoteDemoted => {
             tracing::info!("the primary was demoted: replay stopped after its last entry");
             publish(ctx, status, State::Unknown, "remote image is non-primary").await;
-            Ok(Attempt::RetryAfter(ctx.config.role_check_interval))
+            Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval))
         }
     }
 }

@@ -198,7 +198,7 @@ impl<'a> JournalReplayer<'a> {
         status_interval: Duration,
         status: &mut StatusPublisher,
     ) -> Result<ReplayEnd> {
-        let commit_interval = self.ctx.config.commit_interval;
+        let mut commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
         let mut last_commit = Instant::now();
         let mut last_status = Instant::now();
         let mut rate_mark = (Instant::now(), 0u64, 0u64);
@@ -221,7 +221,9 @@ impl<'a> JournalReplayer<'a> {
                         return Ok(ReplayEnd::RemoteDemoted);
                     }
                 }
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
+                }
             }
             // A full window goes as soon as a slot is free; a partial one when the pipeline
             // is idle (it keeps filling while earlier windows run).

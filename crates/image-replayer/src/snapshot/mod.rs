@@ -69,7 +69,7 @@ pub(crate) async fn attempt(
         };
         if demoted_here {
             publish(ctx, status, State::Unknown, "remote image is non-primary").await;
-            return Ok(Attempt::RetryAfter(ctx.config.role_check_interval));
+            return Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval));
         }
     }
     let (local_id, created) = ensure_local_image(ctx, &remote).await?;
@@ -326,7 +326,7 @@ impl SnapshotReplayer<'_> {
                         self.watches = Some(self.watch().await?);
                         continue; // re-plan: a snapshot may have come before the watch
                     }
-                    if last_status.is_none_or(|t| t.elapsed() >= ctx.config.status_interval) {
+                    if last_status.is_none_or(|t| t.elapsed() >= ctx.config().rbd_mirror_rs_status_interval) {
                         let s = self.status(&local_snaps, &remote_snaps, None, 0);
                         let lag = s.lag_seconds(SystemTime::now());
                         status.image().update(|i| i.lag_seconds = lag);
@@ -334,7 +334,7 @@ impl SnapshotReplayer<'_> {
                         last_status = Some(Instant::now());
                     }
                     let poll = if step == Step::Idle {
-                        IDLE_POLL.min(ctx.config.status_interval)
+                        IDLE_POLL.min(ctx.config().rbd_mirror_rs_status_interval)
                     } else {
                         INCOMPLETE_POLL
                     };
@@ -348,18 +348,18 @@ impl SnapshotReplayer<'_> {
                     return match stop {
                         Stop::ForcePromoted => {
                             publish(ctx, status, State::Stopped, stop.description()).await;
-                            Ok(Attempt::RetryAfter(ctx.config.role_check_interval))
+                            Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval))
                         }
                         Stop::RemoteDemoted => {
                             publish(ctx, status, State::Unknown, stop.description()).await;
-                            Ok(Attempt::RetryAfter(ctx.config.role_check_interval))
+                            Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval))
                         }
                         // Usually a forced promotion here in progress (its orphan snapshot):
                         // look again soon, the next attempt reports the new role.
                         Stop::UnknownPeer => {
                             tracing::error!(error = stop.description(), "image replay failed");
                             publish(ctx, status, State::Error, stop.description()).await;
-                            Ok(Attempt::RetryAfter(ctx.config.role_check_interval))
+                            Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval))
                         }
                         other => Err(ReplayError::Conflict(other.description().to_owned())),
                     };
@@ -482,7 +482,7 @@ impl SnapshotReplayer<'_> {
         );
         let permit = tokio::select! {
             _ = cancel.cancelled() => return Ok(false),
-            p = ctx.sync_slots.clone().acquire_owned() =>
+            p = ctx.sync_slots.acquire() =>
                 p.map_err(|_| ReplayError::Stopped("sync slots closed".into()))?,
         };
         let mut bytes = 0u64;
