@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::Result;
-use crate::local::RemoteImage;
+use crate::local::{Found, RemoteImage};
 use crate::metrics::ImageMetrics;
 use crate::registry::ImageHandle;
 use crate::status::{publish, StatusPublisher};
@@ -87,15 +87,4 @@ async fn attempt(
         MirrorImageMode::Journal => crate::journal::attempt(ctx, found, cancel, status).await,
         MirrorImageMode::Snapshot => crate::snapshot::attempt(ctx, found, cancel, status).await,
     }
-}
-
-/// What the dispatch found before handing the attempt to the image's mode.
-#[derive(Debug)]
-pub(crate) struct Found {
-    /// The primary image.
-    pub(crate) remote: RemoteImage,
-    /// Whether it is primary now.
-    pub(crate) remote_primary: bool,
-    /// The local image's id, when the local pool's mirroring directory has one (not primary).
-    pub(crate) local_id: Option<String>,
 }

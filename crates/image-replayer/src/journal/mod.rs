@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::local::image::LocalImage;
+use crate::local::Found;
 use crate::metrics::ImageMetrics;
-use crate::replayer::Found;
 use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use bootstrap::{ensure_local_image, ensure_remote_client, initial_sync};

@@ -52,6 +52,17 @@ impl RemoteImage {
     }
 }
 
+/// What the replayer's mode dispatch found before handing the attempt to the image's mode.
+#[derive(Debug)]
+pub(crate) struct Found {
+    /// The primary image.
+    pub(crate) remote: RemoteImage,
+    /// Whether it is primary now.
+    pub(crate) remote_primary: bool,
+    /// The local image's id, when the local pool's mirroring directory has one (not primary).
+    pub(crate) local_id: Option<String>,
+}
+
 /// Whether image `image_id` of the pool `io` is primary (its newest journal tag is local).
 pub async fn is_primary(io: &IoCtx, image_id: &str) -> Result<bool> {
     Ok(Image::open_by_id(io, image_id, None).await?.mirror_image_info().await?.primary)

@@ -27,8 +27,7 @@ use crate::cls;
 use crate::copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext, SYNC_CONCURRENCY};
 use crate::error::{ReplayError, Result};
 use crate::local::image::LocalImage;
-use crate::local::{random_uuid, RemoteImage, IMAGE_META_PREFIX};
-use crate::replayer::Found;
+use crate::local::{random_uuid, Found, RemoteImage, IMAGE_META_PREFIX};
 use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use rbd_types::cls_rbd::{
