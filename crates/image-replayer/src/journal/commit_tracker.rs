@@ -296,89 +296,99 @@ mod tests {
         Inline { unit: usize },
     }
 
+    /// A small deterministic generator (xorshift), seeded by proptest.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n.max(1) as u64) as usize
+        }
+    }
+
     proptest! {
         #[test]
         fn never_commits_past_what_is_durable(
             units in proptest::collection::vec(unit(), 1..30),
-            shuffle_seed in any::<u64>(),
+            seed in any::<u64>(),
+            splay in 1u8..5,
         ) {
+            let mut rng = Rng(seed | 1);
             let mut t = CommitTracker::new(ObjectSetPosition::default());
-            // Hand out every unit's entries in journal order, submitting windows at once.
             let mut ranges = Vec::new();
-            let mut window_ids = Vec::new();
-            let mut completions = Vec::new();
+            let mut window_ids: Vec<Option<u64>> = Vec::new();
+            let mut pending: Vec<Completion> = Vec::new();
             let mut done_entries: Vec<bool> = Vec::new();
-            for (i, u) in units.iter().enumerate() {
+            let mut remaining: Vec<usize> = Vec::new();
+            let mut failed = vec![false; units.len()];
+            let mut last = last_committed(&t);
+            // Entries are handed out in journal order, each unit's completions joining the
+            // pending ones; between two units, and after the last, a random number of
+            // pending completions is delivered in a random order.
+            for i in 0..=units.len() {
+                let deliver = if i == units.len() { pending.len() } else { rng.below(pending.len() + 1) };
+                for _ in 0..deliver {
+                    let c = pending.swap_remove(rng.below(pending.len()));
+                    match c {
+                        Completion::Op { unit, op } => {
+                            let Unit::Window { ops, .. } = &units[unit] else { unreachable!() };
+                            let id = window_ids[unit].expect("a window");
+                            if ops[op] {
+                                failed[unit] = true;
+                                t.object_op_failed(id);
+                            } else {
+                                t.object_op_done(id, splay);
+                            }
+                            remaining[unit] -= 1;
+                            if remaining[unit] == 0 && !failed[unit] {
+                                let (first, end) = ranges[unit];
+                                for s in first..end {
+                                    done_entries[s as usize] = true;
+                                }
+                            }
+                        }
+                        Completion::Inline { unit } => {
+                            let (seq, _) = ranges[unit];
+                            t.entry_done(seq, splay);
+                            done_entries[seq as usize] = true;
+                        }
+                    }
+                    // Model: the prefix of durable entries, recomputed from scratch.
+                    let prefix = done_entries.iter().take_while(|d| **d).count() as u64;
+                    let now = last_committed(&t);
+                    prop_assert_eq!(now, prefix.checked_sub(1), "committable prefix");
+                    prop_assert!(now >= last, "the commit position moved backwards");
+                    last = now;
+                }
+                let Some(u) = units.get(i) else { break };
                 match u {
                     Unit::Window { entries, ops } => {
                         let (first, end) = push(&mut t, *entries);
-                        let (id, _) = t.submit_window(first, end, ops.len(), 0, SPLAY);
+                        let (id, _) = t.submit_window(first, end, ops.len(), 0, splay);
                         ranges.push((first, end));
                         window_ids.push(Some(id));
+                        remaining.push(ops.len());
                         done_entries.extend(std::iter::repeat_n(ops.is_empty(), *entries as usize));
-                        completions.extend((0..ops.len()).map(|op| Completion::Op { unit: i, op }));
+                        pending.extend((0..ops.len()).map(|op| Completion::Op { unit: i, op }));
                     }
                     Unit::Inline => {
                         let seq = t.push_entry(pos(t.next_seq()));
                         ranges.push((seq, seq + 1));
                         window_ids.push(None);
+                        remaining.push(1);
                         done_entries.push(false);
-                        completions.push(Completion::Inline { unit: i });
+                        pending.push(Completion::Inline { unit: i });
                     }
                 }
-            }
-            // A random completion order (Fisher-Yates with a simple generator).
-            let mut state = shuffle_seed | 1;
-            for i in (1..completions.len()).rev() {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                completions.swap(i, (state % (i as u64 + 1)) as usize);
-            }
-            let mut remaining: Vec<usize> = units
-                .iter()
-                .map(|u| match u { Unit::Window { ops, .. } => ops.len(), Unit::Inline => 1 })
-                .collect();
-            let mut failed = vec![false; units.len()];
-            let mut last = last_committed(&t);
-            for c in completions {
-                match c {
-                    Completion::Op { unit, op } => {
-                        let Unit::Window { ops, .. } = &units[unit] else { unreachable!() };
-                        let id = window_ids[unit].expect("a window");
-                        if ops[op] {
-                            failed[unit] = true;
-                            t.object_op_failed(id);
-                        } else {
-                            t.object_op_done(id, SPLAY);
-                        }
-                        remaining[unit] -= 1;
-                        if remaining[unit] == 0 && !failed[unit] {
-                            let (first, end) = ranges[unit];
-                            for s in first..end {
-                                done_entries[s as usize] = true;
-                            }
-                        }
-                    }
-                    Completion::Inline { unit } => {
-                        let (seq, _) = ranges[unit];
-                        t.entry_done(seq, SPLAY);
-                        done_entries[seq as usize] = true;
-                    }
-                }
-                // Model: the prefix of durable entries, recomputed from scratch.
                 let prefix = done_entries.iter().take_while(|d| **d).count() as u64;
-                let expected = prefix.checked_sub(1);
-                let now = last_committed(&t);
-                prop_assert_eq!(now, expected, "committable prefix");
-                prop_assert!(now >= last, "the commit position moved backwards");
-                last = now;
+                prop_assert_eq!(last_committed(&t), prefix.checked_sub(1), "after handing out unit {}", i);
             }
             // Everything not blocked by a failure is durable: the prefix ends just before
             // the first failed window's first entry, or at the last entry.
             let first_failed = (0..units.len()).find(|&u| failed[u]).map(|u| ranges[u].0);
-            let total = done_entries.len() as u64;
-            let end = first_failed.unwrap_or(total);
+            let end = first_failed.unwrap_or(done_entries.len() as u64);
             prop_assert_eq!(last_committed(&t), end.checked_sub(1));
         }
     }

@@ -427,8 +427,9 @@ impl<'a> JournalReplayer<'a> {
                     )),
                     other => other,
                 })?;
-                self.counters.bytes += bytes;
-                let durable = self.commits.entry_done(seq, self.tail.header().splay_width);
+                let mut durable = self.commits.entry_done(seq, self.tail.header().splay_width);
+                // Bytes written inline (compare-and-write) count as the windows' do.
+                durable.bytes += bytes;
                 self.count(durable);
             }
         }
