@@ -12,7 +12,8 @@
 #        lab.sh mirror-start [SITE|all]  start rbd-mirror (default site-b) as the stock unit
 #                                would: --cluster SITE -c SITE.conf -f --id rbd-mirror.<a|b>,
 #                                cwd = site dir; RBD_MIRROR_LAB_MIRROR_BIN (or
-#                                CEPH_LAB_MIRROR_BIN) = another binary started the same way
+#                                CEPH_LAB_MIRROR_BIN) = another binary started the same way;
+#                                RBD_MIRROR_LAB_MIRROR_ARGS = more arguments (word-split)
 #        lab.sh mirror-stop [SITE|all]   (default all)
 #        lab.sh purge            down, then delete the state directory
 #
@@ -347,7 +348,8 @@ cmd_mirror_start() {
     id=$(site_id "$s"); asok=$(site_dir "$s")/run/client.rbd-mirror.$id.asok
     # ours serves Prometheus metrics on the site's address (the stock one has no endpoint)
     if [[ -n $MIRROR_BIN ]]; then export RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")287"; fi
-    start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id"
+    # shellcheck disable=SC2086 # RBD_MIRROR_LAB_MIRROR_ARGS: several arguments
+    start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id" ${RBD_MIRROR_LAB_MIRROR_ARGS:-}
     if [[ -z $MIRROR_BIN ]]; then
       wait_until "$s rbd-mirror admin socket" timeout 10 ceph --admin-daemon "$asok" version
     fi

@@ -8,6 +8,7 @@
 
 use std::process::ExitCode;
 
+use image_replayer::MirrorConfig;
 use rados_ffi::rbd::MirrorPeerSite;
 use rados_ffi::{ClusterConfig, Rados};
 use rbd_types::MirrorMode;
@@ -75,6 +76,13 @@ pub(crate) fn local_config(args: &Args) -> ClusterConfig {
     let mut cfg = ClusterConfig::local(&args.cluster, args.conf.clone(), &args.client_id());
     cfg.keyring = args.keyring.clone();
     cfg.connect_timeout = args.connect_timeout;
+    // Ceph options from the command line go to librados (which checks them), but for ours.
+    cfg.options = args
+        .ceph_options
+        .iter()
+        .filter(|o| MirrorConfig::is_ceph_option(&o.name))
+        .map(|o| (o.name.clone(), o.value.clone()))
+        .collect();
     cfg
 }
 

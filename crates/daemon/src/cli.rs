@@ -1,10 +1,16 @@
 //! Command line. The stock daemon's arguments are accepted unchanged so that any tooling
-//! that starts `rbd-mirror --cluster <c> -c <conf> -f --id <id>` can start us instead.
+//! that starts `rbd-mirror --cluster <c> -c <conf> -f --id <id>` can start us instead, and,
+//! as on every Ceph daemon, any Ceph option may follow as `--name value`, `--name=value`
+//! (dashes and underscores alike) or `--debug-<subsys>=N[/M]`: [`parse`] takes those out
+//! before clap sees the rest. `rbd_mirror_*` options are checked here (an unknown or
+//! ill-typed one is an error at start); the others go to librados, which checks them.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use image_replayer::MirrorConfig;
 
 /// rbd-mirror-rs: asynchronous RBD image mirroring (a drop-in for Ceph's rbd-mirror).
 #[derive(Debug, Parser)]
@@ -67,6 +73,110 @@ pub struct Args {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// Ceph options given on the command line, in order (names with underscores).
+    #[arg(skip)]
+    pub ceph_options: Vec<CephOption>,
+}
+
+/// A Ceph option from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CephOption {
+    /// Its name, with underscores (`rbd_mirror_journal_poll_age`, `debug_rbd`).
+    pub name: String,
+    /// Its value as given (`true` for a boolean flag given alone).
+    pub value: String,
+}
+
+/// Ceph's boolean options that may be given without a value (`--daemonize`).
+fn is_flag(name: &str) -> bool {
+    matches!(name, "daemonize" | "log_to_stderr" | "err_to_stderr" | "log_to_syslog" | "err_to_syslog")
+        || MirrorConfig::default().get(name).is_some_and(|v| v == "true" || v == "false")
+}
+
+fn is_bool_literal(v: &str) -> bool {
+    matches!(v.to_ascii_lowercase().as_str(), "true" | "false" | "yes" | "no" | "1" | "0" | "on" | "off")
+}
+
+/// Parses the command line: Ceph options out, the rest through clap. Errors are clap's
+/// (usage, exit 2) or an unknown or ill-typed `rbd_mirror_*` option.
+pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Args, clap::Error> {
+    let mut cmd = Args::command();
+    let mut known: Vec<String> = vec!["help".into(), "version".into()];
+    for c in std::iter::once(&cmd).chain(cmd.get_subcommands()) {
+        known.extend(c.get_arguments().filter_map(|a| a.get_long()).map(|l| l.replace('-', "_")));
+    }
+    let (rest, ceph_options) = split_ceph_options(argv, &known);
+    let mut probe = MirrorConfig::default();
+    for o in ceph_options.iter().filter(|o| MirrorConfig::is_mirror_option(&o.name)) {
+        if let Err(e) = probe.set(&o.name, &o.value) {
+            return Err(cmd.error(clap::error::ErrorKind::ValueValidation, e.to_string()));
+        }
+    }
+    let matches = cmd.try_get_matches_from_mut(rest)?;
+    let mut args = Args::from_arg_matches(&matches)?;
+    args.ceph_options = ceph_options;
+    Ok(args)
+}
+
+/// Takes the Ceph options out of `argv`: every `--name[=value]` whose name is not in
+/// `known` (clap's long options, with underscores), `--no-daemonize`, and their values.
+fn split_ceph_options(
+    argv: impl IntoIterator<Item = OsString>,
+    known: &[String],
+) -> (Vec<OsString>, Vec<CephOption>) {
+    let mut rest = Vec::new();
+    let mut options = Vec::new();
+    let mut it = argv.into_iter().peekable();
+    while let Some(arg) = it.next() {
+        let Some(text) = arg.to_str().and_then(|a| a.strip_prefix("--")).filter(|t| !t.is_empty()) else {
+            rest.push(arg);
+            continue;
+        };
+        let (name, inline) = match text.split_once('=') {
+            Some((n, v)) => (n.replace('-', "_"), Some(v.to_owned())),
+            None => (text.replace('-', "_"), None),
+        };
+        if known.contains(&name) {
+            rest.push(arg);
+            continue;
+        }
+        if name == "no_daemonize" {
+            options.push(CephOption { name: "daemonize".into(), value: "false".into() });
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                let next_is_value = it
+                    .peek()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('-') && (!is_flag(&name) || is_bool_literal(n)));
+                match (next_is_value, is_flag(&name)) {
+                    (true, _) => it.next().and_then(|v| v.into_string().ok()).unwrap_or_default(),
+                    (false, true) => "true".to_owned(),
+                    (false, false) => String::new(),
+                }
+            }
+        };
+        options.push(CephOption { name, value });
+    }
+    (rest, options)
+}
+
+impl Args {
+    /// The tracing level `--debug-rbd_mirror=N[/M]` asks for (the last one given), as Ceph's
+    /// levels map onto ours: 0 warn, 1-4 info, 5-19 debug, 20 and more trace.
+    pub fn debug_level(&self) -> Option<&'static str> {
+        let o = self.ceph_options.iter().rev().find(|o| o.name == "debug_rbd_mirror")?;
+        let n: u32 = o.value.split('/').next()?.trim().parse().ok()?;
+        Some(match n {
+            0 => "warn",
+            1..=4 => "info",
+            5..=19 => "debug",
+            _ => "trace",
+        })
+    }
 }
 
 impl Args {
@@ -149,6 +259,72 @@ mod tests {
         assert!(a.foreground);
         assert_eq!(a.client_id(), "rbd-mirror.b");
         assert!(a.command.is_none());
+    }
+
+    fn parse_from(args: &[&str]) -> Result<Args, clap::Error> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn ceph_options_as_ceph_test_helpers_give_them() {
+        let a = parse_from(&[
+            "rbd-mirror-rs",
+            "--cluster",
+            "cluster1",
+            "--id",
+            "mirror.0",
+            "--rbd-mirror-delete-retry-interval=5",
+            "--rbd-mirror-image-state-check-interval=5",
+            "--rbd-mirror-journal-poll-age=1",
+            "--rbd-mirror-pool-replayers-refresh-interval=5",
+            "--debug-rbd=30",
+            "--debug-journaler=30",
+            "--debug-rbd_mirror=30",
+            "--daemonize=true",
+            "--rbd_mirror_concurrent_image_syncs",
+            "3",
+            "--log-file",
+            "/var/log/ceph/x.log",
+            "--no-daemonize",
+            "--log-to-stderr",
+            "-f",
+        ])
+        .unwrap();
+        assert_eq!(a.cluster, "cluster1");
+        assert_eq!(a.client_id(), "mirror.0");
+        assert!(a.foreground);
+        let got: Vec<(&str, &str)> =
+            a.ceph_options.iter().map(|o| (o.name.as_str(), o.value.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("rbd_mirror_delete_retry_interval", "5"),
+                ("rbd_mirror_image_state_check_interval", "5"),
+                ("rbd_mirror_journal_poll_age", "1"),
+                ("rbd_mirror_pool_replayers_refresh_interval", "5"),
+                ("debug_rbd", "30"),
+                ("debug_journaler", "30"),
+                ("debug_rbd_mirror", "30"),
+                ("daemonize", "true"),
+                ("rbd_mirror_concurrent_image_syncs", "3"),
+                ("log_file", "/var/log/ceph/x.log"),
+                ("daemonize", "false"),
+                ("log_to_stderr", "true"),
+            ]
+        );
+        assert_eq!(a.debug_level(), Some("trace"));
+        // Subcommands still parse after a flag option.
+        let a = parse_from(&["rbd-mirror-rs", "--daemonize", "check", "--format", "json"]).unwrap();
+        assert!(matches!(a.command, Some(Command::Check(_))));
+    }
+
+    #[test]
+    fn bad_rbd_mirror_options_are_errors() {
+        let e = parse_from(&["rbd-mirror-rs", "--rbd-mirror-no-such-option=1"]).unwrap_err().to_string();
+        assert!(e.contains("unknown option rbd_mirror_no_such_option"), "{e}");
+        let e = parse_from(&["rbd-mirror-rs", "--rbd-mirror-concurrent-image-syncs", "many"]).unwrap_err();
+        assert!(e.to_string().contains("cannot parse \"many\""), "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

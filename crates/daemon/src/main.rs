@@ -15,12 +15,10 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // librados' static initializers touched ~1 MiB of this stack before `main`: give it back.
     let stack_released = rados_ffi::process::release_unused_main_stack();
-    let args = cli::Args::parse();
+    let args = cli::parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
     init_tracing(&args);
     tracing::debug!(stack_released, "unused main stack given back");
     match rados_ffi::process::allocator_settings() {
@@ -70,8 +68,10 @@ fn main() -> ExitCode {
 
 fn init_tracing(args: &cli::Args) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("RBD_MIRROR_RS_LOG").unwrap_or_else(|_| EnvFilter::new(&args.log_level));
+    let filter = EnvFilter::try_from_env("RBD_MIRROR_RS_LOG").unwrap_or_else(|_| {
+        // `--debug-rbd_mirror=N`, as the stock daemon takes it, wins over `--log-level`.
+        EnvFilter::new(args.debug_level().unwrap_or(&args.log_level))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

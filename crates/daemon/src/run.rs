@@ -41,10 +41,17 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     };
 
-    // The one configuration value: built here, read below where it is used. (Ceph's
-    // options from the conf, the monitors and the command line come with the next issue;
-    // today the defaults.) The handle stays here: runtime changes go through it.
-    let (config, config_watch) = ConfigHandle::new(MirrorConfig::default());
+    // The one configuration value: ours from the command line, Ceph's as librados sees them
+    // (conf, CEPH_ARGS, command line, monitors). The handle stays here: runtime changes
+    // (the monitors' database, polled below) go through it.
+    let initial = initial_config(args, &local)?;
+    for (name, default, value) in MirrorConfig::default().diff(&initial) {
+        tracing::info!(option = name, %value, %default, "configuration");
+    }
+    if args.ceph_options.iter().any(|o| o.name == "daemonize" && o.value != "false") {
+        tracing::warn!("--daemonize is not supported yet: running in the foreground");
+    }
+    let (config, config_watch) = ConfigHandle::new(initial);
     let mut replication = tokio::spawn(peer_manager::run(
         local.clone(),
         config_watch,
@@ -75,6 +82,7 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 rados_ffi::process::release_free_memory();
             }
             _ = tick.tick() => {
+                refresh_config(&config, &local);
                 if registered {
                     let json = service_status_json(&registry, &instance_id);
                     if let Err(e) = local.service_update_status(&[("json", &json)]).await {
@@ -91,6 +99,45 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Err(_) => tracing::warn!("image replayers did not stop within {grace:?}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration at start: our defaults, our `rbd_mirror_rs_*` options from the command
+/// line, then every Ceph option librados has a value for other than Ceph's default. A value
+/// that does not parse is an error naming it.
+fn initial_config(args: &Args, local: &Rados) -> Result<MirrorConfig, String> {
+    let mut ours = MirrorConfig::default();
+    for o in args.ceph_options.iter().filter(|o| !MirrorConfig::is_ceph_option(&o.name)) {
+        ours.set(&o.name, &o.value).map_err(|e| e.to_string())?;
+    }
+    let (config, errors) = ours.with_ceph_values(|name| local.conf_get(name), false);
+    match errors.first() {
+        Some(e) => Err(format!("configuration: {e}")),
+        None => Ok(config),
+    }
+}
+
+/// Takes the changes of runtime options librados has received from the monitors (`ceph
+/// config set client.<id> ...`), as the stock daemon applies them without a restart.
+fn refresh_config(config: &ConfigHandle, local: &Rados) {
+    let current = config.current();
+    let (next, errors) = current.with_ceph_values(|name| local.conf_get(name), true);
+    for e in errors {
+        tracing::warn!(error = %e, "configuration change refused");
+    }
+    let changes = current.diff(&next);
+    if changes.is_empty() {
+        return;
+    }
+    if let Err(e) = config.update(|c| {
+        *c = next;
+        Ok(())
+    }) {
+        tracing::warn!(error = %e, "configuration change refused");
+        return;
+    }
+    for (name, from, to) in changes {
+        tracing::info!(option = name, %from, %to, "configuration changed");
+    }
 }
 
 /// The service-map status the stock daemon publishes (ceph-formats.md §5.8): per pool id,

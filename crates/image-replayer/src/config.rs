@@ -381,6 +381,87 @@ options! {
         min Some(1.0), max None, allowed NONE, runtime true;
 }
 
+/// Ceph's defaults of the options whose default we change (the rest are Ceph's).
+const CEPH_DEFAULTS_WE_CHANGE: &[(&str, &str)] =
+    &[("rbd_mirror_journal_commit_age", "5"), ("rbd_mirror_journal_poll_age", "5")];
+
+impl MirrorConfig {
+    /// Whether `name` is one of Ceph's options (librados knows it), not one of ours.
+    pub fn is_ceph_option(name: &str) -> bool {
+        !name.replace('-', "_").starts_with("rbd_mirror_rs_")
+    }
+
+    /// Whether `name` belongs to this configuration (an `rbd_mirror_*` or `rbd_mirroring_*`
+    /// option, ours included), rather than to librados.
+    pub fn is_mirror_option(name: &str) -> bool {
+        name.replace('-', "_").starts_with("rbd_mirror")
+    }
+
+    /// Ceph's own defaults for every option (ours where Ceph has none).
+    pub fn ceph_defaults() -> MirrorConfig {
+        let mut c = MirrorConfig::default();
+        for (name, value) in CEPH_DEFAULTS_WE_CHANGE {
+            // The table holds valid values of known options.
+            let _ = c.set(name, value);
+        }
+        c
+    }
+
+    /// This configuration with Ceph's options as `lookup` reads them (librados' view: the
+    /// conf file, `CEPH_ARGS`, the command line and the monitors' database, with Ceph's
+    /// precedence): a value other than Ceph's default replaces ours; Ceph's default leaves
+    /// ours (so our own defaults stand where the operator set nothing). With
+    /// `runtime_only`, only options that apply at runtime are taken. Values that do not
+    /// parse or are out of range are left out and returned.
+    pub fn with_ceph_values(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+        runtime_only: bool,
+    ) -> (MirrorConfig, Vec<ConfigError>) {
+        let ceph = MirrorConfig::ceph_defaults();
+        let mut next = self.clone();
+        let mut errors = Vec::new();
+        for name in MirrorConfig::names() {
+            if !MirrorConfig::is_ceph_option(name) || (runtime_only && !MirrorConfig::runtime_updatable(name))
+            {
+                continue;
+            }
+            let Some(raw) = lookup(name) else { continue };
+            let mut probe = ceph.clone();
+            if let Err(e) = probe.set(name, &raw) {
+                errors.push(e);
+                continue;
+            }
+            let value = probe.get(name);
+            if value != ceph.get(name) {
+                if let Some(v) = value {
+                    if let Err(e) = next.set(name, &v) {
+                        errors.push(e);
+                    }
+                }
+            } else {
+                // At Ceph's default (set nowhere, or removed again): ours.
+                let ours = MirrorConfig::default().get(name);
+                if let Some(v) = ours {
+                    let _ = next.set(name, &v);
+                }
+            }
+        }
+        (next, errors)
+    }
+
+    /// The options whose values differ between `self` and `other`: (name, self's, other's).
+    pub fn diff(&self, other: &MirrorConfig) -> Vec<(&'static str, String, String)> {
+        MirrorConfig::names()
+            .iter()
+            .filter_map(|name| {
+                let (a, b) = (self.get(name)?, other.get(name)?);
+                (a != b).then_some((*name, a, b))
+            })
+            .collect()
+    }
+}
+
 /// The readers' side: the current configuration, and a way to wait for a change.
 pub type ConfigWatch = watch::Receiver<Arc<MirrorConfig>>;
 
@@ -527,6 +608,54 @@ mod tests {
         assert!(MirrorConfig::runtime_updatable("rbd_mirror_concurrent_image_syncs"));
         assert!(!MirrorConfig::runtime_updatable("rbd_mirror_leader_heartbeat_interval"));
         assert!(!MirrorConfig::runtime_updatable("no_such_option"));
+    }
+
+    #[test]
+    fn ceph_values_replace_ours_only_where_set() {
+        let ours = MirrorConfig::default();
+        // librados prints floats with decimals; Ceph's defaults leave ours.
+        let lookup = |name: &str| match name {
+            "rbd_mirror_journal_commit_age" => Some("5.000000".to_owned()),
+            "rbd_mirror_journal_poll_age" => Some("0.500000".to_owned()),
+            "rbd_mirror_concurrent_image_syncs" => Some("3".to_owned()),
+            "rbd_mirror_perf_stats_prio" => Some("99".to_owned()),
+            "rbd_mirror_delete_retry_interval" => Some("30.000000".to_owned()),
+            _ => None,
+        };
+        let (next, errors) = ours.with_ceph_values(lookup, false);
+        assert_eq!(next.rbd_mirror_journal_commit_age, Duration::from_secs(1), "Ceph's default leaves ours");
+        assert_eq!(next.rbd_mirror_journal_poll_age, Duration::from_millis(500));
+        assert_eq!(next.rbd_mirror_concurrent_image_syncs, 3);
+        assert_eq!(next.rbd_mirror_delete_retry_interval, Duration::from_secs(30));
+        assert_eq!(next.rbd_mirror_perf_stats_prio, 5, "an out-of-range value is refused");
+        assert!(matches!(
+            errors.as_slice(),
+            [ConfigError::OutOfRange { name: "rbd_mirror_perf_stats_prio", .. }]
+        ));
+        let diff = ours.diff(&next);
+        assert_eq!(
+            diff,
+            [
+                ("rbd_mirror_journal_poll_age", "1".to_owned(), "0.5".to_owned()),
+                ("rbd_mirror_concurrent_image_syncs", "5".to_owned(), "3".to_owned()),
+            ]
+        );
+        // At runtime only the options that apply at runtime move.
+        let lookup = |name: &str| match name {
+            "rbd_mirror_concurrent_image_syncs" => Some("2".to_owned()),
+            "rbd_mirror_leader_heartbeat_interval" => Some("9".to_owned()),
+            _ => None,
+        };
+        let (later, _) = next.with_ceph_values(lookup, true);
+        assert_eq!(later.rbd_mirror_concurrent_image_syncs, 2);
+        assert_eq!(later.rbd_mirror_leader_heartbeat_interval, Duration::from_secs(5));
+        // Removed again (`ceph config rm`): back to the default.
+        let (again, _) = later
+            .with_ceph_values(|n| (n == "rbd_mirror_concurrent_image_syncs").then(|| "5".to_owned()), true);
+        assert_eq!(again.rbd_mirror_concurrent_image_syncs, 5);
+        assert!(MirrorConfig::is_mirror_option("rbd-mirror-rs-status-interval"));
+        assert!(!MirrorConfig::is_ceph_option("rbd_mirror_rs_status_interval"));
+        assert!(!MirrorConfig::is_mirror_option("debug_rbd"));
     }
 
     #[tokio::test]

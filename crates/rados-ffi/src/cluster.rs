@@ -300,6 +300,14 @@ impl Rados {
         }
     }
 
+    /// The value of configuration option `key` as this connection sees it: the conf file,
+    /// `CEPH_ARGS`, options set before connecting, and the monitors' configuration database
+    /// (which updates it while connected), with Ceph's precedence. `None` for an option
+    /// librados does not know. An in-memory lookup: no I/O.
+    pub fn conf_get(&self, key: &str) -> Option<String> {
+        conf_get(self.handle.raw, key)
+    }
+
     /// `ceph config get WHO KEY`: the value from the monitors' configuration database.
     pub async fn config_get(&self, who: &str, key: &str) -> Result<String> {
         let cmd = serde_json::json!({"prefix": "config get", "who": who, "key": key});

@@ -30,11 +30,20 @@ pub struct Daemon;
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Started as the lab starts it, with `extra` arguments after the stock ones.
+    pub fn start_with(extra: &[&str]) -> Daemon {
         // Never two daemons for one site: stop a stock one left running.
         lab::lab_script(&["mirror-stop", "site-b"], &[]);
+        let extra = extra.join(" ");
         lab::lab_script(
             &["mirror-start", "site-b"],
-            &[("RBD_MIRROR_LAB_MIRROR_BIN", env!("CARGO_BIN_EXE_rbd-mirror-rs"))],
+            &[
+                ("RBD_MIRROR_LAB_MIRROR_BIN", env!("CARGO_BIN_EXE_rbd-mirror-rs")),
+                ("RBD_MIRROR_LAB_MIRROR_ARGS", &extra),
+            ],
         );
         Daemon
     }

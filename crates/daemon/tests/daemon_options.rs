@@ -1,0 +1,155 @@
+//! Options as every Ceph daemon takes them, on the lab: the command line Ceph's own test
+//! helpers start the stock rbd-mirror with, options in the monitors' configuration
+//! database at start and changed at runtime (`ceph config set`), and a clear error at start
+//! for an unknown or ill-typed `rbd_mirror_*` option.
+
+#[path = "../../../tests/support/lab.rs"]
+mod lab;
+#[path = "support/mirror.rs"]
+mod mirror;
+
+use std::process::Command;
+use std::time::Duration;
+
+use mirror::{daemon_log, daemon_log_since, image_status, sites, Daemon, Images};
+
+/// The client section of our daemon in the monitors' database.
+const WHO: &str = "client.rbd-mirror.b";
+
+/// Waits until the daemon's log since `from` has a line with every one of `parts`.
+fn wait_log_line(what: &str, from: usize, parts: &[&str]) -> String {
+    lab::wait_for(what, Duration::from_secs(60), || {
+        let log = daemon_log_since(from);
+        log.lines()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no line with {parts:?} in: {log}"))
+    })
+}
+
+/// Removes options from the monitors' database when the test ends, passed or not.
+struct MonOptions<'a>(&'a lab::Site, Vec<&'static str>);
+
+impl Drop for MonOptions<'_> {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            let _ = self.0.ceph_ok(&["config", "rm", WHO, name]);
+        }
+    }
+}
+
+#[test]
+fn the_command_line_of_cephs_test_helpers_is_taken_and_replication_runs() {
+    let (_serial, a, b) = sites();
+    let spec = format!("{}/{}", lab::POOL, lab::unique("options"));
+    let _images = Images(vec![spec.clone()]);
+    a.rbd(&["create", "--size", "16M", "--image-feature", "layering,exclusive-lock,journaling", &spec]);
+    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    a.bench(&spec, "rand", "4K", "1M");
+
+    let from = daemon_log().len();
+    // As qa/workunits/rbd/rbd_mirror_helpers.sh starts the stock daemon (but --daemonize).
+    let _daemon = Daemon::start_with(&[
+        "--rbd-mirror-delete-retry-interval=5",
+        "--rbd-mirror-image-state-check-interval=5",
+        "--rbd-mirror-journal-poll-age=1",
+        "--rbd-mirror-pool-replayers-refresh-interval=5",
+        "--debug-rbd=0",
+        "--debug-journaler=0",
+        "--debug-rbd_mirror=5",
+        "--rbd_mirror_concurrent_image_syncs",
+        "2",
+    ]);
+    let line =
+        wait_log_line("the options in effect", from, &["configuration", "rbd_mirror_delete_retry_interval"]);
+    println!("{line}");
+    assert!(line.contains("value=5"), "{line}");
+    let line = wait_log_line(
+        "the option given with a space",
+        from,
+        &["configuration", "rbd_mirror_concurrent_image_syncs"],
+    );
+    assert!(line.contains("value=2"), "{line}");
+    // --debug-rbd_mirror=5 is our debug level.
+    wait_log_line("debug lines", from, &["DEBUG"]);
+
+    let primary = a.export_sha256(&spec);
+    lab::wait_for(&format!("{spec} replicated"), Duration::from_secs(180), || {
+        let (state, description) = image_status(&b, &spec)?;
+        assert!(!state.ends_with("error"), "{state}: {description}");
+        let copy = b.export_sha256(&spec);
+        if state == "up+replaying" && copy == primary {
+            Ok(())
+        } else {
+            Err(format!("{state}; site-a {primary}, site-b {copy}"))
+        }
+    });
+}
+
+#[test]
+fn options_of_the_monitors_apply_at_start_and_at_runtime() {
+    let (_serial, _a, b) = sites();
+    let _cleanup =
+        MonOptions(&b, vec!["rbd_mirror_delete_retry_interval", "rbd_mirror_concurrent_image_syncs"]);
+    b.ceph(&["config", "set", WHO, "rbd_mirror_delete_retry_interval", "7"]);
+    let from = daemon_log().len();
+    let _daemon = Daemon::start();
+    let line = wait_log_line(
+        "the monitors' option at start",
+        from,
+        &["configuration", "rbd_mirror_delete_retry_interval"],
+    );
+    assert!(line.contains("value=7"), "{line}");
+
+    // At runtime, as stock applies it: no restart.
+    let from = daemon_log().len();
+    b.ceph(&["config", "set", WHO, "rbd_mirror_concurrent_image_syncs", "3"]);
+    let line = wait_log_line(
+        "the runtime change",
+        from,
+        &["configuration changed", "rbd_mirror_concurrent_image_syncs"],
+    );
+    println!("{line}");
+    assert!(line.contains("from=5") && line.contains("to=3"), "{line}");
+    // And back when removed.
+    let from = daemon_log().len();
+    b.ceph(&["config", "rm", WHO, "rbd_mirror_concurrent_image_syncs"]);
+    let line = wait_log_line(
+        "the option removed",
+        from,
+        &["configuration changed", "rbd_mirror_concurrent_image_syncs"],
+    );
+    assert!(line.contains("from=3") && line.contains("to=5"), "{line}");
+}
+
+#[test]
+fn unknown_or_ill_typed_options_stop_the_daemon_at_start_with_a_clear_error() {
+    let (_serial, _a, b) = sites();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbd-mirror-rs"))
+            .args(["--cluster", "site-b", "-c"])
+            .arg(&b.conf)
+            .args(["-f", "--id", "rbd-mirror.b", "--connect-timeout", "10"])
+            .args(extra)
+            .arg("check")
+            .current_dir(&b.dir)
+            .output()
+            .expect("running rbd-mirror-rs");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        (out.status.code(), text)
+    };
+    let (code, err) = run(&["--rbd-mirror-no-such-option=1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown option rbd_mirror_no_such_option"), "{err}");
+    let (code, err) = run(&["--rbd-mirror-concurrent-image-syncs", "many"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("rbd_mirror_concurrent_image_syncs") && err.contains("many"), "{err}");
+    // An option librados does not know: refused by librados, named.
+    let (code, err) = run(&["--no-such-ceph-option=1"]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("no_such_ceph_option"), "{err}");
+    // A good one is taken (check reaches the cluster with it).
+    let (code, err) = run(&["--rbd-mirror-journal-poll-age=2", "--debug-ms=0"]);
+    assert_eq!(code, Some(0), "{err}");
+}
