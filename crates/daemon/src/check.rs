@@ -76,6 +76,8 @@ pub(crate) fn local_config(args: &Args) -> ClusterConfig {
     let mut cfg = ClusterConfig::local(&args.cluster, args.conf.clone(), &args.client_id());
     cfg.keyring = args.keyring.clone();
     cfg.connect_timeout = args.connect_timeout;
+    // The daemon serves the configured admin socket itself (`asok`), librados none.
+    cfg.own_admin_socket = true;
     // Ceph options from the command line go to librados (which checks them), but for ours.
     cfg.options = args
         .ceph_options

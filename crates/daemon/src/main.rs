@@ -8,6 +8,7 @@
 //! systemd (see ARCHITECTURE.md).
 #![forbid(unsafe_code)]
 
+mod asok;
 mod check;
 mod cli;
 mod prometheus;

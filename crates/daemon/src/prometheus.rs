@@ -196,7 +196,10 @@ mod tests {
     #[test]
     fn registry_gauges_follow_the_registry() {
         let registry = Registry::new();
-        registry.add_pool("mirror", "site-a", 2);
+        registry.add_pool(
+            "mirror",
+            image_replayer::PoolState { pool_id: 2, peer_site: "site-a".into(), ..Default::default() },
+        );
         let image = registry.image(ImageKey::new("mirror", "", "g1"));
         image.update(|s| {
             s.name = "a\"b".into();

@@ -3,6 +3,7 @@
 //! SIGINT stop every image replayer, each committing its replayed position first.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use image_replayer::{ConfigHandle, MirrorConfig, Registry};
 use rados_ffi::Rados;
@@ -52,6 +53,27 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         tracing::warn!("--daemonize is not supported yet: running in the foreground");
     }
     let (config, config_watch) = ConfigHandle::new(initial);
+    let config = Arc::new(config);
+
+    // The admin socket (`ceph --admin-daemon <path> rbd mirror status`).
+    let run_dir = local.conf_get("run_dir").unwrap_or_else(|| "/var/run/ceph".to_owned());
+    let name = format!("client.{}", args.client_id());
+    let asok_path = crate::asok::path(local.admin_socket(), &run_dir, &args.cluster, &name);
+    match crate::asok::bind(&asok_path).await {
+        Ok(listener) => {
+            tracing::info!(path = %asok_path.display(), "admin socket");
+            let ctx = crate::asok::Context {
+                registry: registry.clone(),
+                config: config.clone(),
+                local: local.clone(),
+                name,
+                cluster: args.cluster.clone(),
+                instance_id: instance_id.clone(),
+            };
+            tokio::spawn(crate::asok::serve(listener, asok_path, Arc::new(ctx), cancel.clone()));
+        }
+        Err(e) => tracing::error!("admin socket: {e}"),
+    }
     let mut replication = tokio::spawn(peer_manager::run(
         local.clone(),
         config_watch,

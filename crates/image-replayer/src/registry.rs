@@ -90,6 +90,10 @@ pub struct PoolState {
     pub pool_id: i64,
     /// Peer site name.
     pub peer_site: String,
+    /// The peer record's uuid in the local pool.
+    pub peer_uuid: String,
+    /// The client the daemon is at the peer (`client.rbd-mirror-peer`).
+    pub peer_client: String,
     /// A pool-level problem (peer unreachable, ...), if any.
     pub error: Option<String>,
 }
@@ -142,13 +146,10 @@ impl Registry {
         self.inner.lock().images.remove(key);
     }
 
-    /// Registers the pool replayer of `pool` and `peer_site`.
-    pub fn add_pool(&self, pool: &str, peer_site: &str, pool_id: i64) {
-        let key = (pool.to_owned(), peer_site.to_owned());
-        self.inner
-            .lock()
-            .pools
-            .insert(key, PoolState { pool_id, peer_site: peer_site.to_owned(), error: None });
+    /// Registers the pool replayer of `pool` and `state.peer_site`.
+    pub fn add_pool(&self, pool: &str, state: PoolState) {
+        let key = (pool.to_owned(), state.peer_site.clone());
+        self.inner.lock().pools.insert(key, state);
     }
 
     /// Sets (or clears) the pool-level error of the pool replayer of `pool` and `peer_site`.
@@ -221,7 +222,7 @@ mod tests {
     #[test]
     fn images_are_registered_updated_listed_and_removed() {
         let r = Registry::new();
-        r.add_pool("mirror", "site-a", 3);
+        r.add_pool("mirror", PoolState { pool_id: 3, peer_site: "site-a".into(), ..Default::default() });
         let a = r.image(ImageKey::new("mirror", "", "g1"));
         let b = r.image(ImageKey::new("mirror", "ns", "g2"));
         let other = r.image(ImageKey::new("other", "", "g3"));

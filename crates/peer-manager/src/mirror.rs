@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use image_replayer::{ConfigWatch, Registry};
+use image_replayer::{ConfigWatch, PoolState, Registry};
 use rados_ffi::Rados;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,14 @@ pub async fn run(
     let mut pools = JoinSet::new();
     for pool in mirrored_pools(&local).await? {
         for peer in pool.receiving_peers {
-            registry.add_pool(&pool.name, &peer.site_name, pool.id);
+            let state = PoolState {
+                pool_id: pool.id,
+                peer_site: peer.site_name.clone(),
+                peer_uuid: peer.uuid.clone(),
+                peer_client: peer.client_name.clone(),
+                error: None,
+            };
+            registry.add_pool(&pool.name, state);
             let span = tracing::info_span!("pool", pool = %pool.name, peer = %peer.site_name);
             let replayer = PoolReplayer {
                 local: local.clone(),

@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     /// Further `rados_conf_set` options, applied last.
     pub options: Vec<(String, String)>,
+    /// The daemon serves the admin socket itself: librados' `admin_socket` value (conf,
+    /// `CEPH_ARGS`, options) is taken for [`Rados::admin_socket`] and librados binds none.
+    pub own_admin_socket: bool,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -72,6 +75,7 @@ impl ClusterConfig {
             keyring: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             options: Vec::new(),
+            own_admin_socket: false,
         }
     }
 
@@ -87,6 +91,7 @@ impl ClusterConfig {
             keyring: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             options: Vec::new(),
+            own_admin_socket: false,
         }
     }
 
@@ -135,6 +140,7 @@ pub struct Rados {
     pub(crate) handle: Arc<ClusterHandle>,
     fsid: String,
     instance_id: u64,
+    admin_socket: Option<String>,
 }
 
 impl std::fmt::Debug for Rados {
@@ -162,6 +168,19 @@ impl Rados {
     /// The cluster's fsid.
     pub fn fsid(&self) -> &str {
         &self.fsid
+    }
+
+    /// Sets configuration option `key` of this connection at runtime (as `config set` on a
+    /// Ceph daemon's admin socket does); librados checks the name and value. An in-memory
+    /// change: no I/O.
+    pub fn conf_set(&self, key: &str, value: &str) -> Result<()> {
+        conf_set(self.handle.raw, &self.target(), key, value)
+    }
+
+    /// The admin socket path the configuration names (metavariables as librados expanded
+    /// them), when the daemon serves it ([`ClusterConfig::own_admin_socket`]) and it is set.
+    pub fn admin_socket(&self) -> Option<&str> {
+        self.admin_socket.as_deref()
     }
 
     /// This client's global id, which Ceph's rbd-mirror uses as its instance id.
@@ -396,6 +415,13 @@ fn connect_blocking(config: &ClusterConfig) -> Result<Rados> {
     for (k, v) in &config.options {
         conf_set(raw, &target, k, v)?;
     }
+    let admin_socket = if config.own_admin_socket {
+        let path = conf_get(raw, "admin_socket").filter(|p| !p.is_empty());
+        conf_set(raw, &target, "admin_socket", "")?;
+        path
+    } else {
+        None
+    };
 
     // SAFETY: configured handle, connected once.
     let ret = unsafe { librados::rados_connect(raw) };
@@ -420,7 +446,7 @@ fn connect_blocking(config: &ClusterConfig) -> Result<Rados> {
     let fsid = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
     // SAFETY: connected handle.
     let instance_id = unsafe { librados::rados_get_instance_id(raw) };
-    Ok(Rados { handle, fsid, instance_id })
+    Ok(Rados { handle, fsid, instance_id, admin_socket })
 }
 
 /// Reads a config option back from a created handle (used for error messages).

@@ -1,0 +1,473 @@
+//! The admin socket, as Ceph's `AdminSocket` serves it, so that `ceph --admin-daemon <path>
+//! <command>` and `ceph daemon` work unchanged (../shared/docs/admin-socket.md §1): a UNIX
+//! stream socket; one request per connection, a JSON object ended by NUL or newline (or the
+//! old protocol's 4-byte code); the reply a 4-byte big-endian length and the payload,
+//! json-pretty as Ceph's formatter prints it; errors in band (`ERROR: (22) ...`).
+//!
+//! The `ceph` CLI first asks `get_command_descriptions` and sends only commands listed
+//! there, so per-pool and per-image commands are listed only while this daemon runs that
+//! pool or image. Served: `help`, `get_command_descriptions`, `version`, `git_version`,
+//! `config get|set|show`, and `rbd mirror status` for the daemon, a pool replayer
+//! (`<pool> <peer site>`) or an image (`<pool>/[<namespace>/]<image>`), all read from the
+//! state registry and the configuration. Not yet: `start|stop|restart|flush`, `leader
+//! release`, `perf dump|schema`, `deletion status` (not listed, so the CLI refuses them).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use image_replayer::{ConfigHandle, ImageKey, ImageState, Registry};
+use rados_ffi::Rados;
+use rbd_types::MirrorImageStatusState;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+/// Longest request (Ceph's `char cmd[1024]`).
+const MAX_REQUEST: usize = 1024;
+/// Time allowed for a client to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the commands read and change.
+#[derive(Debug)]
+pub struct Context {
+    /// The state registry.
+    pub registry: Registry,
+    /// The configuration (`config get|set`).
+    pub config: Arc<ConfigHandle>,
+    /// The local cluster (Ceph's own options for `config get`).
+    pub local: Rados,
+    /// `client.<id>`.
+    pub name: String,
+    /// Local cluster name.
+    pub cluster: String,
+    /// Our instance id (the local client's global id).
+    pub instance_id: String,
+}
+
+/// The socket path: the configured `admin_socket` with Ceph's metavariables expanded, or the
+/// stock rbd-mirror default `$run_dir/$cluster-$name.$pid.$cctid.asok`.
+pub fn path(configured: Option<&str>, run_dir: &str, cluster: &str, name: &str) -> PathBuf {
+    let template = configured.unwrap_or("$run_dir/$cluster-$name.$pid.$cctid.asok");
+    let pid = std::process::id().to_string();
+    let id = name.split_once('.').map_or(name, |(_, id)| id);
+    let path = template
+        .replace("$run_dir", run_dir)
+        .replace("$cluster", cluster)
+        .replace("$name", name)
+        .replace("$id", id)
+        .replace("$type", "client")
+        .replace("$pid", &pid)
+        // Ceph uses the address of its config object: any number unique in the process.
+        .replace("$cctid", &pid);
+    PathBuf::from(path)
+}
+
+/// Binds `path` as Ceph does: a socket left by a dead process is replaced; one that answers
+/// is an error (another daemon serves it).
+pub async fn bind(path: &Path) -> Result<UnixListener, String> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(format!(
+                "failed to bind the UNIX domain socket to '{}': (17) File exists (another process serves it)",
+                path.display()
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    UnixListener::bind(path)
+        .map_err(|e| format!("failed to bind the UNIX domain socket to '{}': {e}", path.display()))
+}
+
+/// Serves requests one connection at a time, as Ceph's admin socket, until `cancel`; the
+/// socket file is removed at the end.
+pub async fn serve(listener: UnixListener, path: PathBuf, ctx: Arc<Context>, cancel: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                if let Err(e) =
+                    tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &ctx)).await.unwrap_or(Ok(()))
+                {
+                    tracing::debug!(error = %e, "admin socket request failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn respond(mut stream: UnixStream, ctx: &Context) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(64);
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte).await? == 0 {
+            return Ok(());
+        }
+        if request.is_empty() && byte[0] == 0 {
+            // Old protocol: a 4-byte big-endian code, its first byte read.
+            let mut rest = [0u8; 3];
+            stream.read_exact(&mut rest).await?;
+            let code = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]);
+            let prefix = match code {
+                0 => "0",
+                1 => "perfcounters_dump",
+                2 => "perfcounters_schema",
+                _ => "foo",
+            };
+            request = format!("{{\"prefix\": \"{prefix}\"}}").into_bytes();
+            break;
+        }
+        if byte[0] == 0 || byte[0] == b'\n' {
+            break;
+        }
+        request.push(byte[0]);
+        if request.len() >= MAX_REQUEST {
+            tracing::warn!("admin socket: error reading request too long");
+            return Ok(());
+        }
+    }
+    let reply = execute(ctx, &String::from_utf8_lossy(&request));
+    stream.write_all(&u32::try_from(reply.len()).unwrap_or(u32::MAX).to_be_bytes()).await?;
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// A command as `get_command_descriptions` lists it: its desc and help.
+struct Desc {
+    desc: String,
+    help: String,
+}
+
+/// Every command served now (per-pool and per-image ones only for what runs).
+fn descriptions(ctx: &Context) -> Vec<Desc> {
+    let d = |desc: &str, help: &str| Desc { desc: desc.to_owned(), help: help.to_owned() };
+    let mut out = vec![
+        d("0", ""),
+        d("config get name=var,type=CephString", "config get <field>: get the config value"),
+        d(
+            "config set name=var,type=CephString name=val,type=CephString,n=N",
+            "config set <field> <val> [<val> ...]: set a config variable",
+        ),
+        d("config show", "dump current config settings"),
+        d("get_command_descriptions", "list available commands"),
+        d("git_version", "get git sha1"),
+        d("help", "list available commands"),
+        d("rbd mirror status", "get status for rbd mirror"),
+        d("version", "get ceph version"),
+    ];
+    let snapshot = ctx.registry.snapshot();
+    for ((pool, peer), _) in &snapshot.pools {
+        out.push(Desc {
+            desc: format!("rbd mirror status {pool} {peer}"),
+            help: format!("get status for rbd mirror {pool} {peer}"),
+        });
+    }
+    for (key, state) in &snapshot.images {
+        let spec = image_spec(key, state);
+        out.push(Desc {
+            desc: format!("rbd mirror status {spec}"),
+            help: format!("get status for rbd mirror {spec}"),
+        });
+    }
+    out.sort_by(|a, b| a.desc.cmp(&b.desc));
+    out
+}
+
+/// `<pool>/[<namespace>/]<image>`: the image's name once known, its global id before.
+fn image_spec(key: &ImageKey, state: &ImageState) -> String {
+    let name = if state.name.is_empty() { &key.global_id } else { &state.name };
+    if key.namespace.is_empty() {
+        format!("{}/{name}", key.pool)
+    } else {
+        format!("{}/{}/{name}", key.pool, key.namespace)
+    }
+}
+
+/// A desc's signature as `get_command_descriptions` prints it: words, and `key=val,...`
+/// words as objects of string values.
+fn signature(desc: &str) -> Vec<Value> {
+    desc.split(' ')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            if w.contains('=') {
+                let map: BTreeMap<&str, &str> = w.split(',').filter_map(|kv| kv.split_once('=')).collect();
+                json!(map)
+            } else {
+                json!(w)
+            }
+        })
+        .collect()
+}
+
+/// The prefix of a desc: its leading words without `=` or `,`.
+fn prefix_of(desc: &str) -> String {
+    desc.split(' ').take_while(|w| !w.contains('=') && !w.contains(',')).collect::<Vec<_>>().join(" ")
+}
+
+/// `v` as the request's format asks: json, or json-pretty.
+fn render(v: &impl Serialize, compact: bool) -> String {
+    if compact {
+        serde_json::to_string(v).unwrap_or_default()
+    } else {
+        pretty(v)
+    }
+}
+
+/// json-pretty as Ceph's formatter prints it: 4-space indent, `"key": value`, a final newline.
+fn pretty(v: &impl Serialize) -> String {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    if v.serialize(&mut ser).is_err() {
+        return String::new();
+    }
+    let mut s = String::from_utf8_lossy(&out).into_owned();
+    s.push('\n');
+    s
+}
+
+fn error(code: i32, what: &str, detail: &str) -> String {
+    format!("ERROR: ({code}) {what}\n{detail}\n")
+}
+
+const EINVAL: (i32, &str) = (22, "Invalid argument");
+const ENOENT: (i32, &str) = (2, "No such file or directory");
+
+/// Runs one request (JSON) and returns the payload.
+fn execute(ctx: &Context, request: &str) -> String {
+    let Ok(Value::Object(cmd)) = serde_json::from_str::<Value>(request) else {
+        return error(EINVAL.0, EINVAL.1, "invalid json");
+    };
+    let Some(prefix) = cmd.get("prefix").and_then(Value::as_str) else {
+        return error(EINVAL.0, EINVAL.1, "invalid json, missing format and/or prefix");
+    };
+    let compact = cmd.get("format").and_then(Value::as_str) == Some("json");
+    let descs = descriptions(ctx);
+    if !descs.iter().any(|d| prefix_of(&d.desc) == prefix) {
+        return error(EINVAL.0, EINVAL.1, &format!("unknown command prefix {prefix}"));
+    }
+    match prefix {
+        "0" => "2".to_owned(),
+        "version" => render(
+            &Version { version: env!("CARGO_PKG_VERSION"), release: "rbd-mirror-rs", release_type: "stable" },
+            compact,
+        ),
+        "git_version" => {
+            render(&json!({"git_version": option_env!("RBD_MIRROR_RS_GIT").unwrap_or("")}), compact)
+        }
+        "help" => {
+            let map: BTreeMap<String, String> = descs
+                .iter()
+                .filter(|d| !d.help.is_empty())
+                .map(|d| (d.desc.clone(), d.help.clone()))
+                .collect();
+            render(&map, compact)
+        }
+        "get_command_descriptions" => {
+            let map: BTreeMap<String, Value> = descs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("cmd{i:03}"), json!({"sig": signature(&d.desc), "help": d.help})))
+                .collect();
+            render(&map, compact)
+        }
+        "config get" => {
+            let var = cmd.get("var").and_then(Value::as_str).unwrap_or_default();
+            let value = ctx.config.current().get(var).or_else(|| ctx.local.conf_get(&var.replace('-', "_")));
+            match value {
+                Some(v) => {
+                    let mut map = serde_json::Map::new();
+                    map.insert(var.to_owned(), json!(v));
+                    render(&map, compact)
+                }
+                None => {
+                    let e = format!("error getting '{var}': ({}) {}", ENOENT.0, ENOENT.1);
+                    error(ENOENT.0, ENOENT.1, &e)
+                }
+            }
+        }
+        "config set" => {
+            let var = cmd.get("var").and_then(Value::as_str).unwrap_or_default();
+            let val = match cmd.get("val") {
+                Some(Value::Array(parts)) => {
+                    parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")
+                }
+                Some(Value::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let applied = ctx.config.update(|c| c.set(var, &val)).map_err(|e| e.to_string()).and_then(|_| {
+                // Ceph's options are set in librados too, which the runtime refresh reads.
+                if image_replayer::MirrorConfig::is_ceph_option(var) {
+                    ctx.local.conf_set(&var.replace('-', "_"), &val).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            });
+            match applied {
+                Ok(()) => {
+                    tracing::info!(option = var, value = %val, "configuration set through the admin socket");
+                    render(&json!({"success": ""}), compact)
+                }
+                Err(e) => error(EINVAL.0, EINVAL.1, &e),
+            }
+        }
+        "config show" => {
+            let config = ctx.config.current();
+            let mut map = serde_json::Map::new();
+            map.insert("name".into(), json!(ctx.name));
+            map.insert("cluster".into(), json!(ctx.cluster));
+            for name in image_replayer::MirrorConfig::names() {
+                if let Some(v) = config.get(name) {
+                    map.insert((*name).to_owned(), json!(v));
+                }
+            }
+            render(&map, compact)
+        }
+        "rbd mirror status" => render(&Mirror { pool_replayers: pool_replayers(ctx, None) }, compact),
+        other => {
+            let snapshot = ctx.registry.snapshot();
+            let arg = other.strip_prefix("rbd mirror status ").unwrap_or_default();
+            if let Some((key, state)) = snapshot.images.iter().find(|(k, s)| image_spec(k, s) == arg) {
+                let status =
+                    ImageReplayerStatus { name: image_spec(key, state), state: replayer_state(state) };
+                return render(&status, compact);
+            }
+            let mut pools = pool_replayers(ctx, Some(arg));
+            match pools.pop() {
+                Some(p) => render(&p, compact),
+                None => error(EINVAL.0, EINVAL.1, &format!("unknown command prefix {other}")),
+            }
+        }
+    }
+}
+
+/// `rbd mirror status`'s reply (the `mirror_status` section, whose name JSON drops).
+#[derive(Serialize)]
+struct Mirror {
+    pool_replayers: Vec<PoolReplayerStatus>,
+}
+
+/// `version`'s reply, in Ceph's key order.
+#[derive(Serialize)]
+struct Version {
+    version: &'static str,
+    release: &'static str,
+    release_type: &'static str,
+}
+
+/// One image replayer, as `ImageReplayer::print_status` prints it.
+#[derive(Serialize)]
+struct ImageReplayerStatus {
+    name: String,
+    state: &'static str,
+}
+
+/// One pool replayer, in `PoolReplayer::print_status`'s key order.
+#[derive(Serialize)]
+struct PoolReplayerStatus {
+    peer: String,
+    pool: String,
+    instance_id: String,
+    state: &'static str,
+    leader_instance_id: String,
+    leader: bool,
+    instances: Vec<String>,
+    image_replayers: Vec<ImageReplayerStatus>,
+    namespaces: Vec<Value>,
+}
+
+/// The pool replayers' status as `Mirror::print_status` prints it (only the one named
+/// `<pool> <peer site>` when `only` is given).
+fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> {
+    let snapshot = ctx.registry.snapshot();
+    let mut out = Vec::new();
+    for ((pool, peer), p) in &snapshot.pools {
+        if only.is_some_and(|o| o != format!("{pool} {peer}")) {
+            continue;
+        }
+        let image_replayers = snapshot
+            .images_of(pool)
+            .filter(|(k, _)| k.namespace.is_empty())
+            .map(|(k, s)| ImageReplayerStatus { name: image_spec(k, s), state: replayer_state(s) })
+            .collect();
+        out.push(PoolReplayerStatus {
+            peer: format!("uuid: {} cluster: {} client: {}", p.peer_uuid, peer, p.peer_client),
+            pool: pool.clone(),
+            instance_id: ctx.instance_id.clone(),
+            state: if p.error.is_some() { "error" } else { "running" },
+            leader_instance_id: ctx.instance_id.clone(),
+            leader: true,
+            instances: Vec::new(),
+            image_replayers,
+            namespaces: Vec::new(),
+        });
+    }
+    out
+}
+
+/// The image replayer's state as stock names it (`ImageReplayer::to_string`).
+fn replayer_state(s: &ImageState) -> &'static str {
+    match s.state {
+        MirrorImageStatusState::Replaying => "Replaying",
+        MirrorImageStatusState::Syncing | MirrorImageStatusState::StartingReplay => "Starting",
+        MirrorImageStatusState::StoppingReplay => "Stopping",
+        MirrorImageStatusState::Unknown if s.name.is_empty() => "Starting",
+        _ => "Stopped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_and_prefixes_as_cmdparse() {
+        let desc = "config set name=var,type=CephString name=val,type=CephString,n=N";
+        assert_eq!(prefix_of(desc), "config set");
+        assert_eq!(
+            serde_json::to_string(&signature(desc)).unwrap(),
+            r#"["config","set",{"name":"var","type":"CephString"},{"n":"N","name":"val","type":"CephString"}]"#
+        );
+        assert_eq!(prefix_of("rbd mirror status mirror/img"), "rbd mirror status mirror/img");
+    }
+
+    #[test]
+    fn pretty_is_cephs_json_pretty() {
+        assert_eq!(
+            pretty(&json!({"name": "mirror/a", "state": "Replaying"})),
+            "{\n    \"name\": \"mirror/a\",\n    \"state\": \"Replaying\"\n}\n"
+        );
+        assert_eq!(pretty(&json!({})), "{}\n");
+    }
+
+    #[test]
+    fn socket_paths_expand_cephs_metavariables() {
+        let p = path(Some("/run/$cluster/$name.$id.asok"), "/var/run/ceph", "site-b", "client.rbd-mirror.b");
+        assert_eq!(p, PathBuf::from("/run/site-b/client.rbd-mirror.b.rbd-mirror.b.asok"));
+        let pid = std::process::id();
+        let p = path(None, "/var/run/ceph", "ceph", "client.rbd-mirror.a");
+        assert_eq!(p, PathBuf::from(format!("/var/run/ceph/ceph-client.rbd-mirror.a.{pid}.{pid}.asok")));
+    }
+
+    #[test]
+    fn image_states_as_stock_names_them() {
+        let s = |state, name: &str| ImageState { state, name: name.into(), ..Default::default() };
+        assert_eq!(replayer_state(&s(MirrorImageStatusState::Replaying, "a")), "Replaying");
+        assert_eq!(replayer_state(&s(MirrorImageStatusState::Syncing, "a")), "Starting");
+        assert_eq!(replayer_state(&s(MirrorImageStatusState::Unknown, "")), "Starting");
+        assert_eq!(replayer_state(&s(MirrorImageStatusState::Error, "a")), "Stopped");
+    }
+}

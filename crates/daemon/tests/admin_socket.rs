@@ -1,0 +1,97 @@
+//! The admin socket on the lab, driven by the stock `ceph --admin-daemon` CLI exactly as an
+//! operator's runbook drives the stock rbd-mirror's.
+
+#[path = "../../../tests/support/lab.rs"]
+mod lab;
+#[path = "support/mirror.rs"]
+mod mirror;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use mirror::{image_name, sites, wait_status, Daemon, Images};
+
+/// `ceph --admin-daemon <asok> <words>`: exit code and stdout + stderr.
+fn asok(path: &PathBuf, words: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new("timeout")
+        .args(["30", "ceph", "--admin-daemon"])
+        .arg(path)
+        .args(words)
+        .output()
+        .expect("running ceph --admin-daemon");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+fn json(path: &PathBuf, words: &[&str]) -> serde_json::Value {
+    let (code, text) = asok(path, words);
+    assert_eq!(code, Some(0), "ceph --admin-daemon {words:?}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{words:?}: not JSON ({e}): {text}"))
+}
+
+#[test]
+fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
+    let (_serial, a, b) = sites();
+    let spec = format!("{}/{}", lab::POOL, lab::unique("asok"));
+    let _images = Images(vec![spec.clone()]);
+    a.rbd(&["create", "--size", "16M", "--image-feature", "layering,exclusive-lock,journaling", &spec]);
+    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    let _daemon = Daemon::start();
+    wait_status(&b, &spec, "up+replaying", "");
+
+    // The path the lab's conf names (`admin socket = <run>/$name.asok`).
+    let path = b.dir.join("run/client.rbd-mirror.b.asok");
+    lab::wait_for("the admin socket", Duration::from_secs(30), || {
+        if asok(&path, &["version"]).0 == Some(0) {
+            Ok(())
+        } else {
+            Err(format!("{} does not answer", path.display()))
+        }
+    });
+    let version = json(&path, &["version"]);
+    assert!(version["version"].is_string(), "{version}");
+
+    // The daemon's status, as scripts grep it.
+    let (code, pretty) = asok(&path, &["rbd", "mirror", "status"]);
+    assert_eq!(code, Some(0), "{pretty}");
+    println!("{pretty}");
+    assert!(pretty.contains("\"leader\": true"), "{pretty}");
+    let status: serde_json::Value = serde_json::from_str(&pretty).expect("status JSON");
+    let pool = &status["pool_replayers"][0];
+    assert_eq!(pool["pool"], lab::POOL, "{status}");
+    assert!(pool["peer"].as_str().unwrap_or_default().contains("cluster: site-a"), "{status}");
+    assert_eq!(pool["state"], "running", "{status}");
+    let images = pool["image_replayers"].as_array().expect("image_replayers");
+    let entry =
+        images.iter().find(|i| i["name"] == spec.as_str()).unwrap_or_else(|| panic!("{spec} in {status}"));
+    assert_eq!(entry["state"], "Replaying", "{status}");
+
+    // Per pool and per image, listed while they run.
+    let per_pool = json(&path, &["rbd", "mirror", "status", lab::POOL, "site-a"]);
+    assert_eq!(per_pool["pool"], lab::POOL, "{per_pool}");
+    let per_image = json(&path, &["rbd", "mirror", "status", &spec]);
+    assert_eq!(per_image, serde_json::json!({"name": spec, "state": "Replaying"}));
+    let (_, help) = asok(&path, &["help"]);
+    assert!(help.contains(&format!("rbd mirror status {spec}")), "{help}");
+    // An image this daemon does not run: the CLI refuses, as with stock (EINVAL).
+    let other = format!("{}/not-{}", lab::POOL, image_name(&spec));
+    let (code, text) = asok(&path, &["rbd", "mirror", "status", &other]);
+    assert_eq!(code, Some(22), "{text}");
+
+    // Configuration through the socket.
+    let got = json(&path, &["config", "get", "rbd_mirror_concurrent_image_syncs"]);
+    assert_eq!(got["rbd_mirror_concurrent_image_syncs"], "5", "{got}");
+    let set = json(&path, &["config", "set", "rbd_mirror_concurrent_image_syncs", "4"]);
+    assert!(set.get("success").is_some(), "{set}");
+    let got = json(&path, &["config", "get", "rbd_mirror_concurrent_image_syncs"]);
+    assert_eq!(got["rbd_mirror_concurrent_image_syncs"], "4", "{got}");
+    // It stays past the daemon's runtime refresh of the configuration (every 5 s).
+    std::thread::sleep(Duration::from_secs(7));
+    let got = json(&path, &["config", "get", "rbd_mirror_concurrent_image_syncs"]);
+    assert_eq!(got["rbd_mirror_concurrent_image_syncs"], "4", "{got}");
+    let (_, text) = asok(&path, &["config", "set", "rbd_mirror_concurrent_image_syncs", "many"]);
+    assert!(text.starts_with("ERROR: (22)"), "{text}");
+    let fsid = json(&path, &["config", "get", "fsid"]);
+    assert_eq!(fsid["fsid"], b.fsid(), "Ceph's own options come from librados");
+}
