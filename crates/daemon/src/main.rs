@@ -11,6 +11,7 @@
 mod asok;
 mod check;
 mod cli;
+mod notify;
 mod prometheus;
 mod run;
 

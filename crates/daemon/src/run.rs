@@ -82,8 +82,22 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         cancel.clone(),
     ));
 
+    // The pid file the conf or `--pid-file` names (removed at exit), then systemd is told
+    // we are up.
+    let _pid_file = match local.conf_get("pid_file").filter(|p| !p.is_empty()) {
+        Some(path) => match crate::notify::PidFile::create(path.clone().into()) {
+            Ok(f) => Some(f),
+            Err(e) => return Err(format!("cannot write the pid file {path}: {e}").into()),
+        },
+        None => None,
+    };
+    let notifier = crate::notify::Notifier::from_env();
+    notifier.send(&format!("READY=1\nSTATUS={}", status_line(&registry)));
+    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(config.current().rbd_mirror_rs_service_status_interval);
     // Heap memory left free (after an image copy or a replay burst) is given back to the
     // system: without it the daemon keeps its peak footprint for as long as it runs.
@@ -92,6 +106,17 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                // As a Ceph daemon: logs reopened (ours go to stderr: nothing to reopen) and
+                // the configuration read again.
+                tracing::info!("SIGHUP: reloading the configuration");
+                notifier.send("RELOADING=1");
+                refresh_config(&config, &local);
+                notifier.send(&format!("READY=1\nSTATUS={}", status_line(&registry)));
+            }
+            _ = async { watchdog.as_mut()?.tick().await; Some(()) }, if watchdog.is_some() => {
+                notifier.send("WATCHDOG=1");
+            }
             r = &mut replication => {
                 match r {
                     Ok(Ok(())) => tracing::warn!("replication ended"),
@@ -105,6 +130,7 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             _ = tick.tick() => {
                 refresh_config(&config, &local);
+                notifier.send(&format!("STATUS={}", status_line(&registry)));
                 if registered {
                     let json = service_status_json(&registry, &instance_id);
                     if let Err(e) = local.service_update_status(&[("json", &json)]).await {
@@ -114,6 +140,7 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
     }
+    notifier.send("STOPPING=1");
     cancel.cancel();
     let grace = config.current().rbd_mirror_rs_shutdown_grace;
     match tokio::time::timeout(grace, replication).await {
@@ -121,6 +148,18 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Err(_) => tracing::warn!("image replayers did not stop within {grace:?}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line for systemd's `STATUS=`: pools, images, and how many are in error.
+fn status_line(registry: &Registry) -> String {
+    let s = registry.snapshot();
+    let errors = s.images.iter().filter(|(_, i)| i.state == MirrorImageStatusState::Error).count();
+    let replaying = s.images.iter().filter(|(_, i)| i.state == MirrorImageStatusState::Replaying).count();
+    format!(
+        "{} pool replayer(s), {} image(s), {replaying} replaying, {errors} in error",
+        s.pools.len(),
+        s.images.len()
+    )
 }
 
 /// The configuration at start: our defaults, our `rbd_mirror_rs_*` options from the command

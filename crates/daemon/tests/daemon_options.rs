@@ -11,7 +11,7 @@ mod mirror;
 use std::process::Command;
 use std::time::Duration;
 
-use mirror::{daemon_log, daemon_log_since, image_status, sites, Daemon, Images};
+use mirror::{daemon_log, daemon_log_since, image_status, signal_daemon, sites, Daemon, Images};
 
 /// The client section of our daemon in the monitors' database.
 const WHO: &str = "client.rbd-mirror.b";
@@ -152,4 +152,56 @@ fn unknown_or_ill_typed_options_stop_the_daemon_at_start_with_a_clear_error() {
     // A good one is taken (check reaches the cluster with it).
     let (code, err) = run(&["--rbd-mirror-journal-poll-age=2", "--debug-ms=0"]);
     assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn pid_file_signals_and_systemd_notify_as_a_ceph_daemon_under_systemd() {
+    let (_serial, _a, b) = sites();
+    let dir = b.dir.join("run/notify-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let socket_path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let pid_file = dir.join("$cluster-$name.pid");
+    let expanded = dir.join("site-b-client.rbd-mirror.b.pid");
+    let notify = socket_path.to_string_lossy().into_owned();
+    let pid_arg = pid_file.to_string_lossy().into_owned();
+    let daemon = Daemon::start_with_env(
+        &["--pid-file", &pid_arg],
+        &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "2000000")],
+    );
+    // Messages until one has `want`.
+    let next_with = |want: &str| -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no {want} from the daemon: {e}"));
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.lines().any(|l| l.starts_with(want)) {
+                return m;
+            }
+        }
+    };
+    let ready = next_with("READY=1");
+    println!("{ready}");
+    assert!(ready.contains("STATUS=") && ready.contains("pool replayer"), "{ready}");
+    next_with("WATCHDOG=1");
+    next_with("STATUS=");
+    let pid = signal_daemon("-0");
+    let written = std::fs::read_to_string(&expanded).expect("the pid file, $cluster and $name expanded");
+    assert_eq!(written.trim(), pid);
+
+    // SIGHUP: reload, the daemon keeps running.
+    let from = daemon_log().len();
+    signal_daemon("-HUP");
+    next_with("RELOADING=1");
+    next_with("READY=1");
+    wait_log_line("SIGHUP logged", from, &["SIGHUP"]);
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "still running after SIGHUP");
+
+    // SIGTERM: stopping, positions committed, the pid file gone.
+    drop(daemon);
+    next_with("STOPPING=1");
+    assert!(!expanded.exists(), "pid file removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
 }

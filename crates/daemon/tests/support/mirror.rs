@@ -35,16 +35,20 @@ impl Daemon {
 
     /// Started as the lab starts it, with `extra` arguments after the stock ones.
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(extra, &[])
+    }
+
+    /// Started as the lab starts it, with `extra` arguments and `env` in its environment.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         // Never two daemons for one site: stop a stock one left running.
         lab::lab_script(&["mirror-stop", "site-b"], &[]);
         let extra = extra.join(" ");
-        lab::lab_script(
-            &["mirror-start", "site-b"],
-            &[
-                ("RBD_MIRROR_LAB_MIRROR_BIN", env!("CARGO_BIN_EXE_rbd-mirror-rs")),
-                ("RBD_MIRROR_LAB_MIRROR_ARGS", &extra),
-            ],
-        );
+        let mut envs = vec![
+            ("RBD_MIRROR_LAB_MIRROR_BIN", env!("CARGO_BIN_EXE_rbd-mirror-rs")),
+            ("RBD_MIRROR_LAB_MIRROR_ARGS", extra.as_str()),
+        ];
+        envs.extend_from_slice(env);
+        lab::lab_script(&["mirror-start", "site-b"], &envs);
         Daemon
     }
 }
