@@ -11,6 +11,7 @@
 mod asok;
 mod check;
 mod cli;
+mod daemonize;
 mod notify;
 mod prometheus;
 mod run;
@@ -21,6 +22,17 @@ fn main() -> ExitCode {
     // librados' static initializers touched ~1 MiB of this stack before `main`: give it back.
     let stack_released = rados_ffi::process::release_unused_main_stack();
     let args = cli::parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    // Detached (and output to the log file) before any thread starts.
+    let mut process = daemonize::Process::default();
+    if matches!(args.command, None | Some(cli::Command::Run)) {
+        match daemonize::setup(&args) {
+            Ok(p) => process = p,
+            Err(e) => {
+                eprintln!("rbd-mirror-rs: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     init_tracing(&args);
     tracing::debug!(stack_released, "unused main stack given back");
     match rados_ffi::process::allocator_settings() {
@@ -55,7 +67,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &args.command {
             Some(cli::Command::Check(check_args)) => check::run(&args, check_args).await,
-            None | Some(cli::Command::Run) => run::run(&args).await,
+            None | Some(cli::Command::Run) => run::run(&args, &mut process).await,
         }
     });
     match result {

@@ -12,9 +12,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Args;
+use crate::daemonize::Process;
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub async fn run(args: &Args, process: &mut Process) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
     let instance_id = local.instance_id().to_string();
     tracing::info!(cluster = %args.cluster, fsid = %local.fsid(), %instance_id, "connected to the local cluster");
@@ -48,9 +49,6 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let initial = initial_config(args, &local)?;
     for (name, default, value) in MirrorConfig::default().diff(&initial) {
         tracing::info!(option = name, %value, %default, "configuration");
-    }
-    if args.ceph_options.iter().any(|o| o.name == "daemonize" && o.value != "false") {
-        tracing::warn!("--daemonize is not supported yet: running in the foreground");
     }
     let (config, config_watch) = ConfigHandle::new(initial);
     let config = Arc::new(config);
@@ -93,6 +91,9 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let notifier = crate::notify::Notifier::from_env();
     notifier.send(&format!("READY=1\nSTATUS={}", status_line(&registry)));
+    if let Some(daemon) = process.daemon.take() {
+        daemon.started();
+    }
     let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
 
     let mut term = signal(SignalKind::terminate())?;
@@ -109,7 +110,12 @@ pub async fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             _ = hup.recv() => {
                 // As a Ceph daemon: logs reopened (ours go to stderr: nothing to reopen) and
                 // the configuration read again.
-                tracing::info!("SIGHUP: reloading the configuration");
+                tracing::info!("SIGHUP: reopening the log file, reloading the configuration");
+                if let Some(path) = &process.log_file {
+                    if let Err(e) = rados_ffi::process::redirect_output(path) {
+                        tracing::error!(path = %path.display(), error = %e, "cannot reopen the log file");
+                    }
+                }
                 notifier.send("RELOADING=1");
                 refresh_config(&config, &local);
                 notifier.send(&format!("READY=1\nSTATUS={}", status_line(&registry)));

@@ -205,3 +205,71 @@ fn pid_file_signals_and_systemd_notify_as_a_ceph_daemon_under_systemd() {
     assert!(!expanded.exists(), "pid file removed at exit");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Kills the process in the pid file at `0` when the test ends, passed or not.
+struct KillOnDrop(std::path::PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+    }
+}
+
+#[test]
+fn daemonize_writes_the_pid_file_logs_to_the_log_file_and_reopens_it_on_sighup() {
+    let (_serial, _a, b) = sites();
+    lab::lab_script(&["mirror-stop", "site-b"], &[]);
+    let dir = b.dir.join("run/daemonize-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let pid_file = dir.join("rbd-mirror.pid");
+    let _kill = KillOnDrop(pid_file.clone());
+    let log = dir.join("client.rbd-mirror.b.log");
+    // As Ceph's test helpers start it: --daemonize=true, the parent returns once the child
+    // is up.
+    let started = std::time::Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_rbd-mirror-rs"))
+        .args(["--cluster", "site-b", "-c"])
+        .arg(&b.conf)
+        .args(["--id", "rbd-mirror.b", "--daemonize=true", "--pid-file"])
+        .arg(&pid_file)
+        .arg("--log-file")
+        .arg(dir.join("$name.log"))
+        .current_dir(&b.dir)
+        .status()
+        .expect("starting rbd-mirror-rs");
+    assert!(status.success(), "the parent exits 0 once the daemon is up");
+    println!("parent returned after {:?}", started.elapsed());
+    let pid = std::fs::read_to_string(&pid_file).expect("pid file written by the daemon").trim().to_owned();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "daemon {pid} running");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+    assert_eq!(fields.get(3), Some(&pid.as_str()), "the daemon leads its own session: {stat}");
+    let text = std::fs::read_to_string(&log).expect("log file ($name expanded)");
+    assert!(text.contains("connected to the local cluster"), "{text}");
+
+    // Rotated, then SIGHUP: a new log file.
+    std::fs::rename(&log, dir.join("rotated.log")).expect("rotate");
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    lab::wait_for("the log file reopened", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    // SIGTERM: exits within 5 s, positions committed, pid file removed.
+    let stop = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    lab::wait_for("the daemon to exit", Duration::from_secs(5), || {
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            Err(format!("{pid} still running"))
+        } else {
+            Ok(())
+        }
+    });
+    println!("exited {:?} after SIGTERM", stop.elapsed());
+    assert!(!pid_file.exists(), "pid file removed");
+    let text = std::fs::read_to_string(&log).expect("reopened log");
+    assert!(text.contains("SIGTERM"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -98,6 +98,25 @@ impl ClusterConfig {
     fn target(&self) -> String {
         format!("cluster {} as client.{}", self.cluster_name, self.client_id)
     }
+
+    /// The values of options `keys` as this configuration gives them (conf file,
+    /// `CEPH_ARGS`, options; metavariables expanded), read without connecting: what a daemon
+    /// needs before it starts (`daemonize`, `log_file`, `pid_file`). Blocking, and meant for
+    /// before the async runtime exists (librados' threads of the probe are joined before
+    /// it returns, so the process may fork afterwards).
+    pub fn conf_values(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        let target = self.target();
+        let c_cluster = cstring("cluster name", &self.cluster_name)?;
+        let c_name = cstring("client name", &format!("client.{}", self.client_id))?;
+        let mut raw: librados::rados_t = std::ptr::null_mut();
+        // SAFETY: out-pointer valid, strings valid; flags 0.
+        let ret = unsafe { librados::rados_create2(&mut raw, c_cluster.as_ptr(), c_name.as_ptr(), 0) };
+        check(ret, "rados_create2", || target.clone())?;
+        let values = configure(raw, self, &target).map(|()| keys.iter().map(|k| conf_get(raw, k)).collect());
+        // SAFETY: created above, never connected, shut down once; nothing else refers to it.
+        unsafe { librados::rados_shutdown(raw) };
+        values
+    }
 }
 
 /// Owns the `rados_t`. Dropped (and the cluster handle shut down) only when the last
@@ -108,8 +127,8 @@ pub(crate) struct ClusterHandle {
 }
 
 // SAFETY: librados documents `rados_t` as thread-safe: a connected cluster handle may be used
-// from several threads at once (all of its state is behind librados' own locks). We never
-// change its configuration after `rados_connect`.
+// from several threads at once (all of its state is behind librados' own locks, its
+// configuration too: `rados_conf_set` after `rados_connect` takes the config's lock).
 unsafe impl Send for ClusterHandle {}
 // SAFETY: as above; `&ClusterHandle` only ever reaches thread-safe librados calls.
 unsafe impl Sync for ClusterHandle {}
@@ -365,17 +384,10 @@ fn conf_set(raw: librados::rados_t, target: &str, key: &str, value: &str) -> Res
     Ok(())
 }
 
-fn connect_blocking(config: &ClusterConfig) -> Result<Rados> {
-    let target = config.target();
-    let c_cluster = cstring("cluster name", &config.cluster_name)?;
-    let c_name = cstring("client name", &format!("client.{}", config.client_id))?;
-    let mut raw: librados::rados_t = std::ptr::null_mut();
-    // SAFETY: out-pointer valid, strings valid; flags 0.
-    let ret = unsafe { librados::rados_create2(&mut raw, c_cluster.as_ptr(), c_name.as_ptr(), 0) };
-    check(ret, "rados_create2", || target.clone())?;
-    // From here on, `handle`'s Drop shuts the handle down on every error path.
-    let handle = Arc::new(ClusterHandle { raw, name: config.cluster_name.clone() });
-
+/// Applies `config` to a created, unconnected handle: the conf file and `CEPH_ARGS` (when
+/// `read_default_conf`), our client defaults, monitors, key, keyring, timeout, options.
+fn configure(raw: librados::rados_t, config: &ClusterConfig, target: &str) -> Result<()> {
+    let target = target.to_owned();
     if config.read_default_conf {
         let path = match &config.conf_file {
             Some(p) => Some(cstring("conf path", &p.to_string_lossy())?),
@@ -415,6 +427,21 @@ fn connect_blocking(config: &ClusterConfig) -> Result<Rados> {
     for (k, v) in &config.options {
         conf_set(raw, &target, k, v)?;
     }
+    Ok(())
+}
+
+fn connect_blocking(config: &ClusterConfig) -> Result<Rados> {
+    let target = config.target();
+    let c_cluster = cstring("cluster name", &config.cluster_name)?;
+    let c_name = cstring("client name", &format!("client.{}", config.client_id))?;
+    let mut raw: librados::rados_t = std::ptr::null_mut();
+    // SAFETY: out-pointer valid, strings valid; flags 0.
+    let ret = unsafe { librados::rados_create2(&mut raw, c_cluster.as_ptr(), c_name.as_ptr(), 0) };
+    check(ret, "rados_create2", || target.clone())?;
+    // From here on, `handle`'s Drop shuts the handle down on every error path.
+    let handle = Arc::new(ClusterHandle { raw, name: config.cluster_name.clone() });
+
+    configure(raw, config, &target)?;
     let admin_socket = if config.own_admin_socket {
         let path = conf_get(raw, "admin_socket").filter(|p| !p.is_empty());
         conf_set(raw, &target, "admin_socket", "")?;

@@ -164,3 +164,87 @@ mod tests {
         assert!(release_free_memory());
     }
 }
+
+/// The daemonized child's side of start-up: the parent waits until it says how start-up
+/// went ([`Daemonized::started`]), as Ceph daemons' parents do, and exits with that status.
+#[derive(Debug)]
+pub struct Daemonized {
+    fd: std::ffi::c_int,
+}
+
+impl Daemonized {
+    /// Start-up succeeded: the parent exits 0.
+    pub fn started(self) {
+        // SAFETY: `fd` is the pipe's write end, owned by us and open; one byte from a valid
+        // buffer.
+        let _ = unsafe { libc::write(self.fd, b"0".as_ptr().cast(), 1) };
+    }
+}
+
+impl Drop for Daemonized {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor, closed once. Closed without a byte, the parent exits 1.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// Detaches the process as Ceph daemons do with `--daemonize`: forks; the parent waits for
+/// the child's word on start-up and exits 0, or 1 when the child failed or died first; the
+/// child starts a new session with standard input on `/dev/null` and goes on. Must run
+/// while the process has a single thread (before the async runtime and any connected
+/// librados handle).
+pub fn daemonize() -> std::io::Result<Daemonized> {
+    let mut fds = [0 as std::ffi::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let [read_end, write_end] = fds;
+    // SAFETY: the caller guarantees a single thread, so the child inherits a consistent
+    // process (no lock held by a thread that does not exist in the child).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid > 0 {
+        // SAFETY: the parent's copy of the write end, closed once.
+        unsafe { libc::close(write_end) };
+        let mut byte = 0u8;
+        // SAFETY: reading one byte into a valid buffer from our read end.
+        let n = unsafe { libc::read(read_end, (&mut byte as *mut u8).cast(), 1) };
+        if n == 1 && byte == b'0' {
+            std::process::exit(0);
+        }
+        eprintln!("rbd-mirror-rs: the daemon did not start (see its log)");
+        std::process::exit(1);
+    }
+    // SAFETY: the child's copy of the read end, closed once.
+    unsafe { libc::close(read_end) };
+    // SAFETY: no arguments; a new session for the child (it is not a group leader).
+    unsafe { libc::setsid() };
+    let null = std::fs::File::open("/dev/null")?;
+    // SAFETY: both descriptors are open; dup2 replaces standard input atomically.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Daemonized { fd: write_end })
+}
+
+/// Sends standard output and error to the end of the file at `path` (created with its
+/// directory, mode 0644): the log file. Called again after the file was rotated (SIGHUP), it
+/// reopens it.
+pub fn redirect_output(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o644).open(path)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    for target in [1, 2] {
+        // SAFETY: `fd` is open for the call; dup2 atomically replaces `target`.
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
