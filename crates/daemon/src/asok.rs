@@ -7,10 +7,11 @@
 //! The `ceph` CLI first asks `get_command_descriptions` and sends only commands listed
 //! there, so per-pool and per-image commands are listed only while this daemon runs that
 //! pool or image. Served: `help`, `get_command_descriptions`, `version`, `git_version`,
-//! `config get|set|show`, and `rbd mirror status` for the daemon, a pool replayer
+//! `config get|set|show|diff`, `log reopen`, `perf dump|schema` (the stock loggers, from the
+//! registry), and `rbd mirror status` for the daemon, a pool replayer
 //! (`<pool> <peer site>`) or an image (`<pool>/[<namespace>/]<image>`), all read from the
 //! state registry and the configuration. Not yet: `start|stop|restart|flush`, `leader
-//! release`, `perf dump|schema`, `deletion status` (not listed, so the CLI refuses them).
+//! release`, `deletion status` (not listed, so the CLI refuses them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct Context {
     pub cluster: String,
     /// Our instance id (the local client's global id).
     pub instance_id: String,
+    /// The log file `log reopen` reopens, when output goes to one.
+    pub log_file: Option<PathBuf>,
 }
 
 /// The socket path: the configured `admin_socket` with Ceph's metavariables expanded, or the
@@ -162,7 +165,14 @@ fn descriptions(ctx: &Context) -> Vec<Desc> {
             "config set name=var,type=CephString name=val,type=CephString,n=N",
             "config set <field> <val> [<val> ...]: set a config variable",
         ),
+        d("config diff", "dump diff of current config and default config"),
         d("config show", "dump current config settings"),
+        d("log reopen", "reopen log file"),
+        d(
+            "perf dump name=logger,type=CephString,req=false name=counter,type=CephString,req=false",
+            "dump perfcounters value",
+        ),
+        d("perf schema", "dump perfcounters schema"),
         d("get_command_descriptions", "list available commands"),
         d("git_version", "get git sha1"),
         d("help", "list available commands"),
@@ -336,6 +346,38 @@ fn execute(ctx: &Context, request: &str) -> String {
             }
             render(&map, compact)
         }
+        "config diff" => {
+            let (defaults, current) = (image_replayer::MirrorConfig::default(), ctx.config.current());
+            let diff: BTreeMap<&str, Value> = defaults
+                .diff(&current)
+                .into_iter()
+                .map(|(name, default, now)| (name, json!({"default": default, "final": now})))
+                .collect();
+            render(&json!({ "diff": diff }), compact)
+        }
+        "log reopen" => {
+            if let Some(path) = &ctx.log_file {
+                if let Err(e) = rados_ffi::process::redirect_output(path) {
+                    return error(5, "Input/output error", &format!("reopening {}: {e}", path.display()));
+                }
+            }
+            render(&json!({}), compact)
+        }
+        "perf dump" => {
+            let mut dump = perf_dump(ctx);
+            if let Some(logger) = cmd.get("logger").and_then(Value::as_str) {
+                dump.retain(|name, _| name == logger);
+                if let Some(counter) = cmd.get("counter").and_then(Value::as_str) {
+                    for counters in dump.values_mut() {
+                        if let Value::Object(c) = counters {
+                            c.retain(|name, _| name == counter);
+                        }
+                    }
+                }
+            }
+            render(&dump, compact)
+        }
+        "perf schema" => render(&perf_schema(ctx), compact),
         "rbd mirror status" => render(&Mirror { pool_replayers: pool_replayers(ctx, None) }, compact),
         other => {
             let snapshot = ctx.registry.snapshot();
@@ -416,6 +458,74 @@ fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> 
         });
     }
     out
+}
+
+/// A long-running average as Ceph's `perf dump` prints it.
+fn average(count: u64, sum: Duration) -> Value {
+    let avg = if count == 0 { 0.0 } else { sum.as_secs_f64() / count as f64 };
+    json!({"avgcount": count, "sum": sum.as_secs_f64(), "avgtime": avg})
+}
+
+/// `perf dump`: the stock daemon's loggers (`rbd_mirror`, `rbd_mirror_image_<spec>`,
+/// `rbd_mirror_snapshot`, `rbd_mirror_snapshot_image_<spec>`) from the registry; the
+/// daemon-wide ones keep what stopped images counted. (`replay_latency` is not measured.)
+fn perf_dump(ctx: &Context) -> BTreeMap<String, Value> {
+    let snapshot = ctx.registry.snapshot();
+    let t = snapshot.totals();
+    let mut out = BTreeMap::new();
+    out.insert(
+        "rbd_mirror".to_owned(),
+        json!({"replay": t.entries_replayed, "replay_bytes": t.journal_bytes}),
+    );
+    out.insert(
+        "rbd_mirror_snapshot".to_owned(),
+        json!({
+            "snapshots": t.snapshots_synced,
+            "snapshots_time": average(t.snapshots_synced, t.snapshots_time),
+            "replay_bytes": t.snapshot_bytes,
+        }),
+    );
+    for (key, s) in &snapshot.images {
+        let spec = image_spec(key, s);
+        match s.mode {
+            Some(rbd_types::MirrorImageMode::Snapshot) => out.insert(
+                format!("rbd_mirror_snapshot_image_{spec}"),
+                json!({
+                    "snapshots": s.snapshots_synced,
+                    "snapshots_time": average(s.snapshots_synced, s.snapshots_time),
+                    "replay_bytes": s.bytes_replayed,
+                }),
+            ),
+            _ => out.insert(
+                format!("rbd_mirror_image_{spec}"),
+                json!({"replay": s.entries_replayed, "replay_bytes": s.bytes_replayed}),
+            ),
+        };
+    }
+    out
+}
+
+/// `perf schema` of the loggers `perf dump` prints (types as Ceph's bits: U64|COUNTER = 10,
+/// TIME|LONGRUNAVG = 5).
+fn perf_schema(ctx: &Context) -> BTreeMap<String, Value> {
+    let counter = |description: &str, nick: &str, units: &str| {
+        json!({"type": 10, "metric_type": "counter", "value_type": "integer", "description": description,
+               "nick": nick, "priority": 5, "units": units})
+    };
+    let average = json!({"type": 5, "metric_type": "counter", "value_type": "real-integer-pair",
+                         "description": "Snapshots time", "nick": "rl", "priority": 5, "units": "none"});
+    perf_dump(ctx)
+        .keys()
+        .map(|logger| {
+            let schema = if logger.starts_with("rbd_mirror_snapshot") {
+                json!({"snapshots": counter("Snapshots", "r", "none"), "snapshots_time": average,
+                       "replay_bytes": counter("Replayed data", "rb", "bytes")})
+            } else {
+                json!({"replay": counter("Replays", "r", "none"), "replay_bytes": counter("Replayed data", "rb", "bytes")})
+            };
+            (logger.clone(), schema)
+        })
+        .collect()
 }
 
 /// The image replayer's state as stock names it (`ImageReplayer::to_string`).

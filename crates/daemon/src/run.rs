@@ -67,6 +67,7 @@ pub async fn run(args: &Args, process: &mut Process) -> Result<ExitCode, Box<dyn
                 name,
                 cluster: args.cluster.clone(),
                 instance_id: instance_id.clone(),
+                log_file: process.log_file.clone(),
             };
             tokio::spawn(crate::asok::serve(listener, asok_path, Arc::new(ctx), cancel.clone()));
         }

@@ -94,4 +94,26 @@ fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
     assert!(text.starts_with("ERROR: (22)"), "{text}");
     let fsid = json(&path, &["config", "get", "fsid"]);
     assert_eq!(fsid["fsid"], b.fsid(), "Ceph's own options come from librados");
+    let diff = json(&path, &["config", "diff"]);
+    assert_eq!(diff["diff"]["rbd_mirror_concurrent_image_syncs"]["final"], "4", "{diff}");
+    assert_eq!(json(&path, &["log", "reopen"]), serde_json::json!({}));
+
+    // Perf counters, as the stock daemon's loggers.
+    a.bench(&spec, "rand", "4K", "1M");
+    let logger = format!("rbd_mirror_image_{spec}");
+    let dump = lab::wait_for("replayed entries in perf dump", Duration::from_secs(60), || {
+        let dump = json(&path, &["perf", "dump"]);
+        let replayed = dump[&logger]["replay"].as_u64().unwrap_or(0);
+        if replayed >= 256 && dump["rbd_mirror"]["replay"].as_u64().unwrap_or(0) >= replayed {
+            Ok(dump)
+        } else {
+            Err(format!("{dump}"))
+        }
+    });
+    println!("{dump}");
+    assert!(dump[&logger]["replay_bytes"].as_u64().unwrap_or(0) >= 1 << 20, "{dump}");
+    let one = json(&path, &["perf", "dump", "rbd_mirror"]);
+    assert_eq!(one.as_object().map(|o| o.len()), Some(1), "{one}");
+    let schema = json(&path, &["perf", "schema"]);
+    assert_eq!(schema["rbd_mirror"]["replay"]["type"], 10, "{schema}");
 }

@@ -53,6 +53,10 @@ pub struct ImageState {
     pub entries_replayed: u64,
     /// Bytes replayed (journal) or synced (snapshot) since the daemon started.
     pub bytes_replayed: u64,
+    /// Mirror snapshots synced since the daemon started (snapshot mode).
+    pub snapshots_synced: u64,
+    /// Time spent syncing them.
+    pub snapshots_time: std::time::Duration,
     /// Journal entries of the primary not yet replayed (journal mode).
     pub entries_behind_primary: u64,
     /// When a commit position was last written to the primary's journal.
@@ -75,6 +79,8 @@ impl Default for ImageState {
             last_error: None,
             entries_replayed: 0,
             bytes_replayed: 0,
+            snapshots_synced: 0,
+            snapshots_time: std::time::Duration::ZERO,
             entries_behind_primary: 0,
             last_commit: None,
             lag_seconds: None,
@@ -101,10 +107,39 @@ pub struct PoolState {
 /// A pool as the registry knows it: pool name and peer site.
 pub type PoolKey = (String, String);
 
+/// Counters of images no longer registered, so that daemon-wide totals survive them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retired {
+    /// Journal entries replayed.
+    pub entries_replayed: u64,
+    /// Journal bytes replayed.
+    pub journal_bytes: u64,
+    /// Snapshot bytes synced.
+    pub snapshot_bytes: u64,
+    /// Mirror snapshots synced.
+    pub snapshots_synced: u64,
+    /// Time spent syncing them.
+    pub snapshots_time: std::time::Duration,
+}
+
+impl Retired {
+    fn add(&mut self, s: &ImageState) {
+        self.entries_replayed += s.entries_replayed;
+        if s.mode == Some(MirrorImageMode::Snapshot) {
+            self.snapshot_bytes += s.bytes_replayed;
+        } else {
+            self.journal_bytes += s.bytes_replayed;
+        }
+        self.snapshots_synced += s.snapshots_synced;
+        self.snapshots_time += s.snapshots_time;
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     images: BTreeMap<ImageKey, Arc<Mutex<ImageState>>>,
     pools: BTreeMap<PoolKey, PoolState>,
+    retired: Retired,
 }
 
 /// The registry: cheap to clone (one shared map).
@@ -120,6 +155,19 @@ pub struct Snapshot {
     pub images: Vec<(ImageKey, ImageState)>,
     /// Every pool replayer, in key order.
     pub pools: Vec<(PoolKey, PoolState)>,
+    /// What images no longer registered had counted.
+    pub retired: Retired,
+}
+
+impl Snapshot {
+    /// Daemon-wide totals: the registered images' counters and the retired ones.
+    pub fn totals(&self) -> Retired {
+        let mut t = self.retired;
+        for (_, s) in &self.images {
+            t.add(s);
+        }
+        t
+    }
 }
 
 impl Snapshot {
@@ -143,7 +191,11 @@ impl Registry {
 
     /// Forgets image `key` (its replayer stopped): readers no longer list it.
     pub fn remove_image(&self, key: &ImageKey) {
-        self.inner.lock().images.remove(key);
+        let mut inner = self.inner.lock();
+        if let Some(state) = inner.images.remove(key) {
+            let state = state.lock().clone();
+            inner.retired.add(&state);
+        }
     }
 
     /// Registers the pool replayer of `pool` and `state.peer_site`.
@@ -168,14 +220,14 @@ impl Registry {
 
     /// A copy of everything, for readers.
     pub fn snapshot(&self) -> Snapshot {
-        let (images, pools) = {
+        let (images, pools, retired) = {
             let inner = self.inner.lock();
             let images: Vec<_> = inner.images.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
-            (images, inner.pools.iter().map(|(k, p)| (k.clone(), p.clone())).collect())
+            (images, inner.pools.iter().map(|(k, p)| (k.clone(), p.clone())).collect(), inner.retired)
         };
         // Each image's own lock is taken outside the map's.
         let images = images.into_iter().map(|(k, s)| (k, s.lock().clone())).collect();
-        Snapshot { images, pools }
+        Snapshot { images, pools, retired }
     }
 }
 
@@ -245,6 +297,8 @@ mod tests {
         assert_eq!(r.image(ImageKey::new("mirror", "", "g1")).name(), "img");
         r.remove_image(a.key());
         assert_eq!(r.snapshot().images.len(), 2);
+        // Its counts stay in the daemon-wide totals.
+        assert_eq!(r.snapshot().totals().entries_replayed, 10);
         // A stopped replayer's late update does not bring it back.
         a.update(|s| s.entries_replayed = 11);
         assert_eq!(r.snapshot().images.len(), 2);

@@ -605,7 +605,12 @@ impl SnapshotReplayer<'_> {
         }
         let seconds = started.elapsed().as_secs();
         self.rates.snapshot_synced(seconds, bytes);
-        status.image().update(|i| i.bytes_replayed += bytes);
+        let took = started.elapsed();
+        status.image().update(|i| {
+            i.bytes_replayed += bytes;
+            i.snapshots_synced += 1;
+            i.snapshots_time += took;
+        });
         crate::metrics::snapshot_synced(
             &ctx.pool,
             &ctx.namespace,
