@@ -8,10 +8,11 @@
 //! there, so per-pool and per-image commands are listed only while this daemon runs that
 //! pool or image. Served: `help`, `get_command_descriptions`, `version`, `git_version`,
 //! `config get|set|show|diff`, `log reopen`, `perf dump|schema` (the stock loggers, from the
-//! registry), and `rbd mirror status` for the daemon, a pool replayer
-//! (`<pool> <peer site>`) or an image (`<pool>/[<namespace>/]<image>`), all read from the
-//! state registry and the configuration. Not yet: `start|stop|restart|flush`, `leader
-//! release`, `deletion status` (not listed, so the CLI refuses them).
+//! registry), and `rbd mirror status|start|stop|restart` for the daemon, a pool replayer
+//! (`<pool> <peer site>`) or an image (`<pool>/[<namespace>/]<image>`), through the state
+//! registry (whose per-image control the image replayer follows) and the configuration.
+//! Not yet: `flush`, `leader release`, `deletion status` (not listed, so the CLI refuses
+//! them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -176,22 +177,30 @@ fn descriptions(ctx: &Context) -> Vec<Desc> {
         d("get_command_descriptions", "list available commands"),
         d("git_version", "get git sha1"),
         d("help", "list available commands"),
+        d("rbd mirror restart", "restart rbd mirror"),
+        d("rbd mirror start", "start rbd mirror"),
         d("rbd mirror status", "get status for rbd mirror"),
+        d("rbd mirror stop", "stop rbd mirror"),
         d("version", "get ceph version"),
     ];
     let snapshot = ctx.registry.snapshot();
+    let verbs = [("status", "get status for"), ("start", "start"), ("stop", "stop"), ("restart", "restart")];
     for ((pool, peer), _) in &snapshot.pools {
-        out.push(Desc {
-            desc: format!("rbd mirror status {pool} {peer}"),
-            help: format!("get status for rbd mirror {pool} {peer}"),
-        });
+        for (verb, help) in verbs {
+            out.push(Desc {
+                desc: format!("rbd mirror {verb} {pool} {peer}"),
+                help: format!("{help} rbd mirror {pool} {peer}"),
+            });
+        }
     }
     for (key, state) in &snapshot.images {
         let spec = image_spec(key, state);
-        out.push(Desc {
-            desc: format!("rbd mirror status {spec}"),
-            help: format!("get status for rbd mirror {spec}"),
-        });
+        for (verb, help) in verbs {
+            out.push(Desc {
+                desc: format!("rbd mirror {verb} {spec}"),
+                help: format!("{help} rbd mirror {spec}"),
+            });
+        }
     }
     out.sort_by(|a, b| a.desc.cmp(&b.desc));
     out
@@ -379,6 +388,16 @@ fn execute(ctx: &Context, request: &str) -> String {
         }
         "perf schema" => render(&perf_schema(ctx), compact),
         "rbd mirror status" => render(&Mirror { pool_replayers: pool_replayers(ctx, None) }, compact),
+        other
+            if ["start", "stop", "restart"].iter().any(|v| other.starts_with(&format!("rbd mirror {v}"))) =>
+        {
+            let mut words = other.splitn(4, ' ').skip(2);
+            let verb = words.next().unwrap_or_default();
+            let target = words.next();
+            operate(ctx, verb, target);
+            // As stock: these commands print nothing.
+            String::new()
+        }
         other => {
             let snapshot = ctx.registry.snapshot();
             let arg = other.strip_prefix("rbd mirror status ").unwrap_or_default();
@@ -458,6 +477,34 @@ fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> 
         });
     }
     out
+}
+
+/// `rbd mirror start|stop|restart` for every image (`target` none), a pool replayer's
+/// (`<pool> <peer site>`) or one image (`<pool>/[<ns>/]<image>`): the image replayers
+/// stop (committing their position) and stay stopped, start, or restart.
+fn operate(ctx: &Context, verb: &str, target: Option<&str>) {
+    let pool = target.and_then(|t| t.split_once(' ')).map(|(pool, _)| pool.to_owned());
+    let n = ctx.registry.control(
+        |key, state| match (target, &pool) {
+            (None, _) => true,
+            (Some(_), Some(pool)) => &key.pool == pool,
+            (Some(spec), None) => image_spec(key, state) == spec,
+        },
+        |c| match verb {
+            "stop" => c.stopped = true,
+            "start" => c.stopped = false,
+            _ => {
+                c.stopped = false;
+                c.restarts += 1;
+            }
+        },
+    );
+    tracing::info!(
+        verb,
+        target = target.unwrap_or("all"),
+        images = n,
+        "rbd mirror {verb} through the admin socket"
+    );
 }
 
 /// A long-running average as Ceph's `perf dump` prints it.

@@ -116,4 +116,38 @@ fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
     assert_eq!(one.as_object().map(|o| o.len()), Some(1), "{one}");
     let schema = json(&path, &["perf", "schema"]);
     assert_eq!(schema["rbd_mirror"]["replay"]["type"], 10, "{schema}");
+
+    // Stop the image: it stays stopped, writes do not arrive; start: they do.
+    let (code, out) = asok(&path, &["rbd", "mirror", "stop", &spec]);
+    assert_eq!((code, out.as_str()), (Some(0), ""), "stop prints nothing, as stock");
+    wait_status(&b, &spec, "up+stopped", "stopped");
+    assert_eq!(json(&path, &["rbd", "mirror", "status", &spec])["state"], "Stopped");
+    a.bench(&spec, "seq", "4K", "256K");
+    let primary = a.export_sha256(&spec);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_ne!(b.export_sha256(&spec), primary, "nothing replayed while stopped");
+    let (code, _) = asok(&path, &["rbd", "mirror", "start", &spec]);
+    assert_eq!(code, Some(0));
+    lab::wait_for("replay after start", Duration::from_secs(120), || {
+        let copy = b.export_sha256(&spec);
+        if copy == primary {
+            Ok(())
+        } else {
+            Err(copy)
+        }
+    });
+    wait_status(&b, &spec, "up+replaying", "");
+    // Restart of the whole daemon's replayers, and of the pool's.
+    let (code, _) = asok(&path, &["rbd", "mirror", "restart"]);
+    assert_eq!(code, Some(0));
+    let (code, _) = asok(&path, &["rbd", "mirror", "restart", lab::POOL, "site-a"]);
+    assert_eq!(code, Some(0));
+    lab::wait_for("replaying after restart", Duration::from_secs(120), || {
+        let s = json(&path, &["rbd", "mirror", "status", &spec]);
+        if s["state"] == "Replaying" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
 }

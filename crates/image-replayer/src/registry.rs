@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageStatusState};
+use tokio::sync::watch;
 
 use crate::error::ErrorKind;
 
@@ -135,8 +136,18 @@ impl Retired {
     }
 }
 
+/// What the operator asked of an image's replayer (admin socket `rbd mirror stop|start|restart`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Control {
+    /// Stopped by the operator, until started again.
+    pub stopped: bool,
+    /// Restarts asked so far (a new value stops the current attempt and starts another).
+    pub restarts: u64,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
+    controls: BTreeMap<ImageKey, Arc<watch::Sender<Control>>>,
     images: BTreeMap<ImageKey, Arc<Mutex<ImageState>>>,
     pools: BTreeMap<PoolKey, PoolState>,
     retired: Retired,
@@ -185,13 +196,42 @@ impl Registry {
 
     /// Registers image `key` (or finds it registered) and hands out its writer.
     pub fn image(&self, key: ImageKey) -> ImageHandle {
-        let state = self.inner.lock().images.entry(key.clone()).or_default().clone();
-        ImageHandle { key, state }
+        let mut inner = self.inner.lock();
+        let state = inner.images.entry(key.clone()).or_default().clone();
+        let control = inner
+            .controls
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(watch::channel(Control::default()).0))
+            .clone();
+        ImageHandle { key, state, control }
+    }
+
+    /// Applies `change` to the operator's control of every registered image that `select`
+    /// picks; returns how many there were.
+    pub fn control(
+        &self,
+        select: impl Fn(&ImageKey, &ImageState) -> bool,
+        change: impl Fn(&mut Control),
+    ) -> usize {
+        let picked: Vec<Arc<watch::Sender<Control>>> = {
+            let inner = self.inner.lock();
+            inner
+                .images
+                .iter()
+                .filter(|(k, s)| select(k, &s.lock()))
+                .filter_map(|(k, _)| inner.controls.get(k).cloned())
+                .collect()
+        };
+        for c in &picked {
+            c.send_modify(&change);
+        }
+        picked.len()
     }
 
     /// Forgets image `key` (its replayer stopped): readers no longer list it.
     pub fn remove_image(&self, key: &ImageKey) {
         let mut inner = self.inner.lock();
+        inner.controls.remove(key);
         if let Some(state) = inner.images.remove(key) {
             let state = state.lock().clone();
             inner.retired.add(&state);
@@ -236,12 +276,18 @@ impl Registry {
 pub struct ImageHandle {
     key: ImageKey,
     state: Arc<Mutex<ImageState>>,
+    control: Arc<watch::Sender<Control>>,
 }
 
 impl ImageHandle {
     /// A handle outside any registry (tools and tests that publish a status by hand).
     pub fn detached(key: ImageKey) -> Self {
-        ImageHandle { key, state: Arc::default() }
+        ImageHandle { key, state: Arc::default(), control: Arc::new(watch::channel(Control::default()).0) }
+    }
+
+    /// What the operator asks of this image's replayer, as it changes.
+    pub fn control(&self) -> watch::Receiver<Control> {
+        self.control.subscribe()
     }
 
     /// The image's key.

@@ -27,11 +27,48 @@ pub async fn run(
     let global_id = image.key().global_id.clone();
     let span = tracing::info_span!("image", global_id = %global_id, remote_image_id = %remote_image_id);
     async move {
+        let mut control = image.control();
         let mut status = StatusPublisher::new(&ctx.local_mirror_uuid, image);
+        let mut restarts = control.borrow().restarts;
         loop {
-            let outcome = attempt(&ctx, &remote_image_id, &global_id, &cancel, &mut status).await;
+            // Stopped by the operator (`rbd mirror stop`): until started again.
+            if control.borrow_and_update().stopped {
+                tracing::info!("replay stopped by the operator");
+                publish(&ctx, &mut status, State::Stopped, "stopped").await;
+                while control.borrow_and_update().stopped {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = control.changed() => if r.is_err() { cancel.cancelled().await; return },
+                    }
+                }
+                restarts = control.borrow().restarts;
+                tracing::info!("replay started by the operator");
+            }
+            // One attempt, stopped early (its position committed) by the operator's stop or
+            // restart.
+            let attempt_token = cancel.child_token();
+            let outcome = {
+                let attempt = attempt(&ctx, &remote_image_id, &global_id, &attempt_token, &mut status);
+                tokio::pin!(attempt);
+                loop {
+                    tokio::select! {
+                        o = &mut attempt => break o,
+                        r = control.changed(), if !attempt_token.is_cancelled() => {
+                            let c = *control.borrow_and_update();
+                            if r.is_ok() && (c.stopped || c.restarts != restarts) {
+                                restarts = c.restarts;
+                                tracing::info!(stop = c.stopped, "the operator stops the current attempt");
+                                attempt_token.cancel();
+                            }
+                        }
+                    }
+                }
+            };
+            if cancel.is_cancelled() {
+                return;
+            }
             let wait = match outcome {
-                Ok(Attempt::Cancelled) => return,
+                Ok(Attempt::Cancelled) => continue,
                 Ok(Attempt::RetryAfter(d)) => d,
                 Err(e) => {
                     tracing::error!(error = %e, "image replay failed");
@@ -46,6 +83,8 @@ pub async fn run(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+                // A stop, start or restart acts at once.
+                Ok(()) = control.changed() => {}
             }
         }
     }
