@@ -45,25 +45,26 @@ pub async fn run(
                 tracing::info!("replay started by the operator");
             }
             // One attempt, stopped early (its position committed) by the operator's stop or
-            // restart.
+            // restart: a watcher task cancels it, so that the attempt's own task polls
+            // nothing more than the attempt (journal replay's hot loop).
             let attempt_token = cancel.child_token();
-            let outcome = {
-                let attempt = attempt(&ctx, &remote_image_id, &global_id, &attempt_token, &mut status);
-                tokio::pin!(attempt);
-                loop {
-                    tokio::select! {
-                        o = &mut attempt => break o,
-                        r = control.changed(), if !attempt_token.is_cancelled() => {
-                            let c = *control.borrow_and_update();
-                            if r.is_ok() && (c.stopped || c.restarts != restarts) {
-                                restarts = c.restarts;
-                                tracing::info!(stop = c.stopped, "the operator stops the current attempt");
-                                attempt_token.cancel();
-                            }
+            let watcher = tokio::spawn({
+                let (mut control, token, seen) = (control.clone(), attempt_token.clone(), restarts);
+                async move {
+                    while control.changed().await.is_ok() {
+                        let c = *control.borrow_and_update();
+                        if c.stopped || c.restarts != seen {
+                            tracing::info!(stop = c.stopped, "the operator stops the current attempt");
+                            token.cancel();
+                            return;
                         }
                     }
                 }
-            };
+                .instrument(tracing::Span::current())
+            });
+            let outcome = attempt(&ctx, &remote_image_id, &global_id, &attempt_token, &mut status).await;
+            watcher.abort();
+            restarts = control.borrow_and_update().restarts;
             if cancel.is_cancelled() {
                 return;
             }
