@@ -418,7 +418,9 @@ impl MirrorConfig {
         lookup: impl Fn(&str) -> Option<String>,
         runtime_only: bool,
     ) -> (MirrorConfig, Vec<ConfigError>) {
-        let ceph = MirrorConfig::ceph_defaults();
+        let (ceph, ours) = (MirrorConfig::ceph_defaults(), MirrorConfig::default());
+        // Each value is parsed and checked in a scratch copy; only its own field is compared.
+        let mut probe = ceph.clone();
         let mut next = self.clone();
         let mut errors = Vec::new();
         for name in MirrorConfig::names() {
@@ -427,24 +429,15 @@ impl MirrorConfig {
                 continue;
             }
             let Some(raw) = lookup(name) else { continue };
-            let mut probe = ceph.clone();
             if let Err(e) = probe.set(name, &raw) {
                 errors.push(e);
                 continue;
             }
-            let value = probe.get(name);
-            if value != ceph.get(name) {
-                if let Some(v) = value {
-                    if let Err(e) = next.set(name, &v) {
-                        errors.push(e);
-                    }
-                }
-            } else {
-                // At Ceph's default (set nowhere, or removed again): ours.
-                let ours = MirrorConfig::default().get(name);
-                if let Some(v) = ours {
-                    let _ = next.set(name, &v);
-                }
+            // Another value than Ceph's default is taken; Ceph's default (set nowhere, or
+            // removed again) leaves ours. Either value was checked already.
+            let source = if probe.get(name) != ceph.get(name) { &probe } else { &ours };
+            if let Some(v) = source.get(name) {
+                let _ = next.set(name, &v);
             }
         }
         (next, errors)

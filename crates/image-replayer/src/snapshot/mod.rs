@@ -603,9 +603,8 @@ impl SnapshotReplayer<'_> {
             )
             .await?;
         }
-        let seconds = started.elapsed().as_secs();
-        self.rates.snapshot_synced(seconds, bytes);
         let took = started.elapsed();
+        self.rates.snapshot_synced(took.as_secs(), bytes);
         status.image().update(|i| {
             i.bytes_replayed += bytes;
             i.snapshots_synced += 1;
@@ -616,14 +615,14 @@ impl SnapshotReplayer<'_> {
             &ctx.namespace,
             &self.remote.name,
             bytes,
-            started.elapsed(),
+            took,
             plan.remote_start.is_none(),
         );
         tracing::info!(
             remote_snap_id = plan.remote_end,
             local_snap_id = local_end,
             bytes_copied = bytes,
-            seconds,
+            seconds = took.as_secs(),
             "snapshot sync complete"
         );
         Ok(true)
