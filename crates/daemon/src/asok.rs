@@ -8,11 +8,12 @@
 //! there, so per-pool and per-image commands are listed only while this daemon runs that
 //! pool or image. Served: `help`, `get_command_descriptions`, `version`, `git_version`,
 //! `config get|set|show|diff`, `log reopen`, `perf dump|schema` (the stock loggers, from the
-//! registry), and `rbd mirror status|start|stop|restart` for the daemon, a pool replayer
-//! (`<pool> <peer site>`) or an image (`<pool>/[<namespace>/]<image>`), through the state
-//! registry (whose per-image control the image replayer follows) and the configuration.
-//! Not yet: `flush`, `leader release`, `deletion status` (not listed, so the CLI refuses
-//! them).
+//! registry), and `rbd mirror status|start|stop|restart|flush` for the daemon, a pool
+//! replayer (`<pool> <peer site>`) or an image (`<pool>/[<namespace>/]<image>`), through
+//! the state registry (whose per-image control the image replayer follows) and the
+//! configuration. Each request runs in a task of its own: `flush` replies only once journal
+//! replay has applied and committed what the primary had written.
+//! Not yet: `leader release`, `deletion status` (not listed, so the CLI refuses them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -98,12 +99,14 @@ pub async fn serve(listener: UnixListener, path: PathBuf, ctx: Arc<Context>, can
             a = listener.accept() => a,
         };
         match accepted {
+            // One task a request: `rbd mirror flush` waits for replay, the others need not.
             Ok((stream, _)) => {
-                if let Err(e) =
-                    tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &ctx)).await.unwrap_or(Ok(()))
-                {
-                    tracing::debug!(error = %e, "admin socket request failed");
-                }
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = respond(stream, &ctx).await {
+                        tracing::debug!(error = %e, "admin socket request failed");
+                    }
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin socket accept failed");
@@ -115,11 +118,28 @@ pub async fn serve(listener: UnixListener, path: PathBuf, ctx: Arc<Context>, can
 }
 
 async fn respond(mut stream: UnixStream, ctx: &Context) -> std::io::Result<()> {
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok(Some(request))) => request,
+        Ok(Ok(None)) | Err(_) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+    };
+    let reply = match execute(ctx, &request) {
+        Reply::Now(reply) => reply,
+        Reply::Flush(target) => flush(ctx, target.as_deref()).await,
+    };
+    stream.write_all(&u32::try_from(reply.len()).unwrap_or(u32::MAX).to_be_bytes()).await?;
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Reads one request: a JSON object ended by NUL or newline, or the old protocol's code.
+/// None when the client went away or sent too much.
+async fn read_request(stream: &mut UnixStream) -> std::io::Result<Option<String>> {
     let mut request = Vec::with_capacity(64);
     let mut byte = [0u8; 1];
     loop {
         if stream.read(&mut byte).await? == 0 {
-            return Ok(());
+            return Ok(None);
         }
         if request.is_empty() && byte[0] == 0 {
             // Old protocol: a 4-byte big-endian code, its first byte read.
@@ -141,13 +161,10 @@ async fn respond(mut stream: UnixStream, ctx: &Context) -> std::io::Result<()> {
         request.push(byte[0]);
         if request.len() >= MAX_REQUEST {
             tracing::warn!("admin socket: error reading request too long");
-            return Ok(());
+            return Ok(None);
         }
     }
-    let reply = execute(ctx, &String::from_utf8_lossy(&request));
-    stream.write_all(&u32::try_from(reply.len()).unwrap_or(u32::MAX).to_be_bytes()).await?;
-    stream.write_all(reply.as_bytes()).await?;
-    stream.shutdown().await
+    Ok(Some(String::from_utf8_lossy(&request).into_owned()))
 }
 
 /// A command as `get_command_descriptions` lists it: its desc and help.
@@ -177,6 +194,7 @@ fn descriptions(ctx: &Context) -> Vec<Desc> {
         d("get_command_descriptions", "list available commands"),
         d("git_version", "get git sha1"),
         d("help", "list available commands"),
+        d("rbd mirror flush", "flush rbd mirror"),
         d("rbd mirror restart", "restart rbd mirror"),
         d("rbd mirror start", "start rbd mirror"),
         d("rbd mirror status", "get status for rbd mirror"),
@@ -184,7 +202,13 @@ fn descriptions(ctx: &Context) -> Vec<Desc> {
         d("version", "get ceph version"),
     ];
     let snapshot = ctx.registry.snapshot();
-    let verbs = [("status", "get status for"), ("start", "start"), ("stop", "stop"), ("restart", "restart")];
+    let verbs = [
+        ("status", "get status for"),
+        ("start", "start"),
+        ("stop", "stop"),
+        ("restart", "restart"),
+        ("flush", "flush"),
+    ];
     for ((pool, peer), _) in &snapshot.pools {
         for (verb, help) in verbs {
             out.push(Desc {
@@ -266,19 +290,34 @@ fn error(code: i32, what: &str, detail: &str) -> String {
 const EINVAL: (i32, &str) = (22, "Invalid argument");
 const ENOENT: (i32, &str) = (2, "No such file or directory");
 
-/// Runs one request (JSON) and returns the payload.
-fn execute(ctx: &Context, request: &str) -> String {
+/// What a request gets: its payload now, or after a flush of the daemon (target none), a
+/// pool replayer's images (`<pool> <peer site>`) or an image (`<pool>/[<ns>/]<image>`).
+enum Reply {
+    Now(String),
+    Flush(Option<String>),
+}
+
+/// Runs one request (JSON).
+fn execute(ctx: &Context, request: &str) -> Reply {
     let Ok(Value::Object(cmd)) = serde_json::from_str::<Value>(request) else {
-        return error(EINVAL.0, EINVAL.1, "invalid json");
+        return Reply::Now(error(EINVAL.0, EINVAL.1, "invalid json"));
     };
     let Some(prefix) = cmd.get("prefix").and_then(Value::as_str) else {
-        return error(EINVAL.0, EINVAL.1, "invalid json, missing format and/or prefix");
+        return Reply::Now(error(EINVAL.0, EINVAL.1, "invalid json, missing format and/or prefix"));
     };
-    let compact = cmd.get("format").and_then(Value::as_str) == Some("json");
     let descs = descriptions(ctx);
     if !descs.iter().any(|d| prefix_of(&d.desc) == prefix) {
-        return error(EINVAL.0, EINVAL.1, &format!("unknown command prefix {prefix}"));
+        return Reply::Now(error(EINVAL.0, EINVAL.1, &format!("unknown command prefix {prefix}")));
     }
+    match prefix.strip_prefix("rbd mirror flush") {
+        Some(target) => Reply::Flush(target.strip_prefix(' ').map(str::to_owned)),
+        None => Reply::Now(run(ctx, prefix, &cmd, &descs)),
+    }
+}
+
+/// Runs one listed command other than `rbd mirror flush` and returns its payload.
+fn run(ctx: &Context, prefix: &str, cmd: &serde_json::Map<String, Value>, descs: &[Desc]) -> String {
+    let compact = cmd.get("format").and_then(Value::as_str) == Some("json");
     match prefix {
         "0" => "2".to_owned(),
         "version" => render(
@@ -479,17 +518,63 @@ fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> 
     out
 }
 
+/// Longest wait of `rbd mirror flush` for the images' replay.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `rbd mirror flush` for every image (`target` none), a pool replayer's (`<pool> <peer
+/// site>`) or one image: each image in journal replay applies every entry already in the
+/// primary's journal and commits its position there; the reply (empty, as stock's) comes
+/// when all have, or have left replay. Snapshot-mode images have nothing to flush.
+async fn flush(ctx: &Context, target: Option<&str>) -> String {
+    let asked = ctx.registry.control(|key, state| targets(key, state, target), |c| c.flushes += 1);
+    tracing::info!(
+        target = target.unwrap_or("all"),
+        images = asked.len(),
+        "rbd mirror flush through the admin socket"
+    );
+    let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+    loop {
+        let snapshot = ctx.registry.snapshot();
+        let waiting = asked
+            .iter()
+            .filter(|(key, control)| {
+                snapshot.images.iter().any(|(k, s)| {
+                    k == key
+                        && s.flushed < control.flushes
+                        && s.state == MirrorImageStatusState::Replaying
+                        && s.mode != Some(rbd_types::cls_rbd::MirrorImageMode::Snapshot)
+                })
+            })
+            .count();
+        if waiting == 0 {
+            return String::new();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let detail = format!("{waiting} image(s) not flushed within {} s", FLUSH_TIMEOUT.as_secs());
+            return error(110, "Connection timed out", &detail);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `target` (none: every image; `<pool> <peer site>`: the pool's;
+/// `<pool>/[<ns>/]<image>`: that one) names the image.
+fn targets(key: &ImageKey, state: &ImageState, target: Option<&str>) -> bool {
+    match target {
+        None => true,
+        Some(t) => match t.split_once(' ') {
+            Some((pool, _)) => key.pool == pool,
+            None => image_spec(key, state) == t,
+        },
+    }
+}
+
 /// `rbd mirror start|stop|restart` for every image (`target` none), a pool replayer's
 /// (`<pool> <peer site>`) or one image (`<pool>/[<ns>/]<image>`): the image replayers
 /// stop (committing their position) and stay stopped, start, or restart.
 fn operate(ctx: &Context, verb: &str, target: Option<&str>) {
-    let pool = target.and_then(|t| t.split_once(' ')).map(|(pool, _)| pool.to_owned());
     let n = ctx.registry.control(
-        |key, state| match (target, &pool) {
-            (None, _) => true,
-            (Some(_), Some(pool)) => &key.pool == pool,
-            (Some(spec), None) => image_spec(key, state) == spec,
-        },
+        |key, state| targets(key, state, target),
         |c| match verb {
             "stop" => c.stopped = true,
             "start" => c.stopped = false,
@@ -502,7 +587,7 @@ fn operate(ctx: &Context, verb: &str, target: Option<&str>) {
     tracing::info!(
         verb,
         target = target.unwrap_or("all"),
-        images = n,
+        images = n.len(),
         "rbd mirror {verb} through the admin socket"
     );
 }

@@ -150,4 +150,35 @@ fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
             Err(s.to_string())
         }
     });
+
+    // Flush: what the primary has written is applied and its position committed to the
+    // primary's journal before the reply (the commit age alone would take 5 s).
+    let (_, help) = asok(&path, &["help"]);
+    assert!(help.contains(&format!("rbd mirror flush {spec}")), "{help}");
+    for round in 0..3 {
+        a.bench(&spec, "rand", "4K", "512K");
+        let words: &[&str] = match round {
+            0 => &["rbd", "mirror", "flush", &spec],
+            1 => &["rbd", "mirror", "flush", lab::POOL, "site-a"],
+            _ => &["rbd", "mirror", "flush"],
+        };
+        let (code, out) = asok(&path, words);
+        assert_eq!((code, out.as_str()), (Some(0), ""), "{words:?} prints nothing, as stock");
+        let journal = a.rbd_json(&["journal", "status", "--image", &spec]);
+        let newest = |id: &str| {
+            let clients = journal["registered_clients"].as_array().cloned().unwrap_or_default();
+            let client = clients.iter().find(|c| c["id"] == id).cloned().unwrap_or_default();
+            let p = &client["commit_position"]["object_positions"][0];
+            (p["tag_tid"].as_u64(), p["entry_tid"].as_u64())
+        };
+        let ours = journal["registered_clients"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["id"] != ""))
+            .and_then(|c| c["id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(newest("").1.is_some(), "{journal}");
+        assert_eq!(newest(&ours), newest(""), "{words:?}: committed at the primary's end: {journal}");
+    }
+    assert_eq!(b.export_sha256(&spec), a.export_sha256(&spec));
 }

@@ -66,6 +66,8 @@ pub struct ImageState {
     /// age of the oldest entry not replayed; snapshot mode: age of the primary snapshot last
     /// synced while a newer one waits).
     pub lag_seconds: Option<f64>,
+    /// The last of the operator's flushes ([`Control::flushes`]) that replay has served.
+    pub flushed: u64,
     /// When any of this last changed.
     pub updated: SystemTime,
 }
@@ -85,6 +87,7 @@ impl Default for ImageState {
             entries_behind_primary: 0,
             last_commit: None,
             lag_seconds: None,
+            flushed: 0,
             updated: SystemTime::UNIX_EPOCH,
         }
     }
@@ -136,13 +139,18 @@ impl Retired {
     }
 }
 
-/// What the operator asked of an image's replayer (admin socket `rbd mirror stop|start|restart`).
+/// What the operator asked of an image's replayer (admin socket `rbd mirror
+/// stop|start|restart|flush`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Control {
     /// Stopped by the operator, until started again.
     pub stopped: bool,
     /// Restarts asked so far (a new value stops the current attempt and starts another).
     pub restarts: u64,
+    /// Flushes asked so far: journal replay answers a new value by applying every entry
+    /// already in the primary's journal and committing its position, then sets
+    /// [`ImageState::flushed`] to it.
+    pub flushes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -207,25 +215,29 @@ impl Registry {
     }
 
     /// Applies `change` to the operator's control of every registered image that `select`
-    /// picks; returns how many there were.
+    /// picks; returns their keys and controls as changed.
     pub fn control(
         &self,
         select: impl Fn(&ImageKey, &ImageState) -> bool,
         change: impl Fn(&mut Control),
-    ) -> usize {
-        let picked: Vec<Arc<watch::Sender<Control>>> = {
+    ) -> Vec<(ImageKey, Control)> {
+        let picked: Vec<(ImageKey, Arc<watch::Sender<Control>>)> = {
             let inner = self.inner.lock();
             inner
                 .images
                 .iter()
                 .filter(|(k, s)| select(k, &s.lock()))
-                .filter_map(|(k, _)| inner.controls.get(k).cloned())
+                .filter_map(|(k, _)| Some((k.clone(), inner.controls.get(k)?.clone())))
                 .collect()
         };
-        for c in &picked {
-            c.send_modify(&change);
-        }
-        picked.len()
+        picked
+            .into_iter()
+            .map(|(key, c)| {
+                c.send_modify(&change);
+                let now = *c.borrow();
+                (key, now)
+            })
+            .collect()
     }
 
     /// Forgets image `key` (its replayer stopped): readers no longer list it.

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageStatusState as State};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::Result;
 use crate::local::{Found, RemoteImage};
 use crate::metrics::ImageMetrics;
-use crate::registry::ImageHandle;
+use crate::registry::{Control, ImageHandle};
 use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 
@@ -51,14 +52,9 @@ pub async fn run(
             let watcher = tokio::spawn({
                 let (mut control, token, seen) = (control.clone(), attempt_token.clone(), restarts);
                 async move {
-                    while control.changed().await.is_ok() {
-                        let c = *control.borrow_and_update();
-                        if c.stopped || c.restarts != seen {
-                            tracing::info!(stop = c.stopped, "the operator stops the current attempt");
-                            token.cancel();
-                            return;
-                        }
-                    }
+                    let stop = stopped_or_restarted(&mut control, seen).await;
+                    tracing::info!(stop, "the operator stops the current attempt");
+                    token.cancel();
                 }
                 .instrument(tracing::Span::current())
             });
@@ -84,13 +80,26 @@ pub async fn run(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
-                // A stop, start or restart acts at once.
-                Ok(()) = control.changed() => {}
+                // A stop or restart acts at once.
+                _ = stopped_or_restarted(&mut control, restarts) => {}
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Resolves when the operator stops the image (true) or restarts it (a restart count
+/// other than `seen`); other requests (flush) are journal replay's. Never resolves once the
+/// registry forgot the image.
+async fn stopped_or_restarted(control: &mut watch::Receiver<Control>, seen: u64) -> bool {
+    while control.changed().await.is_ok() {
+        let c = *control.borrow_and_update();
+        if c.stopped || c.restarts != seen {
+            return c.stopped;
+        }
+    }
+    std::future::pending().await
 }
 
 /// One attempt in the mode the primary's mirror record names (journal when it has none):

@@ -85,6 +85,7 @@ pub(crate) async fn attempt(
     }
     let mut replayer = JournalReplayer::new(ctx, remote_image_id, local, tail);
     replayer.metrics = Some(metrics);
+    replayer.operator = Some(status.image().control());
     let end = replayer.run(cancel, ctx.config().rbd_mirror_rs_status_interval, status).await;
     match end? {
         ReplayEnd::Cancelled => Ok(Attempt::Cancelled),

@@ -23,6 +23,7 @@ use rbd_types::cls_journal::{
 };
 use rbd_types::cls_rbd::MirrorImageMode;
 use rbd_types::{Decode, ProtectionStatus, UTime};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::bootstrap::{local_tag_create, map_mirror_uuid};
@@ -32,6 +33,7 @@ use crate::error::{ReplayError, Result};
 use crate::local::image::{LocalImage, PreparedObjectOps};
 use crate::local::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
 use crate::metrics::ImageMetrics;
+use crate::registry::Control;
 use crate::status::{ReplayProgress, StatusPublisher};
 use crate::PeerContext;
 use rbd_types::cls_rbd::MirrorImageStatusState;
@@ -125,6 +127,8 @@ pub struct JournalReplayer<'a> {
     pub counters: ReplayCounters,
     /// Exported metrics of the image, when the caller labels them.
     pub metrics: Option<ImageMetrics>,
+    /// The operator's requests (`rbd mirror flush`), when the caller follows them.
+    pub operator: Option<watch::Receiver<Control>>,
 }
 
 impl std::fmt::Debug for JournalReplayer<'_> {
@@ -160,6 +164,7 @@ impl<'a> JournalReplayer<'a> {
             last_commit: None,
             counters: ReplayCounters::default(),
             metrics: None,
+            operator: None,
         }
     }
 
@@ -223,6 +228,17 @@ impl<'a> JournalReplayer<'a> {
                 }
                 _ = tick.tick() => {
                     commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
+                }
+                Some(control) = operator_changed(&mut self.operator) => {
+                    if control.flushes != status.image().get().flushed {
+                        let demoted = self.operator_flush().await?;
+                        last_commit = Instant::now();
+                        status.image().update(|s| s.flushed = control.flushes);
+                        tracing::info!(position = ?self.commits.committable(), "flushed for the operator");
+                        if demoted {
+                            return Ok(ReplayEnd::RemoteDemoted);
+                        }
+                    }
                 }
             }
             // A full window goes as soon as a slot is free; a partial one when the pipeline
@@ -377,6 +393,28 @@ impl<'a> JournalReplayer<'a> {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The operator's `rbd mirror flush`: every entry already written to the primary's
+    /// journal is applied and the commit position written. Returns true when a demotion
+    /// epoch completed meanwhile.
+    async fn operator_flush(&mut self) -> Result<bool> {
+        while let Some(entry) = self.tail.try_next().await? {
+            if self.handle(entry.position(), &entry.entry.payload).await? {
+                self.flush().await?;
+                self.commit().await?;
+                return Ok(true);
+            }
+            // Full windows are applied one at a time: this is the operator's path.
+            if self.open.as_ref().is_some_and(|w| {
+                w.planner.events() >= WINDOW_ENTRIES || w.planner.held_bytes() >= WINDOW_HELD_BYTES
+            }) {
+                self.flush().await?;
+            }
+        }
+        self.flush().await?;
+        self.commit().await?;
+        Ok(false)
     }
 
     /// Submits the open window and waits for all IO.
@@ -536,6 +574,18 @@ impl<'a> JournalReplayer<'a> {
             ))),
         }
     }
+}
+
+/// The operator's next request, when the replayer follows them; never resolves otherwise
+/// (nor once the registry forgot the image).
+async fn operator_changed(operator: &mut Option<watch::Receiver<Control>>) -> Option<Control> {
+    if let Some(rx) = operator {
+        if rx.changed().await.is_ok() {
+            return Some(*rx.borrow_and_update());
+        }
+        *operator = None;
+    }
+    std::future::pending().await
 }
 
 /// "event at `<position>` of journal `<header object>`", for errors.
