@@ -346,8 +346,10 @@ cmd_mirror_start() {
   for s in $(which_sites "${1:-}" site-b); do
     [[ -f $(site_dir "$s")/.created ]] || die "$s does not exist; run: $0 up"
     id=$(site_id "$s"); asok=$(site_dir "$s")/run/client.rbd-mirror.$id.asok
-    # ours serves Prometheus metrics on the site's address (the stock one has no endpoint)
-    if [[ -n $MIRROR_BIN ]]; then export RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")287"; fi
+    # ours serves Prometheus metrics on the site's address (the stock one has no endpoint),
+    # or on its default (*:9287) with RBD_MIRROR_LAB_METRICS_DEFAULT=1
+    if [[ -n ${RBD_MIRROR_LAB_METRICS_DEFAULT:-} ]]; then unset RBD_MIRROR_RS_METRICS_ADDR
+    elif [[ -n $MIRROR_BIN ]]; then export RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")287"; fi
     # shellcheck disable=SC2086 # RBD_MIRROR_LAB_MIRROR_ARGS: several arguments
     start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id" ${RBD_MIRROR_LAB_MIRROR_ARGS:-}
     if [[ -z $MIRROR_BIN ]]; then

@@ -139,25 +139,7 @@ impl Site {
     /// The sum of every sample of metric `name` whose labels contain `label` (e.g.
     /// `image="x"`), scraped from our daemon's `/metrics`; `None` if there is no such series.
     pub fn metric(&self, name: &str, label: &str) -> Option<f64> {
-        use std::io::{Read, Write};
-        let addr = self.metrics_addr();
-        let mut stream = std::net::TcpStream::connect(&addr)
-            .unwrap_or_else(|e| panic!("no metrics endpoint at {addr} (is rbd-mirror-rs running?): {e}"));
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("metrics request");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("metrics response");
-        assert!(text.starts_with("HTTP/1.1 200"), "metrics endpoint answered: {text}");
-        let mut found = None;
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some(rest) = line.strip_prefix(name) else { continue };
-            if !(rest.starts_with('{') || rest.starts_with(' ')) || !rest.contains(label) {
-                continue;
-            }
-            let value: f64 = rest.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-            found = Some(found.unwrap_or(0.0) + value);
-        }
-        found
+        metric_at(&self.metrics_addr(), name, label)
     }
 
     /// `sha256sum` of `rbd export <spec> -` (the image content as librbd reads it).
@@ -275,4 +257,27 @@ pub fn unique(prefix: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{prefix}-{}-{nanos:08x}", std::process::id())
+}
+
+/// The sum of every sample of metric `name` whose labels contain `label`, scraped from the
+/// `/metrics` endpoint at `addr`; `None` if there is no such series.
+pub fn metric_at(addr: &str, name: &str, label: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("no metrics endpoint at {addr} (is rbd-mirror-rs running?): {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("metrics request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("metrics response");
+    assert!(text.starts_with("HTTP/1.1 200"), "metrics endpoint answered: {text}");
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) || !rest.contains(label) {
+            continue;
+        }
+        let value: f64 = rest.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+        found = Some(found.unwrap_or(0.0) + value);
+    }
+    found
 }

@@ -61,10 +61,11 @@ pub struct Args {
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 
-    /// Serve Prometheus metrics (`ceph_rbd_mirror_*`) on this address, e.g.
-    /// `127.0.0.1:9287`; off when absent.
-    #[arg(long, global = true, env = "RBD_MIRROR_RS_METRICS_ADDR")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics (`ceph_rbd_mirror_*`) on this address (`IP:PORT`; default
+    /// [`DEFAULT_METRICS_ADDR`], where a port already taken is a warning, not an error), or
+    /// `off`.
+    #[arg(long, global = true, env = "RBD_MIRROR_RS_METRICS_ADDR", value_parser = parse_metrics_addr)]
+    pub metrics_addr: Option<MetricsAddr>,
 
     /// Async runtime worker threads (default: half the CPUs, at least one; librados'
     /// messenger and finisher threads do the network and completion work beside them).
@@ -220,6 +221,27 @@ pub enum Format {
     Plain,
     /// One JSON document.
     Json,
+}
+
+/// Where `/metrics` is served when `--metrics-addr` is not given: every address, port 9287
+/// (the mgr's `prometheus` module has 9283, `ceph-exporter` 9926).
+pub const DEFAULT_METRICS_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9287);
+
+/// `--metrics-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// Serve there.
+    At(std::net::SocketAddr),
+    /// No endpoint.
+    Off,
+}
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    match s {
+        "off" | "none" | "false" | "" => Ok(MetricsAddr::Off),
+        _ => s.parse().map(MetricsAddr::At).map_err(|e| format!("{s:?} is not IP:PORT or off: {e}")),
+    }
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

@@ -68,8 +68,11 @@ fn escape(v: &str) -> String {
 /// registry at each scrape, so an image whose replayer stopped has no series left.
 fn registry_gauges(out: &mut String, snapshot: &Snapshot, daemon: &str) {
     use image_replayer::metrics::{
-        IMAGE_ENTRIES_BEHIND_PRIMARY, IMAGE_LAG_SECONDS, IMAGE_STATE, POOL_IMAGES,
+        IMAGE_ENTRIES_BEHIND_PRIMARY, IMAGE_LAG_SECONDS, IMAGE_LAST_SYNC_BYTES, IMAGE_LAST_SYNC_TIMESTAMP,
+        IMAGE_STATE, POOL_IMAGES,
     };
+    let epoch_secs =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     use std::fmt::Write;
     let daemon = escape(daemon);
     let image_labels = |k: &image_replayer::ImageKey, name: &str| {
@@ -105,6 +108,30 @@ fn registry_gauges(out: &mut String, snapshot: &Snapshot, daemon: &str) {
     for (k, s) in &snapshot.images {
         let _ =
             writeln!(out, "{IMAGE_STATE}{{{},state=\"{}\"}} 1", image_labels(k, &s.name), s.state.as_str());
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {IMAGE_LAST_SYNC_TIMESTAMP} When the image last caught up with a point of the primary (journal: commit position written; snapshot: mirror snapshot synced)"
+    );
+    let _ = writeln!(out, "# TYPE {IMAGE_LAST_SYNC_TIMESTAMP} gauge");
+    for (k, s) in &snapshot.images {
+        let last = s.last_snapshot_sync.map(|(t, _)| t).into_iter().chain(s.last_commit).max();
+        if let Some(t) = last {
+            let _ = writeln!(
+                out,
+                "{IMAGE_LAST_SYNC_TIMESTAMP}{{{}}} {}",
+                image_labels(k, &s.name),
+                epoch_secs(t)
+            );
+        }
+    }
+    let _ =
+        writeln!(out, "# HELP {IMAGE_LAST_SYNC_BYTES} Bytes copied by the image's last mirror snapshot sync");
+    let _ = writeln!(out, "# TYPE {IMAGE_LAST_SYNC_BYTES} gauge");
+    for (k, s) in &snapshot.images {
+        if let Some((_, bytes)) = s.last_snapshot_sync {
+            let _ = writeln!(out, "{IMAGE_LAST_SYNC_BYTES}{{{}}} {bytes}", image_labels(k, &s.name));
+        }
     }
     let _ = writeln!(out, "# HELP {POOL_IMAGES} Images this daemon replays");
     let _ = writeln!(out, "# TYPE {POOL_IMAGES} gauge");
@@ -206,6 +233,7 @@ mod tests {
             s.state = MirrorImageStatusState::Replaying;
             s.entries_behind_primary = 7;
             s.lag_seconds = Some(1.5);
+            s.last_snapshot_sync = Some((std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000), 4096));
         });
         let mut out = String::new();
         registry_gauges(&mut out, &registry.snapshot(), "rbd-mirror.42");
@@ -219,6 +247,13 @@ mod tests {
             out.contains(&format!("rbd_mirror_rs_image_state{{{labels},state=\"replaying\"}} 1\n")),
             "{out}"
         );
+        assert!(
+            out.contains(&format!(
+                "rbd_mirror_rs_image_last_sync_timestamp_seconds{{{labels}}} 1700000000\n"
+            )),
+            "{out}"
+        );
+        assert!(out.contains(&format!("rbd_mirror_rs_image_last_sync_bytes{{{labels}}} 4096\n")), "{out}");
         assert!(
             out.contains("rbd_mirror_rs_pool_images{ceph_daemon=\"rbd-mirror.42\",pool=\"mirror\"} 1\n"),
             "{out}"

@@ -11,7 +11,7 @@ use rbd_types::MirrorImageStatusState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Args;
+use crate::cli::{Args, MetricsAddr};
 use crate::daemonize::Process;
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -22,11 +22,25 @@ pub async fn run(args: &Args, process: &mut Process) -> Result<ExitCode, Box<dyn
 
     let cancel = CancellationToken::new();
     let registry = Registry::new();
-    if let Some(addr) = args.metrics_addr {
+    // Prometheus `/metrics`: on by default; a default port already taken (another daemon on
+    // this host) only costs the endpoint, an address given that cannot be bound stops us.
+    let metrics_addr = match args.metrics_addr {
+        None => Some((crate::cli::DEFAULT_METRICS_ADDR, false)),
+        Some(MetricsAddr::At(addr)) => Some((addr, true)),
+        Some(MetricsAddr::Off) => None,
+    };
+    if let Some((addr, given)) = metrics_addr {
         let handle = crate::prometheus::install(&instance_id, &args.client_id())?;
-        let listener = crate::prometheus::bind(addr).await?;
-        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
-        tokio::spawn(crate::prometheus::serve(listener, handle, registry.clone(), cancel.clone()));
+        match crate::prometheus::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+                tokio::spawn(crate::prometheus::serve(listener, handle, registry.clone(), cancel.clone()));
+            }
+            Err(e) if !given => {
+                tracing::warn!(error = %e, "no Prometheus endpoint (--metrics-addr sets another address)")
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 
     // The mgr service map: what `ceph -s` and `rbd mirror pool status` count as daemons.

@@ -11,7 +11,7 @@ mod mirror;
 use std::process::Command;
 use std::time::Duration;
 
-use mirror::{daemon_log, daemon_log_since, image_status, signal_daemon, sites, Daemon, Images};
+use mirror::{daemon_log, daemon_log_since, image_name, image_status, signal_daemon, sites, Daemon, Images};
 
 /// The client section of our daemon in the monitors' database.
 const WHO: &str = "client.rbd-mirror.b";
@@ -48,18 +48,22 @@ fn the_command_line_of_cephs_test_helpers_is_taken_and_replication_runs() {
     a.bench(&spec, "rand", "4K", "1M");
 
     let from = daemon_log().len();
-    // As qa/workunits/rbd/rbd_mirror_helpers.sh starts the stock daemon (but --daemonize).
-    let _daemon = Daemon::start_with(&[
-        "--rbd-mirror-delete-retry-interval=5",
-        "--rbd-mirror-image-state-check-interval=5",
-        "--rbd-mirror-journal-poll-age=1",
-        "--rbd-mirror-pool-replayers-refresh-interval=5",
-        "--debug-rbd=0",
-        "--debug-journaler=0",
-        "--debug-rbd_mirror=5",
-        "--rbd_mirror_concurrent_image_syncs",
-        "2",
-    ]);
+    // As qa/workunits/rbd/rbd_mirror_helpers.sh starts the stock daemon (but --daemonize),
+    // which names no metrics address: /metrics is served on the default one.
+    let _daemon = Daemon::start_with_env(
+        &[
+            "--rbd-mirror-delete-retry-interval=5",
+            "--rbd-mirror-image-state-check-interval=5",
+            "--rbd-mirror-journal-poll-age=1",
+            "--rbd-mirror-pool-replayers-refresh-interval=5",
+            "--debug-rbd=0",
+            "--debug-journaler=0",
+            "--debug-rbd_mirror=5",
+            "--rbd_mirror_concurrent_image_syncs",
+            "2",
+        ],
+        &[("RBD_MIRROR_LAB_METRICS_DEFAULT", "1")],
+    );
     let line =
         wait_log_line("the options in effect", from, &["configuration", "rbd_mirror_delete_retry_interval"]);
     println!("{line}");
@@ -84,6 +88,17 @@ fn the_command_line_of_cephs_test_helpers_is_taken_and_replication_runs() {
             Err(format!("{state}; site-a {primary}, site-b {copy}"))
         }
     });
+    // On by default, at *:9287: the image's series, its last commit a moment ago.
+    let label = format!("image=\"{}\"", image_name(&spec));
+    let metadata = lab::metric_at("127.0.0.1:9287", "ceph_rbd_mirror_metadata", "instance_id=");
+    assert_eq!(metadata, Some(1.0), "the daemon's metadata series");
+    let last_sync = lab::wait_for("a commit position in /metrics", Duration::from_secs(30), || {
+        lab::metric_at("127.0.0.1:9287", "rbd_mirror_rs_image_last_sync_timestamp_seconds", &label)
+            .ok_or_else(|| "no series yet".to_owned())
+    });
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    assert!((0.0..300.0).contains(&(now - last_sync)), "last sync {last_sync}, now {now}");
 }
 
 #[test]

@@ -162,6 +162,14 @@ fn snapshot_image_replicates_phase_by_phase() {
     println!("metrics: {synced} snapshots synced, {bytes} bytes");
     assert_eq!(synced, 5.0, "the first sync, three phases and the snapshot changes");
     assert!(bytes > 0.0);
+    let last_bytes = b.metric("rbd_mirror_rs_image_last_sync_bytes", &label).expect("last sync bytes");
+    let last_sync =
+        b.metric("rbd_mirror_rs_image_last_sync_timestamp_seconds", &label).expect("last sync time");
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    println!("last sync: {last_bytes} bytes, {:.0} s ago", now - last_sync);
+    assert!(last_bytes <= bytes, "the last sync is one of them");
+    assert!((0.0..600.0).contains(&(now - last_sync)), "within this test");
 
     let (state, description) = image_status(&b, &spec).expect("status");
     println!("site-b: {state}, {description}");

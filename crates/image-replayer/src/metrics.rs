@@ -26,6 +26,12 @@ pub const IMAGE_ENTRIES_BEHIND_PRIMARY: &str = "rbd_mirror_rs_image_entries_behi
 pub const IMAGE_LAG_SECONDS: &str = "rbd_mirror_rs_image_lag_seconds";
 /// Per image and state, computed at scrape time: 1 for the image's current mirror state.
 pub const IMAGE_STATE: &str = "rbd_mirror_rs_image_state";
+/// Per image, computed at scrape time: when the secondary last caught up with a point of the
+/// primary (journal mode: a commit position written; snapshot mode: a mirror snapshot
+/// synced), in seconds since the epoch.
+pub const IMAGE_LAST_SYNC_TIMESTAMP: &str = "rbd_mirror_rs_image_last_sync_timestamp_seconds";
+/// Per image, computed at scrape time (snapshot mode): bytes copied by the last snapshot sync.
+pub const IMAGE_LAST_SYNC_BYTES: &str = "rbd_mirror_rs_image_last_sync_bytes";
 /// Per pool, computed at scrape time: images this daemon replays.
 pub const POOL_IMAGES: &str = "rbd_mirror_rs_pool_images";
 /// Per image: commit positions written to the primary's journal.

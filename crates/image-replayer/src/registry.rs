@@ -66,6 +66,8 @@ pub struct ImageState {
     /// age of the oldest entry not replayed; snapshot mode: age of the primary snapshot last
     /// synced while a newer one waits).
     pub lag_seconds: Option<f64>,
+    /// When the last mirror snapshot sync finished, and the bytes it copied (snapshot mode).
+    pub last_snapshot_sync: Option<(SystemTime, u64)>,
     /// The last of the operator's flushes ([`Control::flushes`]) that replay has served.
     pub flushed: u64,
     /// When any of this last changed.
@@ -87,6 +89,7 @@ impl Default for ImageState {
             entries_behind_primary: 0,
             last_commit: None,
             lag_seconds: None,
+            last_snapshot_sync: None,
             flushed: 0,
             updated: SystemTime::UNIX_EPOCH,
         }

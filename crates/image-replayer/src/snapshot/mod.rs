@@ -609,6 +609,7 @@ impl SnapshotReplayer<'_> {
             i.bytes_replayed += bytes;
             i.snapshots_synced += 1;
             i.snapshots_time += took;
+            i.last_snapshot_sync = Some((std::time::SystemTime::now(), bytes));
         });
         crate::metrics::snapshot_synced(
             &ctx.pool,
