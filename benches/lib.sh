@@ -96,7 +96,7 @@ daemon_bench() {
   fi
   HZ=$(getconf CLK_TCK)
   PIDFILE=$STATE/site-b/run/rbd-mirror.b.pid
-  DLOG=$STATE/site-b/log/rbd-mirror.b.stdout
+  DLOG=$STATE/site-b/log/client.rbd-mirror.b.log
   DAEMON_BENCH=1
   mkdir -p "$(dirname "$OUT")"
   printf 'daemon\tmeasure\tvalue\tunit\tnote\n' >"$OUT"

@@ -82,7 +82,7 @@ echo "site-b: $(rbd "${b[@]}" export --no-progress mirror/demo-snap - | sha256su
 
 say "our Prometheus metrics (lab: site-b's address, port 26287)"
 curl -s http://127.0.0.2:26287/metrics | grep -E '^(ceph_rbd_mirror_(replay|image_replay|snapshot)|rbd_mirror_rs_image_(full_syncs|state|entries_behind_primary))' | head -n 12 || true
-tail -n 3 "$lab/site-b/log/rbd-mirror.b.stdout"
+tail -n 3 "$lab/site-b/log/client.rbd-mirror.b.log"
 
 cat <<MSG
 

@@ -110,7 +110,7 @@ start_daemon() {  # start_daemon SITE NAME BINARY ARGS...
     >>"log/$name.stdout" 2>&1 </dev/null) &
   echo "$! $(readlink -f "$bin")" >"$pidfile"
   sleep 0.3
-  is_running "$pidfile" || die "$s: $name exited at once; see $d/log/$name.stdout and $d/log/"
+  is_running "$pidfile" || die "$s: $name exited at once; see $d/log/ ($name.stdout, client.$name.log)"
 }
 
 stop_daemon() {  # stop_daemon SITE NAME: SIGTERM, bounded grace, then SIGKILL

@@ -1,7 +1,10 @@
 //! How the daemon runs as a process, as a Ceph daemon does: detached (`--daemonize`, the
-//! default without `-f`/`-d`, as stock rbd-mirror) with its output in the log file, or in
-//! the foreground (its output in the log file too when `--log-file` is given).
+//! default without `-f`/`-d`, as stock rbd-mirror) or in the foreground with `-f` (as
+//! Ceph's systemd units start it), its output in the log file either way (the conf's `log
+//! file`, or `--log-file`, default `/var/log/ceph/$cluster-$name.log`); with `-d`, or an
+//! empty `log file`, on standard error.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use rados_ffi::process::Daemonized;
@@ -15,6 +18,9 @@ pub struct Process {
     pub daemon: Option<Daemonized>,
     /// Where standard output and error go (reopened on SIGHUP), when not a terminal's.
     pub log_file: Option<PathBuf>,
+    /// Standard error as it was before output went to the log file (foreground only): a
+    /// fatal error is written there too, for whoever started us.
+    pub console: Option<std::fs::File>,
 }
 
 /// Whether `args` ask for a detached daemon: `--daemonize[=bool]` (the last one), else yes
@@ -31,23 +37,33 @@ pub fn wants_daemon(args: &Args) -> bool {
 /// process must still have one thread).
 pub fn setup(args: &Args) -> Result<Process, String> {
     let daemon = wants_daemon(args);
-    let explicit_log = args.ceph_options.iter().any(|o| o.name == "log_file") && !args.debug_foreground;
-    if !daemon && !explicit_log {
+    if !daemon && args.debug_foreground {
         return Ok(Process::default());
     }
     let config = crate::check::local_config(args);
     let values = config.conf_values(&["log_file"]).map_err(|e| e.to_string())?;
-    let log_file = values.first().cloned().flatten().filter(|p| !p.is_empty()).unwrap_or_else(|| {
-        // Ceph's daemon default, `/var/log/ceph/$cluster-$name.log`.
-        format!("/var/log/ceph/{}-client.{}.log", args.cluster, args.client_id())
-    });
-    let log_file = PathBuf::from(log_file);
-    let daemon = if daemon {
-        Some(rados_ffi::process::daemonize().map_err(|e| format!("daemonize: {e}"))?)
-    } else {
-        None
+    let log_file = match values.first().cloned().flatten() {
+        Some(path) if path.is_empty() => return Ok(Process::default()),
+        Some(path) => PathBuf::from(path),
+        // Ceph's daemon default.
+        None => PathBuf::from(format!("/var/log/ceph/{}-client.{}.log", args.cluster, args.client_id())),
     };
+    if !daemon {
+        // In the foreground, a log file that cannot be opened leaves output on stderr.
+        let console = std::io::stderr().as_fd().try_clone_to_owned().ok().map(std::fs::File::from);
+        return match rados_ffi::process::redirect_output(&log_file) {
+            Ok(()) => Ok(Process { daemon: None, log_file: Some(log_file), console }),
+            Err(e) => {
+                eprintln!(
+                    "rbd-mirror-rs: cannot open the log file {}: {e}; logging to stderr",
+                    log_file.display()
+                );
+                Ok(Process::default())
+            }
+        };
+    }
+    let daemon = rados_ffi::process::daemonize().map_err(|e| format!("daemonize: {e}"))?;
     rados_ffi::process::redirect_output(&log_file)
         .map_err(|e| format!("cannot open the log file {}: {e}", log_file.display()))?;
-    Ok(Process { daemon, log_file: Some(log_file) })
+    Ok(Process { daemon: Some(daemon), log_file: Some(log_file), console: None })
 }

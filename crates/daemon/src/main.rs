@@ -74,7 +74,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("rbd-mirror-rs: {e}");
+            // Also where we were started from, when output went to the log file.
+            match &mut process.console {
+                Some(console) => {
+                    let _ = std::io::Write::write_fmt(console, format_args!("rbd-mirror-rs: {e}\n"));
+                }
+                None => eprintln!("rbd-mirror-rs: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

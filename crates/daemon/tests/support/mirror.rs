@@ -173,9 +173,10 @@ pub fn signal_daemon(signal: &str) -> String {
     pid
 }
 
-/// The site-b daemon's log so far.
+/// The site-b daemon's log so far: the conf's `log file` (`log/$name.log`), where a Ceph
+/// daemon started with `-f` (as the lab starts it) writes, not its standard output.
 pub fn daemon_log() -> String {
-    std::fs::read_to_string(lab::lab_dir().join("site-b/log/rbd-mirror.b.stdout")).unwrap_or_default()
+    std::fs::read_to_string(lab::lab_dir().join("site-b/log/client.rbd-mirror.b.log")).unwrap_or_default()
 }
 
 /// The site-b daemon's log after its first `from` bytes (a length of [`daemon_log`]).
