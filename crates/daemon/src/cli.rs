@@ -45,12 +45,13 @@ pub struct Args {
     #[arg(short = 'd', global = true)]
     pub debug_foreground: bool,
 
-    /// Accepted for compatibility with the stock daemon; ignored (run as the invoking user).
-    #[arg(long, global = true, hide = true)]
+    /// Run as this user (name or uid) once the log file is open, as a Ceph daemon does
+    /// (needs root; the conf, keyring and run directory must be open to that user).
+    #[arg(long, global = true)]
     pub setuser: Option<String>,
 
-    /// Accepted for compatibility with the stock daemon; ignored.
-    #[arg(long, global = true, hide = true)]
+    /// With `--setuser`: run as this group (name or gid; default the user's primary group).
+    #[arg(long, global = true)]
     pub setgroup: Option<String>,
 
     /// Seconds allowed to reach each cluster's monitors and authenticate.

@@ -67,3 +67,26 @@ pub fn setup(args: &Args) -> Result<Process, String> {
         .map_err(|e| format!("cannot open the log file {}: {e}", log_file.display()))?;
     Ok(Process { daemon: Some(daemon), log_file: Some(log_file), console: None })
 }
+
+/// `--setuser`/`--setgroup`: the log file is handed to that user (it reopens it on SIGHUP),
+/// then the process becomes it, as Ceph's `global_init` does, before any thread starts and
+/// before the clusters are reached (the conf, keyring and run directory must be readable,
+/// and the run directory writable, by that user, as Ceph's packaging makes them).
+pub fn become_user(args: &Args, process: &Process) -> Result<(), String> {
+    let Some(user) = args.setuser.as_deref() else {
+        if let Some(group) = &args.setgroup {
+            tracing::warn!(%group, "--setgroup without --setuser is ignored");
+        }
+        return Ok(());
+    };
+    let id = rados_ffi::process::resolve_identity(user, args.setgroup.as_deref())
+        .map_err(|e| format!("--setuser {user}: {e}"))?;
+    if let Some(log) = &process.log_file {
+        std::os::unix::fs::chown(log, Some(id.uid), Some(id.gid))
+            .map_err(|e| format!("cannot hand the log file {} to {user}: {e}", log.display()))?;
+    }
+    rados_ffi::process::drop_privileges(id)
+        .map_err(|e| format!("cannot become {user} (uid {}, gid {}): {e}", id.uid, id.gid))?;
+    tracing::info!(user, uid = id.uid, gid = id.gid, "running as {user}");
+    Ok(())
+}

@@ -34,6 +34,15 @@ fn main() -> ExitCode {
         }
     }
     init_tracing(&args);
+    if matches!(args.command, None | Some(cli::Command::Run)) {
+        if let Err(e) = daemonize::become_user(&args, &process) {
+            tracing::error!("{e}");
+            if let Some(console) = &mut process.console {
+                let _ = std::io::Write::write_fmt(console, format_args!("rbd-mirror-rs: {e}\n"));
+            }
+            return ExitCode::FAILURE;
+        }
+    }
     tracing::debug!(stack_released, "unused main stack given back");
     match rados_ffi::process::allocator_settings() {
         Some(a) => tracing::debug!(

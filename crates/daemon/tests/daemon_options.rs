@@ -288,3 +288,88 @@ fn daemonize_writes_the_pid_file_logs_to_the_log_file_and_reopens_it_on_sighup()
     assert!(text.contains("SIGTERM"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Opens site-b's run and log directories to every user while the test runs (as Ceph's
+/// packaging gives /var/run/ceph and /var/log/ceph to the `ceph` user).
+struct OpenDirs(Vec<std::path::PathBuf>);
+
+impl OpenDirs {
+    fn new(dirs: Vec<std::path::PathBuf>) -> Self {
+        for d in &dirs {
+            chmod(d, 0o777);
+        }
+        OpenDirs(dirs)
+    }
+}
+
+impl Drop for OpenDirs {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            chmod(d, 0o755);
+        }
+    }
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// The real, effective, saved and filesystem ids of `pid`'s `Uid:` or `Gid:` line.
+fn proc_ids(pid: &str, key: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in {status}"));
+    line[key.len()..].split_whitespace().map(|v| v.parse().expect("id")).collect()
+}
+
+#[test]
+fn setuser_and_setgroup_drop_privileges_and_replication_runs() {
+    let me = proc_ids("self", "Uid:");
+    assert_eq!(me[1], 0, "this test starts the daemon as root (CI runs as root) to drop to nobody");
+    let (_serial, a, b) = sites();
+    let spec = format!("{}/{}", lab::POOL, lab::unique("setuser"));
+    let _images = Images(vec![spec.clone()]);
+    a.rbd(&["create", "--size", "16M", "--image-feature", "layering,exclusive-lock,journaling", &spec]);
+    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    a.bench(&spec, "rand", "4K", "512K");
+
+    // An unknown user: a clear error at start, on the console as well as in the log.
+    let out = Command::new(env!("CARGO_BIN_EXE_rbd-mirror-rs"))
+        .args(["--cluster", "site-b", "-c"])
+        .arg(&b.conf)
+        .args(["-f", "--id", "rbd-mirror.b", "--setuser", "no-such-user-rbd-mirror"])
+        .current_dir(&b.dir)
+        .output()
+        .expect("running rbd-mirror-rs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unknown user \"no-such-user-rbd-mirror\""), "{err}");
+
+    let _open = OpenDirs::new(vec![b.dir.join("run"), b.dir.join("log")]);
+    let from = daemon_log().len();
+    let _daemon = Daemon::start_with(&["--setuser", "nobody", "--setgroup", "nogroup"]);
+    wait_log_line("the drop of privileges", from, &["running as nobody"]);
+    let pid = signal_daemon("-0");
+    assert_eq!(proc_ids(&pid, "Uid:"), vec![65534; 4], "uid of the daemon");
+    assert_eq!(proc_ids(&pid, "Gid:"), vec![65534; 4], "gid of the daemon");
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let groups = groups.lines().find(|l| l.starts_with("Groups:")).unwrap_or_default().to_owned();
+    assert_eq!(groups.split_whitespace().skip(1).collect::<Vec<_>>(), vec!["65534"], "{groups}");
+
+    // It replicates and answers on its admin socket as that user.
+    let primary = a.export_sha256(&spec);
+    lab::wait_for(&format!("{spec} replicated"), Duration::from_secs(180), || {
+        let (state, description) = image_status(&b, &spec)?;
+        assert!(!state.ends_with("error"), "{state}: {description}");
+        let copy = b.export_sha256(&spec);
+        if state == "up+replaying" && copy == primary {
+            Ok(())
+        } else {
+            Err(format!("{state}; site-a {primary}, site-b {copy}"))
+        }
+    });
+    let asok = b.dir.join("run/client.rbd-mirror.b.asok");
+    let out = Command::new("ceph").arg("--admin-daemon").arg(&asok).arg("version").output().expect("ceph");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

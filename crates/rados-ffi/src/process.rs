@@ -248,3 +248,99 @@ pub fn redirect_output(path: &std::path::Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The user and group a daemon runs as after `--setuser`/`--setgroup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Resolves `user` (a name or a number) and `group` (likewise; none: the user's primary
+/// group), as Ceph's `global_init` does for `--setuser`/`--setgroup`.
+pub fn resolve_identity(user: &str, group: Option<&str>) -> std::io::Result<Identity> {
+    use std::io::{Error, ErrorKind};
+    let (uid, primary_gid) = match lookup_user(user)? {
+        Some(found) => found,
+        None => match user.parse::<u32>() {
+            Ok(uid) => (uid, None),
+            Err(_) => return Err(Error::new(ErrorKind::NotFound, format!("unknown user {user:?}"))),
+        },
+    };
+    let gid = match group {
+        Some(g) => match lookup_group(g)? {
+            Some(gid) => gid,
+            None => g
+                .parse::<u32>()
+                .map_err(|_| Error::new(ErrorKind::NotFound, format!("unknown group {g:?}")))?,
+        },
+        None => primary_gid.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("user {user:?} has no passwd entry: give --setgroup"))
+        })?,
+    };
+    Ok(Identity { uid, gid })
+}
+
+/// `getpwnam_r`: the uid and primary gid of `name`, none when there is no such user.
+fn lookup_user(name: &str) -> std::io::Result<Option<(u32, Option<u32>)>> {
+    let Ok(c_name) = std::ffi::CString::new(name) else { return Ok(None) };
+    let mut buf = vec![0 as c_char; 16 << 10];
+    // SAFETY: all-zero is a valid `passwd` (integers and null pointers).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives it and its length is given;
+    // the strings `pwd` points to (in `buf`) are not read.
+    let ret =
+        unsafe { libc::getpwnam_r(c_name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if ret != 0 {
+        return Err(std::io::Error::from_raw_os_error(ret));
+    }
+    Ok((!result.is_null()).then_some((pwd.pw_uid, Some(pwd.pw_gid))))
+}
+
+/// `getgrnam_r`: the gid of `name`, none when there is no such group.
+fn lookup_group(name: &str) -> std::io::Result<Option<u32>> {
+    let Ok(c_name) = std::ffi::CString::new(name) else { return Ok(None) };
+    let mut buf = vec![0 as c_char; 64 << 10];
+    // SAFETY: all-zero is a valid `group` (integers and null pointers).
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives it and its length is given;
+    // the strings `grp` points to (in `buf`) are not read.
+    let ret =
+        unsafe { libc::getgrnam_r(c_name.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if ret != 0 {
+        return Err(std::io::Error::from_raw_os_error(ret));
+    }
+    Ok((!result.is_null()).then_some(grp.gr_gid))
+}
+
+/// Becomes `id` for good: supplementary groups set to its group alone, then the group, then
+/// the user (real, effective and saved ids), and the process stays dumpable (core files, as
+/// Ceph keeps them). Call while the process has one thread. Nothing to do when we already
+/// are `id`; an error when we are not root.
+pub fn drop_privileges(id: Identity) -> std::io::Result<()> {
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if (uid, gid) == (id.uid, id.gid) {
+        return Ok(());
+    }
+    let gids = [id.gid];
+    // SAFETY: `gids` is valid for one element, as the count says.
+    if unsafe { libc::setgroups(1, gids.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: plain system calls on integers.
+    if unsafe { libc::setresgid(id.gid, id.gid, id.gid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setresuid(id.uid, id.uid, id.uid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument; the rest are ignored.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    Ok(())
+}
