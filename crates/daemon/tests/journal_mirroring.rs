@@ -633,3 +633,86 @@ fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
     wait_deleted(&offline);
     assert_eq!(b.rbd_json(&["info", &promoted])["mirroring"]["primary"], true, "{promoted} still kept");
 }
+
+/// Removes a pool-level configuration override of site-b's pool when the test ends.
+struct PoolOverride<'a>(&'a lab::Site, &'static str);
+
+impl Drop for PoolOverride<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.rbd_ok(&["config", "pool", "rm", lab::POOL, self.1]);
+    }
+}
+
+/// `rbd mirror restart <spec>` through our daemon's admin socket: the image's next attempt
+/// reads its configuration again.
+fn restart_image(b: &lab::Site, spec: &str) {
+    let asok = b.dir.join("run/client.rbd-mirror.b.asok");
+    let out = std::process::Command::new("ceph")
+        .arg("--admin-daemon")
+        .arg(&asok)
+        .args(["rbd", "mirror", "restart", spec])
+        .output()
+        .expect("ceph --admin-daemon");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn replay_delay_from_the_pool_or_the_image_holds_entries_back() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "delay");
+    let _daemon = Daemon::start();
+    wait_replaying(&b, &spec);
+
+    // `rbd config pool set` on site-b's pool (as stock reads it: the local image's config).
+    let _pool = PoolOverride(&b, "rbd_mirroring_replay_delay");
+    b.rbd(&["config", "pool", "set", lab::POOL, "rbd_mirroring_replay_delay", "20"]);
+    let from = daemon_log().len();
+    restart_image(&b, &spec);
+    lab::wait_for("the delay taken", Duration::from_secs(60), || {
+        let log = daemon_log_since(from);
+        log.lines().find(|l| l.contains("delayed replay") && l.contains("delay_s=20")).map(drop).ok_or(log)
+    });
+    wait_replaying(&b, &spec);
+    let written = std::time::Instant::now();
+    a.bench(&spec, "rand", "4K", "256K");
+    let primary = a.export_sha256(&spec);
+    std::thread::sleep(Duration::from_secs(8));
+    assert_ne!(b.export_sha256(&spec), primary, "nothing applied 8 s after the writes");
+    lab::wait_for("the delayed entries", Duration::from_secs(90), || {
+        let copy = b.export_sha256(&spec);
+        if copy == primary {
+            Ok(())
+        } else {
+            Err(copy)
+        }
+    });
+    let took = written.elapsed();
+    println!("delayed entries applied {took:?} after the writes");
+    assert!(took >= Duration::from_secs(15), "applied after {took:?}, before the delay");
+
+    // `rbd config image set` wins over the pool's: no delay for this image. Set on the
+    // primary (a non-primary image refuses it), it reaches site-b's image by replay.
+    a.rbd(&["config", "image", "set", &spec, "rbd_mirroring_replay_delay", "0"]);
+    lab::wait_for("the image's override replicated", Duration::from_secs(90), || {
+        let got = b.command_output("rbd", &["config", "image", "get", &spec, "rbd_mirroring_replay_delay"]);
+        match got {
+            Ok(v) if v.trim() == "0" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    restart_image(&b, &spec);
+    wait_replaying(&b, &spec);
+    a.bench(&spec, "rand", "4K", "256K");
+    let primary = a.export_sha256(&spec);
+    let written = std::time::Instant::now();
+    lab::wait_for("undelayed entries", Duration::from_secs(60), || {
+        let copy = b.export_sha256(&spec);
+        if copy == primary {
+            Ok(())
+        } else {
+            Err(copy)
+        }
+    });
+    let took = written.elapsed();
+    assert!(took < Duration::from_secs(15), "took {took:?}: still delayed");
+}

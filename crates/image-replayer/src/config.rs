@@ -508,8 +508,73 @@ pub fn fixed(config: MirrorConfig) -> ConfigWatch {
     watch
 }
 
+/// Where a per-image override came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideSource {
+    /// `rbd config pool set` (the local pool's `rbd_info` metadata).
+    Pool,
+    /// `rbd config image set` (the local image's metadata).
+    Image,
+}
+
+impl MirrorConfig {
+    /// This configuration with the per-pool, then per-image overrides of the image's
+    /// `rbd_mirroring_*` options applied (as librbd applies them to the image it opens):
+    /// `pool` and `image` are the metadata entries `conf_<option>` → value. Other options
+    /// are not per image; a value that does not parse is left out and returned as an error
+    /// (the caller logs it), so one bad override does not stop the image.
+    pub fn with_image_overrides<'a>(
+        &self,
+        pool: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        image: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> (MirrorConfig, Vec<(OverrideSource, ConfigError)>) {
+        let mut config = self.clone();
+        let mut errors = Vec::new();
+        let sources = pool
+            .into_iter()
+            .map(|e| (OverrideSource::Pool, e))
+            .chain(image.into_iter().map(|e| (OverrideSource::Image, e)));
+        for (source, (key, value)) in sources {
+            let Some(name) = key.strip_prefix(rbd_types::cls_rbd::CONFIG_METADATA_PREFIX) else { continue };
+            if !name.starts_with("rbd_mirroring_") {
+                continue;
+            }
+            let value = String::from_utf8_lossy(value);
+            if let Err(e) = config.set(name, &value) {
+                errors.push((source, e));
+            }
+        }
+        (config, errors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pool_then_image_overrides_of_rbd_mirroring_options() {
+        let global = MirrorConfig::default();
+        let pool: Vec<(&str, &[u8])> = vec![
+            ("conf_rbd_mirroring_replay_delay", b"30"),
+            ("conf_rbd_mirroring_delete_delay", b"60"),
+            ("conf_rbd_mirror_concurrent_image_syncs", b"1"),
+            ("other_key", b"x"),
+        ];
+        let image: Vec<(&str, &[u8])> = vec![
+            ("conf_rbd_mirroring_replay_delay", b"12"),
+            ("conf_rbd_mirroring_max_mirroring_snapshots", b"x"),
+        ];
+        let (c, errors) = global.with_image_overrides(pool, image);
+        assert_eq!(c.rbd_mirroring_replay_delay, Duration::from_secs(12), "the image's wins");
+        assert_eq!(c.rbd_mirroring_delete_delay, Duration::from_secs(60), "the pool's");
+        assert_eq!(
+            c.rbd_mirror_concurrent_image_syncs, global.rbd_mirror_concurrent_image_syncs,
+            "not per image"
+        );
+        assert_eq!(c.rbd_mirroring_max_mirroring_snapshots, 5, "a bad value is left out");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, OverrideSource::Image);
+    }
     use super::*;
 
     #[test]

@@ -73,6 +73,16 @@ pub fn header_object_name(image_id: &str) -> String {
     format!("{RBD_HEADER_PREFIX}{image_id}")
 }
 
+/// `RBD_INFO`: the pool's object whose metadata holds the pool's configuration overrides
+/// (`rbd config pool set`).
+pub const RBD_INFO: &str = "rbd_info";
+/// The omap key prefix of image (header) and pool (`rbd_info`) metadata (cls `rbd`'s
+/// `metadata_set`).
+pub const METADATA_KEY_PREFIX: &str = "metadata_";
+/// The metadata key prefix of configuration overrides (`rbd config image|pool set <name>`
+/// stores `conf_<name>`).
+pub const CONFIG_METADATA_PREFIX: &str = "conf_";
+
 /// `rbd_id.<image name>`.
 pub fn id_object_name(image_name: &str) -> String {
     format!("{RBD_ID_PREFIX}{image_name}")

@@ -86,6 +86,13 @@ pub(crate) async fn attempt(
     let mut replayer = JournalReplayer::new(ctx, remote_image_id, local, tail);
     replayer.metrics = Some(metrics);
     replayer.operator = Some(status.image().control());
+    replayer.replay_delay = crate::local::image_config(ctx, &local_id).await?.rbd_mirroring_replay_delay;
+    if !replayer.replay_delay.is_zero() {
+        tracing::info!(
+            delay_s = replayer.replay_delay.as_secs(),
+            "delayed replay (rbd_mirroring_replay_delay)"
+        );
+    }
     let end = replayer.run(cancel, ctx.config().rbd_mirror_rs_status_interval, status).await;
     match end? {
         ReplayEnd::Cancelled => Ok(Attempt::Cancelled),

@@ -129,6 +129,9 @@ pub struct JournalReplayer<'a> {
     pub metrics: Option<ImageMetrics>,
     /// The operator's requests (`rbd mirror flush`), when the caller follows them.
     pub operator: Option<watch::Receiver<Control>>,
+    /// `rbd_mirroring_replay_delay` of the image: an entry is applied no sooner than this
+    /// long after the primary wrote it (zero: at once).
+    pub replay_delay: Duration,
 }
 
 impl std::fmt::Debug for JournalReplayer<'_> {
@@ -165,6 +168,7 @@ impl<'a> JournalReplayer<'a> {
             counters: ReplayCounters::default(),
             metrics: None,
             operator: None,
+            replay_delay: Duration::ZERO,
         }
     }
 
@@ -222,6 +226,9 @@ impl<'a> JournalReplayer<'a> {
                 }
                 entry = self.tail.next(), if room => {
                     let entry = entry?;
+                    if !self.replay_delay.is_zero() && self.wait_until_due(&entry.entry.payload, cancel, status).await? {
+                        return Ok(ReplayEnd::Cancelled);
+                    }
                     if self.handle(entry.position(), &entry.entry.payload).await? {
                         return Ok(ReplayEnd::RemoteDemoted);
                     }
@@ -393,6 +400,36 @@ impl<'a> JournalReplayer<'a> {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Delayed replay (`rbd_mirroring_replay_delay`, as the stock journal replayer): an entry
+    /// the primary wrote less than the delay ago waits until it is due, everything before it
+    /// applied and committed meanwhile. An operator's flush while waiting is answered at once
+    /// (all that is due is applied). Returns true when cancelled while waiting.
+    async fn wait_until_due(
+        &mut self,
+        payload: &bytes::Bytes,
+        cancel: &CancellationToken,
+        status: &mut StatusPublisher,
+    ) -> Result<bool> {
+        // An entry that does not decode is not delayed: `handle` reports it.
+        let Ok(entry) = EventEntry::decode_payload(payload) else { return Ok(false) };
+        let due = entry.timestamp.to_system_time() + self.replay_delay;
+        let Ok(wait) = due.duration_since(SystemTime::now()) else { return Ok(false) };
+        self.flush().await?;
+        self.commit().await?;
+        tracing::debug!(wait_ms = wait.as_millis() as u64, "replay delay: the next entry waits");
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(true),
+                _ = &mut sleep => return Ok(false),
+                Some(control) = operator_changed(&mut self.operator) => {
+                    status.image().update(|s| s.flushed = control.flushes);
+                }
+            }
+        }
     }
 
     /// The operator's `rbd mirror flush`: every entry already written to the primary's

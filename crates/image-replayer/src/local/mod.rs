@@ -25,6 +25,39 @@ use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use image::ImageGeometry;
 
+/// The configuration of the local image `image_id`: the daemon's, with the overrides of its
+/// `rbd_mirroring_*` options set on the local pool (`rbd config pool set`) and on the image
+/// (`rbd config image set`), as librbd applies them to the image. A bad override is logged
+/// and left out.
+pub(crate) async fn image_config(ctx: &PeerContext, image_id: &str) -> Result<crate::MirrorConfig> {
+    use rbd_types::cls_rbd::{header_object_name, CONFIG_METADATA_PREFIX, METADATA_KEY_PREFIX, RBD_INFO};
+    let prefix = format!("{METADATA_KEY_PREFIX}{CONFIG_METADATA_PREFIX}");
+    let read = |oid: String| {
+        let (io, prefix) = (&ctx.local_io, prefix.as_str());
+        async move {
+            match io.omap_get_all(&oid, prefix).await {
+                Ok(map) => Ok(map),
+                Err(e) if e.is_not_found() => Ok(Default::default()),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let pool = read(RBD_INFO.to_owned()).await?;
+    let image = read(header_object_name(image_id)).await?;
+    let (config, errors) =
+        ctx.config().with_image_overrides(metadata_entries(&pool), metadata_entries(&image));
+    for (source, e) in errors {
+        tracing::warn!(?source, error = %e, "configuration override of the image ignored");
+    }
+    Ok(config)
+}
+
+/// Metadata omap entries (`metadata_<key>` → value) as `<key>` → value.
+fn metadata_entries(map: &std::collections::BTreeMap<String, bytes::Bytes>) -> Vec<(&str, &[u8])> {
+    let prefix = rbd_types::cls_rbd::METADATA_KEY_PREFIX;
+    map.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?, v.as_ref()))).collect()
+}
+
 /// The primary image as found on the remote site.
 #[derive(Debug, Clone)]
 pub struct RemoteImage {
