@@ -211,7 +211,9 @@ impl<'a> JournalReplayer<'a> {
         let mut last_commit = Instant::now();
         let mut last_status = Instant::now();
         let mut rate_mark = (Instant::now(), 0u64, 0u64);
-        let mut tick = tokio::time::interval(commit_interval.min(status_interval));
+        // At least every second: an idle loop sees the operator's flush within it.
+        let mut tick =
+            tokio::time::interval(commit_interval.min(status_interval).min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.report(status, 0.0, 0.0).await;
         loop {
@@ -236,15 +238,17 @@ impl<'a> JournalReplayer<'a> {
                 _ = tick.tick() => {
                     commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
                 }
-                Some(control) = operator_changed(&mut self.operator) => {
-                    if control.flushes != status.image().get().flushed {
-                        let demoted = self.operator_flush().await?;
-                        last_commit = Instant::now();
-                        status.image().update(|s| s.flushed = control.flushes);
-                        tracing::info!(position = ?self.commits.committable(), "flushed for the operator");
-                        if demoted {
-                            return Ok(ReplayEnd::RemoteDemoted);
-                        }
+            }
+            // The operator's flush: seen here, after whatever woke the loop (an atomic load,
+            // not one more future per entry; the tick wakes an idle loop).
+            if let Some(control) = operator_request(&mut self.operator) {
+                if control.flushes != status.image().get().flushed {
+                    let demoted = self.operator_flush().await?;
+                    last_commit = Instant::now();
+                    status.image().update(|s| s.flushed = control.flushes);
+                    tracing::info!(position = ?self.commits.committable(), "flushed for the operator");
+                    if demoted {
+                        return Ok(ReplayEnd::RemoteDemoted);
                     }
                 }
             }
@@ -610,6 +614,16 @@ impl<'a> JournalReplayer<'a> {
                 event_name(&other)
             ))),
         }
+    }
+}
+
+/// The operator's request if it changed since last seen (no waiting).
+fn operator_request(operator: &mut Option<watch::Receiver<Control>>) -> Option<Control> {
+    let rx = operator.as_mut()?;
+    if rx.has_changed().unwrap_or(false) {
+        Some(*rx.borrow_and_update())
+    } else {
+        None
     }
 }
 
