@@ -13,7 +13,9 @@
 //! the state registry (whose per-image control the image replayer follows) and the
 //! configuration. Each request runs in a task of its own: `flush` replies only once journal
 //! replay has applied and committed what the primary had written.
-//! Not yet: `leader release`, `deletion status` (not listed, so the CLI refuses them).
+//! `rbd mirror deletion status <pool>` prints the pool's image deleter queues;
+//! `rbd mirror leader release` (daemon or pool) is taken and leaves this daemon the leader:
+//! it is every pool's only instance until leader election lands.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -195,6 +197,7 @@ fn descriptions(ctx: &Context) -> Vec<Desc> {
         d("git_version", "get git sha1"),
         d("help", "list available commands"),
         d("rbd mirror flush", "flush rbd mirror"),
+        d("rbd mirror leader release", "release rbd mirror leader"),
         d("rbd mirror restart", "restart rbd mirror"),
         d("rbd mirror start", "start rbd mirror"),
         d("rbd mirror status", "get status for rbd mirror"),
@@ -215,6 +218,14 @@ fn descriptions(ctx: &Context) -> Vec<Desc> {
                 desc: format!("rbd mirror {verb} {pool} {peer}"),
                 help: format!("{help} rbd mirror {pool} {peer}"),
             });
+        }
+        out.push(Desc {
+            desc: format!("rbd mirror leader release {pool} {peer}"),
+            help: format!("release rbd mirror leader {pool} {peer}"),
+        });
+        let deletion = format!("rbd mirror deletion status {pool}");
+        if !out.iter().any(|d| d.desc == deletion) {
+            out.push(Desc { desc: deletion, help: "get status for image deleter".to_owned() });
         }
     }
     for (key, state) in &snapshot.images {
@@ -427,6 +438,20 @@ fn run(ctx: &Context, prefix: &str, cmd: &serde_json::Map<String, Value>, descs:
         }
         "perf schema" => render(&perf_schema(ctx), compact),
         "rbd mirror status" => render(&Mirror { pool_replayers: pool_replayers(ctx, None) }, compact),
+        other if other.starts_with("rbd mirror leader release") => {
+            // One instance per site until leader election lands (issue 16): this daemon is
+            // every pool's leader and, with no other instance to take over, stays it (as a
+            // lone stock instance re-acquires the leader lock it released).
+            tracing::info!(
+                command = other,
+                "leader release asked: no other instance to take over; still the leader"
+            );
+            String::new()
+        }
+        other if other.starts_with("rbd mirror deletion status ") => {
+            let pool = &other["rbd mirror deletion status ".len()..];
+            render(&deletion_status(ctx, pool), compact)
+        }
         other
             if ["start", "stop", "restart"].iter().any(|v| other.starts_with(&format!("rbd mirror {v}"))) =>
         {
@@ -516,6 +541,44 @@ fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> 
         });
     }
     out
+}
+
+/// `rbd mirror deletion status <pool>` as `ImageDeleter::print_status` prints it (its
+/// `image_deleter_status` section, whose name JSON drops): the local images queued for
+/// deletion, and those whose deletion failed with the error and the attempts so far. Ours
+/// also name the global image id (the local id may not be known yet).
+fn deletion_status(ctx: &Context, pool: &str) -> DeletionStatus {
+    let snapshot = ctx.registry.snapshot();
+    let item = |d: &image_replayer::Deletion, failed: bool| DeleteInfo {
+        image_id: d.image_id.clone().unwrap_or_default(),
+        error_code: failed.then(|| d.error.clone().unwrap_or_default()),
+        retries: failed.then_some(d.retries),
+        global_image_id: d.global_id.clone(),
+    };
+    let mut status = DeletionStatus::default();
+    for (_, state) in snapshot.pools.iter().filter(|((p, _), _)| p == pool) {
+        status.delete_images_queue.extend(state.deletions.queued.iter().map(|d| item(d, false)));
+        status.failed_deletes_queue.extend(state.deletions.failed.iter().map(|d| item(d, true)));
+    }
+    status
+}
+
+/// `rbd mirror deletion status <pool>`'s reply, in stock's key order.
+#[derive(Serialize, Default)]
+struct DeletionStatus {
+    delete_images_queue: Vec<DeleteInfo>,
+    failed_deletes_queue: Vec<DeleteInfo>,
+}
+
+/// One entry of a deletion queue (`DeleteInfo::print_status`, plus the global id).
+#[derive(Serialize)]
+struct DeleteInfo {
+    image_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<u32>,
+    global_image_id: String,
 }
 
 /// Longest wait of `rbd mirror flush` for the images' replay.

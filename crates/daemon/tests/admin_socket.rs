@@ -79,6 +79,21 @@ fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
     let (code, text) = asok(&path, &["rbd", "mirror", "status", &other]);
     assert_eq!(code, Some(22), "{text}");
 
+    // Leadership: taken, and this daemon (every pool's only instance) stays the leader.
+    for words in [
+        &["rbd", "mirror", "leader", "release"][..],
+        &["rbd", "mirror", "leader", "release", lab::POOL, "site-a"],
+    ] {
+        let (code, out) = asok(&path, words);
+        assert_eq!((code, out.as_str()), (Some(0), ""), "{words:?} prints nothing, as stock");
+    }
+    let status = json(&path, &["rbd", "mirror", "status"]);
+    assert_eq!(status["pool_replayers"][0]["leader"], true, "{status}");
+    // The image deleter's queues, as stock shapes them.
+    let deletions = json(&path, &["rbd", "mirror", "deletion", "status", lab::POOL]);
+    assert!(deletions["delete_images_queue"].is_array(), "{deletions}");
+    assert!(deletions["failed_deletes_queue"].is_array(), "{deletions}");
+
     // Configuration through the socket.
     let got = json(&path, &["config", "get", "rbd_mirror_concurrent_image_syncs"]);
     assert_eq!(got["rbd_mirror_concurrent_image_syncs"], "5", "{got}");
@@ -181,4 +196,56 @@ fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
         assert_eq!(newest(&ours), newest(""), "{words:?}: committed at the primary's end: {journal}");
     }
     assert_eq!(b.export_sha256(&spec), a.export_sha256(&spec));
+}
+
+#[test]
+fn deletion_status_lists_a_failed_deletion_until_it_succeeds() {
+    let (_serial, a, b) = sites();
+    let spec = format!("{}/{}", lab::POOL, lab::unique("deletion"));
+    let _images = Images(vec![spec.clone()]);
+    a.rbd(&["create", "--size", "16M", "--image-feature", "layering,exclusive-lock,journaling", &spec]);
+    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    let _daemon = Daemon::start_with(&["--rbd-mirror-delete-retry-interval=5"]);
+    wait_status(&b, &spec, "up+replaying", "");
+    let global_id = b.rbd_json(&["mirror", "image", "status", &spec])["global_id"]
+        .as_str()
+        .expect("global_id")
+        .to_owned();
+    let path = b.dir.join("run/client.rbd-mirror.b.asok");
+
+    // A client watching site-b's copy holds its removal off (EBUSY).
+    let mut watcher = Command::new("rbd")
+        .args(["--cluster", "site-b", "-c"])
+        .arg(&b.conf)
+        .args(["watch", &spec])
+        // It watches until its standard input ends.
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rbd watch");
+    std::thread::sleep(Duration::from_secs(2));
+    a.rbd(&["mirror", "image", "disable", &spec]);
+    let failed = lab::wait_for("the failed deletion listed", Duration::from_secs(120), || {
+        let status = json(&path, &["rbd", "mirror", "deletion", "status", lab::POOL]);
+        let failed = status["failed_deletes_queue"].as_array().cloned().unwrap_or_default();
+        failed.into_iter().find(|d| d["global_image_id"] == global_id.as_str()).ok_or(status.to_string())
+    });
+    println!("{failed}");
+    assert!(failed["retries"].as_u64().unwrap_or(0) >= 1, "{failed}");
+    assert!(!failed["error_code"].as_str().unwrap_or_default().is_empty(), "{failed}");
+    assert!(!failed["image_id"].as_str().unwrap_or_default().is_empty(), "{failed}");
+
+    // The watcher gone, the retry deletes it and the queues empty.
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    lab::wait_for("the deletion retried", Duration::from_secs(120), || {
+        let status = json(&path, &["rbd", "mirror", "deletion", "status", lab::POOL]);
+        let listed = status.to_string().contains(&global_id);
+        if !listed && !b.rbd_ok(&["info", &spec]) {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    });
 }

@@ -109,6 +109,30 @@ pub struct PoolState {
     pub peer_client: String,
     /// A pool-level problem (peer unreachable, ...), if any.
     pub error: Option<String>,
+    /// The image deleter's queues (`rbd mirror deletion status <pool>`).
+    pub deletions: Deletions,
+}
+
+/// What the pool's image deleter has to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deletions {
+    /// Local copies queued or being deleted.
+    pub queued: Vec<Deletion>,
+    /// Deletions that failed, waiting for their retry.
+    pub failed: Vec<Deletion>,
+}
+
+/// One local copy to delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deletion {
+    /// Global image id.
+    pub global_id: String,
+    /// The local image id, once known.
+    pub image_id: Option<String>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// Failed attempts so far.
+    pub retries: u32,
 }
 
 /// A pool as the registry knows it: pool name and peer site.
@@ -264,6 +288,14 @@ impl Registry {
         let key = (pool.to_owned(), peer_site.to_owned());
         if let Some(p) = self.inner.lock().pools.get_mut(&key) {
             p.error = error;
+        }
+    }
+
+    /// Sets the image deleter's queues of the pool replayer of `pool` and `peer_site`.
+    pub fn set_pool_deletions(&self, pool: &str, peer_site: &str, deletions: Deletions) {
+        let key = (pool.to_owned(), peer_site.to_owned());
+        if let Some(p) = self.inner.lock().pools.get_mut(&key) {
+            p.deletions = deletions;
         }
     }
 

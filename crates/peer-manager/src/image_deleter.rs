@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use image_replayer::PeerContext;
 use image_replayer::{decide, delete_local_image, local_role, Disposition};
+use image_replayer::{Deletion, Deletions, PeerContext, Registry};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -38,15 +38,51 @@ pub(crate) enum Request {
 /// Images queued or being deleted (global ids): the pool replayer starts no replayer for them.
 pub(crate) type Pending = Arc<Mutex<HashSet<String>>>;
 
+/// Where the deleter reports its queues (`rbd mirror deletion status <pool>`).
+pub(crate) struct Report {
+    /// The state registry.
+    pub(crate) registry: Registry,
+    /// The pool replayer's pool.
+    pub(crate) pool: String,
+    /// And peer site.
+    pub(crate) peer_site: String,
+}
+
+impl Report {
+    /// Publishes the queues: what is pending and has not failed is queued.
+    fn publish(&self, pending: &Pending, failed: &Retries) {
+        let mut queued: Vec<Deletion> = pending
+            .lock()
+            .iter()
+            .filter(|g| !failed.0.contains_key(*g))
+            .map(|g| Deletion { global_id: g.clone(), ..Default::default() })
+            .collect();
+        queued.sort_by(|a, b| a.global_id.cmp(&b.global_id));
+        let failed = failed
+            .0
+            .iter()
+            .map(|(g, f)| Deletion {
+                global_id: g.clone(),
+                image_id: f.local_image_id.clone(),
+                error: Some(f.error.clone()),
+                retries: f.retries,
+            })
+            .collect();
+        self.registry.set_pool_deletions(&self.pool, &self.peer_site, Deletions { queued, failed });
+    }
+}
+
 /// Handles requests until `cancel` fires or the pool replayer drops its sender.
 pub(crate) async fn run(
     ctx: Arc<PeerContext>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     pending: Pending,
+    report: Report,
     cancel: CancellationToken,
 ) {
     let mut failed = Retries::default();
     loop {
+        report.publish(&pending, &failed);
         let request = tokio::select! {
             _ = cancel.cancelled() => return,
             r = requests.recv() => match r {
@@ -63,12 +99,13 @@ pub(crate) async fn run(
                         _ = task => {}
                     }
                 }
-                let known = failed.take(&global_id);
+                let (known, retries) = failed.take(&global_id);
+                report.publish(&pending, &failed);
                 let outcome = tokio::select! {
                     _ = cancel.cancelled() => return,
                     r = delete_unmirrored(&ctx, &global_id, known, replayed).instrument(span(&global_id)) => r,
                 };
-                settle(&pending, &mut failed, global_id, outcome, &ctx);
+                settle(&pending, &mut failed, global_id, outcome, retries, &ctx);
             }
             Request::Scanned(wanted) => {
                 let retry = ctx.config().rbd_mirror_delete_retry_interval;
@@ -76,12 +113,13 @@ pub(crate) async fn run(
                 for global_id in mirrored_again {
                     pending.lock().remove(&global_id);
                 }
-                for (global_id, known) in due {
+                report.publish(&pending, &failed);
+                for (global_id, (known, retries)) in due {
                     let outcome = tokio::select! {
                         _ = cancel.cancelled() => return,
                         r = delete_unmirrored(&ctx, &global_id, known, true).instrument(span(&global_id)) => r,
                     };
-                    settle(&pending, &mut failed, global_id, outcome, &ctx);
+                    settle(&pending, &mut failed, global_id, outcome, retries, &ctx);
                 }
             }
         }
@@ -92,20 +130,42 @@ fn span(global_id: &str) -> tracing::Span {
     tracing::info_span!("image", %global_id)
 }
 
-/// Failed deletions waiting for a retry: global id → the local image id once it was found
-/// deletable (the mirroring record, which maps one to the other, may be gone after a partial
-/// deletion) and when it failed.
+/// A failed deletion waiting for a retry.
+#[derive(Debug)]
+struct Failed {
+    /// The local image id once it was found deletable (the mirroring record, which maps
+    /// one to the other, may be gone after a partial deletion).
+    local_image_id: Option<String>,
+    /// When it failed.
+    at: Instant,
+    /// Why.
+    error: String,
+    /// Failed attempts so far.
+    retries: u32,
+}
+
+/// Failed deletions waiting for a retry, by global id.
 #[derive(Debug, Default)]
-struct Retries(BTreeMap<String, (Option<String>, Instant)>);
+struct Retries(BTreeMap<String, Failed>);
+
+/// What an earlier failed attempt learnt: the local image id, and the attempts so far.
+type Known = (Option<String>, u32);
 
 impl Retries {
-    fn record(&mut self, global_id: String, local_image_id: Option<String>, now: Instant) {
-        self.0.insert(global_id, (local_image_id, now));
+    fn record(
+        &mut self,
+        global_id: String,
+        local_image_id: Option<String>,
+        now: Instant,
+        error: String,
+        retries: u32,
+    ) {
+        self.0.insert(global_id, Failed { local_image_id, at: now, error, retries });
     }
 
-    /// Forgets `global_id`; returns the local image id an earlier attempt found deletable.
-    fn take(&mut self, global_id: &str) -> Option<String> {
-        self.0.remove(global_id).and_then(|(id, _)| id)
+    /// Forgets `global_id`; returns what an earlier failed attempt learnt.
+    fn take(&mut self, global_id: &str) -> Known {
+        self.0.remove(global_id).map_or((None, 0), |f| (f.local_image_id, f.retries))
     }
 
     /// After a successful scan that listed `wanted`: forgets and returns the images mirrored
@@ -116,7 +176,7 @@ impl Retries {
         wanted: &BTreeSet<String>,
         now: Instant,
         retry_interval: Duration,
-    ) -> (Vec<String>, Vec<(String, Option<String>)>) {
+    ) -> (Vec<String>, Vec<(String, Known)>) {
         let again: Vec<String> = self.0.keys().filter(|g| wanted.contains(*g)).cloned().collect();
         for g in &again {
             self.0.remove(g);
@@ -124,7 +184,7 @@ impl Retries {
         let due: Vec<String> = self
             .0
             .iter()
-            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= retry_interval)
+            .filter(|(_, f)| now.saturating_duration_since(f.at) >= retry_interval)
             .map(|(g, _)| g.clone())
             .collect();
         let due = due.into_iter().map(|g| (g.clone(), self.take(&g))).collect();
@@ -139,6 +199,7 @@ fn settle(
     failed: &mut Retries,
     global_id: String,
     outcome: Result<(), (Option<String>, image_replayer::ReplayError)>,
+    retries: u32,
     ctx: &PeerContext,
 ) {
     match outcome {
@@ -149,7 +210,7 @@ fn settle(
             tracing::warn!(%global_id, local_image_id = local_image_id.as_deref().unwrap_or(""), %error,
                 "cannot delete the local image; retrying in {} s",
                 ctx.config().rbd_mirror_delete_retry_interval.as_secs());
-            failed.record(global_id, local_image_id, Instant::now());
+            failed.record(global_id, local_image_id, Instant::now(), error.to_string(), retries + 1);
         }
     }
 }
@@ -218,9 +279,10 @@ mod tests {
     fn failed_deletions_are_retried_after_the_interval_unless_mirrored_again() {
         let t0 = Instant::now();
         let mut r = Retries::default();
-        r.record("g1".into(), Some("id1".into()), t0);
-        r.record("g2".into(), None, t0);
-        r.record("g3".into(), None, t0);
+        let e = || "(2) No such file or directory".to_owned();
+        r.record("g1".into(), Some("id1".into()), t0, e(), 1);
+        r.record("g2".into(), None, t0, e(), 2);
+        r.record("g3".into(), None, t0, e(), 1);
         let wanted: BTreeSet<String> = ["g3".to_owned()].into();
         // Too early: nothing due; g3 is mirrored again and forgotten.
         const RETRY_INTERVAL: Duration = Duration::from_secs(30);
@@ -230,12 +292,12 @@ mod tests {
         // Due: both, with what the failed attempt learnt.
         let (again, due) = r.after_scan(&wanted, t0 + RETRY_INTERVAL, RETRY_INTERVAL);
         assert!(again.is_empty());
-        assert_eq!(due, [("g1".to_owned(), Some("id1".to_owned())), ("g2".to_owned(), None)]);
+        assert_eq!(due, [("g1".to_owned(), (Some("id1".to_owned()), 1)), ("g2".to_owned(), (None, 2))]);
         // Taken: not retried twice.
         assert_eq!(r.after_scan(&wanted, t0 + 2 * RETRY_INTERVAL, RETRY_INTERVAL).1, []);
         // A new request for a failed image takes its record.
-        r.record("g4".into(), Some("id4".into()), t0);
-        assert_eq!(r.take("g4").as_deref(), Some("id4"));
-        assert_eq!(r.take("g4"), None);
+        r.record("g4".into(), Some("id4".into()), t0, e(), 3);
+        assert_eq!(r.take("g4"), (Some("id4".to_owned()), 3));
+        assert_eq!(r.take("g4"), (None, 0));
     }
 }

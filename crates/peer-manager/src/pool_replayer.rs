@@ -93,8 +93,18 @@ impl PoolReplayer {
         let (deletions, requests) = mpsc::unbounded_channel();
         let deleting = image_deleter::Pending::default();
         let deleter = tokio::spawn(
-            image_deleter::run(ctx.clone(), requests, deleting.clone(), cancel.child_token())
-                .instrument(tracing::Span::current()),
+            image_deleter::run(
+                ctx.clone(),
+                requests,
+                deleting.clone(),
+                image_deleter::Report {
+                    registry: self.registry.clone(),
+                    pool: self.pool.clone(),
+                    peer_site: self.peer.site_name.clone(),
+                },
+                cancel.child_token(),
+            )
+            .instrument(tracing::Span::current()),
         );
         let mut swept = false;
         let mut last_ping: Option<Instant> = None;
