@@ -663,14 +663,19 @@ fn average(count: u64, sum: Duration) -> Value {
 
 /// `perf dump`: the stock daemon's loggers (`rbd_mirror`, `rbd_mirror_image_<spec>`,
 /// `rbd_mirror_snapshot`, `rbd_mirror_snapshot_image_<spec>`) from the registry; the
-/// daemon-wide ones keep what stopped images counted. (`replay_latency` is not measured.)
+/// daemon-wide ones keep what stopped images counted. `replay_latency`: from a replay
+/// window taking its first entry to its writes durable, per entry.
 fn perf_dump(ctx: &Context) -> BTreeMap<String, Value> {
     let snapshot = ctx.registry.snapshot();
     let t = snapshot.totals();
     let mut out = BTreeMap::new();
     out.insert(
         "rbd_mirror".to_owned(),
-        json!({"replay": t.entries_replayed, "replay_bytes": t.journal_bytes}),
+        json!({
+            "replay": t.entries_replayed,
+            "replay_bytes": t.journal_bytes,
+            "replay_latency": average(t.replay_latency.0, t.replay_latency.1),
+        }),
     );
     out.insert(
         "rbd_mirror_snapshot".to_owned(),
@@ -693,7 +698,11 @@ fn perf_dump(ctx: &Context) -> BTreeMap<String, Value> {
             ),
             _ => out.insert(
                 format!("rbd_mirror_image_{spec}"),
-                json!({"replay": s.entries_replayed, "replay_bytes": s.bytes_replayed}),
+                json!({
+                    "replay": s.entries_replayed,
+                    "replay_bytes": s.bytes_replayed,
+                    "replay_latency": average(s.replay_latency.0, s.replay_latency.1),
+                }),
             ),
         };
     }
@@ -707,16 +716,21 @@ fn perf_schema(ctx: &Context) -> BTreeMap<String, Value> {
         json!({"type": 10, "metric_type": "counter", "value_type": "integer", "description": description,
                "nick": nick, "priority": 5, "units": units})
     };
-    let average = json!({"type": 5, "metric_type": "counter", "value_type": "real-integer-pair",
-                         "description": "Snapshots time", "nick": "rl", "priority": 5, "units": "none"});
+    let average = |description: &str, nick: &str| {
+        json!({"type": 5, "metric_type": "gauge", "value_type": "real-integer-pair",
+               "description": description, "nick": nick, "priority": 5, "units": "none"})
+    };
     perf_dump(ctx)
         .keys()
         .map(|logger| {
             let schema = if logger.starts_with("rbd_mirror_snapshot") {
-                json!({"snapshots": counter("Snapshots", "r", "none"), "snapshots_time": average,
+                json!({"snapshots": counter("Snapshots", "r", "none"),
+                       "snapshots_time": average("Snapshots time", "rl"),
                        "replay_bytes": counter("Replayed data", "rb", "bytes")})
             } else {
-                json!({"replay": counter("Replays", "r", "none"), "replay_bytes": counter("Replayed data", "rb", "bytes")})
+                json!({"replay": counter("Replays", "r", "none"),
+                       "replay_bytes": counter("Replayed data", "rb", "bytes"),
+                       "replay_latency": average("Replay latency", "rl")})
             };
             (logger.clone(), schema)
         })

@@ -133,6 +133,31 @@ fn registry_gauges(out: &mut String, snapshot: &Snapshot, daemon: &str) {
             let _ = writeln!(out, "{IMAGE_LAST_SYNC_BYTES}{{{}}} {bytes}", image_labels(k, &s.name));
         }
     }
+    // Stock's `replay_latency` time average, as the mgr exports it: a sum and a count.
+    let totals = snapshot.totals();
+    for (suffix, help, value) in [
+        ("sum", "Total", totals.replay_latency.1.as_secs_f64()),
+        ("count", "Count", totals.replay_latency.0 as f64),
+    ] {
+        let _ = writeln!(out, "# HELP ceph_rbd_mirror_replay_latency_{suffix} Replay latency {help}");
+        let _ = writeln!(out, "# TYPE ceph_rbd_mirror_replay_latency_{suffix} counter");
+        let _ = writeln!(out, "ceph_rbd_mirror_replay_latency_{suffix}{{ceph_daemon=\"{daemon}\"}} {value}");
+    }
+    for (suffix, help) in [("sum", "Total"), ("count", "Count")] {
+        let _ = writeln!(out, "# HELP ceph_rbd_mirror_image_replay_latency_{suffix} Replay latency {help}");
+        let _ = writeln!(out, "# TYPE ceph_rbd_mirror_image_replay_latency_{suffix} counter");
+        for (k, s) in
+            snapshot.images.iter().filter(|(_, s)| s.mode != Some(rbd_types::MirrorImageMode::Snapshot))
+        {
+            let (count, sum) = s.replay_latency;
+            let value = if suffix == "sum" { sum.as_secs_f64() } else { count as f64 };
+            let _ = writeln!(
+                out,
+                "ceph_rbd_mirror_image_replay_latency_{suffix}{{{}}} {value}",
+                image_labels(k, &s.name)
+            );
+        }
+    }
     let _ = writeln!(out, "# HELP {POOL_IMAGES} Images this daemon replays");
     let _ = writeln!(out, "# TYPE {POOL_IMAGES} gauge");
     for ((pool, _), _) in &snapshot.pools {
@@ -234,6 +259,7 @@ mod tests {
             s.entries_behind_primary = 7;
             s.lag_seconds = Some(1.5);
             s.last_snapshot_sync = Some((std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000), 4096));
+            s.replay_latency = (4, Duration::from_millis(1500));
         });
         let mut out = String::new();
         registry_gauges(&mut out, &registry.snapshot(), "rbd-mirror.42");
@@ -254,6 +280,18 @@ mod tests {
             "{out}"
         );
         assert!(out.contains(&format!("rbd_mirror_rs_image_last_sync_bytes{{{labels}}} 4096\n")), "{out}");
+        assert!(
+            out.contains(&format!("ceph_rbd_mirror_image_replay_latency_count{{{labels}}} 4\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("ceph_rbd_mirror_image_replay_latency_sum{{{labels}}} 1.5\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains("ceph_rbd_mirror_replay_latency_count{ceph_daemon=\"rbd-mirror.42\"} 4\n"),
+            "{out}"
+        );
         assert!(
             out.contains("rbd_mirror_rs_pool_images{ceph_daemon=\"rbd-mirror.42\",pool=\"mirror\"} 1\n"),
             "{out}"

@@ -127,10 +127,23 @@ fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
     });
     println!("{dump}");
     assert!(dump[&logger]["replay_bytes"].as_u64().unwrap_or(0) >= 1 << 20, "{dump}");
+    // Replay latency, as stock's time average.
+    let latency = lab::wait_for("replay latency in perf dump", Duration::from_secs(30), || {
+        let dump = json(&path, &["perf", "dump"]);
+        let latency = dump[&logger]["replay_latency"].clone();
+        if latency["avgcount"].as_u64().unwrap_or(0) >= 256 {
+            Ok(latency)
+        } else {
+            Err(format!("{dump}"))
+        }
+    });
+    assert!(latency["sum"].as_f64().unwrap_or(0.0) > 0.0, "{latency}");
+    assert!(latency["avgtime"].as_f64().unwrap_or(0.0) > 0.0, "{latency}");
     let one = json(&path, &["perf", "dump", "rbd_mirror"]);
     assert_eq!(one.as_object().map(|o| o.len()), Some(1), "{one}");
     let schema = json(&path, &["perf", "schema"]);
     assert_eq!(schema["rbd_mirror"]["replay"]["type"], 10, "{schema}");
+    assert_eq!(schema["rbd_mirror"]["replay_latency"]["type"], 5, "{schema}");
 
     // Stop the image: it stays stopped, writes do not arrive; start: they do.
     let (code, out) = asok(&path, &["rbd", "mirror", "stop", &spec]);

@@ -58,6 +58,9 @@ pub struct ImageState {
     pub snapshots_synced: u64,
     /// Time spent syncing them.
     pub snapshots_time: std::time::Duration,
+    /// Journal entries applied in windows since the attempt started and the sum of their
+    /// replay latencies (stock's `replay_latency`; journal mode).
+    pub replay_latency: (u64, std::time::Duration),
     /// Journal entries of the primary not yet replayed (journal mode).
     pub entries_behind_primary: u64,
     /// When a commit position was last written to the primary's journal.
@@ -86,6 +89,7 @@ impl Default for ImageState {
             bytes_replayed: 0,
             snapshots_synced: 0,
             snapshots_time: std::time::Duration::ZERO,
+            replay_latency: (0, std::time::Duration::ZERO),
             entries_behind_primary: 0,
             last_commit: None,
             lag_seconds: None,
@@ -151,11 +155,15 @@ pub struct Retired {
     pub snapshots_synced: u64,
     /// Time spent syncing them.
     pub snapshots_time: std::time::Duration,
+    /// Journal entries and the sum of their replay latencies.
+    pub replay_latency: (u64, std::time::Duration),
 }
 
 impl Retired {
     fn add(&mut self, s: &ImageState) {
         self.entries_replayed += s.entries_replayed;
+        self.replay_latency.0 += s.replay_latency.0;
+        self.replay_latency.1 += s.replay_latency.1;
         if s.mode == Some(MirrorImageMode::Snapshot) {
             self.snapshot_bytes += s.bytes_replayed;
         } else {

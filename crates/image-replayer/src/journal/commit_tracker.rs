@@ -42,6 +42,8 @@ pub(crate) struct Durable {
     pub(crate) entries: u64,
     /// Bytes of the windows that completed.
     pub(crate) bytes: u64,
+    /// Entries of the window that completed (for the replay latency).
+    pub(crate) window_entries: u64,
 }
 
 /// Entries handed out, windows in flight, and the committable position.
@@ -130,7 +132,7 @@ impl CommitTracker {
     /// Entry `seq`, applied inline, is durable.
     pub(crate) fn entry_done(&mut self, seq: u64, splay_width: u8) -> Durable {
         self.mark(seq);
-        Durable { entries: self.advance(splay_width), bytes: 0 }
+        Durable { entries: self.advance(splay_width), bytes: 0, window_entries: 0 }
     }
 
     /// Windows submitted and not completed (a failed one stays).
@@ -157,7 +159,11 @@ impl CommitTracker {
         for seq in w.first_seq..w.end_seq {
             self.mark(seq);
         }
-        Durable { entries: self.advance(splay_width), bytes: w.bytes }
+        Durable {
+            entries: self.advance(splay_width),
+            bytes: w.bytes,
+            window_entries: w.end_seq - w.first_seq,
+        }
     }
 
     fn mark(&mut self, seq: u64) {
@@ -219,10 +225,10 @@ mod tests {
         let (b0, b1) = push(&mut t, 2);
         let (w2, _) = t.submit_window(b0, b1, 1, 200, SPLAY);
         // The later window completes first: nothing is committable yet.
-        assert_eq!(t.object_op_done(w2, SPLAY), Durable { entries: 0, bytes: 200 });
+        assert_eq!(t.object_op_done(w2, SPLAY), Durable { entries: 0, bytes: 200, window_entries: 2 });
         assert!(t.uncommitted().is_none());
         assert_eq!(t.object_op_done(w1, SPLAY), Durable::default());
-        assert_eq!(t.object_op_done(w1, SPLAY), Durable { entries: 5, bytes: 300 });
+        assert_eq!(t.object_op_done(w1, SPLAY), Durable { entries: 5, bytes: 300, window_entries: 3 });
         assert_eq!(last_committed(&t), Some(4));
         assert!(t.uncommitted().is_some());
         t.committed();

@@ -58,6 +58,9 @@ pub struct ReplayCounters {
     pub bytes: u64,
     /// Commit positions written.
     pub commits: u64,
+    /// Entries applied in windows, and the sum of their latencies (from the window taking
+    /// its first entry to all its writes durable): stock's `replay_latency`.
+    pub latency: (u64, Duration),
 }
 
 /// Most entries in one replay window.
@@ -83,6 +86,8 @@ type ObjectFuture = Pin<Box<dyn Future<Output = (u64, u64, Result<()>)> + Send>>
 struct OpenWindow {
     planner: WindowPlanner,
     first_seq: u64,
+    /// When its first entry was taken (replay latency).
+    opened: Instant,
 }
 
 /// Replays the primary's journal into `local` until cancelled or demoted.
@@ -119,6 +124,8 @@ pub struct JournalReplayer<'a> {
     busy: HashMap<u64, VecDeque<(u64, Vec<ObjectGroup>)>>,
     /// Entries handed out, windows submitted, and the durable prefix: what may be committed.
     commits: CommitTracker,
+    /// When each window in flight took its first entry.
+    window_opened: HashMap<u64, Instant>,
     /// When the primary wrote the newest entry taken (its event timestamp).
     newest_entry_time: Option<UTime>,
     /// When a commit position was last written.
@@ -163,6 +170,7 @@ impl<'a> JournalReplayer<'a> {
             wake_batch: WakeBatch::new(),
             busy: HashMap::new(),
             commits,
+            window_opened: HashMap::new(),
             newest_entry_time: None,
             last_commit: None,
             counters: ReplayCounters::default(),
@@ -299,7 +307,9 @@ impl<'a> JournalReplayer<'a> {
             _ => 0.0,
         };
         let (entries, bytes, last_commit) = (self.counters.entries, self.counters.bytes, self.last_commit);
+        let latency = self.counters.latency;
         status.image().update(|s| {
+            s.replay_latency = latency;
             s.entries_behind_primary = behind;
             s.entries_replayed = entries;
             s.bytes_replayed = bytes;
@@ -336,6 +346,11 @@ impl<'a> JournalReplayer<'a> {
         let plan = open.planner.finish();
         let width = self.tail.header().splay_width;
         let (window, durable) = self.commits.submit_window(open.first_seq, end_seq, plan.len(), bytes, width);
+        if durable.window_entries == 0 {
+            self.window_opened.insert(window, open.opened);
+        } else {
+            self.add_latency(durable.window_entries, open.opened);
+        }
         self.count(durable);
         for (object, groups) in plan {
             match self.busy.get_mut(&object) {
@@ -374,8 +389,20 @@ impl<'a> JournalReplayer<'a> {
             return Err(e);
         }
         let durable = self.commits.object_op_done(window, self.tail.header().splay_width);
+        if durable.window_entries > 0 {
+            if let Some(opened) = self.window_opened.remove(&window) {
+                self.add_latency(durable.window_entries, opened);
+            }
+        }
         self.count(durable);
         Ok(())
+    }
+
+    /// A window of `entries` taken from `opened` on is durable now.
+    fn add_latency(&mut self, entries: u64, opened: Instant) {
+        let (count, sum) = &mut self.counters.latency;
+        *count += entries;
+        *sum += opened.elapsed() * u32::try_from(entries).unwrap_or(u32::MAX);
     }
 
     /// Counts what became durable: window bytes, and entries within the committable prefix.
@@ -489,6 +516,7 @@ impl<'a> JournalReplayer<'a> {
                 let open = self.open.get_or_insert_with(|| OpenWindow {
                     planner: WindowPlanner::new(layout),
                     first_seq: seq,
+                    opened: Instant::now(),
                 });
                 open.planner.push(&io).map_err(|e| {
                     ReplayError::Invalid(format!("{e} ({})", event_context(&self.remote_image_id, position)))
