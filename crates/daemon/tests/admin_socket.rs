@@ -179,6 +179,11 @@ fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
         }
     });
 
+    // The image's counts run across its replayer's restarts.
+    let replayed = dump[&logger]["replay"].as_u64().unwrap_or(0);
+    let after = json(&path, &["perf", "dump"])[&logger]["replay"].as_u64().unwrap_or(0);
+    assert!(after >= replayed, "replay counted {replayed} before the restarts, {after} after");
+
     // Flush: what the primary has written is applied and its position committed to the
     // primary's journal before the reply (the commit age alone would take 5 s).
     let (_, help) = asok(&path, &["help"]);

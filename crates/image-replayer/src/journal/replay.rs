@@ -132,6 +132,8 @@ pub struct JournalReplayer<'a> {
     last_commit: Option<SystemTime>,
     /// Counters.
     pub counters: ReplayCounters,
+    /// The counters as last added to the image's registry entry.
+    accounted: ReplayCounters,
     /// Exported metrics of the image, when the caller labels them.
     pub metrics: Option<ImageMetrics>,
     /// The operator's requests (`rbd mirror flush`), when the caller follows them.
@@ -174,6 +176,7 @@ impl<'a> JournalReplayer<'a> {
             newest_entry_time: None,
             last_commit: None,
             counters: ReplayCounters::default(),
+            accounted: ReplayCounters::default(),
             metrics: None,
             operator: None,
             replay_delay: Duration::ZERO,
@@ -202,7 +205,9 @@ impl<'a> JournalReplayer<'a> {
         let result = self.replay(cancel, status_interval, status).await;
         // Whatever happened, what is durable gets committed (a failed IO stops the prefix).
         let drained = self.drain().await;
-        self.commit().await?;
+        let committed = self.commit().await;
+        self.account(status.image());
+        committed?;
         match (result, drained) {
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
             (Ok(end), Ok(())) => Ok(end),
@@ -306,18 +311,31 @@ impl<'a> JournalReplayer<'a> {
             }
             _ => 0.0,
         };
-        let (entries, bytes, last_commit) = (self.counters.entries, self.counters.bytes, self.last_commit);
-        let latency = self.counters.latency;
+        self.account(status.image());
+        let last_commit = self.last_commit;
         status.image().update(|s| {
-            s.replay_latency = latency;
             s.entries_behind_primary = behind;
-            s.entries_replayed = entries;
-            s.bytes_replayed = bytes;
             s.last_commit = last_commit;
             s.lag_seconds = Some(lag);
         });
         let (local, remote) = (&self.ctx.local_io, &self.ctx.remote_io);
         status.publish(local, remote, MirrorImageStatusState::Replaying, &progress.description()).await;
+    }
+
+    /// Adds to the image's registry entry what was replayed since the last time: its counts
+    /// run for as long as the daemon does, across this image's attempts.
+    fn account(&mut self, image: &crate::registry::ImageHandle) {
+        let (now, before) = (&self.counters, &self.accounted);
+        let entries = now.entries - before.entries;
+        let bytes = now.bytes - before.bytes;
+        let latency = (now.latency.0 - before.latency.0, now.latency.1.saturating_sub(before.latency.1));
+        self.accounted = self.counters.clone();
+        image.update(|s| {
+            s.entries_replayed += entries;
+            s.bytes_replayed += bytes;
+            s.replay_latency.0 += latency.0;
+            s.replay_latency.1 += latency.1;
+        });
     }
 
     /// Writes the committable position to the primary's journal.
