@@ -11,7 +11,9 @@ mod mirror;
 use std::process::Command;
 use std::time::Duration;
 
-use mirror::{daemon_log, daemon_log_since, image_name, image_status, signal_daemon, sites, Daemon, Images};
+use mirror::{
+    daemon_log, daemon_log_since, image_name, signal_daemon, sites, wait_replicated, Daemon, Images,
+};
 
 /// The client section of our daemon in the monitors' database.
 const WHO: &str = "client.rbd-mirror.b";
@@ -78,16 +80,7 @@ fn the_command_line_of_cephs_test_helpers_is_taken_and_replication_runs() {
     wait_log_line("debug lines", from, &["DEBUG"]);
 
     let primary = a.export_sha256(&spec);
-    lab::wait_for(&format!("{spec} replicated"), Duration::from_secs(180), || {
-        let (state, description) = image_status(&b, &spec)?;
-        assert!(!state.ends_with("error"), "{state}: {description}");
-        let copy = b.export_sha256(&spec);
-        if state == "up+replaying" && copy == primary {
-            Ok(())
-        } else {
-            Err(format!("{state}; site-a {primary}, site-b {copy}"))
-        }
-    });
+    wait_replicated(&b, &spec, &primary, Duration::from_secs(180));
     // On by default, at *:9287: the image's series, its last commit a moment ago.
     let label = format!("image=\"{}\"", image_name(&spec));
     let metadata = lab::metric_at("127.0.0.1:9287", "ceph_rbd_mirror_metadata", "instance_id=");
@@ -359,16 +352,7 @@ fn setuser_and_setgroup_drop_privileges_and_replication_runs() {
 
     // It replicates and answers on its admin socket as that user.
     let primary = a.export_sha256(&spec);
-    lab::wait_for(&format!("{spec} replicated"), Duration::from_secs(180), || {
-        let (state, description) = image_status(&b, &spec)?;
-        assert!(!state.ends_with("error"), "{state}: {description}");
-        let copy = b.export_sha256(&spec);
-        if state == "up+replaying" && copy == primary {
-            Ok(())
-        } else {
-            Err(format!("{state}; site-a {primary}, site-b {copy}"))
-        }
-    });
+    wait_replicated(&b, &spec, &primary, Duration::from_secs(180));
     let asok = b.dir.join("run/client.rbd-mirror.b.asok");
     let out = Command::new("ceph").arg("--admin-daemon").arg(&asok).arg("version").output().expect("ceph");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mirror::{
     daemon_log, daemon_log_since, image_name, image_status, kill_9_daemon, resync, signal_daemon, sites,
-    wait_image_status, wait_status, Daemon, Images, Stock,
+    wait_image_status, wait_replicated, wait_status, Daemon, Images, Stock,
 };
 
 /// Every feature journal replay maintains.
@@ -553,16 +553,7 @@ fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
     let daemon = Daemon::start();
     for s in [&journal, &snapshot, &promoted, &offline] {
         let primary = a.export_sha256(s);
-        lab::wait_for(&format!("{s} replicated to site-b"), Duration::from_secs(180), || {
-            let (state, description) = image_status(&b, s)?;
-            assert!(!state.ends_with("error"), "replay of {s} failed: {state}: {description}");
-            let copy = b.export_sha256(s);
-            if state == "up+replaying" && copy == primary {
-                Ok(())
-            } else {
-                Err(format!("{state}: {description}; site-a {primary}, site-b {copy}"))
-            }
-        });
+        wait_replicated(&b, s, &primary, Duration::from_secs(180));
         assert_eq!(b.rbd_json(&["info", s])["mirroring"]["primary"], false, "{s}");
     }
     // The state registry, as /metrics shows it: one state series per replayed image.
@@ -678,14 +669,7 @@ fn replay_delay_from_the_pool_or_the_image_holds_entries_back() {
     let primary = a.export_sha256(&spec);
     std::thread::sleep(Duration::from_secs(8));
     assert_ne!(b.export_sha256(&spec), primary, "nothing applied 8 s after the writes");
-    lab::wait_for("the delayed entries", Duration::from_secs(90), || {
-        let copy = b.export_sha256(&spec);
-        if copy == primary {
-            Ok(())
-        } else {
-            Err(copy)
-        }
-    });
+    wait_replicated(&b, &spec, &primary, Duration::from_secs(90));
     let took = written.elapsed();
     println!("delayed entries applied {took:?} after the writes");
     assert!(took >= Duration::from_secs(15), "applied after {took:?}, before the delay");
@@ -705,14 +689,7 @@ fn replay_delay_from_the_pool_or_the_image_holds_entries_back() {
     a.bench(&spec, "rand", "4K", "256K");
     let primary = a.export_sha256(&spec);
     let written = std::time::Instant::now();
-    lab::wait_for("undelayed entries", Duration::from_secs(60), || {
-        let copy = b.export_sha256(&spec);
-        if copy == primary {
-            Ok(())
-        } else {
-            Err(copy)
-        }
-    });
+    wait_replicated(&b, &spec, &primary, Duration::from_secs(60));
     let took = written.elapsed();
     assert!(took < Duration::from_secs(15), "took {took:?}: still delayed");
 }

@@ -134,6 +134,22 @@ pub fn wait_image_status(
     })
 }
 
+/// Waits (up to `timeout`) until site-b's copy of `spec` reads as `primary` (site-a's
+/// `rbd export | sha256sum`) with `rbd mirror image status` `up+replaying`; an error status
+/// fails at once.
+pub fn wait_replicated(b: &lab::Site, spec: &str, primary: &str, timeout: Duration) {
+    lab::wait_for(&format!("{spec} replicated"), timeout, || {
+        let (state, description) = image_status(b, spec)?;
+        assert!(!state.ends_with("error"), "{state}: {description}");
+        let copy = b.export_sha256(spec);
+        if state == "up+replaying" && copy == primary {
+            Ok(())
+        } else {
+            Err(format!("{state}; site-a {primary}, site-b {copy}"))
+        }
+    });
+}
+
 /// Waits (3 min at most) for `state` with a description that contains `description`.
 pub fn wait_status(site: &lab::Site, spec: &str, state: &str, description: &str) {
     let what = format!("{spec} on {}: {state} {description}", site.name);
