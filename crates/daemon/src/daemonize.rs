@@ -79,6 +79,11 @@ pub fn become_user(args: &Args, process: &Process) -> Result<(), String> {
         }
         return Ok(());
     };
+    if !rados_ffi::process::is_root() {
+        // As Ceph's global_init: not an error.
+        tracing::warn!("ignoring --setuser {user} since I am not root");
+        return Ok(());
+    }
     let id = rados_ffi::process::resolve_identity(user, args.setgroup.as_deref())
         .map_err(|e| format!("--setuser {user}: {e}"))?;
     if let Some(log) = &process.log_file {

@@ -245,6 +245,11 @@ fn service_status_json(registry: &Registry, instance_id: &str) -> String {
             "leader": true,
             "image_local_count": images.len(),
             "image_remote_count": images.len(),
+            "image_assigned_count": images.len(),
+            "image_error_count": errors,
+            // No image-level warnings are raised (stock's come from an image replayer's
+            // health, which has no warning state of ours yet).
+            "image_warning_count": 0,
         });
         if !callouts.is_empty() {
             entry["callouts"] = serde_json::Value::Object(callouts);
@@ -252,4 +257,32 @@ fn service_status_json(registry: &Registry, instance_id: &str) -> String {
         root.insert(p.pool_id.to_string(), entry);
     }
     serde_json::Value::Object(root).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_replayer::{ImageKey, PoolState};
+
+    #[test]
+    fn service_status_has_the_stock_attributes_per_pool_id() {
+        let registry = Registry::new();
+        registry
+            .add_pool("mirror", PoolState { pool_id: 3, peer_site: "site-a".into(), ..Default::default() });
+        registry
+            .image(ImageKey::new("mirror", "", "g1"))
+            .update(|s| s.state = MirrorImageStatusState::Replaying);
+        registry.image(ImageKey::new("mirror", "", "g2")).update(|s| s.state = MirrorImageStatusState::Error);
+        let status: serde_json::Value =
+            serde_json::from_str(&service_status_json(&registry, "4242")).expect("JSON");
+        let pool = &status["3"];
+        assert_eq!(pool["name"], "mirror", "{status}");
+        assert_eq!(pool["instance_id"], "4242");
+        assert_eq!(pool["leader"], true);
+        assert_eq!(pool["image_local_count"], 2);
+        assert_eq!(pool["image_assigned_count"], 2);
+        assert_eq!(pool["image_error_count"], 1);
+        assert_eq!(pool["image_warning_count"], 0);
+        assert_eq!(pool["callouts"]["0"]["level"], "warning", "{status}");
+    }
 }

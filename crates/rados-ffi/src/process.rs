@@ -317,6 +317,12 @@ fn lookup_group(name: &str) -> std::io::Result<Option<u32>> {
     Ok((!result.is_null()).then_some(grp.gr_gid))
 }
 
+/// Whether the process runs as root (real uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: getuid cannot fail and touches no memory.
+    unsafe { libc::getuid() == 0 }
+}
+
 /// Becomes `id` for good: supplementary groups set to its group alone, then the group, then
 /// the user (real, effective and saved ids), and the process stays dumpable (core files, as
 /// Ceph keeps them). Call while the process has one thread. Nothing to do when we already
