@@ -90,6 +90,13 @@ struct OpenWindow {
     opened: Instant,
 }
 
+impl OpenWindow {
+    /// Whether the window holds [`WINDOW_ENTRIES`] entries or [`WINDOW_HELD_BYTES`] of data.
+    fn is_full(&self) -> bool {
+        self.planner.events() >= WINDOW_ENTRIES || self.planner.held_bytes() >= WINDOW_HELD_BYTES
+    }
+}
+
 /// Replays the primary's journal into `local` until cancelled or demoted.
 ///
 /// Consecutive IO events form a window (up to [`WINDOW_ENTRIES`] entries or
@@ -230,9 +237,7 @@ impl<'a> JournalReplayer<'a> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.report(status, 0.0, 0.0).await;
         loop {
-            let room = self.open.as_ref().is_none_or(|w| {
-                w.planner.events() < WINDOW_ENTRIES && w.planner.held_bytes() < WINDOW_HELD_BYTES
-            });
+            let room = self.open.as_ref().is_none_or(|w| !w.is_full());
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(ReplayEnd::Cancelled),
@@ -268,8 +273,7 @@ impl<'a> JournalReplayer<'a> {
             // A full window goes as soon as a slot is free; a partial one when the pipeline
             // is idle (it keeps filling while earlier windows run).
             if let Some(w) = &self.open {
-                let full =
-                    w.planner.events() >= WINDOW_ENTRIES || w.planner.held_bytes() >= WINDOW_HELD_BYTES;
+                let full = w.is_full();
                 let in_flight = self.commits.windows_in_flight();
                 if in_flight == 0 || (full && in_flight < WINDOWS_IN_FLIGHT) {
                     self.submit();
@@ -492,9 +496,7 @@ impl<'a> JournalReplayer<'a> {
                 return Ok(true);
             }
             // Full windows are applied one at a time: this is the operator's path.
-            if self.open.as_ref().is_some_and(|w| {
-                w.planner.events() >= WINDOW_ENTRIES || w.planner.held_bytes() >= WINDOW_HELD_BYTES
-            }) {
+            if self.open.as_ref().is_some_and(OpenWindow::is_full) {
                 self.flush().await?;
             }
         }
