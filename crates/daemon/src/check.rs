@@ -78,6 +78,9 @@ pub(crate) fn local_config(args: &Args) -> ClusterConfig {
     cfg.connect_timeout = args.connect_timeout;
     // The daemon serves the configured admin socket itself (`asok`), librados none.
     cfg.own_admin_socket = true;
+    // A daemon's log file default, which librados (a library) lacks: the stock daemon logs
+    // there unless the conf or the command line says otherwise (`log file =` for none).
+    cfg.defaults = vec![("log_file".into(), crate::daemonize::DAEMON_LOG_FILE.into())];
     // Ceph options from the command line go to librados (which checks them), but for ours.
     cfg.options = args
         .ceph_options

@@ -23,6 +23,9 @@ pub struct Process {
     pub console: Option<std::fs::File>,
 }
 
+/// Ceph's daemon default of `log_file` (`$cluster`, `$name` expanded by librados).
+pub const DAEMON_LOG_FILE: &str = "/var/log/ceph/$cluster-$name.log";
+
 /// Whether `args` ask for a detached daemon: `--daemonize[=bool]` (the last one), else yes
 /// unless `-f` or `-d`, as the stock daemon.
 pub fn wants_daemon(args: &Args) -> bool {
@@ -45,7 +48,7 @@ pub fn setup(args: &Args) -> Result<Process, String> {
     let log_file = match values.first().cloned().flatten() {
         Some(path) if path.is_empty() => return Ok(Process::default()),
         Some(path) => PathBuf::from(path),
-        // Ceph's daemon default.
+        // Not an option of this librados: Ceph's daemon default.
         None => PathBuf::from(format!("/var/log/ceph/{}-client.{}.log", args.cluster, args.client_id())),
     };
     if !daemon {

@@ -43,6 +43,10 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     /// Further `rados_conf_set` options, applied last.
     pub options: Vec<(String, String)>,
+    /// Defaults in place of librados' own, below the conf file, `CEPH_ARGS` and `options`
+    /// (Ceph's `--default-<option>` arguments): a daemon's defaults, such as `log_file`,
+    /// which a library's configuration lacks.
+    pub defaults: Vec<(String, String)>,
     /// The daemon serves the admin socket itself: librados' `admin_socket` value (conf,
     /// `CEPH_ARGS`, options) is taken for [`Rados::admin_socket`] and librados binds none.
     pub own_admin_socket: bool,
@@ -75,6 +79,7 @@ impl ClusterConfig {
             keyring: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             options: Vec::new(),
+            defaults: Vec::new(),
             own_admin_socket: false,
         }
     }
@@ -91,6 +96,7 @@ impl ClusterConfig {
             keyring: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             options: Vec::new(),
+            defaults: Vec::new(),
             own_admin_socket: false,
         }
     }
@@ -388,6 +394,22 @@ fn conf_set(raw: librados::rados_t, target: &str, key: &str, value: &str) -> Res
 /// `read_default_conf`), our client defaults, monitors, key, keyring, timeout, options.
 fn configure(raw: librados::rados_t, config: &ClusterConfig, target: &str) -> Result<()> {
     let target = target.to_owned();
+    if !config.defaults.is_empty() {
+        // `--default-<option> <value>` sets the option at Ceph's default level, which the
+        // conf file and everything after it override (the first argument is the program's).
+        let mut args = vec![cstring("argument", "rbd-mirror-rs")?];
+        for (key, value) in &config.defaults {
+            args.push(cstring("argument", &format!("--default-{key}"))?);
+            args.push(cstring("conf value", value)?);
+        }
+        let mut argv: Vec<*const std::ffi::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        // Never more than `argv` holds (a handful in practice).
+        let argc = std::ffi::c_int::try_from(argv.len()).unwrap_or(std::ffi::c_int::MAX);
+        // SAFETY: handle created and not connected; `argv` holds at least `argc` valid C strings
+        // that outlive the call (librados copies what it keeps).
+        let ret = unsafe { librados::rados_conf_parse_argv(raw, argc, argv.as_mut_ptr()) };
+        check(ret, "rados_conf_parse_argv", || format!("{target} default options"))?;
+    }
     if config.read_default_conf {
         let path = match &config.conf_file {
             Some(p) => Some(cstring("conf path", &p.to_string_lossy())?),
@@ -487,4 +509,32 @@ fn conf_get(raw: librados::rados_t, key: &str) -> Option<String> {
     }
     // SAFETY: librados NUL-terminates within `buf` on success.
     Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `conf_values` of `log_file` for a conf file holding `conf`, with a daemon default.
+    fn log_file_with(conf: &str) -> Option<String> {
+        let dir =
+            std::env::temp_dir().join(format!("rados-ffi-defaults-{}-{}", std::process::id(), conf.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.conf");
+        std::fs::write(&path, format!("[global]\nmon host = 192.0.2.1\n{conf}")).unwrap();
+        let mut cfg = ClusterConfig::local("t", Some(path), "rbd-mirror.x");
+        cfg.defaults = vec![("log_file".into(), "/var/log/ceph/$cluster-$name.log".into())];
+        let values = cfg.conf_values(&["log_file"]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        values.into_iter().next().flatten()
+    }
+
+    #[test]
+    fn defaults_sit_below_the_conf_file() {
+        // The default, metavariables expanded, where the conf says nothing.
+        assert_eq!(log_file_with("").as_deref(), Some("/var/log/ceph/t-client.rbd-mirror.x.log"));
+        // The conf's value wins, an empty one too (no log file).
+        assert_eq!(log_file_with("log file = /srv/x.log\n").as_deref(), Some("/srv/x.log"));
+        assert_eq!(log_file_with("[client]\nlog file =\n").as_deref(), Some(""));
+    }
 }
