@@ -10,8 +10,8 @@ mod mirror;
 use std::time::Duration;
 
 use mirror::{
-    daemon_log, daemon_log_since, image_name, image_status, kill_9_daemon, resync, signal_daemon, sites,
-    wait_image_status, wait_replicated, wait_status, Daemon, Images, Stock,
+    daemon_log, daemon_log_since, image_id, image_name, image_status, kill_9_daemon, resync, signal_daemon,
+    sites, wait_image_status, wait_replicated, wait_status, Daemon, Images, Stock,
 };
 
 /// Every feature journal replay maintains.
@@ -395,10 +395,13 @@ fn failover_to_site_b_then_stock_replicates_back() {
     println!("failback path: site-a {:?}", image_status(&a, &spec));
 }
 
-/// An image bootstrapped and replayed by the STOCK daemon at site-b is taken over by ours
-/// from the stock daemon's commit position, without a new initial sync.
+/// The switch of docs/operations.md, both ways: an image bootstrapped and replayed by the
+/// STOCK daemon at site-b is taken over by ours from the stock daemon's commit position,
+/// then by the stock daemon again from ours; no new image sync either way (the stock
+/// daemon's debug log shows its bootstrap and no `ImageSync`), the site-b image never
+/// recreated, and what was written while no daemon ran replicated each time.
 #[test]
-fn takeover_of_a_stock_bootstrapped_image_without_resync() {
+fn switching_from_the_stock_daemon_to_ours_and_back_needs_no_resync() {
     let (_serial, a, b) = sites();
     let (spec, _images) = mirrored_image(&a, "takeover");
     a.bench(&spec, "rand", "4K", "1M");
@@ -407,11 +410,14 @@ fn takeover_of_a_stock_bootstrapped_image_without_resync() {
         wait_replaying(&b, &spec);
         wait_same_content(&a, &b, &spec);
     }
+    let local_id = image_id(&b, &spec);
     a.bench(&spec, "rand", "4K", "2M");
     let log_before = daemon_log().len();
-    let _ours = Daemon::start();
-    wait_same_content(&a, &b, &spec);
-    wait_replaying(&b, &spec);
+    {
+        let _ours = Daemon::start();
+        wait_same_content(&a, &b, &spec);
+        wait_replaying(&b, &spec);
+    }
     let ours = daemon_log_since(log_before);
     let name = image_name(&spec);
     assert!(ours.contains("replaying from the committed position"), "{ours}");
@@ -419,6 +425,22 @@ fn takeover_of_a_stock_bootstrapped_image_without_resync() {
         !ours.lines().any(|l| l.contains("initial sync complete") && l.contains(name)),
         "no resync of a stock-bootstrapped image: {ours}"
     );
+
+    // And back: the stock daemon continues from our commit position.
+    a.bench(&spec, "rand", "4K", "2M");
+    let log_before = daemon_log().len();
+    {
+        let _stock = Stock::start_with("site-b", &["--debug-rbd-mirror", "10"]);
+        wait_same_content(&a, &b, &spec);
+        wait_replaying(&b, &spec);
+    }
+    let stock = daemon_log_since(log_before);
+    assert!(
+        stock.contains("rbd::mirror::image_replayer::BootstrapRequest"),
+        "the stock daemon's debug log: {stock}"
+    );
+    assert!(!stock.contains("rbd::mirror::ImageSync"), "the stock daemon synced the image again: {stock}");
+    assert_eq!(image_id(&b, &spec), local_id, "the site-b image was recreated");
 }
 
 /// `rbd mirror image resync` on the secondary: the local image is deleted and copied again

@@ -10,8 +10,8 @@ mod mirror;
 use std::time::Duration;
 
 use mirror::{
-    daemon_log, daemon_log_since, image_name, image_status, kill_9_daemon, resync, sites, wait_image_status,
-    Daemon, Images, Stock,
+    daemon_log, daemon_log_since, image_id, image_name, image_status, kill_9_daemon, resync, sites,
+    wait_image_status, Daemon, Images, Stock,
 };
 use serde_json::Value;
 
@@ -31,7 +31,10 @@ fn wait_synced(site: &lab::Site, spec: &str, snap_id: u64, timeout: Duration) {
     lab::wait_for(&format!("{spec}: primary snapshot {snap_id} synced to {}", site.name), timeout, || {
         let (state, description) = image_status(site, spec).unwrap_or_default();
         assert!(!state.ends_with("error"), "replay of {spec} failed: {state}: {description}");
-        let done = snapshots(site, spec).iter().any(|s| {
+        // Not there yet while the daemon creates it.
+        let listed = site.command_output("rbd", &["snap", "ls", "--all", spec, "--format", "json"])?;
+        let listed: Vec<Value> = serde_json::from_str(&listed).map_err(|e| e.to_string())?;
+        let done = listed.iter().any(|s| {
             let ns = &s["namespace"];
             ns["type"] == "mirror"
                 && ns["state"].as_str().is_some_and(|st| st.contains("non-primary") || st == "demoted")
@@ -84,6 +87,66 @@ fn enable_and_sync(a: &lab::Site, b: &lab::Site, spec: &str, timeout: Duration) 
     let daemon = Daemon::start();
     wait_synced(b, spec, first, timeout);
     (first, daemon)
+}
+
+/// The switch of docs/operations.md in snapshot mode, both ways: the STOCK daemon at site-b
+/// syncs an image; ours, started in its place, syncs the next mirror snapshot incrementally
+/// from the stock daemon's non-primary snapshot; the stock daemon, started again, syncs the
+/// one after from ours (its debug log: `remote_snap_id_start` is our last synced snapshot,
+/// not 0). The site-b image is never recreated and equals site-a's after each switch.
+#[test]
+fn switching_from_the_stock_daemon_to_ours_and_back_needs_no_resync() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "switch", "256M");
+    a.bench(&spec, "rand", "4K", "4M");
+    let first = enable(&a, &spec);
+    {
+        let _stock = Stock::start("site-b");
+        wait_synced(&b, &spec, first, Duration::from_secs(180));
+    }
+    let local_id = image_id(&b, &spec);
+    let global_id =
+        a.rbd_json(&["info", &spec])["mirroring"]["global_id"].as_str().unwrap_or_default().to_owned();
+
+    a.bench(&spec, "rand", "4K", "2M");
+    let second = mirror_snapshot(&a, &spec);
+    let log_before = daemon_log().len();
+    {
+        let _ours = Daemon::start();
+        wait_synced(&b, &spec, second, Duration::from_secs(180));
+    }
+    assert_same(&a, &b, &spec);
+    let ours = daemon_log_since(log_before);
+    let syncs: Vec<&str> =
+        ours.lines().filter(|l| l.contains(&global_id) && l.contains("syncing snapshot")).collect();
+    assert!(!syncs.is_empty(), "our log shows no sync of {spec}: {ours}");
+    for line in &syncs {
+        assert!(
+            line.contains(&format!("remote_snap_id_start=Some({first})")),
+            "ours synced {spec} from the stock daemon's snapshot {first}, not from zero: {line}"
+        );
+    }
+
+    a.bench(&spec, "rand", "4K", "2M");
+    let third = mirror_snapshot(&a, &spec);
+    let log_before = daemon_log().len();
+    {
+        let _stock = Stock::start_with("site-b", &["--debug-rbd-mirror", "10"]);
+        wait_synced(&b, &spec, third, Duration::from_secs(180));
+    }
+    assert_same(&a, &b, &spec);
+    let stock = daemon_log_since(log_before);
+    let found = format!("remote_snap_id_end={third},");
+    let lines: Vec<&str> =
+        stock.lines().filter(|l| l.contains("found remote mirror snapshot") && l.contains(&found)).collect();
+    assert!(!lines.is_empty(), "the stock daemon's debug log shows no sync of snapshot {third}: {stock}");
+    for line in &lines {
+        assert!(
+            line.contains(&format!("remote_snap_id_start={second},")),
+            "the stock daemon synced from our snapshot {second}, not from zero: {line}"
+        );
+    }
+    assert_eq!(image_id(&b, &spec), local_id, "the site-b image was recreated");
 }
 
 /// A 1 GiB image through phases of random and sequential writes and discards, a user

@@ -64,10 +64,20 @@ pub struct Stock(pub &'static str);
 
 impl Stock {
     pub fn start(site: &'static str) -> Stock {
+        Stock::start_with(site, &[])
+    }
+
+    /// Started as the lab starts it, with `extra` arguments after the stock ones.
+    pub fn start_with(site: &'static str, extra: &[&str]) -> Stock {
         lab::lab_script(&["mirror-stop", site], &[]);
-        lab::lab_script(&["mirror-start", site], &[]);
+        lab::lab_script(&["mirror-start", site], &[("RBD_MIRROR_LAB_MIRROR_ARGS", &extra.join(" "))]);
         Stock(site)
     }
+}
+
+/// The image id of `spec` on `site` (`rbd info`): a new one means the image was recreated.
+pub fn image_id(site: &lab::Site, spec: &str) -> String {
+    site.rbd_json(&["info", spec])["id"].as_str().unwrap_or_default().to_owned()
 }
 
 impl Drop for Stock {
