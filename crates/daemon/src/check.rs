@@ -72,19 +72,33 @@ pub async fn run(args: &Args, check: &CheckArgs) -> Result<ExitCode, Box<dyn std
     Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// `--default-<option> <value>`: the option's default, as Ceph's command line takes it.
+const CEPH_DEFAULT_PREFIX: &str = "default_";
+
 pub(crate) fn local_config(args: &Args) -> ClusterConfig {
     let mut cfg = ClusterConfig::local(&args.cluster, args.conf.clone(), &args.client_id());
     cfg.keyring = args.keyring.clone();
     cfg.connect_timeout = args.connect_timeout;
     // The daemon serves the configured admin socket itself (`asok`), librados none.
     cfg.own_admin_socket = true;
-    // A daemon's log file default, which librados (a library) lacks: the stock daemon logs
-    // there unless the conf or the command line says otherwise (`log file =` for none).
+    // Defaults under the conf: a daemon's log file, which librados (a library) lacks (the
+    // stock daemon logs there unless told otherwise; `log file =` for none), ours where we
+    // change Ceph's, then those of the command line (`--default-log-to-file=false`, as
+    // cephadm starts the stock daemon).
     cfg.defaults = vec![("log_file".into(), crate::daemonize::DAEMON_LOG_FILE.into())];
+    cfg.defaults.extend(MirrorConfig::librados_defaults().into_iter().map(|(n, v)| (n.to_owned(), v)));
+    let (defaults, options): (Vec<_>, Vec<_>) =
+        args.ceph_options.iter().partition(|o| o.name.starts_with(CEPH_DEFAULT_PREFIX));
+    cfg.defaults.extend(
+        defaults.into_iter().map(|o| (o.name[CEPH_DEFAULT_PREFIX.len()..].to_owned(), o.value.clone())),
+    );
+    // `--no-mon-config` is an argument of Ceph's command line, not an option.
+    let (no_mon_config, options): (Vec<_>, Vec<_>) =
+        options.into_iter().partition(|o| o.name == "no_mon_config");
+    cfg.no_mon_config = no_mon_config.iter().any(|o| o.value != "false");
     // Ceph options from the command line go to librados (which checks them), but for ours.
-    cfg.options = args
-        .ceph_options
-        .iter()
+    cfg.options = options
+        .into_iter()
         .filter(|o| MirrorConfig::is_ceph_option(&o.name))
         .map(|o| (o.name.clone(), o.value.clone()))
         .collect();

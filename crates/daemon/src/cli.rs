@@ -37,11 +37,12 @@ pub struct Args {
     #[arg(short = 'k', long = "keyring", global = true)]
     pub keyring: Option<PathBuf>,
 
-    /// Stay in the foreground (the only mode; accepted for compatibility).
+    /// Stay in the foreground, logging to the log file (without `-f`/`-d` the daemon
+    /// detaches, as the stock one).
     #[arg(short = 'f', long = "foreground", global = true)]
     pub foreground: bool,
 
-    /// Foreground with logs to stderr (accepted for compatibility).
+    /// Foreground with logs to stderr.
     #[arg(short = 'd', global = true)]
     pub debug_foreground: bool,
 
@@ -63,7 +64,7 @@ pub struct Args {
     pub log_level: String,
 
     /// Serve Prometheus metrics (`ceph_rbd_mirror_*`) on this address (`IP:PORT`; default
-    /// [`DEFAULT_METRICS_ADDR`], where a port already taken is a warning, not an error), or
+    /// `0.0.0.0:9287`, where a port already taken is a warning, not an error), or
     /// `off`.
     #[arg(long, global = true, env = "RBD_MIRROR_RS_METRICS_ADDR", value_parser = parse_metrics_addr)]
     pub metrics_addr: Option<MetricsAddr>,
@@ -92,8 +93,17 @@ pub struct CephOption {
 
 /// Ceph's boolean options that may be given without a value (`--daemonize`).
 fn is_flag(name: &str) -> bool {
-    matches!(name, "daemonize" | "log_to_stderr" | "err_to_stderr" | "log_to_syslog" | "err_to_syslog")
-        || MirrorConfig::default().get(name).is_some_and(|v| v == "true" || v == "false")
+    matches!(
+        name,
+        "daemonize"
+            | "log_to_file"
+            | "log_to_stderr"
+            | "err_to_stderr"
+            | "log_to_syslog"
+            | "err_to_syslog"
+            | "no_mon_config"
+    ) || MirrorConfig::default().get(name).is_some_and(|v| v == "true" || v == "false")
+        || name.strip_prefix("default_").is_some_and(is_flag)
 }
 
 fn is_bool_literal(v: &str) -> bool {
@@ -286,6 +296,52 @@ mod tests {
 
     fn parse_from(args: &[&str]) -> Result<Args, clap::Error> {
         parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn cephadms_command_line_is_taken() {
+        // As cephadm starts the stock rbd-mirror container: `--default-<option>` values go
+        // under the conf (librados' default level), `--no-mon-config` is a flag.
+        let a = parse_from(&[
+            "rbd-mirror-rs",
+            "-n",
+            "client.rbd-mirror.host1.abcdef",
+            "-f",
+            "--setuser",
+            "ceph",
+            "--setgroup",
+            "ceph",
+            "--default-log-to-file=false",
+            "--default-log-to-stderr=true",
+            "--default-log-stderr-prefix=debug ",
+            "--no-mon-config",
+            // Not cephadm's: this machine has no /etc/ceph/ceph.conf.
+            "-c",
+            "/dev/null",
+        ])
+        .unwrap();
+        assert_eq!(a.client_id(), "rbd-mirror.host1.abcdef");
+        assert_eq!(a.setuser.as_deref(), Some("ceph"));
+        let got: Vec<(&str, &str)> =
+            a.ceph_options.iter().map(|o| (o.name.as_str(), o.value.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("default_log_to_file", "false"),
+                ("default_log_to_stderr", "true"),
+                ("default_log_stderr_prefix", "debug "),
+                ("no_mon_config", "true"),
+            ]
+        );
+        let cfg = crate::check::local_config(&a);
+        assert!(cfg.defaults.contains(&("log_to_file".to_owned(), "false".to_owned())), "{:?}", cfg.defaults);
+        assert!(cfg.defaults.contains(&("log_stderr_prefix".to_owned(), "debug ".to_owned())));
+        assert!(cfg.no_mon_config);
+        assert!(!cfg.options.iter().any(|(n, _)| n == "no_mon_config"));
+        assert!(!cfg.options.iter().any(|(n, _)| n.starts_with("default_")));
+        // The log file setting is librados': here, none.
+        let values = cfg.conf_values(&["log_to_file", "log_stderr_prefix"]).unwrap();
+        assert_eq!(values, [Some("false".to_owned()), Some("debug ".to_owned())]);
     }
 
     #[test]

@@ -44,8 +44,17 @@ pub fn setup(args: &Args) -> Result<Process, String> {
         return Ok(Process::default());
     }
     let config = crate::check::local_config(args);
-    let values = config.conf_values(&["log_file"]).map_err(|e| e.to_string())?;
-    let log_file = match values.first().cloned().flatten() {
+    let values = config.conf_values(&["log_file", "log_to_file"]).map_err(|e| e.to_string())?;
+    let (log_file, to_file) = match values.as_slice() {
+        [log_file, to_file] => (log_file.clone(), to_file.clone()),
+        _ => (None, None),
+    };
+    if to_file.as_deref() == Some("false") {
+        // `--default-log-to-file=false`, as cephadm runs the stock daemon: output stays on
+        // stderr (the container's log).
+        return Ok(Process::default());
+    }
+    let log_file = match log_file {
         Some(path) if path.is_empty() => return Ok(Process::default()),
         Some(path) => PathBuf::from(path),
         // Not an option of this librados: Ceph's daemon default.

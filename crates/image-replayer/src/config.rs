@@ -381,7 +381,7 @@ options! {
         min Some(1.0), max None, allowed NONE, runtime true;
 }
 
-/// Ceph's defaults of the options whose default we change (the rest are Ceph's).
+/// The options whose default we change, with Ceph's default (the rest are Ceph's).
 const CEPH_DEFAULTS_WE_CHANGE: &[(&str, &str)] =
     &[("rbd_mirror_journal_commit_age", "5"), ("rbd_mirror_journal_poll_age", "5")];
 
@@ -397,30 +397,25 @@ impl MirrorConfig {
         name.replace('-', "_").starts_with("rbd_mirror")
     }
 
-    /// Ceph's own defaults for every option (ours where Ceph has none).
-    pub fn ceph_defaults() -> MirrorConfig {
-        let mut c = MirrorConfig::default();
-        for (name, value) in CEPH_DEFAULTS_WE_CHANGE {
-            // The table holds valid values of known options.
-            let _ = c.set(name, value);
-        }
-        c
+    /// Our defaults of the Ceph options whose default we change, for librados to hold as
+    /// its own defaults (Ceph's `--default-<option>`): under the conf file, `CEPH_ARGS`,
+    /// the command line and the monitors' database, so the value librados then has is the
+    /// one in force, Ceph's default value too when an operator sets it.
+    pub fn librados_defaults() -> Vec<(&'static str, String)> {
+        let ours = MirrorConfig::default();
+        CEPH_DEFAULTS_WE_CHANGE.iter().filter_map(|(name, _)| Some((*name, ours.get(name)?))).collect()
     }
 
     /// This configuration with Ceph's options as `lookup` reads them (librados' view: the
     /// conf file, `CEPH_ARGS`, the command line and the monitors' database, with Ceph's
-    /// precedence): a value other than Ceph's default replaces ours; Ceph's default leaves
-    /// ours (so our own defaults stand where the operator set nothing). With
-    /// `runtime_only`, only options that apply at runtime are taken. Values that do not
-    /// parse or are out of range are left out and returned.
+    /// precedence, over [`MirrorConfig::librados_defaults`]). With `runtime_only`, only
+    /// options that apply at runtime are taken. Values that do not parse or are out of
+    /// range are left out and returned.
     pub fn with_ceph_values(
         &self,
         lookup: impl Fn(&str) -> Option<String>,
         runtime_only: bool,
     ) -> (MirrorConfig, Vec<ConfigError>) {
-        let (ceph, ours) = (MirrorConfig::ceph_defaults(), MirrorConfig::default());
-        // Each value is parsed and checked in a scratch copy; only its own field is compared.
-        let mut probe = ceph.clone();
         let mut next = self.clone();
         let mut errors = Vec::new();
         for name in MirrorConfig::names() {
@@ -429,15 +424,11 @@ impl MirrorConfig {
                 continue;
             }
             let Some(raw) = lookup(name) else { continue };
-            if let Err(e) = probe.set(name, &raw) {
-                errors.push(e);
-                continue;
-            }
-            // Another value than Ceph's default is taken; Ceph's default (set nowhere, or
-            // removed again) leaves ours. Either value was checked already.
-            let source = if probe.get(name) != ceph.get(name) { &probe } else { &ours };
-            if let Some(v) = source.get(name) {
-                let _ = next.set(name, &v);
+            // Checked in a scratch copy: a bad value leaves the one in force.
+            let mut probe = next.clone();
+            match probe.set(name, &raw) {
+                Ok(()) => next = probe,
+                Err(e) => errors.push(e),
             }
         }
         (next, errors)
@@ -669,9 +660,18 @@ mod tests {
     }
 
     #[test]
-    fn ceph_values_replace_ours_only_where_set() {
+    fn ceph_values_as_librados_has_them_are_taken() {
         let ours = MirrorConfig::default();
-        // librados prints floats with decimals; Ceph's defaults leave ours.
+        // Our defaults where Ceph's differ go to librados as its defaults.
+        assert_eq!(
+            MirrorConfig::librados_defaults(),
+            [
+                ("rbd_mirror_journal_commit_age", "1".to_owned()),
+                ("rbd_mirror_journal_poll_age", "1".to_owned())
+            ]
+        );
+        // librados prints floats with decimals; a value equal to Ceph's default, set by an
+        // operator, is taken as any other.
         let lookup = |name: &str| match name {
             "rbd_mirror_journal_commit_age" => Some("5.000000".to_owned()),
             "rbd_mirror_journal_poll_age" => Some("0.500000".to_owned()),
@@ -681,7 +681,7 @@ mod tests {
             _ => None,
         };
         let (next, errors) = ours.with_ceph_values(lookup, false);
-        assert_eq!(next.rbd_mirror_journal_commit_age, Duration::from_secs(1), "Ceph's default leaves ours");
+        assert_eq!(next.rbd_mirror_journal_commit_age, Duration::from_secs(5));
         assert_eq!(next.rbd_mirror_journal_poll_age, Duration::from_millis(500));
         assert_eq!(next.rbd_mirror_concurrent_image_syncs, 3);
         assert_eq!(next.rbd_mirror_delete_retry_interval, Duration::from_secs(30));
@@ -694,6 +694,7 @@ mod tests {
         assert_eq!(
             diff,
             [
+                ("rbd_mirror_journal_commit_age", "1".to_owned(), "5".to_owned()),
                 ("rbd_mirror_journal_poll_age", "1".to_owned(), "0.5".to_owned()),
                 ("rbd_mirror_concurrent_image_syncs", "5".to_owned(), "3".to_owned()),
             ]

@@ -47,6 +47,8 @@ pub struct ClusterConfig {
     /// (Ceph's `--default-<option>` arguments): a daemon's defaults, such as `log_file`,
     /// which a library's configuration lacks.
     pub defaults: Vec<(String, String)>,
+    /// `--no-mon-config`: librados takes no configuration from the monitors.
+    pub no_mon_config: bool,
     /// The daemon serves the admin socket itself: librados' `admin_socket` value (conf,
     /// `CEPH_ARGS`, options) is taken for [`Rados::admin_socket`] and librados binds none.
     pub own_admin_socket: bool,
@@ -80,6 +82,7 @@ impl ClusterConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             options: Vec::new(),
             defaults: Vec::new(),
+            no_mon_config: false,
             own_admin_socket: false,
         }
     }
@@ -97,6 +100,7 @@ impl ClusterConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             options: Vec::new(),
             defaults: Vec::new(),
+            no_mon_config: false,
             own_admin_socket: false,
         }
     }
@@ -394,13 +398,16 @@ fn conf_set(raw: librados::rados_t, target: &str, key: &str, value: &str) -> Res
 /// `read_default_conf`), our client defaults, monitors, key, keyring, timeout, options.
 fn configure(raw: librados::rados_t, config: &ClusterConfig, target: &str) -> Result<()> {
     let target = target.to_owned();
-    if !config.defaults.is_empty() {
+    if !config.defaults.is_empty() || config.no_mon_config {
         // `--default-<option> <value>` sets the option at Ceph's default level, which the
         // conf file and everything after it override (the first argument is the program's).
         let mut args = vec![cstring("argument", "rbd-mirror-rs")?];
         for (key, value) in &config.defaults {
             args.push(cstring("argument", &format!("--default-{key}"))?);
             args.push(cstring("conf value", value)?);
+        }
+        if config.no_mon_config {
+            args.push(cstring("argument", "--no-mon-config")?);
         }
         let mut argv: Vec<*const std::ffi::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         // Never more than `argv` holds (a handful in practice).
