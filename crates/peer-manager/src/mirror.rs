@@ -25,32 +25,46 @@ pub async fn run(
 ) -> rados_ffi::Result<()> {
     let site_name = local.mirror_site_name().await.unwrap_or_default();
     let mut pools = JoinSet::new();
-    for pool in mirrored_pools(&local).await? {
-        for peer in pool.receiving_peers {
-            let state = PoolState {
-                pool_id: pool.id,
-                peer_site: peer.site_name.clone(),
-                peer_uuid: peer.uuid.clone(),
-                peer_client: peer.client_name.clone(),
-                error: None,
-                deletions: Default::default(),
-            };
-            registry.add_pool(&pool.name, state);
-            let span = tracing::info_span!("pool", pool = %pool.name, peer = %peer.site_name);
-            let replayer = PoolReplayer {
-                local: local.clone(),
-                pool: pool.name.clone(),
-                peer,
-                site_name: site_name.clone(),
-                config: config.clone(),
-                connect_timeout,
-                registry: registry.clone(),
-            };
-            pools.spawn(replayer.run(cancel.clone()).instrument(span));
+    // Until a pool has mirroring and a receiving peer (a daemon installed before mirroring is
+    // set up), look again every `rbd_mirror_pool_replayers_refresh_interval`, as the stock
+    // daemon does, rather than exit (systemd would give up on it).
+    loop {
+        for pool in mirrored_pools(&local).await? {
+            for peer in pool.receiving_peers {
+                let state = PoolState {
+                    pool_id: pool.id,
+                    peer_site: peer.site_name.clone(),
+                    peer_uuid: peer.uuid.clone(),
+                    peer_client: peer.client_name.clone(),
+                    error: None,
+                    deletions: Default::default(),
+                };
+                registry.add_pool(&pool.name, state);
+                let span = tracing::info_span!("pool", pool = %pool.name, peer = %peer.site_name);
+                let replayer = PoolReplayer {
+                    local: local.clone(),
+                    pool: pool.name.clone(),
+                    peer,
+                    site_name: site_name.clone(),
+                    config: config.clone(),
+                    connect_timeout,
+                    registry: registry.clone(),
+                };
+                pools.spawn(replayer.run(cancel.clone()).instrument(span));
+            }
         }
-    }
-    if pools.is_empty() {
-        tracing::warn!("no mirrored pool with a receiving peer: nothing to replay");
+        if !pools.is_empty() {
+            break;
+        }
+        let interval = config.borrow().rbd_mirror_pool_replayers_refresh_interval;
+        tracing::warn!(
+            "no mirrored pool with a receiving peer: nothing to replay; looking again in {}s",
+            interval.as_secs()
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
     }
     while pools.join_next().await.is_some() {}
     Ok(())
