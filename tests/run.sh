@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tests/run.sh — the whole test suite, from a fresh Debian 12 machine to a verdict:
 # dependencies, formatting, lints, unit and property tests, then the two-cluster Ceph lab
-# up, every integration test against it, and the lab down again (on failure too).
+# up, every integration test against it, the deployment artefacts tried for real on it (the
+# Debian package and systemd unit, the monitoring rules and dashboard with a real Prometheus,
+# the container image), and the lab down again (on failure too).
 #
 #   RBD_MIRROR_LAB_KEEP=1 tests/run.sh   leave the lab running afterwards
 #   RBD_MIRROR_LAB_DIR=/path             lab state directory (default /tmp/rbd-mirror-rs-lab)
@@ -41,5 +43,11 @@ tests/lab/lab.sh up
 
 step "integration tests against the lab"
 cargo test --workspace --locked --test '*' -- --show-output
+
+step "deploy: the Debian package and its systemd unit"
+tests/deploy/systemd.sh
+
+step "deploy: alert rules, dashboard, a real Prometheus against the lab"
+tests/deploy/monitoring.sh
 
 step "all tests passed"
