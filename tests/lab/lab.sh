@@ -15,13 +15,18 @@
 #                                CEPH_LAB_MIRROR_BIN) = another binary started the same way;
 #                                RBD_MIRROR_LAB_MIRROR_ARGS = more arguments (word-split)
 #        lab.sh mirror-stop [SITE|all]   (default all)
+#        lab.sh peer-token SITE  print a `rbd mirror pool peer bootstrap create` token of SITE
+#        lab.sh peer-import SITE FILE    import a token into SITE (rx-tx)
 #        lab.sh purge            down, then delete the state directory
 #
 # Environment: RBD_MIRROR_LAB_DIR (state, default /tmp/rbd-mirror-rs-lab),
 #   RBD_MIRROR_LAB_INSTANCE=N (0..3: a separate lab on 127.0.N.1/.2, ports +N, state dir
 #   default /tmp/rbd-mirror-rs-labN, so several can run on one machine),
 #   RBD_MIRROR_LAB_OSD_BYTES (sparse bluestore file, default 16G), RBD_MIRROR_LAB_TIMEOUT
-#   (seconds per wait, default 120), RBD_MIRROR_LAB_PROMETHEUS=1 (enable mgr prometheus).
+#   (seconds per wait, default 120), RBD_MIRROR_LAB_PROMETHEUS=1 (enable mgr prometheus),
+#   RBD_MIRROR_LAB_SITES (the sites this host runs, default "site-a site-b"; "up" peers them
+#   only when it runs both), RBD_MIRROR_LAB_SITE_A_IP / _SITE_B_IP (a site's address instead
+#   of the loopback one: one site per machine, as vagrant/provision.sh runs the lab).
 #
 # Layout: $RBD_MIRROR_LAB_DIR/<site>/{<site>.conf, <site>.client.<id>.keyring, fsid,
 #   mon/ mgr/ osd/ run/ (pid files "pid exe", admin sockets) log/}, and peer-token.
@@ -54,13 +59,13 @@ OSD_BYTES=${RBD_MIRROR_LAB_OSD_BYTES:-16G}
 PG_NUM=8
 TIMEOUT=${RBD_MIRROR_LAB_TIMEOUT:-120}
 MIRROR_BIN=${RBD_MIRROR_LAB_MIRROR_BIN:-${CEPH_LAB_MIRROR_BIN:-}}
-SITES=(site-a site-b)
+read -ra SITES <<<"${RBD_MIRROR_LAB_SITES:-site-a site-b}"
 PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common rbd-mirror jq uuid-runtime)
 
 die() { echo "lab.sh: error: $*" >&2; exit 1; }
 log() { echo "lab.sh: $*" >&2; }
 
-site_ip()  { case $1 in site-a) echo "127.0.$INSTANCE.1" ;; site-b) echo "127.0.$INSTANCE.2" ;; *) die "unknown site '$1' (site-a or site-b)" ;; esac; }
+site_ip()  { case $1 in site-a) echo "${RBD_MIRROR_LAB_SITE_A_IP:-127.0.$INSTANCE.1}" ;; site-b) echo "${RBD_MIRROR_LAB_SITE_B_IP:-127.0.$INSTANCE.2}" ;; *) die "unknown site '$1' (site-a or site-b)" ;; esac; }
 site_port_prefix() { case $1 in site-a) echo $((16 + INSTANCE)) ;; site-b) echo $((26 + INSTANCE)) ;; *) die "unknown site '$1'" ;; esac; }
 site_id()  { echo "${1#site-}"; }
 site_dir() { echo "$STATE/$1"; }
@@ -274,12 +279,14 @@ setup_pool() {
 
 has_peer() { [[ $(rbdc "$1" mirror pool info "$POOL" --format json | jq '.peers | length') -ge 1 ]]; }
 
+peer_token() { rbdc "$1" mirror pool peer bootstrap create --site-name "$1" "$POOL"; }
+peer_import() { rbdc "$1" mirror pool peer bootstrap import --site-name "$1" --direction rx-tx "$POOL" "$2"; }
+
 peer_sites() {
   has_peer site-a && has_peer site-b && return 0
   log "peering site-a <-> site-b (bootstrap create on site-a, import rx-tx on site-b)"
-  rbdc site-a mirror pool peer bootstrap create --site-name site-a "$POOL" >"$STATE/peer-token"
-  rbdc site-b mirror pool peer bootstrap import --site-name site-b --direction rx-tx \
-    "$POOL" "$STATE/peer-token"
+  peer_token site-a >"$STATE/peer-token"
+  peer_import site-b "$STATE/peer-token"
   wait_until "the peer to appear on site-a" has_peer site-a
 }
 
@@ -297,7 +304,7 @@ cmd_up() {
     setup_pool "$s"
     [[ ${RBD_MIRROR_LAB_PROMETHEUS:-0} == 1 ]] && cephc "$s" mgr module enable prometheus
   done
-  peer_sites
+  [[ " ${SITES[*]} " == *" site-a "* && " ${SITES[*]} " == *" site-b "* ]] && peer_sites
   for s in "${SITES[@]}"; do log "$s: fsid $(cat "$(site_dir "$s")/fsid"), conf $(conf "$s")"; done
   log "up in $((SECONDS - t0))s"
 }
@@ -349,7 +356,9 @@ cmd_mirror_start() {
     # ours serves Prometheus metrics on the site's address (the stock one has no endpoint),
     # or on its default (*:9287) with RBD_MIRROR_LAB_METRICS_DEFAULT=1
     if [[ -n ${RBD_MIRROR_LAB_METRICS_DEFAULT:-} ]]; then unset RBD_MIRROR_RS_METRICS_ADDR
-    elif [[ -n $MIRROR_BIN ]]; then export RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")287"; fi
+    elif [[ -n $MIRROR_BIN ]]; then
+      RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")287"; export RBD_MIRROR_RS_METRICS_ADDR
+    fi
     # shellcheck disable=SC2086 # RBD_MIRROR_LAB_MIRROR_ARGS: several arguments
     start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id" ${RBD_MIRROR_LAB_MIRROR_ARGS:-}
     if [[ -z $MIRROR_BIN ]]; then
@@ -374,6 +383,10 @@ case ${1:-} in
   dir) echo "$STATE" ;;
   mirror-start) cmd_mirror_start "${2:-}" ;;
   mirror-stop) cmd_mirror_stop "${2:-}" ;;
+  peer-token) site_ip "${2:-}" >/dev/null && peer_token "$2" ;;
+  peer-import)
+    [[ -n ${2:-} && -f ${3:-} ]] || die "usage: lab.sh peer-import SITE FILE"
+    site_ip "$2" >/dev/null && peer_import "$2" "$3" ;;
   purge) cmd_purge ;;
-  *) sed -n '6,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '6,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
