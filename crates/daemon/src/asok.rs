@@ -378,13 +378,21 @@ fn run(ctx: &Context, prefix: &str, cmd: &serde_json::Map<String, Value>, descs:
                 Some(Value::String(s)) => s.clone(),
                 _ => String::new(),
             };
-            let applied = ctx.config.update(|c| c.set(var, &val)).map_err(|e| e.to_string()).and_then(|_| {
-                // Ceph's options are set in librados too, which the runtime refresh reads.
-                if image_replayer::MirrorConfig::is_ceph_option(var) {
-                    ctx.local.conf_set(&var.replace('-', "_"), &val).map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            });
+            let known = image_replayer::MirrorConfig::default().get(&var.replace('-', "_")).is_some();
+            let applied = if known {
+                ctx.config.update(|c| c.set(var, &val)).map_err(|e| e.to_string()).and_then(|_| {
+                    // Ceph's options are set in librados too, which the runtime refresh reads.
+                    if image_replayer::MirrorConfig::is_ceph_option(var) {
+                        ctx.local.conf_set(&var.replace('-', "_"), &val).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+            } else {
+                // Any other Ceph option (`debug_rbd_mirror`...) is librados': it checks it.
+                ctx.local.conf_set(&var.replace('-', "_"), &val).map_err(|e| e.to_string()).map(|()| {
+                    crate::logging::follow_debug_rbd_mirror(ctx.local.conf_get("debug_rbd_mirror"));
+                })
+            };
             match applied {
                 Ok(()) => {
                     tracing::info!(option = var, value = %val, "configuration set through the admin socket");

@@ -82,10 +82,14 @@ pub(crate) fn local_config(args: &Args) -> ClusterConfig {
     // The daemon serves the configured admin socket itself (`asok`), librados none.
     cfg.own_admin_socket = true;
     // Defaults under the conf: a daemon's log file, which librados (a library) lacks (the
-    // stock daemon logs there unless told otherwise; `log file =` for none), ours where we
+    // stock daemon logs there unless told otherwise; `log file =` for none), our log level,
+    // ours where we
     // change Ceph's, then those of the command line (`--default-log-to-file=false`, as
     // cephadm starts the stock daemon).
-    cfg.defaults = vec![("log_file".into(), crate::daemonize::DAEMON_LOG_FILE.into())];
+    cfg.defaults = vec![
+        ("log_file".into(), crate::daemonize::DAEMON_LOG_FILE.into()),
+        ("debug_rbd_mirror".into(), crate::logging::DEFAULT_DEBUG_RBD_MIRROR.into()),
+    ];
     cfg.defaults.extend(MirrorConfig::librados_defaults().into_iter().map(|(n, v)| (n.to_owned(), v)));
     let (defaults, options): (Vec<_>, Vec<_>) =
         args.ceph_options.iter().partition(|o| o.name.starts_with(CEPH_DEFAULT_PREFIX));

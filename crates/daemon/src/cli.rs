@@ -177,21 +177,6 @@ fn split_ceph_options(
 }
 
 impl Args {
-    /// The tracing level `--debug-rbd_mirror=N[/M]` asks for (the last one given), as Ceph's
-    /// levels map onto ours: 0 warn, 1-4 info, 5-19 debug, 20 and more trace.
-    pub fn debug_level(&self) -> Option<&'static str> {
-        let o = self.ceph_options.iter().rev().find(|o| o.name == "debug_rbd_mirror")?;
-        let n: u32 = o.value.split('/').next()?.trim().parse().ok()?;
-        Some(match n {
-            0 => "warn",
-            1..=4 => "info",
-            5..=19 => "debug",
-            _ => "trace",
-        })
-    }
-}
-
-impl Args {
     /// The client id (`rbd-mirror.b`), from `--id`, `--name` or the stock default `admin`.
     pub fn client_id(&self) -> String {
         if let Some(id) = &self.id {
@@ -391,7 +376,6 @@ mod tests {
                 ("log_to_stderr", "true"),
             ]
         );
-        assert_eq!(a.debug_level(), Some("trace"));
         // Subcommands still parse after a flag option.
         let a = parse_from(&["rbd-mirror-rs", "--daemonize", "check", "--format", "json"]).unwrap();
         assert!(matches!(a.command, Some(Command::Check(_))));

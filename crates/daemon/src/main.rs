@@ -12,6 +12,7 @@ mod asok;
 mod check;
 mod cli;
 mod daemonize;
+mod logging;
 mod notify;
 mod prometheus;
 mod run;
@@ -33,7 +34,12 @@ fn main() -> ExitCode {
             }
         }
     }
-    init_tracing(&args);
+    // `debug_rbd_mirror` as librados reads it (conf, CEPH_ARGS, command line): the log level.
+    let debug_rbd_mirror = check::local_config(&args)
+        .conf_values(&["debug_rbd_mirror"])
+        .ok()
+        .and_then(|v| v.into_iter().next().flatten());
+    logging::init(&args.log_level, debug_rbd_mirror);
     if matches!(args.command, None | Some(cli::Command::Run)) {
         if let Err(e) = daemonize::become_user(&args, &process) {
             tracing::error!("{e}");
@@ -93,19 +99,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(args: &cli::Args) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RBD_MIRROR_RS_LOG").unwrap_or_else(|_| {
-        // `--debug-rbd_mirror=N`, as the stock daemon takes it, wins over `--log-level`.
-        EnvFilter::new(args.debug_level().unwrap_or(&args.log_level))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // Plain text when stderr is a log file (as under lab.sh or systemd), colours on a tty.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -201,6 +201,7 @@ fn initial_config(args: &Args, local: &Rados) -> Result<MirrorConfig, String> {
 /// Takes the changes of runtime options librados has received from the monitors (`ceph
 /// config set client.<id> ...`), as the stock daemon applies them without a restart.
 fn refresh_config(config: &ConfigHandle, local: &Rados) {
+    crate::logging::follow_debug_rbd_mirror(local.conf_get("debug_rbd_mirror"));
     let current = config.current();
     let (next, errors) = current.with_ceph_values(|name| local.conf_get(name), true);
     for e in errors {

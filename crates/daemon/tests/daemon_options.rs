@@ -130,6 +130,36 @@ fn options_of_the_monitors_apply_at_start_and_at_runtime() {
     assert!(line.contains("from=3") && line.contains("to=5"), "{line}");
 }
 
+/// The log level follows Ceph's `debug_rbd_mirror` as a stock daemon's does, without a
+/// restart: from the monitors' database (`ceph config set`), then from the admin socket's
+/// `config set` (which wins over the monitors, as in Ceph).
+#[test]
+fn debug_rbd_mirror_from_the_monitors_or_the_admin_socket_sets_the_log_level() {
+    let (_serial, _a, b) = sites();
+    let _cleanup = MonOptions(&b, vec!["debug_rbd_mirror"]);
+    let _daemon = Daemon::start();
+    let from = daemon_log().len();
+    b.ceph(&["config", "set", WHO, "debug_rbd_mirror", "20/20"]);
+    let line =
+        wait_log_line("debug_rbd_mirror from the monitors", from, &["log level changed", "filter=trace"]);
+    println!("{line}");
+    // The refresh every few seconds now logs at debug level and below.
+    wait_log_line("a DEBUG line", from, &["DEBUG"]);
+
+    let asok = b.dir.join("run/client.rbd-mirror.b.asok");
+    let out = std::process::Command::new("timeout")
+        .args(["30", "ceph", "--admin-daemon"])
+        .arg(&asok)
+        .args(["config", "set", "debug_rbd_mirror", "0/5"])
+        .output()
+        .expect("ceph --admin-daemon");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let from = daemon_log().len();
+    let line =
+        wait_log_line("debug_rbd_mirror from the admin socket", from.saturating_sub(4096), &["filter=warn"]);
+    println!("{line}");
+}
+
 #[test]
 fn unknown_or_ill_typed_options_stop_the_daemon_at_start_with_a_clear_error() {
     let (_serial, _a, b) = sites();
