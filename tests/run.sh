@@ -50,4 +50,7 @@ tests/deploy/systemd.sh
 step "deploy: alert rules, dashboard, a real Prometheus against the lab"
 tests/deploy/monitoring.sh
 
+step "deploy: the container image (build, inspect, run from its filesystem against the lab)"
+tests/deploy/container.sh
+
 step "all tests passed"
