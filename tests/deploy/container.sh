@@ -309,8 +309,12 @@ stop_daemon B
 
 # where B's log went: the stock daemon, given cephadm's --default-log-to-file=false
 # --default-log-to-stderr=true, logs to stderr only (the container's journal)
-note "B: $(wc -l <"$WORK/B.out") line(s) on stdout/stderr, $(($(wc -l <"$LOG") - log_lines_a)) line(s) in /var/log/ceph/ceph-client.rbd-mirror.b.log; stderr begins:"
+b_stderr=$(wc -l <"$WORK/B.out") b_file=$(($(wc -l <"$LOG") - log_lines_a))
+note "B: $b_stderr line(s) on stdout/stderr, $b_file line(s) in /var/log/ceph/ceph-client.rbd-mirror.b.log; stderr begins:"
 head -n 3 "$WORK/B.out" | cut -c 1-160 | sed 's/^/  | /'
+((b_file == 0 && b_stderr > 0)) || fail "B: with --default-log-to-file=false the log must go to stderr only"
+grep -q "connected to the local cluster" "$WORK/B.out" || fail "B: no 'connected to the local cluster' on stderr"
+ok "B: output on stderr only, as cephadm asks (--default-log-to-file=false)"
 echo
 echo "container.sh: all checks passed in $((SECONDS - t_start))s"
 echo "container: $passed passed, 0 failed"
