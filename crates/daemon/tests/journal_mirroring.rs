@@ -10,8 +10,9 @@ mod mirror;
 use std::time::Duration;
 
 use mirror::{
-    daemon_log, daemon_log_since, image_id, image_name, image_status, kill_9_daemon, resync, signal_daemon,
-    sites, wait_image_status, wait_replicated, wait_status, Daemon, Images, Stock,
+    blocklist, daemon_log, daemon_log_since, image_id, image_name, image_status, kill_9_daemon, resync,
+    signal_daemon, sites, wait_image_status, wait_new_image_id, wait_replicated, wait_status, Daemon, Images,
+    Stock,
 };
 
 /// Every feature journal replay maintains.
@@ -340,9 +341,11 @@ fn a_lost_journal_header_watch_is_watched_again() {
 
 /// Orderly failover with the stock daemon at the other site: ours replicates site-a to
 /// site-b; site-a is demoted and site-b promoted (no force); writes on site-b then reach
-/// site-a through the STOCK daemon, which accepts the tag chain our replay wrote.
+/// site-a through the STOCK daemon, which accepts the tag chain our replay wrote. Then the
+/// failback: site-b demoted, site-a promoted, and our replay links its local demotion to the
+/// primary's promotion (stock's split-brain rule: no split brain) and replicates again.
 #[test]
-fn failover_to_site_b_then_stock_replicates_back() {
+fn failover_to_site_b_then_stock_replicates_back_then_failback() {
     let (_serial, a, b) = sites();
     // rx-tx peering runs a daemon at each site, as an operator would.
     let _stock = Stock::start("site-a");
@@ -393,6 +396,18 @@ fn failover_to_site_b_then_stock_replicates_back() {
         }
     });
     println!("failback path: site-a {:?}", image_status(&a, &spec));
+
+    // Failback: site-b demoted, site-a promoted once the stock daemon replayed the demotion.
+    // Our replay at site-b links its demotion to site-a's promotion (no split brain) and
+    // carries on.
+    b.rbd(&["mirror", "image", "demote", &spec]);
+    // (the stock daemon says "remote image is not primary")
+    wait_status(&a, &spec, "up+unknown", "");
+    a.rbd(&["mirror", "image", "promote", &spec]);
+    a.bench(&spec, "rand", "4K", "512K");
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+    println!("failed back: site-b {:?}", image_status(&b, &spec));
 }
 
 /// The switch of docs/operations.md, both ways: an image bootstrapped and replayed by the
@@ -714,4 +729,226 @@ fn replay_delay_from_the_pool_or_the_image_holds_entries_back() {
     wait_replicated(&b, &spec, &primary, Duration::from_secs(60));
     let took = written.elapsed();
     assert!(took < Duration::from_secs(15), "took {took:?}: still delayed");
+}
+
+/// The primary disconnects our journal client (`rbd journal client disconnect`, as its
+/// laggy-client rule does): the image goes `up+error` "disconnected" and stays there, nothing
+/// replayed; `rbd mirror image resync` recovers it, our client registered afresh
+/// (connected). With `rbd_mirroring_resync_after_disconnect` on site-b's pool, a second
+/// disconnect resyncs by itself.
+#[test]
+fn a_disconnected_journal_client_stops_replay_until_a_resync() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "disconnect");
+    a.bench(&spec, "rand", "4K", "1M");
+    let _daemon = Daemon::start();
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+    let name = image_name(&spec);
+    let client = b.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
+    let client = client.trim().to_owned();
+    let our_client = || -> String {
+        let status = a.rbd(&["journal", "status", "--pool", lab::POOL, "--image", name]);
+        status.lines().find(|l| l.contains(&format!("[id={client},"))).unwrap_or_default().to_owned()
+    };
+    let disconnect = || {
+        a.rbd(&[
+            "journal",
+            "client",
+            "disconnect",
+            "--pool",
+            lab::POOL,
+            "--image",
+            name,
+            "--client-id",
+            &client,
+        ]);
+        assert!(our_client().contains("state=disconnected"), "{}", our_client());
+    };
+
+    disconnect();
+    wait_status(&b, &spec, "up+error", "disconnected");
+    let held = b.export_sha256(&spec);
+    a.bench(&spec, "rand", "4K", "512K");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(b.export_sha256(&spec), held, "nothing replayed while disconnected");
+    let (state, description) = image_status(&b, &spec).unwrap_or_default();
+    assert_eq!((state.as_str(), description.as_str()), ("up+error", "disconnected"));
+
+    resync(&b, &spec);
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+    assert!(our_client().contains("state=connected"), "registered afresh: {}", our_client());
+
+    // By itself with rbd_mirroring_resync_after_disconnect (the local image's view: pool).
+    let _pool = PoolOverride(&b, "rbd_mirroring_resync_after_disconnect");
+    b.rbd(&["config", "pool", "set", lab::POOL, "rbd_mirroring_resync_after_disconnect", "true"]);
+    let before = image_id(&b, &spec);
+    disconnect();
+    wait_new_image_id(&b, &spec, &before);
+    a.bench(&spec, "rand", "4K", "256K");
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+    assert!(our_client().contains("state=connected"), "{}", our_client());
+}
+
+/// Split brain in journal mode: site-b force-promoted while no daemon runs, written to, then
+/// demoted, while site-a went on writing. Our daemon finds the local epoch unlinked from
+/// the primary's tag chain: `up+error` "split-brain detected", nothing written; `rbd mirror
+/// image resync` recovers.
+#[test]
+fn a_split_brain_is_detected_and_a_resync_recovers_it() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "splitbrain");
+    a.bench(&spec, "rand", "4K", "1M");
+    {
+        let _daemon = Daemon::start();
+        wait_replaying(&b, &spec);
+        wait_same_content(&a, &b, &spec);
+    }
+    b.rbd(&["mirror", "image", "promote", "--force", &spec]);
+    b.bench(&spec, "rand", "4K", "512K");
+    b.rbd(&["mirror", "image", "demote", &spec]);
+    a.bench(&spec, "rand", "4K", "512K");
+    let held = b.export_sha256(&spec);
+
+    let _daemon = Daemon::start();
+    wait_status(&b, &spec, "up+error", "split-brain detected");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.export_sha256(&spec), held, "nothing written into a split brain");
+
+    resync(&b, &spec);
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+}
+
+/// `rbd mirror image promote --force` at site-b while our journal replay runs: replay stops
+/// (`up+stopped`), and what site-a writes afterwards is not applied to site-b's image.
+#[test]
+fn a_forced_promotion_here_stops_journal_replay() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "forcejournal");
+    a.bench(&spec, "rand", "4K", "1M");
+    let _daemon = Daemon::start();
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+
+    b.rbd(&["mirror", "image", "promote", "--force", &spec]);
+    assert_eq!(b.rbd_json(&["info", &spec])["mirroring"]["primary"], true);
+    wait_status(&b, &spec, "up+stopped", "");
+    let promoted = b.export_sha256(&spec);
+    a.bench(&spec, "rand", "4K", "512K");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(b.export_sha256(&spec), promoted, "site-a's writes are not replayed into a primary");
+}
+
+/// No blocklist entries, as with stock: replication with its initial sync, a resync, a clean
+/// stop and start of the daemon, and an orderly failover to site-b leave `ceph osd blocklist
+/// ls` as it was on both sites.
+#[test]
+fn sync_resync_restart_and_failover_leave_no_blocklist_entries() {
+    let (_serial, a, b) = sites();
+    let before = (blocklist(&a), blocklist(&b));
+    let (spec, _images) = mirrored_image(&a, "noblocklist");
+    a.bench(&spec, "rand", "4K", "1M");
+    {
+        let _daemon = Daemon::start();
+        wait_replaying(&b, &spec);
+        wait_same_content(&a, &b, &spec);
+        resync(&b, &spec);
+        wait_replaying(&b, &spec);
+        wait_same_content(&a, &b, &spec);
+    }
+    let _daemon = Daemon::start();
+    a.bench(&spec, "rand", "4K", "256K");
+    wait_same_content(&a, &b, &spec);
+    a.rbd(&["mirror", "image", "demote", &spec]);
+    wait_status(&b, &spec, "up+unknown", "remote image is non-primary");
+    b.rbd(&["mirror", "image", "promote", &spec]);
+    wait_status(&b, &spec, "up+stopped", "local image is primary");
+    b.bench(&spec, "rand", "4K", "256K");
+    let after = (blocklist(&a), blocklist(&b));
+    assert_eq!(after, before, "blocklist entries (site-a, site-b) before and after");
+    println!("blocklists unchanged: site-a {} entries, site-b {} entries", after.0.len(), after.1.len());
+}
+
+/// `rbd mirror image resync` requested while no daemon runs: the next start recreates the
+/// local image (a new id) and syncs it fully.
+#[test]
+fn a_resync_requested_while_the_daemon_is_stopped_is_done_at_its_next_start() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "resyncstopped");
+    a.bench(&spec, "rand", "4K", "1M");
+    {
+        let _daemon = Daemon::start();
+        wait_replaying(&b, &spec);
+        wait_same_content(&a, &b, &spec);
+    }
+    let old = image_id(&b, &spec);
+    b.rbd(&["mirror", "image", "resync", &spec]);
+    a.bench(&spec, "rand", "4K", "512K");
+    let from = daemon_log().len();
+    let _daemon = Daemon::start();
+    let new = wait_new_image_id(&b, &spec, &old);
+    wait_replaying(&b, &spec);
+    wait_same_content(&a, &b, &spec);
+    assert!(daemon_log_since(from).contains("initial sync complete"), "a full sync of {new}");
+}
+
+/// Removes a pool of site-a when the test ends.
+struct PoolOnSiteA<'a>(&'a lab::Site, String);
+
+impl Drop for PoolOnSiteA<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.ceph_ok(&["osd", "pool", "rm", &self.1, &self.1, "--yes-i-really-really-mean-it"]);
+    }
+}
+
+/// What this daemon does not mirror yet is refused with a clear error before anything is
+/// written at site-b, the other images unaffected: a clone (of a mirrored parent, which
+/// replicates) and an image whose data objects live in a separate data pool.
+#[test]
+fn clones_and_separate_data_pools_are_refused_clearly_and_the_rest_replicates() {
+    let (_serial, a, b) = sites();
+    let features = "layering,exclusive-lock,journaling";
+    let parent = format!("{}/{}", lab::POOL, lab::unique("parent"));
+    let clone = format!("{}/{}", lab::POOL, lab::unique("clone"));
+    let data_pool = lab::unique("mirror-data");
+    let _pool = PoolOnSiteA(&a, data_pool.clone());
+    let separate = format!("{}/{}", lab::POOL, lab::unique("datapool"));
+    let _images = Images(vec![clone.clone(), parent.clone(), separate.clone()]);
+
+    a.rbd(&["create", "--size", "16M", "--image-feature", features, &parent]);
+    a.rbd(&["mirror", "image", "enable", &parent, "journal"]);
+    a.bench(&parent, "rand", "4K", "512K");
+    a.rbd(&["snap", "create", &format!("{parent}@base")]);
+    a.rbd(&["snap", "protect", &format!("{parent}@base")]);
+    a.rbd(&["clone", "--image-feature", features, &format!("{parent}@base"), &clone]);
+    a.rbd(&["mirror", "image", "enable", &clone, "journal"]);
+
+    a.ceph(&["osd", "pool", "create", &data_pool, "8", "8"]);
+    a.rbd(&["pool", "init", &data_pool]);
+    a.rbd(&["create", "--size", "16M", "--data-pool", &data_pool, "--image-feature", features, &separate]);
+    a.rbd(&["mirror", "image", "enable", &separate, "journal"]);
+
+    let _daemon = Daemon::start();
+    // No local image to name at site-b: the status as the primary's site shows it.
+    let peer_status = |spec: &str, wanted: &str| {
+        lab::wait_for(&format!("{spec}: site-b's status at site-a"), Duration::from_secs(120), || {
+            let v = a.rbd_json(&["mirror", "image", "status", spec]);
+            let peer = v["peer_sites"].as_array().and_then(|p| p.first()).cloned().unwrap_or_default();
+            let (state, description) = (peer["state"].as_str(), peer["description"].as_str().unwrap_or(""));
+            if state == Some("up+error") && description.contains(wanted) {
+                Ok(description.to_owned())
+            } else {
+                Err(format!("{v}"))
+            }
+        })
+    };
+    println!("{}", peer_status(&clone, "the primary is a clone"));
+    println!("{}", peer_status(&separate, "separate data pool"));
+    assert!(!b.rbd_ok(&["info", &clone]), "no local image for a refused clone");
+    assert!(!b.rbd_ok(&["info", &separate]), "no local image for a refused data-pool image");
+    wait_replaying(&b, &parent);
+    wait_same_content(&a, &b, &parent);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mirror::{
     daemon_log, daemon_log_since, image_id, image_name, image_status, kill_9_daemon, resync, sites,
-    wait_image_status, Daemon, Images, Stock,
+    wait_image_status, wait_new_image_id, Daemon, Images, Stock,
 };
 use serde_json::Value;
 
@@ -356,6 +356,53 @@ fn forced_promotion_on_site_b_stops_replay() {
     wait_image_status(&b, &spec, "site-b: local image is primary", Duration::from_secs(60), |s, d| {
         s == "up+stopped" && d == "local image is primary"
     });
+    assert_same(&a, &b, &spec);
+}
+
+/// Split brain in snapshot mode: site-b force-promoted, written to, demoted, while site-a
+/// takes a new mirror snapshot: `up+error` "split-brain", site-b's image untouched; `rbd
+/// mirror image resync` recovers it.
+#[test]
+fn a_split_brain_is_reported_and_a_resync_recovers_it() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "snapsplit", "64M");
+    a.bench(&spec, "rand", "4K", "1M");
+    let (_, _daemon) = enable_and_sync(&a, &b, &spec, Duration::from_secs(180));
+    b.rbd(&["mirror", "image", "promote", "--force", &spec]);
+    b.bench(&spec, "rand", "4K", "256K");
+    b.rbd(&["mirror", "image", "demote", &spec]);
+    a.bench(&spec, "rand", "4K", "256K");
+    mirror_snapshot(&a, &spec);
+    wait_image_status(&b, &spec, "site-b: split-brain", Duration::from_secs(120), |s, d| {
+        s == "up+error" && d == "split-brain"
+    });
+    let held = b.export_sha256(&spec);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.export_sha256(&spec), held, "nothing written into a split brain");
+
+    resync(&b, &spec);
+    let newest = mirror_snapshot(&a, &spec);
+    wait_synced(&b, &spec, newest, Duration::from_secs(180));
+    assert_same(&a, &b, &spec);
+}
+
+/// `rbd mirror image resync` requested while no daemon runs: the next start recreates the
+/// local image (a new id) and syncs the newest mirror snapshot fully.
+#[test]
+fn a_resync_requested_while_the_daemon_is_stopped_is_done_at_its_next_start() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "snapresyncstopped", "64M");
+    a.bench(&spec, "rand", "4K", "1M");
+    {
+        let (_, _daemon) = enable_and_sync(&a, &b, &spec, Duration::from_secs(180));
+    }
+    let old = image_id(&b, &spec);
+    b.rbd(&["mirror", "image", "resync", &spec]);
+    a.bench(&spec, "rand", "4K", "256K");
+    let newest = mirror_snapshot(&a, &spec);
+    let _daemon = Daemon::start();
+    wait_new_image_id(&b, &spec, &old);
+    wait_synced(&b, &spec, newest, Duration::from_secs(180));
     assert_same(&a, &b, &spec);
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::error::Result;
+use crate::error::{ReplayError, Result};
 use crate::local::{Found, RemoteImage};
 use crate::metrics::ImageMetrics;
 use crate::registry::{Control, ImageHandle};
@@ -124,6 +124,20 @@ async fn attempt(
         s.name = remote.name.clone();
         s.mode = Some(mode);
     });
+    // What this build cannot replay yet is refused before anything is written: read as a
+    // plain image, a clone's unwritten objects (its parent's) or data objects in another
+    // pool would be copied as holes.
+    if remote.has_parent {
+        return Err(ReplayError::Unsupported(
+            "the primary is a clone: mirroring clones is not supported yet (rbd flatten it on the primary)"
+                .into(),
+        ));
+    }
+    if remote.separate_data_pool {
+        return Err(ReplayError::Unsupported(
+            "the primary keeps its data in a separate data pool: not supported yet".into(),
+        ));
+    }
     let local_id = crate::cls::mirror_image_get_image_id(&ctx.local_io, global_id).await?;
     if let Some(id) = &local_id {
         if crate::local::is_primary(&ctx.local_io, id).await? {

@@ -75,6 +75,15 @@ impl Stock {
     }
 }
 
+/// `ceph osd blocklist ls` of `site`: the blocklisted client addresses.
+pub fn blocklist(site: &lab::Site) -> std::collections::BTreeSet<String> {
+    // Pacific prints the address list, then the (range) list: two JSON arrays.
+    let out = site.ceph(&["osd", "blocklist", "ls", "--format", "json"]);
+    let mut lists = serde_json::Deserializer::from_str(&out).into_iter::<Value>();
+    let entries = lists.next().and_then(Result::ok).unwrap_or_else(|| panic!("blocklist ls: {out}"));
+    entries.as_array().into_iter().flatten().filter_map(|e| e["addr"].as_str().map(str::to_owned)).collect()
+}
+
 /// The image id of `spec` on `site` (`rbd info`): a new one means the image was recreated.
 pub fn image_id(site: &lab::Site, spec: &str) -> String {
     site.rbd_json(&["info", spec])["id"].as_str().unwrap_or_default().to_owned()
@@ -171,19 +180,24 @@ pub fn wait_status(site: &lab::Site, spec: &str, state: &str, description: &str)
 /// `rbd mirror image resync` of `spec` on `site`, then waits for the new local image;
 /// returns the old and the new image id.
 pub fn resync(site: &lab::Site, spec: &str) -> (Value, Value) {
-    let old_id = site.rbd_json(&["info", spec])["id"].clone();
+    let old_id = image_id(site, spec);
     site.rbd(&["mirror", "image", "resync", spec]);
-    let new_id = lab::wait_for("a new local image", Duration::from_secs(120), || {
+    let new_id = wait_new_image_id(site, spec, &old_id);
+    println!("resync: local image {old_id} replaced by {new_id}");
+    (Value::from(old_id), Value::from(new_id))
+}
+
+/// Waits (2 min at most) until the image id of `spec` on `site` is no longer `old`: the
+/// image was recreated. Returns the new id.
+pub fn wait_new_image_id(site: &lab::Site, spec: &str, old: &str) -> String {
+    lab::wait_for("a new local image", Duration::from_secs(120), || {
         let info = site.command_output("rbd", &["info", spec, "--format", "json"])?;
         let v: Value = serde_json::from_str(&info).map_err(|e| e.to_string())?;
-        if v["id"] != old_id && v["id"].is_string() {
-            Ok(v["id"].clone())
-        } else {
-            Err(format!("{v}"))
+        match v["id"].as_str() {
+            Some(id) if id != old => Ok(id.to_owned()),
+            _ => Err(format!("still {old}: {v}")),
         }
-    });
-    println!("resync: local image {old_id} replaced by {new_id}");
-    (old_id, new_id)
+    })
 }
 
 /// `kill -9` of the site-b daemon; returns its pid.

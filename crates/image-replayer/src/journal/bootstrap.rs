@@ -2,11 +2,14 @@
 //! client on the primary's journal, and the initial sync at a sync-point snapshot.
 
 use journal_reader::event::{ClientMeta, MirrorPeerClientMeta, MirrorPeerState, MirrorPeerSyncPoint};
-use journal_reader::tail::{read_header, register_client};
+use journal_reader::event::{LOCAL_MIRROR_UUID, ORPHAN_MIRROR_UUID};
+use journal_reader::tail::{read_header, register_client, unregister_client};
 use journal_reader::{ClientData, TagData};
 use rados_ffi::rbd::{ImageCreateOptions, ImageRw};
 use rados_ffi::IoCtx;
-use rbd_types::cls_journal::{args as journal_args, header_object_name as journal_header};
+use rbd_types::cls_journal::{
+    args as journal_args, header_object_name as journal_header, ClientState, JournalHeader,
+};
 use rbd_types::{Decode, Encode, ProtectionStatus, SnapshotNamespace};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +31,116 @@ pub fn map_mirror_uuid(uuid: &str, local_mirror_uuid: &str, remote_mirror_uuid: 
     } else {
         uuid.to_owned()
     }
+}
+
+/// How the local image's newest journal epoch links to the primary's tag chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochLink {
+    /// The local image follows the primary's epoch: replay continues.
+    Clean,
+    /// The local image was demoted and the primary's promotion follows that demotion (an
+    /// orderly failback): replay continues.
+    Reconnect,
+    /// Neither: both sites wrote on their own (a forced promotion here, then a demotion).
+    SplitBrain,
+}
+
+/// Links the local image's newest tag `local` to the primary's image tags `remote` (tid
+/// order), as stock's `PrepareReplayRequest::handle_get_remote_tags` does: tags owned by
+/// [`LOCAL_MIRROR_UUID`] are the primary's own epochs, [`ORPHAN_MIRROR_UUID`] marks a
+/// demotion; `local_mirror_uuid` / `remote_mirror_uuid` are the two pools' mirror uuids.
+pub fn link_local_epoch(
+    local: &TagData,
+    remote: &[(u64, TagData)],
+    local_mirror_uuid: &str,
+    remote_mirror_uuid: &str,
+) -> EpochLink {
+    let pred = &local.predecessor;
+    let mut decoded_any = false;
+    let mut orphan_tid: Option<u64> = None;
+    let mut reconnect = false;
+    for (tid, tag) in remote {
+        if pred.commit_valid && pred.mirror_uuid == remote_mirror_uuid && pred.tag_tid > *tid {
+            // An epoch the local image replayed already.
+            continue;
+        }
+        decoded_any = true;
+        if !pred.commit_valid {
+            // A newly synced local image replays from the primary's first own epoch.
+            if tag.mirror_uuid != LOCAL_MIRROR_UUID {
+                continue;
+            }
+            break;
+        }
+        if local.mirror_uuid == ORPHAN_MIRROR_UUID {
+            // The local image's last epoch is a demotion: find it in the primary's chain.
+            if tag.mirror_uuid == local.mirror_uuid
+                && tag.predecessor.commit_valid
+                && tag.predecessor.tag_tid == pred.tag_tid
+            {
+                let local_demoted =
+                    tag.predecessor.mirror_uuid == local_mirror_uuid && pred.mirror_uuid == LOCAL_MIRROR_UUID;
+                let remote_demoted = pred.mirror_uuid == remote_mirror_uuid
+                    && tag.predecessor.mirror_uuid == LOCAL_MIRROR_UUID;
+                if local_demoted || remote_demoted {
+                    orphan_tid = Some(*tid);
+                    continue;
+                }
+            }
+            if tag.mirror_uuid == LOCAL_MIRROR_UUID
+                && tag.predecessor.mirror_uuid == ORPHAN_MIRROR_UUID
+                && tag.predecessor.commit_valid
+                && orphan_tid == Some(tag.predecessor.tag_tid)
+            {
+                // The primary's promotion follows that demotion.
+                reconnect = true;
+                break;
+            }
+            // A promotion must follow the demotion.
+            orphan_tid = None;
+        }
+    }
+    if decoded_any && local.mirror_uuid == remote_mirror_uuid {
+        EpochLink::Clean
+    } else if reconnect {
+        EpochLink::Reconnect
+    } else {
+        EpochLink::SplitBrain
+    }
+}
+
+/// The image tags (the `""` client's tag class) of a journal header, decoded, in tid order
+/// (the newest last).
+pub(crate) fn image_tags(header: &JournalHeader, object: &str) -> Result<Vec<(u64, TagData)>> {
+    let (tag_class, _) = newest_image_tag(header, object)?;
+    let mut tags = Vec::new();
+    for t in header.tags.values().filter(|t| t.tag_class == tag_class) {
+        let data = TagData::decode_all(&t.data)
+            .map_err(|e| ReplayError::decode(format!("journal tag {} in {object}", t.tid), e))?;
+        tags.push((t.tid, data));
+    }
+    Ok(tags)
+}
+
+/// Stock's split-brain check of a journal-mode image that existed before this attempt:
+/// its newest local epoch must link to the primary's tag chain ([`link_local_epoch`]).
+pub(crate) async fn check_epoch_link(
+    ctx: &PeerContext,
+    remote: &RemoteImage,
+    local_image_id: &str,
+) -> Result<EpochLink> {
+    let local_header = read_header(&ctx.local_io, local_image_id).await?;
+    let Some((_, local)) = image_tags(&local_header, &journal_header(local_image_id))?.pop() else {
+        // No epoch yet (never written): nothing to link.
+        return Ok(EpochLink::Clean);
+    };
+    let remote_header = read_header(&ctx.remote_io, &remote.image_id).await?;
+    let remote_tags = image_tags(&remote_header, &journal_header(&remote.image_id))?;
+    let link = link_local_epoch(&local, &remote_tags, &ctx.local_mirror_uuid, &ctx.remote_mirror_uuid);
+    if link != EpochLink::Clean {
+        tracing::info!(?link, local_tag = ?local, "local epoch against the primary's tag chain");
+    }
+    Ok(link)
 }
 
 /// The local image of `remote` in journal mode (`local::ensure_local_image`): created with
@@ -73,19 +186,36 @@ pub async fn local_tag_create(io: &IoCtx, image_id: &str, data: &TagData) -> Res
     Err(ReplayError::Busy(format!("{object}: tag allocation kept racing")))
 }
 
+/// Our journal client on the primary's journal, as [`ensure_remote_client`] leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteClient {
+    /// `Syncing` (the initial copy is due) or `Replaying`.
+    pub state: MirrorPeerState,
+    /// The primary flagged the client disconnected (`rbd journal client disconnect`, or
+    /// too far behind: `rbd_journal_max_concurrent_object_sets`): its entries may be gone.
+    pub disconnected: bool,
+}
+
 /// Our journal client on the primary's journal (id = the local pool's mirror uuid).
 /// Registers it when absent, pointing at `local_image_id` and in state `Syncing` when the
-/// local image still needs its initial copy. Returns the client's state.
+/// local image still needs its initial copy. For a local image just created (`needs_sync`)
+/// a client left from an earlier one is registered afresh, as stock's
+/// `CreateLocalImageRequest` does: connected again, its old commit position dropped.
 pub async fn ensure_remote_client(
     ctx: &PeerContext,
     remote: &RemoteImage,
     local_image_id: &str,
     needs_sync: bool,
-) -> Result<MirrorPeerState> {
+) -> Result<RemoteClient> {
     let header = read_header(&ctx.remote_io, &remote.image_id).await?;
     let client_id = &ctx.local_mirror_uuid;
     let object = journal_header(&remote.image_id);
-    match header.clients.get(client_id) {
+    let existing = header.clients.get(client_id);
+    if needs_sync && existing.is_some() {
+        unregister_client(&ctx.remote_io, &remote.image_id, client_id).await?;
+        tracing::info!(image = %remote.name, client_id = %client_id, "unregistered our earlier client from the primary's journal");
+    }
+    match existing.filter(|_| !needs_sync) {
         None => {
             let state = if needs_sync { MirrorPeerState::Syncing } else { MirrorPeerState::Replaying };
             let meta =
@@ -93,23 +223,18 @@ pub async fn ensure_remote_client(
             let data = ClientData { client_meta: ClientMeta::MirrorPeer(meta) }.to_bytes();
             register_client(&ctx.remote_io, &remote.image_id, client_id, &data).await?;
             tracing::info!(image = %remote.name, client_id = %client_id, ?state, "registered on the primary's journal");
-            Ok(state)
+            Ok(RemoteClient { state, disconnected: false })
         }
         Some(c) => {
             let data = ClientData::decode_all(&c.data)
                 .map_err(|e| ReplayError::decode(format!("journal client {client_id} in {object}"), e))?;
             match data.client_meta {
                 ClientMeta::MirrorPeer(mut meta) => {
-                    if meta.image_id != local_image_id
-                        || (needs_sync && meta.state != MirrorPeerState::Syncing)
-                    {
+                    if meta.image_id != local_image_id {
                         meta.image_id = local_image_id.to_owned();
-                        if needs_sync {
-                            meta.state = MirrorPeerState::Syncing;
-                        }
                         update_remote_client(ctx, remote, &meta).await?;
                     }
-                    Ok(meta.state)
+                    Ok(RemoteClient { state: meta.state, disconnected: c.state == ClientState::Disconnected })
                 }
                 other => Err(ReplayError::Invalid(format!(
                     "journal client {client_id} in {object} is not a mirror peer client: {other:?}"
@@ -147,8 +272,10 @@ pub async fn initial_sync(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let snap_name = format!(".rbd-mirror.{}.{}", ctx.local_mirror_uuid, random_uuid());
-    let primary = ImageRw::open(&ctx.remote_io, &remote.name).await?;
-    primary.snap_create(&snap_name).await?;
+    // The primary is open read-write (its exclusive lock possibly ours) only for the sync
+    // point's creation and removal, not for the whole copy: a daemon killed meanwhile leaves
+    // no lock for the primary's next writer to break (and our client blocklisted).
+    ImageRw::open(&ctx.remote_io, &remote.name).await?.snap_create(&snap_name).await?;
     let mut meta = MirrorPeerClientMeta {
         image_id: local.image_id().to_owned(),
         state: MirrorPeerState::Syncing,
@@ -212,7 +339,11 @@ pub async fn initial_sync(
     meta.state = MirrorPeerState::Replaying;
     meta.sync_points.clear();
     update_remote_client(ctx, remote, &meta).await?;
-    if let Err(e) = primary.snap_remove(&snap_name).await {
+    let removed = match ImageRw::open(&ctx.remote_io, &remote.name).await {
+        Ok(primary) => primary.snap_remove(&snap_name).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = removed {
         tracing::warn!(image = %remote.name, snap = %snap_name, error = %e, "cannot remove the sync point");
     }
     tracing::info!(image = %remote.name, bytes, snapshots = user.len(), "initial sync complete");
@@ -269,6 +400,50 @@ async fn sync_phase(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tag(owner: &str, pred_owner: &str, pred_tid: Option<u64>) -> TagData {
+        TagData {
+            mirror_uuid: owner.to_owned(),
+            predecessor: journal_reader::event::TagPredecessor {
+                mirror_uuid: pred_owner.to_owned(),
+                commit_valid: pred_tid.is_some(),
+                tag_tid: pred_tid.unwrap_or(0),
+                entry_tid: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn local_epochs_link_to_the_primarys_chain_or_are_a_split_brain() {
+        let (ul, ur) = ("UL", "UR");
+        // The primary's chain: its first epoch (tid 0).
+        let primary = vec![(0, tag("", "", None))];
+        // A newly synced local image follows the remote: clean.
+        assert_eq!(link_local_epoch(&tag(ur, "", None), &primary, ul, ur), EpochLink::Clean);
+        // Following a later primary epoch, earlier ones already replayed: clean.
+        let chain = vec![(0, tag("", "", None)), (4, tag("", "", Some(0)))];
+        assert_eq!(link_local_epoch(&tag(ur, ur, Some(4)), &chain, ul, ur), EpochLink::Clean);
+        // Orderly failback: we (site-b) were primary (our epoch tid 7), demoted (orphan tag
+        // whose predecessor is our tid 7); the primary replayed that demotion (orphan, its
+        // predecessor our uuid, tid 7) then promoted itself after it.
+        let local = tag(ORPHAN_MIRROR_UUID, "", Some(7));
+        let remote =
+            vec![(10, tag(ORPHAN_MIRROR_UUID, ul, Some(7))), (11, tag("", ORPHAN_MIRROR_UUID, Some(10)))];
+        assert_eq!(link_local_epoch(&local, &remote, ul, ur), EpochLink::Reconnect);
+        // Force-promoted here then demoted, while the primary went on with its own epochs
+        // (no trace of our demotion in its chain): split brain.
+        let remote = vec![(10, tag("", "", None)), (11, tag("", "", Some(10)))];
+        assert_eq!(link_local_epoch(&local, &remote, ul, ur), EpochLink::SplitBrain);
+        // A promotion that does not follow the demotion breaks the link.
+        let remote = vec![
+            (10, tag(ORPHAN_MIRROR_UUID, ul, Some(7))),
+            (11, tag("", "", Some(3))),
+            (12, tag("", ORPHAN_MIRROR_UUID, Some(10))),
+        ];
+        assert_eq!(link_local_epoch(&local, &remote, ul, ur), EpochLink::SplitBrain);
+        // The local image primary here (its own epoch) against a primary remote: split brain.
+        assert_eq!(link_local_epoch(&tag("", "", None), &primary, ul, ur), EpochLink::SplitBrain);
+    }
 
     #[test]
     fn tag_owners_map_between_sites() {

@@ -21,7 +21,7 @@ use crate::local::Found;
 use crate::metrics::ImageMetrics;
 use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
-use bootstrap::{ensure_local_image, ensure_remote_client, initial_sync};
+use bootstrap::{check_epoch_link, ensure_local_image, ensure_remote_client, initial_sync, EpochLink};
 use replay::{JournalReplayer, ReplayEnd};
 
 /// One attempt of journal-mode replay of the primary `found`: a remote that is not primary
@@ -45,10 +45,18 @@ pub(crate) async fn attempt(
     if !created && crate::local::resync_requested(&ctx.local_io, &local_id, MirrorImageMode::Journal).await? {
         return crate::local::resync(ctx, &local_id, status).await;
     }
-    let client_state = ensure_remote_client(ctx, &remote, &local_id, created).await?;
+    let client = ensure_remote_client(ctx, &remote, &local_id, created).await?;
+    if client.disconnected {
+        return disconnected(ctx, &local_id, status).await;
+    }
+    if !created && check_epoch_link(ctx, &remote, &local_id).await? == EpochLink::SplitBrain {
+        // As stock: nothing is written until `rbd mirror image resync` (checked first above).
+        tracing::error!("split-brain detected -- skipping image replay");
+        return Err(crate::ReplayError::Conflict("split-brain detected".into()));
+    }
     let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
 
-    let resumed = client_state != MirrorPeerState::Syncing;
+    let resumed = client.state != MirrorPeerState::Syncing;
     if !resumed {
         publish(ctx, status, State::Syncing, "bootstrapping, IMAGE_SYNC/WAIT_FOR_SLOT").await;
         let permit = tokio::select! {
@@ -97,10 +105,29 @@ pub(crate) async fn attempt(
     match end? {
         ReplayEnd::Cancelled => Ok(Attempt::Cancelled),
         ReplayEnd::ResyncRequested => Ok(Attempt::RetryAfter(Duration::from_secs(0))),
+        ReplayEnd::Disconnected => disconnected(ctx, &local_id, status).await,
+        ReplayEnd::ForcePromoted => {
+            tracing::warn!("the local image was promoted: replay stopped");
+            publish(ctx, status, State::Stopped, "force promoted").await;
+            Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval))
+        }
         ReplayEnd::RemoteDemoted => {
             tracing::info!("the primary was demoted: replay stopped after its last entry");
             publish(ctx, status, State::Unknown, "remote image is non-primary").await;
             Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval))
         }
     }
+}
+
+/// The primary flagged our journal client disconnected: the entries we have not replayed
+/// may be trimmed already. As stock: `up+error disconnected` until `rbd mirror image resync`,
+/// or with `rbd_mirroring_resync_after_disconnect` (the local image's view: global, pool,
+/// image) a resync at once.
+async fn disconnected(ctx: &PeerContext, local_id: &str, status: &mut StatusPublisher) -> Result<Attempt> {
+    tracing::warn!("client flagged disconnected, stopping image replay");
+    if crate::local::image_config(ctx, local_id).await?.rbd_mirroring_resync_after_disconnect {
+        publish(ctx, status, State::Error, "disconnected: automatic resync").await;
+        return crate::local::resync(ctx, local_id, status).await;
+    }
+    Err(crate::ReplayError::Conflict("disconnected".into()))
 }

@@ -21,7 +21,6 @@ use journal_reader::TagData;
 use rbd_types::cls_journal::{
     args as journal_args, header_object_name as journal_header, ObjectPosition, Tag,
 };
-use rbd_types::cls_rbd::MirrorImageMode;
 use rbd_types::{Decode, ProtectionStatus, UTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +46,10 @@ pub enum ReplayEnd {
     RemoteDemoted,
     /// `rbd mirror image resync` was requested on the local image.
     ResyncRequested,
+    /// The primary flagged our journal client disconnected.
+    Disconnected,
+    /// The local image was promoted (`rbd mirror image promote --force`).
+    ForcePromoted,
 }
 
 /// Counters a replayer exposes (status, metrics).
@@ -291,14 +294,19 @@ impl<'a> JournalReplayer<'a> {
                 rate_mark = (Instant::now(), self.counters.entries, self.counters.bytes);
                 self.report(status, rates.0, rates.1).await;
                 last_status = Instant::now();
-                if crate::local::resync_requested(
-                    &self.ctx.local_io,
-                    self.local.image_id(),
-                    MirrorImageMode::Journal,
-                )
-                .await?
-                {
+                let (resync, owner) =
+                    crate::local::local_journal_state(&self.ctx.local_io, self.local.image_id()).await?;
+                if resync {
                     return Ok(ReplayEnd::ResyncRequested);
+                }
+                if owner.as_deref() == Some(journal_reader::event::LOCAL_MIRROR_UUID) {
+                    // `rbd mirror image promote --force` here: the image is no longer ours.
+                    return Ok(ReplayEnd::ForcePromoted);
+                }
+                // The header as the tail last read it (the primary notifies a change).
+                let ours = self.tail.header().clients.get(&self.ctx.local_mirror_uuid);
+                if ours.is_some_and(|c| c.state == rbd_types::cls_journal::ClientState::Disconnected) {
+                    return Ok(ReplayEnd::Disconnected);
                 }
             }
         }

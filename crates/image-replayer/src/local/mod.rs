@@ -69,6 +69,10 @@ pub struct RemoteImage {
     pub global_id: String,
     /// Size, order, striping, features.
     pub geometry: ImageGeometry,
+    /// Its data objects live in another pool (`rbd create --data-pool`).
+    pub separate_data_pool: bool,
+    /// It is a clone with a parent (not flattened).
+    pub has_parent: bool,
 }
 
 impl RemoteImage {
@@ -79,8 +83,16 @@ impl RemoteImage {
         let name = image.name().await?;
         let geometry = ImageGeometry::of(&image).await?;
         let primary = image.mirror_image_info().await?.primary;
-        let remote =
-            RemoteImage { image_id: image_id.to_owned(), name, global_id: global_id.to_owned(), geometry };
+        let separate_data_pool = image.data_pool_id().await? != io.pool_id();
+        let has_parent = image.has_parent().await?;
+        let remote = RemoteImage {
+            image_id: image_id.to_owned(),
+            name,
+            global_id: global_id.to_owned(),
+            geometry,
+            separate_data_pool,
+            has_parent,
+        };
         Ok((remote, primary))
     }
 }
@@ -203,6 +215,26 @@ pub(crate) async fn local_tag_owner(io: &IoCtx, image_id: &str) -> Result<Option
 /// Image-meta key prefix of the per-peer mirror image-meta (`.rbd_mirror.<uuid>`).
 pub(crate) const IMAGE_META_PREFIX: &str = ".rbd_mirror.";
 
+/// The local journal as replay watches it, from one read of its header: whether `rbd
+/// mirror image resync` was requested (the image client's flag), and the owner of its newest
+/// epoch (`Some("")` once the image is promoted here).
+pub(crate) async fn local_journal_state(io: &IoCtx, local_image_id: &str) -> Result<(bool, Option<String>)> {
+    let object = journal_header(local_image_id);
+    let header = read_header(io, local_image_id).await?;
+    let Some(client) = header.clients.get("") else {
+        return Ok((false, None));
+    };
+    let data = ClientData::decode_all(&client.data)
+        .map_err(|e| ReplayError::decode(format!("image client of {object}"), e))?;
+    let resync = matches!(data.client_meta, ClientMeta::Image(ref m) if m.resync_requested);
+    let (_, newest) = newest_image_tag(&header, &object)?;
+    let owner = newest
+        .map(|t| TagData::decode_all(&t.data).map(|d| d.mirror_uuid))
+        .transpose()
+        .map_err(|e| ReplayError::decode(format!("newest tag of {object}"), e))?;
+    Ok((resync, owner))
+}
+
 /// Whether `rbd mirror image resync` flagged the local image (ceph-formats.md §6.4). Journal
 /// mode: the image journal client's `resync_requested`; snapshot mode: the image-meta
 /// `.rbd_mirror.<uuid>` = `{"resync_requested": true}`.
@@ -212,16 +244,7 @@ pub(crate) async fn resync_requested(
     mode: MirrorImageMode,
 ) -> Result<bool> {
     match mode {
-        MirrorImageMode::Journal => {
-            let header = read_header(io, local_image_id).await?;
-            let Some(client) = header.clients.get("") else {
-                return Ok(false);
-            };
-            let data = ClientData::decode_all(&client.data).map_err(|e| {
-                ReplayError::decode(format!("image client of {}", journal_header(local_image_id)), e)
-            })?;
-            Ok(matches!(data.client_meta, ClientMeta::Image(m) if m.resync_requested))
-        }
+        MirrorImageMode::Journal => Ok(local_journal_state(io, local_image_id).await?.0),
         MirrorImageMode::Snapshot => {
             let meta = cls::metadata_list(io, local_image_id).await?;
             Ok(meta.iter().filter(|(k, _)| k.starts_with(IMAGE_META_PREFIX)).any(|(_, v)| {
@@ -241,7 +264,7 @@ pub(crate) async fn resync(
     local_id: &str,
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
-    publish(ctx, status, State::StartingReplay, "resync requested").await;
+    publish(ctx, status, State::Stopped, "resync requested").await;
     deleter::delete_local_image(ctx, local_id, "resync requested").await?;
     Ok(Attempt::RetryAfter(Duration::from_secs(1)))
 }

@@ -440,6 +440,36 @@ impl Image {
         .await
     }
 
+    /// Whether the image is a clone with a parent (not flattened).
+    pub async fn has_parent(&self) -> Result<bool> {
+        self.sync_call(|raw, target| {
+            // With no room for any name, librbd answers -ENOENT without a parent and
+            // -ERANGE with one: nothing is written to the (null, zero-length) buffers.
+            // SAFETY: live image; every buffer pointer is null with a length of 0.
+            let r = unsafe {
+                librbd::rbd_get_parent_info2(
+                    raw,
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut(),
+                    0,
+                )
+            };
+            match -r {
+                libc::ENOENT => Ok(false),
+                0 | libc::ERANGE => Ok(true),
+                errno => {
+                    Err(RadosError::Call { op: "rbd_get_parent_info2", target: target.to_owned(), errno })
+                }
+            }
+        })
+        .await
+    }
+
     /// Stripe unit and stripe count (object size and 1 without fancy striping).
     pub async fn stripe(&self) -> Result<(u64, u64)> {
         self.sync_call(|raw, target| {
