@@ -330,11 +330,17 @@ fn a_lost_journal_header_watch_is_watched_again() {
         std::panic::catch_unwind(|| watchers(false, "", "site-a's OSD dropping the stopped daemon's watch"));
     signal_daemon("-CONT");
     assert!(dropped.is_ok(), "the watch of the stopped daemon {pid} was never dropped");
-    // librados may put the old watch back for a moment when it reconnects, before it reports
-    // the watch lost: the new watch has a new cookie.
-    println!("after: {}", watchers(true, &cookie, "the journal header watched again"));
+    // Watched again: either librados reports the watch lost and the daemon watches anew (a
+    // new cookie, logged), or librados itself re-establishes the same watch when it
+    // reconnects (the same cookie: which one happens depends on timing). Replay goes on.
+    let after = watchers(true, "", "the journal header watched again");
+    println!("after: {after}");
     let log = daemon_log_since(log_before);
-    assert!(log.contains("journal header watched again"), "{log}");
+    if after.contains(&cookie) {
+        println!("librados re-established the same watch ({cookie})");
+    } else {
+        assert!(log.contains("journal header watched again"), "a new watch, not logged: {log}");
+    }
     a.bench(&spec, "rand", "4K", "4M");
     wait_same_content(&a, &b, &spec);
 }
