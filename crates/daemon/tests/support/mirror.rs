@@ -179,12 +179,12 @@ pub fn wait_status(site: &lab::Site, spec: &str, state: &str, description: &str)
 
 /// `rbd mirror image resync` of `spec` on `site`, then waits for the new local image;
 /// returns the old and the new image id.
-pub fn resync(site: &lab::Site, spec: &str) -> (Value, Value) {
+pub fn resync(site: &lab::Site, spec: &str) -> (String, String) {
     let old_id = image_id(site, spec);
     site.rbd(&["mirror", "image", "resync", spec]);
     let new_id = wait_new_image_id(site, spec, &old_id);
     println!("resync: local image {old_id} replaced by {new_id}");
-    (Value::from(old_id), Value::from(new_id))
+    (old_id, new_id)
 }
 
 /// Waits (2 min at most) until the image id of `spec` on `site` is no longer `old`: the

@@ -201,8 +201,12 @@ pub(crate) fn newest_image_tag<'h>(
 /// peer, `"<orphan>"` after a demotion; `None` when the journal has no tag yet.
 pub(crate) async fn local_tag_owner(io: &IoCtx, image_id: &str) -> Result<Option<String>> {
     let object = journal_header(image_id);
-    let header = read_header(io, image_id).await?;
-    let (_, newest) = newest_image_tag(&header, &object)?;
+    newest_tag_owner(&read_header(io, image_id).await?, &object)
+}
+
+/// The owner of the newest image tag of a journal header `object`, when it has one.
+fn newest_tag_owner(header: &JournalHeader, object: &str) -> Result<Option<String>> {
+    let (_, newest) = newest_image_tag(header, object)?;
     newest
         .map(|t| {
             TagData::decode_all(&t.data)
@@ -227,12 +231,7 @@ pub(crate) async fn local_journal_state(io: &IoCtx, local_image_id: &str) -> Res
     let data = ClientData::decode_all(&client.data)
         .map_err(|e| ReplayError::decode(format!("image client of {object}"), e))?;
     let resync = matches!(data.client_meta, ClientMeta::Image(ref m) if m.resync_requested);
-    let (_, newest) = newest_image_tag(&header, &object)?;
-    let owner = newest
-        .map(|t| TagData::decode_all(&t.data).map(|d| d.mirror_uuid))
-        .transpose()
-        .map_err(|e| ReplayError::decode(format!("newest tag of {object}"), e))?;
-    Ok((resync, owner))
+    Ok((resync, newest_tag_owner(&header, &object)?))
 }
 
 /// Whether `rbd mirror image resync` flagged the local image (ceph-formats.md §6.4). Journal
