@@ -10,8 +10,8 @@ use rbd_types::ProtectionStatus;
 
 use crate::error::{ReplayError, Result};
 use rbd_types::cls_rbd::{
-    args, header_object_name, object_map_name, MirrorImage, MirrorImageSiteStatus, SnapshotInfo,
-    RBD_MIRRORING,
+    args, header_object_name, object_map_name, MirrorImage, MirrorImageMap, MirrorImageSiteStatus,
+    SnapshotInfo, RBD_MIRRORING, RBD_MIRROR_LEADER,
 };
 
 /// A cls `rbd` method that returns a map page by page: `(start_after, max_return)` in, at
@@ -117,6 +117,62 @@ pub async fn mirror_image_status_remove_down(io: &IoCtx) -> Result<()> {
         &args::mirror_image_status_remove_down(),
     )
     .await?;
+    Ok(())
+}
+
+/// The daemon instances registered in `io`'s `rbd_mirror_leader` (§5.5); none when it does
+/// not exist yet.
+pub async fn mirror_instances_list(io: &IoCtx) -> Result<Vec<String>> {
+    match io.exec(RBD_MIRROR_LEADER, "rbd", "mirror_instances_list", &[]).await {
+        Ok(reply) => args::mirror_instances_list_reply(&reply)
+            .map_err(|e| ReplayError::decode(format!("instance list of {}", io.pool_name()), e)),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Registers daemon instance `instance_id` in `rbd_mirror_leader`.
+pub async fn mirror_instances_add(io: &IoCtx, instance_id: &str) -> Result<()> {
+    io.exec_write(RBD_MIRROR_LEADER, "rbd", "mirror_instances_add", &args::mirror_instance_id(instance_id))
+        .await?;
+    Ok(())
+}
+
+/// Unregisters daemon instance `instance_id` from `rbd_mirror_leader`.
+pub async fn mirror_instances_remove(io: &IoCtx, instance_id: &str) -> Result<()> {
+    io.exec_write(
+        RBD_MIRROR_LEADER,
+        "rbd",
+        "mirror_instances_remove",
+        &args::mirror_instance_id(instance_id),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The image map in `rbd_mirror_leader`: global image id → the instance that replays it.
+pub async fn mirror_image_map_list(io: &IoCtx) -> Result<BTreeMap<String, MirrorImageMap>> {
+    let method = PagedMethod {
+        name: "mirror_image_map_list",
+        page: 1024,
+        input: args::mirror_image_map_list,
+        reply: args::mirror_image_map_list_reply,
+        missing_is_end: true,
+    };
+    exec_paged(io, RBD_MIRROR_LEADER, method, || format!("image map of {}", io.pool_name())).await
+}
+
+/// Records that `map.instance_id` replays image `global_image_id`.
+pub async fn mirror_image_map_update(io: &IoCtx, global_image_id: &str, map: &MirrorImageMap) -> Result<()> {
+    let arg = args::mirror_image_map_update(global_image_id, map);
+    io.exec_write(RBD_MIRROR_LEADER, "rbd", "mirror_image_map_update", &arg).await?;
+    Ok(())
+}
+
+/// Removes image `global_image_id` from the image map.
+pub async fn mirror_image_map_remove(io: &IoCtx, global_image_id: &str) -> Result<()> {
+    let arg = args::mirror_image_map_remove(global_image_id);
+    io.exec_write(RBD_MIRROR_LEADER, "rbd", "mirror_image_map_remove", &arg).await?;
     Ok(())
 }
 

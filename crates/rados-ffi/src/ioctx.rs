@@ -761,7 +761,13 @@ impl IoCtx {
 
     /// Watches an object: notifications arrive on the returned [`crate::Watch`].
     pub async fn watch(&self, oid: &str) -> Result<crate::Watch> {
-        crate::watch::Watch::start(self.handle.clone(), oid, self.object_target(oid)).await
+        crate::watch::Watch::start(self.handle.clone(), oid, self.object_target(oid), false).await
+    }
+
+    /// Watches an object and leaves each notification's ack to the caller
+    /// ([`crate::Watch::ack`], with a reply payload), as rbd-mirror's instance objects need.
+    pub async fn watch_with_acks(&self, oid: &str) -> Result<crate::Watch> {
+        crate::watch::Watch::start(self.handle.clone(), oid, self.object_target(oid), true).await
     }
 }
 

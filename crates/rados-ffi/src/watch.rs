@@ -20,16 +20,21 @@ struct WatchCtx {
     events: mpsc::UnboundedSender<WatchEvent>,
     io: librados::rados_ioctx_t,
     oid: CString,
+    /// The consumer acks each notification itself ([`Watch::ack`]), with a payload.
+    manual_ack: bool,
 }
 
 /// A registered watch. Events arrive through [`Watch::next`]. Notifications are acknowledged
-/// (with an empty reply) as they arrive, so a notifier never waits on a slow consumer.
+/// (with an empty reply) as they arrive, so a notifier never waits on a slow consumer;
+/// a watch made with [`crate::IoCtx::watch_with_acks`] leaves each ack, with its reply
+/// payload, to the consumer ([`Watch::ack`]).
 ///
 /// Dropping the watch unregisters it on the blocking pool; [`Watch::close`] does the same
 /// and waits for it.
 pub struct Watch {
     events: mpsc::UnboundedReceiver<WatchEvent>,
     cookie: u64,
+    oid: CString,
     ctx: *mut WatchCtx,
     io: Arc<IoCtxHandle>,
     target: String,
@@ -67,9 +72,13 @@ unsafe extern "C" fn on_notify(
         // SAFETY: librados passes `data_len` readable bytes valid during the callback.
         Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), data_len) })
     };
-    // SAFETY: the ioctx outlives the watch (the Watch holds its Arc until after flush); the
-    // ack is queued by librados without blocking.
-    unsafe { librados::rados_notify_ack(ctx.io, ctx.oid.as_ptr(), notify_id, cookie, std::ptr::null(), 0) };
+    if !ctx.manual_ack {
+        // SAFETY: the ioctx outlives the watch (the Watch holds its Arc until after flush);
+        // the ack is queued by librados without blocking.
+        unsafe {
+            librados::rados_notify_ack(ctx.io, ctx.oid.as_ptr(), notify_id, cookie, std::ptr::null(), 0)
+        };
+    }
     let _ = ctx.events.send(WatchEvent::Notify { notify_id, notifier_id, payload });
 }
 
@@ -80,11 +89,22 @@ unsafe extern "C" fn on_error(arg: *mut c_void, _cookie: u64, err: c_int) {
 }
 
 impl Watch {
-    pub(crate) async fn start(io: Arc<IoCtxHandle>, oid: &str, target: String) -> Result<Watch> {
+    pub(crate) async fn start(
+        io: Arc<IoCtxHandle>,
+        oid: &str,
+        target: String,
+        manual_ack: bool,
+    ) -> Result<Watch> {
         let c_oid = cstring("object name", oid)?;
+        let c_oid_kept = c_oid.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         // Held as `SendPtr` across the await below so the future stays `Send`.
-        let ctx = SendPtr(Box::into_raw(Box::new(WatchCtx { events: tx, io: io.raw, oid: c_oid.clone() })));
+        let ctx = SendPtr(Box::into_raw(Box::new(WatchCtx {
+            events: tx,
+            io: io.raw,
+            oid: c_oid.clone(),
+            manual_ack,
+        })));
         let ctx_ptr = SendPtr(ctx.0);
         let io2 = io.clone();
         let t = target.clone();
@@ -107,7 +127,9 @@ impl Watch {
         })
         .await;
         match registered {
-            Ok(cookie) => Ok(Watch { events: rx, cookie, ctx: ctx.0, io, target, closed: false }),
+            Ok(cookie) => {
+                Ok(Watch { events: rx, cookie, oid: c_oid_kept, ctx: ctx.0, io, target, closed: false })
+            }
             Err(e) => {
                 // SAFETY: registration failed, so no callback can reference `ctx`.
                 drop(unsafe { Box::from_raw(ctx.0) });
@@ -129,6 +151,30 @@ impl Watch {
             Err(mpsc::error::TryRecvError::Empty) => std::task::Poll::Pending,
             Err(mpsc::error::TryRecvError::Disconnected) => std::task::Poll::Ready(None),
         }
+    }
+
+    /// The watch handle (cookie): what `ManagedLock` puts in its lock cookies.
+    pub fn handle(&self) -> u64 {
+        self.cookie
+    }
+
+    /// Acknowledges notification `notify_id` with `payload` (for a watch made with
+    /// [`crate::IoCtx::watch_with_acks`]; the notifier sees the payload among its acks).
+    pub fn ack(&self, notify_id: u64, payload: &[u8]) {
+        let len = c_int::try_from(payload.len()).unwrap_or(0);
+        let oid = &self.oid;
+        // SAFETY: live ioctx (Arc held) and cookie; librados copies the payload and queues
+        // the ack without blocking.
+        unsafe {
+            librados::rados_notify_ack(
+                self.io.raw,
+                oid.as_ptr(),
+                notify_id,
+                self.cookie,
+                payload.as_ptr().cast(),
+                len,
+            )
+        };
     }
 
     /// Checks the watch is still registered: `Ok(ms since last confirmed)` or the error that

@@ -44,6 +44,11 @@ type Result<T> = std::result::Result<T, DecodeError>;
 pub const CEPH_NOSNAP: u64 = u64::MAX - 1;
 /// Pool object holding the mirroring metadata.
 pub const RBD_MIRRORING: &str = "rbd_mirroring";
+/// The per-pool (per-namespace) object of the daemons' leader election: leader lock, heartbeat
+/// notifications, and in its omap the instance registry and the image map (§5.5).
+pub const RBD_MIRROR_LEADER: &str = "rbd_mirror_leader";
+/// Prefix of one daemon instance's notification object: `rbd_mirror_instance.<instance id>`.
+pub const RBD_MIRROR_INSTANCE_PREFIX: &str = "rbd_mirror_instance.";
 /// Object map state: object does not exist.
 pub const OBJECT_NONEXISTENT: u8 = 0;
 /// Object map state: object exists.
@@ -259,6 +264,40 @@ impl Encode for MirrorImage {
             e.string(&self.global_image_id);
             e.u8(self.state.to_u8());
             e.u8(self.mode.to_u8());
+        });
+    }
+}
+
+/// `cls::rbd::MirrorImageMap`: which daemon instance replays an image (the value of
+/// `image_map_<global image id>` in `rbd_mirror_leader`'s omap, written by the leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorImageMap {
+    /// The instance id (the daemon's RADOS global id, decimal).
+    pub instance_id: String,
+    /// When the leader mapped it.
+    pub mapped_time: UTime,
+    /// The policy's data for the image: an encoded `PolicyData` (§5.3).
+    pub data: Bytes,
+}
+
+impl Decode for MirrorImageMap {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self> {
+        d.envelope("MirrorImageMap", 1, |d, _| {
+            Ok(MirrorImageMap {
+                instance_id: d.string("instance_id")?,
+                mapped_time: d.utime("mapped_time")?,
+                data: d.bytes("data")?,
+            })
+        })
+    }
+}
+
+impl Encode for MirrorImageMap {
+    fn encode(&self, e: &mut Encoder) {
+        e.envelope(1, 1, |e| {
+            e.string(&self.instance_id);
+            e.utime(self.mapped_time);
+            e.bytes(&self.data);
         });
     }
 }
@@ -540,7 +579,7 @@ impl Encode for SnapshotInfo {
 pub mod args {
     use super::*;
 
-    fn build(f: impl FnOnce(&mut Encoder)) -> Bytes {
+    pub(crate) fn build(f: impl FnOnce(&mut Encoder)) -> Bytes {
         let mut e = Encoder::new();
         f(&mut e);
         e.into_bytes()
@@ -559,6 +598,41 @@ pub mod args {
             e.string(start);
             e.u64(max_return);
         })
+    }
+
+    // ---- rbd_mirror_leader ----------------------------------------------
+
+    /// `mirror_instances_list` reply: `vector<string>` instance ids.
+    pub fn mirror_instances_list_reply(out: &Bytes) -> Result<Vec<String>> {
+        Decoder::new(out).vec("instance_ids", |d| d.string("instance_id"))
+    }
+
+    /// `mirror_instances_add` / `mirror_instances_remove` input: `string instance_id`.
+    pub fn mirror_instance_id(instance_id: &str) -> Bytes {
+        string_arg(instance_id)
+    }
+
+    /// `mirror_image_map_list` input: `string start_after, u64 max_return`.
+    pub fn mirror_image_map_list(start_after: &str, max_return: u64) -> Bytes {
+        start_max(start_after, max_return)
+    }
+
+    /// `mirror_image_map_list` reply: `map<global_image_id, MirrorImageMap>`.
+    pub fn mirror_image_map_list_reply(out: &Bytes) -> Result<BTreeMap<String, MirrorImageMap>> {
+        Decoder::new(out).map("image_map", |d| d.string("global_image_id"), MirrorImageMap::decode)
+    }
+
+    /// `mirror_image_map_update` input: `string global_image_id, MirrorImageMap`.
+    pub fn mirror_image_map_update(global_image_id: &str, map: &MirrorImageMap) -> Bytes {
+        build(|e| {
+            e.string(global_image_id);
+            map.encode(e);
+        })
+    }
+
+    /// `mirror_image_map_remove` input: `string global_image_id`.
+    pub fn mirror_image_map_remove(global_image_id: &str) -> Bytes {
+        string_arg(global_image_id)
     }
 
     // ---- rbd_mirroring --------------------------------------------------
@@ -927,6 +1001,33 @@ mod tests {
         assert_eq!(object_map_name("10ab", Some(CEPH_NOSNAP)), "rbd_object_map.10ab");
         assert_eq!(object_map_name("10ab", Some(0x30)), "rbd_object_map.10ab.0000000000000030");
         assert_eq!(CEPH_NOSNAP, 0xffff_ffff_ffff_fffe);
+    }
+
+    #[test]
+    fn mirror_image_map_bytes() {
+        let map = MirrorImageMap {
+            instance_id: "4123".into(),
+            mapped_time: UTime { sec: 1, nsec: 2 },
+            data: Bytes::from_static(&[1, 1, 4, 0, 0, 0, 0, 0, 0, 0]),
+        };
+        let b = map.to_bytes();
+        // ENCODE_START(1,1) len; string "4123"; utime 1,2; bufferlist of 10 bytes.
+        assert_eq!(hex(&b), "01011e000000040000003431323301000000020000000a00000001010400000000000000");
+        assert_eq!(MirrorImageMap::decode_all(&b).unwrap(), map);
+        let upd = mirror_image_map_update("gid", &map);
+        assert_eq!(&upd[..7], b"\x03\0\0\0gid");
+        let list = build(|e| {
+            e.u32(1);
+            e.string("gid");
+            map.encode(e);
+        });
+        assert_eq!(mirror_image_map_list_reply(&list).unwrap().get("gid"), Some(&map));
+        let ids = build(|e| {
+            e.u32(2);
+            e.string("1");
+            e.string("22");
+        });
+        assert_eq!(mirror_instances_list_reply(&ids).unwrap(), ["1", "22"]);
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //!   pool mirror mode, peer direction, snapshot info, snap context) and the argument and
 //!   reply encodings of every cls `rbd` method the daemon calls; object names
 //!   (`rbd_header.`, `rbd_data.`, `rbd_object_map.`, `rbd_mirroring`) and `CEPH_NOSNAP`.
+//! * [`mirror_notify`]: what rbd-mirror instances notify each other (leader heartbeats and
+//!   lock changes, image acquire/release, sync throttling, their acks) and the image map's
+//!   policy data; [`cls_lock`]: the `ManagedLock` lock librbd and rbd-mirror take.
 //! * [`cls_journal`]: journal metadata (the `journal.<image id>` header omap, clients and
 //!   their commit positions, tags) and the cls `journal` method arguments.
 //! * [`snap_namespace`]: snapshot namespaces (user, group, trash, mirror).
@@ -23,10 +26,12 @@
 #![forbid(unsafe_code)]
 
 pub mod cls_journal;
+pub mod cls_lock;
 pub mod cls_rbd;
 pub mod crc;
 pub mod encoding;
 pub mod features;
+pub mod mirror_notify;
 pub mod object_map;
 pub mod snap_namespace;
 pub mod striping;
