@@ -296,6 +296,10 @@ options! {
     /// Failed acquisitions after missed heartbeats before the lock is broken (stock 3).
     rbd_mirror_leader_max_acquire_attempts_before_break: u64 = 3,
         min None, max None, allowed NONE, runtime false;
+    /// Seconds a client whose lock is broken stays blocklisted (stock 0: the OSDs' default,
+    /// one hour); used when a dead leader's or instance's lock is broken.
+    rbd_blocklist_expire_seconds: u64 = 0,
+        min None, max None, allowed NONE, runtime true;
     /// How images are mapped to instances: `simple` or `none` (stock `simple`).
     rbd_mirror_image_policy_type: String = "simple".to_owned(),
         min None, max None, allowed &["none", "simple"], runtime false;

@@ -42,7 +42,9 @@ pub use error::{ErrorKind, ReplayError, Result};
 pub use local::deleter::{decide, delete_local_image, local_role, Disposition, LocalRole};
 pub use local::image::LocalImage;
 pub use local::is_primary;
-pub use registry::{Deletion, Deletions, ImageHandle, ImageKey, ImageState, PoolState, Registry};
+pub use registry::{
+    Deletion, Deletions, ImageHandle, ImageKey, ImageState, LeaderState, PoolState, Registry,
+};
 pub use replayer::run;
 pub use throttle::Throttle;
 

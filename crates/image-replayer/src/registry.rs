@@ -115,6 +115,19 @@ pub struct PoolState {
     pub error: Option<String>,
     /// The image deleter's queues (`rbd mirror deletion status <pool>`).
     pub deletions: Deletions,
+    /// Who leads the pool's daemon instances (§5.5).
+    pub leader: LeaderState,
+}
+
+/// Who leads a pool's rbd-mirror instances, as this instance sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaderState {
+    /// This instance holds the leader lock.
+    pub leader: bool,
+    /// The leader's instance id, when known.
+    pub leader_instance_id: Option<String>,
+    /// While leading: the live instances (this one included), sorted.
+    pub instances: Vec<String>,
 }
 
 /// What the pool's image deleter has to do.
@@ -193,6 +206,8 @@ struct Inner {
     controls: BTreeMap<ImageKey, Arc<watch::Sender<Control>>>,
     images: BTreeMap<ImageKey, Arc<Mutex<ImageState>>>,
     pools: BTreeMap<PoolKey, PoolState>,
+    /// Per pool replayer: `rbd mirror leader release` requests so far.
+    leader_releases: BTreeMap<PoolKey, Arc<watch::Sender<u64>>>,
     retired: Retired,
 }
 
@@ -310,7 +325,48 @@ impl Registry {
     /// Forgets the pool replayer of `pool` and `peer_site` (its images are removed one by
     /// one as their replayers stop).
     pub fn remove_pool(&self, pool: &str, peer_site: &str) {
-        self.inner.lock().pools.remove(&(pool.to_owned(), peer_site.to_owned()));
+        let key = (pool.to_owned(), peer_site.to_owned());
+        let mut inner = self.inner.lock();
+        inner.pools.remove(&key);
+        inner.leader_releases.remove(&key);
+    }
+
+    /// Sets who leads the pool replayer of `pool` and `peer_site`.
+    pub fn set_pool_leader(&self, pool: &str, peer_site: &str, leader: LeaderState) {
+        let key = (pool.to_owned(), peer_site.to_owned());
+        if let Some(p) = self.inner.lock().pools.get_mut(&key) {
+            p.leader = leader;
+        }
+    }
+
+    /// The `rbd mirror leader release` requests of the pool replayer of `pool` and
+    /// `peer_site` (a new value asks its leader watcher to release the lock).
+    pub fn leader_releases(&self, pool: &str, peer_site: &str) -> watch::Receiver<u64> {
+        let key = (pool.to_owned(), peer_site.to_owned());
+        self.inner
+            .lock()
+            .leader_releases
+            .entry(key)
+            .or_insert_with(|| Arc::new(watch::channel(0).0))
+            .subscribe()
+    }
+
+    /// Asks the leader of every pool replayer that `select` picks (by pool and peer site)
+    /// to release the lock; returns how many were asked.
+    pub fn release_leader(&self, select: impl Fn(&str, &str) -> bool) -> usize {
+        let picked: Vec<Arc<watch::Sender<u64>>> = {
+            let inner = self.inner.lock();
+            inner
+                .pools
+                .iter()
+                .filter(|((pool, peer), p)| p.leader.leader && select(pool, peer))
+                .filter_map(|(k, _)| inner.leader_releases.get(k).cloned())
+                .collect()
+        };
+        for sender in &picked {
+            sender.send_modify(|n| *n += 1);
+        }
+        picked.len()
     }
 
     /// A copy of everything, for readers.

@@ -21,7 +21,11 @@
 
 pub mod discovery;
 mod image_deleter;
+mod image_map;
 mod instance_replayer;
+mod instance_watcher;
+mod leader;
+mod managed_lock;
 mod mirror;
 mod pool_replayer;
 mod pool_watcher;

@@ -38,6 +38,7 @@ pub async fn run(
                     peer_client: peer.client_name.clone(),
                     error: None,
                     deletions: Default::default(),
+                    leader: Default::default(),
                 };
                 registry.add_pool(&pool.name, state);
                 let span = tracing::info_span!("pool", pool = %pool.name, peer = %peer.site_name);

@@ -1,0 +1,222 @@
+//! The image map (stock `ImageMap` with its `simple` policy, ceph-formats.md §5.5): while
+//! this instance leads, which instance replays each image of a pool namespace. The map is
+//! persisted in `rbd_mirror_leader`'s omap (`image_map_<global id>`) *before* an instance is
+//! told to acquire an image, so a new leader (ours or stock) finds every assignment and no
+//! image is replayed twice.
+//!
+//! [`plan`] is the policy, pure: images no longer mirrored are released; images unmapped or
+//! mapped to an instance that is gone go to the least-loaded live instance; and with the
+//! `simple` policy, an instance above its share (`images / instances`, at least 1) gives its
+//! excess to the others once its images' `rbd_mirror_image_policy_migration_throttle` has
+//! passed since they were mapped (what `SimplePolicy::do_shuffle_add_instances` does when
+//! instances join). The `none` policy never moves a mapped image.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+/// The policy (`rbd_mirror_image_policy_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// Balance by image count.
+    Simple,
+    /// Map new images to the least-loaded instance; never move one.
+    None,
+}
+
+impl Policy {
+    pub(crate) fn from_config(name: &str) -> Policy {
+        if name == "none" {
+            Policy::None
+        } else {
+            Policy::Simple
+        }
+    }
+}
+
+/// One image's current assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub(crate) instance_id: String,
+    pub(crate) mapped_time: SystemTime,
+}
+
+/// What the leader does next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// (image, instance): tell the instance to stop it, then unmap it.
+    pub(crate) release: Vec<(String, String)>,
+    /// (image, from, to): release from `from` (if alive), map to `to`, acquire there.
+    pub(crate) moves: Vec<(String, Option<String>, String)>,
+}
+
+/// The next steps for `map`, given the live `instances` and the images that should be
+/// replayed (`wanted`), at time `now`.
+pub(crate) fn plan(
+    map: &BTreeMap<String, Mapping>,
+    instances: &BTreeSet<String>,
+    wanted: &BTreeSet<String>,
+    policy: Policy,
+    migration_throttle: Duration,
+    now: SystemTime,
+) -> Plan {
+    let mut out = Plan::default();
+    if instances.is_empty() {
+        return out;
+    }
+    let mut load: BTreeMap<&str, Vec<&str>> = instances.iter().map(|i| (i.as_str(), Vec::new())).collect();
+    let mut unmapped: Vec<(&str, Option<String>)> = Vec::new();
+    for (image, m) in map {
+        if !wanted.contains(image) {
+            out.release.push((image.clone(), m.instance_id.clone()));
+        } else if let Some(images) = load.get_mut(m.instance_id.as_str()) {
+            images.push(image);
+        } else {
+            unmapped.push((image, None));
+        }
+    }
+    unmapped.extend(wanted.iter().filter(|g| !map.contains_key(*g)).map(|g| (g.as_str(), None)));
+    let least_loaded = |load: &BTreeMap<&str, Vec<&str>>| -> String {
+        load.iter()
+            .min_by_key(|(id, images)| (images.len(), *id))
+            .map(|(id, _)| id.to_string())
+            .unwrap_or_default()
+    };
+    for (image, from) in unmapped {
+        let to = least_loaded(&load);
+        if let Some(images) = load.get_mut(to.as_str()) {
+            images.push(image);
+        }
+        out.moves.push((image.to_owned(), from, to));
+    }
+    if policy == Policy::Simple {
+        let total: usize = load.values().map(Vec::len).sum();
+        let share = (total / instances.len()).max(1);
+        let movable = |image: &str| {
+            map.get(image)
+                .is_none_or(|m| now.duration_since(m.mapped_time).unwrap_or_default() >= migration_throttle)
+        };
+        let over: Vec<(String, Vec<String>)> = load
+            .iter()
+            .filter(|(_, images)| images.len() > share)
+            .map(|(id, images)| {
+                let excess = images.len() - share;
+                let picked =
+                    images.iter().filter(|g| movable(g)).take(excess).map(|g| g.to_string()).collect();
+                (id.to_string(), picked)
+            })
+            .collect();
+        for (from, images) in over {
+            for image in images {
+                let to = least_loaded(&load);
+                let to_len = load.get(to.as_str()).map_or(0, Vec::len);
+                if to_len + 1 >= load.get(from.as_str()).map_or(0, Vec::len) {
+                    break; // moving it would not even the load
+                }
+                if let Some(v) = load.get_mut(from.as_str()) {
+                    v.retain(|g| *g != image);
+                }
+                let moved = image.clone();
+                if let Some(v) = load.get_mut(to.as_str()) {
+                    // `image` must outlive `load`: find the wanted entry it came from.
+                    if let Some(g) = wanted.get(&moved) {
+                        v.push(g.as_str());
+                    }
+                }
+                out.moves.push((moved, Some(from.clone()), to));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn mapped(v: &[(&str, &str)], at: SystemTime) -> BTreeMap<String, Mapping> {
+        v.iter()
+            .map(|(g, i)| (g.to_string(), Mapping { instance_id: i.to_string(), mapped_time: at }))
+            .collect()
+    }
+
+    fn apply(map: &mut BTreeMap<String, Mapping>, p: &Plan, now: SystemTime) {
+        for (g, _) in &p.release {
+            map.remove(g);
+        }
+        for (g, _, to) in &p.moves {
+            map.insert(g.clone(), Mapping { instance_id: to.clone(), mapped_time: now });
+        }
+    }
+
+    #[test]
+    fn new_images_spread_over_instances() {
+        let now = SystemTime::now();
+        let wanted = set(&["a", "b", "c", "d", "e"]);
+        let p = plan(&BTreeMap::new(), &set(&["1", "2"]), &wanted, Policy::Simple, Duration::ZERO, now);
+        assert!(p.release.is_empty());
+        let mut per: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, from, to) in &p.moves {
+            assert!(from.is_none());
+            *per.entry(to.clone()).or_default() += 1;
+        }
+        assert_eq!(per.values().copied().collect::<Vec<_>>(), [3, 2]);
+        let mut map = BTreeMap::new();
+        apply(&mut map, &p, now);
+        // Stable: planning again changes nothing.
+        assert_eq!(
+            plan(&map, &set(&["1", "2"]), &wanted, Policy::Simple, Duration::ZERO, now),
+            Plan::default()
+        );
+    }
+
+    #[test]
+    fn gone_images_are_released_and_dead_instances_lose_theirs() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let map = mapped(&[("a", "1"), ("b", "2"), ("c", "2"), ("x", "1")], t0);
+        let p =
+            plan(&map, &set(&["1"]), &set(&["a", "b", "c"]), Policy::Simple, Duration::from_secs(300), t0);
+        assert_eq!(p.release, [("x".to_string(), "1".to_string())]);
+        let moved: BTreeSet<_> =
+            p.moves.iter().map(|(g, from, to)| (g.as_str(), from.clone(), to.as_str())).collect();
+        assert_eq!(moved, [("b", None, "1"), ("c", None, "1")].into_iter().collect());
+    }
+
+    #[test]
+    fn a_new_instance_takes_its_share_after_the_migration_throttle() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let map = mapped(&[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")], t0);
+        let wanted = set(&["a", "b", "c", "d"]);
+        let two = set(&["1", "2"]);
+        let throttle = Duration::from_secs(300);
+        // Mapped 10 s ago: not yet.
+        assert_eq!(
+            plan(&map, &two, &wanted, Policy::Simple, throttle, t0 + Duration::from_secs(10)),
+            Plan::default()
+        );
+        let later = t0 + Duration::from_secs(301);
+        let p = plan(&map, &two, &wanted, Policy::Simple, throttle, later);
+        assert_eq!(p.moves.len(), 2);
+        assert!(p.moves.iter().all(|(_, from, to)| from.as_deref() == Some("1") && to == "2"));
+        // The none policy never moves.
+        assert_eq!(plan(&map, &two, &wanted, Policy::None, throttle, later), Plan::default());
+        // Three images over two instances: 2 + 1, no ping-pong.
+        let map3 = mapped(&[("a", "1"), ("b", "1"), ("c", "2")], t0);
+        assert_eq!(
+            plan(&map3, &two, &set(&["a", "b", "c"]), Policy::Simple, Duration::ZERO, later),
+            Plan::default()
+        );
+    }
+
+    #[test]
+    fn no_instance_no_plan() {
+        let now = SystemTime::now();
+        assert_eq!(
+            plan(&BTreeMap::new(), &BTreeSet::new(), &set(&["a"]), Policy::Simple, Duration::ZERO, now),
+            Plan::default()
+        );
+    }
+}
