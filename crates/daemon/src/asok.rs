@@ -536,6 +536,20 @@ fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> 
             .filter(|(k, _)| k.namespace.is_empty())
             .map(|(k, s)| ImageReplayerStatus { name: image_spec(k, s), state: replayer_state(s) })
             .collect();
+        // As stock: the default namespace's image replayers at the top, each other
+        // namespace served as `{"name": <ns>, "image_replayers": [...]}`.
+        let mut namespaces: BTreeMap<&str, Vec<ImageReplayerStatus>> =
+            p.deletions.keys().filter(|ns| !ns.is_empty()).map(|ns| (ns.as_str(), Vec::new())).collect();
+        for (k, s) in snapshot.images_of(pool).filter(|(k, _)| !k.namespace.is_empty()) {
+            namespaces
+                .entry(k.namespace.as_str())
+                .or_default()
+                .push(ImageReplayerStatus { name: image_spec(k, s), state: replayer_state(s) });
+        }
+        let namespaces = namespaces
+            .into_iter()
+            .map(|(name, image_replayers)| json!({"name": name, "image_replayers": image_replayers}))
+            .collect();
         out.push(PoolReplayerStatus {
             peer: format!("uuid: {} cluster: {} client: {}", p.peer_uuid, peer, p.peer_client),
             pool: pool.clone(),
@@ -545,7 +559,7 @@ fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> 
             leader: true,
             instances: Vec::new(),
             image_replayers,
-            namespaces: Vec::new(),
+            namespaces,
         });
     }
     out
@@ -565,8 +579,10 @@ fn deletion_status(ctx: &Context, pool: &str) -> DeletionStatus {
     };
     let mut status = DeletionStatus::default();
     for (_, state) in snapshot.pools.iter().filter(|((p, _), _)| p == pool) {
-        status.delete_images_queue.extend(state.deletions.queued.iter().map(|d| item(d, false)));
-        status.failed_deletes_queue.extend(state.deletions.failed.iter().map(|d| item(d, true)));
+        for deletions in state.deletions.values() {
+            status.delete_images_queue.extend(deletions.queued.iter().map(|d| item(d, false)));
+            status.failed_deletes_queue.extend(deletions.failed.iter().map(|d| item(d, true)));
+        }
     }
     status
 }
