@@ -519,7 +519,15 @@ struct PoolReplayerStatus {
     leader: bool,
     instances: Vec<String>,
     image_replayers: Vec<ImageReplayerStatus>,
-    namespaces: Vec<Value>,
+    namespaces: Vec<NamespaceStatus>,
+}
+
+/// One namespace of a pool replayer: its name, then what `NamespaceReplayer::print_status`
+/// prints.
+#[derive(Serialize)]
+struct NamespaceStatus {
+    name: String,
+    image_replayers: Vec<ImageReplayerStatus>,
 }
 
 /// The pool replayers' status as `Mirror::print_status` prints it (only the one named
@@ -548,7 +556,7 @@ fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> 
         }
         let namespaces = namespaces
             .into_iter()
-            .map(|(name, image_replayers)| json!({"name": name, "image_replayers": image_replayers}))
+            .map(|(name, image_replayers)| NamespaceStatus { name: name.to_owned(), image_replayers })
             .collect();
         out.push(PoolReplayerStatus {
             peer: format!("uuid: {} cluster: {} client: {}", p.peer_uuid, peer, p.peer_client),
