@@ -13,8 +13,12 @@
 #                                would: --cluster SITE -c SITE.conf -f --id rbd-mirror.<a|b>,
 #                                cwd = site dir; RBD_MIRROR_LAB_MIRROR_BIN (or
 #                                CEPH_LAB_MIRROR_BIN) = another binary started the same way;
-#                                RBD_MIRROR_LAB_MIRROR_ARGS = more arguments (word-split)
-#        lab.sh mirror-stop [SITE|all]   (default all)
+#                                RBD_MIRROR_LAB_MIRROR_ARGS = more arguments (word-split);
+#                                RBD_MIRROR_LAB_MIRROR_INSTANCE=N (2..9): another instance at
+#                                that site, --id rbd-mirror.<a|b>N (user made on first use),
+#                                metrics on port <prefix>2(87+N)
+#        lab.sh mirror-stop [SITE|all]   (default all; every instance of the site, or only
+#                                RBD_MIRROR_LAB_MIRROR_INSTANCE's)
 #        lab.sh peer-token SITE  print a `rbd mirror pool peer bootstrap create` token of SITE
 #        lab.sh peer-import SITE FILE    import a token into SITE (rx-tx)
 #        lab.sh purge            down, then delete the state directory
@@ -348,16 +352,27 @@ ENV
 
 which_sites() { case ${1:-$2} in all) echo "${SITES[@]}" ;; site-a | site-b) echo "${1:-$2}" ;; *) die "unknown site '${1:-}'" ;; esac; }
 
+mirror_instance() {  # the RBD_MIRROR_LAB_MIRROR_INSTANCE suffix ("" for the site's first)
+  local n=${RBD_MIRROR_LAB_MIRROR_INSTANCE:-}
+  [[ -z $n || $n == 1 ]] && return 0
+  [[ $n =~ ^[2-9]$ ]] || die "RBD_MIRROR_LAB_MIRROR_INSTANCE must be 1..9"
+  echo "$n"
+}
+
 cmd_mirror_start() {
-  local s id asok
+  local s id asok n; n=$(mirror_instance)
   for s in $(which_sites "${1:-}" site-b); do
     [[ -f $(site_dir "$s")/.created ]] || die "$s does not exist; run: $0 up"
-    id=$(site_id "$s"); asok=$(site_dir "$s")/run/client.rbd-mirror.$id.asok
+    id=$(site_id "$s")$n; asok=$(site_dir "$s")/run/client.rbd-mirror.$id.asok
+    if [[ ! -f $(site_dir "$s")/$s.client.rbd-mirror.$id.keyring ]]; then
+      cephc "$s" auth get-or-create "client.rbd-mirror.$id" mon 'profile rbd-mirror' osd 'profile rbd' \
+        -o "$(site_dir "$s")/$s.client.rbd-mirror.$id.keyring"
+    fi
     # ours serves Prometheus metrics on the site's address (the stock one has no endpoint),
     # or on its default (*:9287) with RBD_MIRROR_LAB_METRICS_DEFAULT=1
     if [[ -n ${RBD_MIRROR_LAB_METRICS_DEFAULT:-} ]]; then unset RBD_MIRROR_RS_METRICS_ADDR
     elif [[ -n $MIRROR_BIN ]]; then
-      RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")287"; export RBD_MIRROR_RS_METRICS_ADDR
+      RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")2$((87 + ${n:-0}))"; export RBD_MIRROR_RS_METRICS_ADDR
     fi
     # shellcheck disable=SC2086 # RBD_MIRROR_LAB_MIRROR_ARGS: several arguments
     start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id" ${RBD_MIRROR_LAB_MIRROR_ARGS:-}
@@ -369,8 +384,13 @@ cmd_mirror_start() {
 }
 
 cmd_mirror_stop() {
-  local s
-  for s in $(which_sites "${1:-}" all); do stop_daemon "$s" "rbd-mirror.$(site_id "$s")"; done
+  local s f n; n=$(mirror_instance)
+  for s in $(which_sites "${1:-}" all); do
+    if [[ -n ${RBD_MIRROR_LAB_MIRROR_INSTANCE:-} ]]; then stop_daemon "$s" "rbd-mirror.$(site_id "$s")$n"; continue; fi
+    for f in "$(site_dir "$s")"/run/rbd-mirror."$(site_id "$s")"*.pid; do
+      [[ -e $f ]] && stop_daemon "$s" "$(basename "$f" .pid)"
+    done
+  done
 }
 
 cmd_purge() { cmd_down; rm -rf "$STATE"; log "removed $STATE"; }

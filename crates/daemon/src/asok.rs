@@ -14,8 +14,9 @@
 //! configuration. Each request runs in a task of its own: `flush` replies only once journal
 //! replay has applied and committed what the primary had written.
 //! `rbd mirror deletion status <pool>` prints the pool's image deleter queues;
-//! `rbd mirror leader release` (daemon or pool) is taken and leaves this daemon the leader:
-//! it is every pool's only instance until leader election lands.
+//! `rbd mirror leader release` (daemon or pool) makes the leader watchers of the pools this
+//! instance leads release the lock (another instance takes over; with none, this one takes
+//! it back after `rbd_mirror_leader_heartbeat_interval * max_missed_heartbeats`, as stock).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -447,13 +448,11 @@ fn run(ctx: &Context, prefix: &str, cmd: &serde_json::Map<String, Value>, descs:
         "perf schema" => render(&perf_schema(ctx), compact),
         "rbd mirror status" => render(&Mirror { pool_replayers: pool_replayers(ctx, None) }, compact),
         other if other.starts_with("rbd mirror leader release") => {
-            // One instance per site until leader election lands (issue 16): this daemon is
-            // every pool's leader and, with no other instance to take over, stays it (as a
-            // lone stock instance re-acquires the leader lock it released).
-            tracing::info!(
-                command = other,
-                "leader release asked: no other instance to take over; still the leader"
-            );
+            let which = other["rbd mirror leader release".len()..].trim().to_owned();
+            let released = ctx
+                .registry
+                .release_leader(|pool, peer| which.is_empty() || which == format!("{pool} {peer}"));
+            tracing::info!(command = other, pools = released, "leader release asked");
             String::new()
         }
         other if other.starts_with("rbd mirror deletion status ") => {
@@ -519,7 +518,15 @@ struct PoolReplayerStatus {
     leader: bool,
     instances: Vec<String>,
     image_replayers: Vec<ImageReplayerStatus>,
-    namespaces: Vec<Value>,
+    namespaces: Vec<NamespaceStatus>,
+}
+
+/// One namespace of a pool replayer: its name, then what `NamespaceReplayer::print_status`
+/// prints.
+#[derive(Serialize)]
+struct NamespaceStatus {
+    name: String,
+    image_replayers: Vec<ImageReplayerStatus>,
 }
 
 /// The pool replayers' status as `Mirror::print_status` prints it (only the one named
@@ -536,16 +543,30 @@ fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> 
             .filter(|(k, _)| k.namespace.is_empty())
             .map(|(k, s)| ImageReplayerStatus { name: image_spec(k, s), state: replayer_state(s) })
             .collect();
+        // As stock: the default namespace's image replayers at the top, each other
+        // namespace served as `{"name": <ns>, "image_replayers": [...]}`.
+        let mut namespaces: BTreeMap<&str, Vec<ImageReplayerStatus>> =
+            p.deletions.keys().filter(|ns| !ns.is_empty()).map(|ns| (ns.as_str(), Vec::new())).collect();
+        for (k, s) in snapshot.images_of(pool).filter(|(k, _)| !k.namespace.is_empty()) {
+            namespaces
+                .entry(k.namespace.as_str())
+                .or_default()
+                .push(ImageReplayerStatus { name: image_spec(k, s), state: replayer_state(s) });
+        }
+        let namespaces = namespaces
+            .into_iter()
+            .map(|(name, image_replayers)| NamespaceStatus { name: name.to_owned(), image_replayers })
+            .collect();
         out.push(PoolReplayerStatus {
             peer: format!("uuid: {} cluster: {} client: {}", p.peer_uuid, peer, p.peer_client),
             pool: pool.clone(),
             instance_id: ctx.instance_id.clone(),
             state: if p.error.is_some() { "error" } else { "running" },
-            leader_instance_id: ctx.instance_id.clone(),
-            leader: true,
-            instances: Vec::new(),
+            leader_instance_id: p.leader.leader_instance_id.clone().unwrap_or_default(),
+            leader: p.leader.leader,
+            instances: p.leader.instances.clone(),
             image_replayers,
-            namespaces: Vec::new(),
+            namespaces,
         });
     }
     out
@@ -565,8 +586,10 @@ fn deletion_status(ctx: &Context, pool: &str) -> DeletionStatus {
     };
     let mut status = DeletionStatus::default();
     for (_, state) in snapshot.pools.iter().filter(|((p, _), _)| p == pool) {
-        status.delete_images_queue.extend(state.deletions.queued.iter().map(|d| item(d, false)));
-        status.failed_deletes_queue.extend(state.deletions.failed.iter().map(|d| item(d, true)));
+        for deletions in state.deletions.values() {
+            status.delete_images_queue.extend(deletions.queued.iter().map(|d| item(d, false)));
+            status.failed_deletes_queue.extend(deletions.failed.iter().map(|d| item(d, true)));
+        }
     }
     status
 }

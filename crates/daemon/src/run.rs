@@ -224,7 +224,8 @@ fn refresh_config(config: &ConfigHandle, local: &Rados) {
 }
 
 /// The service-map status the stock daemon publishes (ceph-formats.md §5.8): per pool id,
-/// its name, our instance id, `leader: true` (we are the only instance) and image counts.
+/// its name, our instance id, `leader: true` while this instance leads the pool (absent
+/// otherwise, as stock removes the attribute) and image counts.
 fn service_status_json(registry: &Registry, instance_id: &str) -> String {
     let mut root = serde_json::Map::new();
     let snapshot = registry.snapshot();
@@ -243,7 +244,6 @@ fn service_status_json(registry: &Registry, instance_id: &str) -> String {
         let mut entry = serde_json::json!({
             "name": pool,
             "instance_id": instance_id,
-            "leader": true,
             "image_local_count": images.len(),
             "image_remote_count": images.len(),
             "image_assigned_count": images.len(),
@@ -252,6 +252,9 @@ fn service_status_json(registry: &Registry, instance_id: &str) -> String {
             // health, which has no warning state of ours yet).
             "image_warning_count": 0,
         });
+        if p.leader.leader {
+            entry["leader"] = serde_json::Value::Bool(true);
+        }
         if !callouts.is_empty() {
             entry["callouts"] = serde_json::Value::Object(callouts);
         }
@@ -270,6 +273,18 @@ mod tests {
         let registry = Registry::new();
         registry
             .add_pool("mirror", PoolState { pool_id: 3, peer_site: "site-a".into(), ..Default::default() });
+        let status: serde_json::Value =
+            serde_json::from_str(&service_status_json(&registry, "4242")).expect("JSON");
+        assert!(status["3"].get("leader").is_none(), "not leading: no leader attribute ({status})");
+        registry.set_pool_leader(
+            "mirror",
+            "site-a",
+            image_replayer::LeaderState {
+                leader: true,
+                leader_instance_id: Some("4242".into()),
+                instances: vec!["4242".into()],
+            },
+        );
         registry
             .image(ImageKey::new("mirror", "", "g1"))
             .update(|s| s.state = MirrorImageStatusState::Replaying);

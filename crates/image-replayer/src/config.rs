@@ -274,8 +274,8 @@ options! {
     /// as stock's throttler).
     rbd_mirror_concurrent_image_syncs: u64 = 5,
         min None, max None, allowed NONE, runtime true;
-    /// Interval to refresh the pools and peers (stock 30 s; used by the pool discovery to
-    /// come, issue "several daemons per site").
+    /// Interval to refresh the pools, peers and namespaces (stock 30 s, plus notifications;
+    /// not used: ours looks every `rbd_mirror_rs_pool_refresh_interval`, 1 s).
     rbd_mirror_pool_replayers_refresh_interval: Duration = Duration::from_secs(30),
         min None, max None, allowed NONE, runtime false;
     /// Image deletions in parallel (stock 1, at least 1; ours deletes one at a time).
@@ -367,6 +367,11 @@ options! {
     /// Ours: longest wait between two scans of the peer's mirrored images without a
     /// notification.
     rbd_mirror_rs_pool_rescan_interval: Duration = Duration::from_secs(5),
+        min Some(0.1), max None, allowed NONE, runtime true;
+    /// Ours: how often the mirrored pools, their peers and their namespaces with mirroring
+    /// enabled are read again, so that pool replayers and namespace replayers start and stop
+    /// as they come and go (a few cls calls per pool).
+    rbd_mirror_rs_pool_refresh_interval: Duration = Duration::from_secs(1),
         min Some(0.1), max None, allowed NONE, runtime true;
     /// Ours: how often the primary pool is told we pull from it (`mirror_peer_ping`).
     rbd_mirror_rs_peer_ping_interval: Duration = Duration::from_secs(30),

@@ -113,8 +113,9 @@ pub struct PoolState {
     pub peer_client: String,
     /// A pool-level problem (peer unreachable, ...), if any.
     pub error: Option<String>,
-    /// The image deleter's queues (`rbd mirror deletion status <pool>`).
-    pub deletions: Deletions,
+    /// The image deleters' queues, per RADOS namespace ("" for the default) served
+    /// (`rbd mirror deletion status <pool>`).
+    pub deletions: BTreeMap<String, Deletions>,
     /// Who leads the pool's daemon instances (§5.5).
     pub leader: LeaderState,
 }
@@ -314,11 +315,21 @@ impl Registry {
         }
     }
 
-    /// Sets the image deleter's queues of the pool replayer of `pool` and `peer_site`.
-    pub fn set_pool_deletions(&self, pool: &str, peer_site: &str, deletions: Deletions) {
+    /// Sets the image deleter's queues of namespace `namespace` of the pool replayer of
+    /// `pool` and `peer_site`.
+    pub fn set_pool_deletions(&self, pool: &str, peer_site: &str, namespace: &str, deletions: Deletions) {
         let key = (pool.to_owned(), peer_site.to_owned());
         if let Some(p) = self.inner.lock().pools.get_mut(&key) {
-            p.deletions = deletions;
+            p.deletions.insert(namespace.to_owned(), deletions);
+        }
+    }
+
+    /// Forgets what namespace `namespace` of the pool replayer of `pool` and `peer_site`
+    /// reported (its namespace replayer stopped).
+    pub fn remove_namespace(&self, pool: &str, peer_site: &str, namespace: &str) {
+        let key = (pool.to_owned(), peer_site.to_owned());
+        if let Some(p) = self.inner.lock().pools.get_mut(&key) {
+            p.deletions.remove(namespace);
         }
     }
 

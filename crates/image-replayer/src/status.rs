@@ -4,7 +4,7 @@
 //! status` reads). `up` is computed by the OSD from the watchers of `rbd_mirroring`, which
 //! the pool replayer holds on the same cluster connections.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use rados_ffi::IoCtx;
 use rbd_types::cls_journal::ObjectPosition;
@@ -72,8 +72,7 @@ fn round2(x: f64) -> f64 {
 }
 
 fn now() -> UTime {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    UTime { sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX), nsec: d.subsec_nanos() }
+    UTime::from_system_time(SystemTime::now())
 }
 
 /// Publishes one image's status on both sites and in the state registry.

@@ -21,36 +21,55 @@ pub struct MirroredPool {
     pub receiving_peers: Vec<MirrorPeerSite>,
 }
 
-/// Every mirrored pool of `local` with the peers it receives from. A pool that cannot be
-/// opened or read is logged and left out (the others are still served); pools that are not
-/// RBD pools, or whose mirroring is disabled, are left out silently.
-pub async fn mirrored_pools(local: &Rados) -> Result<Vec<MirroredPool>> {
-    let mut out = Vec::new();
+/// What one look at the pools of the local cluster found.
+#[derive(Debug, Default)]
+pub struct PoolScan {
+    /// The pools with mirroring enabled, with their receiving peers.
+    pub mirrored: Vec<MirroredPool>,
+    /// Pools that exist but could not be opened or read (a transient error, or no access):
+    /// whether they are mirrored is not known.
+    pub unreadable: Vec<(String, rados_ffi::RadosError)>,
+}
+
+/// Every mirrored pool of `local` with the peers it receives from. Pools that are not RBD
+/// pools, or whose mirroring is disabled, are left out; a pool removed while it is looked at
+/// is left out; a pool that cannot be opened or read is listed as unreadable (the others are
+/// still served).
+pub async fn mirrored_pools(local: &Rados) -> Result<PoolScan> {
+    let mut out = PoolScan::default();
     for name in local.pool_list().await? {
         let io = match local.ioctx(&name, "").await {
             Ok(io) => io,
+            Err(e) if e.is_not_found() => continue,
             Err(e) => {
-                tracing::warn!(pool = %name, error = %e, "cannot open pool");
+                out.unreadable.push((name, e));
                 continue;
             }
         };
         let mode = match io.mirror_mode().await {
             Ok(MirrorMode::Disabled) => continue,
             Ok(mode) => mode,
-            Err(e) => {
+            Err(e) if e.is_not_found() => continue,
+            Err(e) if matches!(e.errno(), Some(libc::EPERM | libc::EACCES)) => {
+                // A pool our caps do not cover is not ours to mirror.
                 tracing::debug!(pool = %name, error = %e, "not a mirrored pool");
+                continue;
+            }
+            Err(e) => {
+                out.unreadable.push((name, e));
                 continue;
             }
         };
         let peers = match io.mirror_peer_sites().await {
             Ok(p) => p,
+            Err(e) if e.is_not_found() => continue,
             Err(e) => {
-                tracing::warn!(pool = %name, error = %e, "cannot list the pool's peers");
+                out.unreadable.push((name, e));
                 continue;
             }
         };
         let receiving_peers = peers.into_iter().filter(|p| p.direction.receives()).collect();
-        out.push(MirroredPool { id: io.pool_id(), name, mode, receiving_peers });
+        out.mirrored.push(MirroredPool { id: io.pool_id(), name, mode, receiving_peers });
     }
     Ok(out)
 }

@@ -1,7 +1,7 @@
-//! The pool replayer's image deleter: when the peer stops mirroring an image (its primary
+//! The namespace replayer's image deleter: when the peer stops mirroring an image (its primary
 //! deleted, or its mirroring disabled), the local non-primary copy linked to that peer is
 //! deleted, as the stock daemon's ImageDeleter does (ceph-formats.md §6.4). One task per
-//! pool replayer, fed through a channel, deletes one image at a time (stock
+//! namespace replayer, fed through a channel, deletes one image at a time (stock
 //! `rbd_mirror_concurrent_image_deletions` = 1) so that neither the scan loop nor the other
 //! images wait for it. It first waits for the image's replayer to finish (it holds the local
 //! image open). A failed deletion is retried by the first successful scan that still does
@@ -20,11 +20,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// What the pool replayer tells the deleter.
+/// What the namespace replayer tells the deleter.
 pub(crate) enum Request {
     /// A successful scan does not list `global_id`; `replayer` is its (cancelled) replayer
     /// task when the image was replayed until now, `None` for a local mirrored image the
-    /// peer did not list when the pool replayer started.
+    /// peer did not list when the namespace replayer started.
     Delete {
         /// Global image id.
         global_id: String,
@@ -35,17 +35,19 @@ pub(crate) enum Request {
     Scanned(BTreeSet<String>),
 }
 
-/// Images queued or being deleted (global ids): the pool replayer starts no replayer for them.
+/// Images queued or being deleted (global ids): the namespace replayer starts no replayer for them.
 pub(crate) type Pending = Arc<Mutex<HashSet<String>>>;
 
 /// Where the deleter reports its queues (`rbd mirror deletion status <pool>`).
 pub(crate) struct Report {
     /// The state registry.
     pub(crate) registry: Registry,
-    /// The pool replayer's pool.
+    /// The pool.
     pub(crate) pool: String,
     /// And peer site.
     pub(crate) peer_site: String,
+    /// The namespace replayer's namespace.
+    pub(crate) namespace: String,
 }
 
 impl Report {
@@ -68,11 +70,16 @@ impl Report {
                 retries: f.retries,
             })
             .collect();
-        self.registry.set_pool_deletions(&self.pool, &self.peer_site, Deletions { queued, failed });
+        self.registry.set_pool_deletions(
+            &self.pool,
+            &self.peer_site,
+            &self.namespace,
+            Deletions { queued, failed },
+        );
     }
 }
 
-/// Handles requests until `cancel` fires or the pool replayer drops its sender.
+/// Handles requests until `cancel` fires or the namespace replayer drops its sender.
 pub(crate) async fn run(
     ctx: Arc<PeerContext>,
     mut requests: mpsc::UnboundedReceiver<Request>,

@@ -12,7 +12,18 @@
 //! instances join). The `none` policy never moves a mapped image.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use image_replayer::{cls, ConfigWatch, LeaderState};
+use rados_ffi::IoCtx;
+use rbd_types::cls_rbd::MirrorImageMap;
+use rbd_types::mirror_notify::{InstanceNotify, PolicyData};
+use rbd_types::UTime;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::instance_watcher::{next_request_id, notify_instance};
 
 /// The policy (`rbd_mirror_image_policy_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +138,168 @@ pub(crate) fn plan(
         }
     }
     out
+}
+
+/// How often the leader looks at the map again without a change (a move waiting for its
+/// migration throttle, an instance that did not answer).
+const REVIEW_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Notification attempts (of 5 s each) before an instance counts as not answering.
+const ATTEMPTS: u32 = 6;
+
+/// The leader's side of one namespace's image map: runs while this instance leads (as
+/// `leader` says), from the persisted map; `wanted` carries the images to replay (from the
+/// namespace replayer's pool watcher; `None` until its first scan); each image released
+/// because it is no longer wanted is sent on `released` once unmapped (its local copy may
+/// then be deleted).
+pub(crate) struct Mapper {
+    pub(crate) io: Arc<IoCtx>,
+    pub(crate) my_instance_id: u64,
+    pub(crate) config: ConfigWatch,
+    pub(crate) leader: watch::Receiver<LeaderState>,
+    pub(crate) wanted: watch::Receiver<Option<BTreeSet<String>>>,
+    pub(crate) released: mpsc::UnboundedSender<String>,
+}
+
+impl Mapper {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            // Wait to lead.
+            while !self.leader.borrow_and_update().leader {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = self.leader.changed() => if r.is_err() { return },
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                () = self.lead() => {}
+            }
+        }
+    }
+
+    /// Maps images while leading; returns when leadership ends.
+    async fn lead(&mut self) {
+        let mut map = loop {
+            match cls::mirror_image_map_list(&self.io).await {
+                Ok(m) => break m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the image map; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if !self.leader.borrow().leader {
+                        return;
+                    }
+                }
+            }
+        };
+        let mut map: BTreeMap<String, Mapping> = std::mem::take(&mut map)
+            .into_iter()
+            .map(|(g, m)| {
+                (g, Mapping { instance_id: m.instance_id, mapped_time: m.mapped_time.to_system_time() })
+            })
+            .collect();
+        tracing::info!(images = map.len(), "leading: image map loaded");
+        // A new leader tells every live instance again what it replays (harmless when it
+        // already does; needed when the old leader died between map update and acquire).
+        let mut confirmed = false;
+        loop {
+            let state = self.leader.borrow_and_update().clone();
+            if !state.leader {
+                return;
+            }
+            let instances: BTreeSet<String> = state.instances.iter().cloned().collect();
+            let wanted = self.wanted.borrow_and_update().clone();
+            if let Some(wanted) = wanted {
+                if !confirmed {
+                    for (g, m) in &map {
+                        if instances.contains(&m.instance_id) && wanted.contains(g) {
+                            self.acquire(g, &m.instance_id).await;
+                        }
+                    }
+                    confirmed = true;
+                }
+                let (policy, throttle) = {
+                    let c = self.config.borrow();
+                    (
+                        Policy::from_config(&c.rbd_mirror_image_policy_type),
+                        c.rbd_mirror_image_policy_migration_throttle,
+                    )
+                };
+                let p = plan(&map, &instances, &wanted, policy, throttle, SystemTime::now());
+                self.execute(&mut map, &instances, p).await;
+            }
+            tokio::select! {
+                r = self.leader.changed() => if r.is_err() { return },
+                r = self.wanted.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(REVIEW_INTERVAL) => {}
+            }
+        }
+    }
+
+    async fn execute(&self, map: &mut BTreeMap<String, Mapping>, instances: &BTreeSet<String>, p: Plan) {
+        for (global_id, instance_id) in p.release {
+            if instances.contains(&instance_id) && !self.release(&global_id, &instance_id).await {
+                continue;
+            }
+            if let Err(e) = cls::mirror_image_map_remove(&self.io, &global_id).await {
+                tracing::warn!(%global_id, error = %e, "cannot remove the image from the image map");
+                continue;
+            }
+            map.remove(&global_id);
+            tracing::info!(%global_id, %instance_id, "image no longer mirrored: released and unmapped");
+            let _ = self.released.send(global_id);
+        }
+        for (global_id, from, to) in p.moves {
+            if let Some(from) = from.as_ref().filter(|f| instances.contains(*f)) {
+                if !self.release(&global_id, from).await {
+                    continue;
+                }
+            }
+            let now = SystemTime::now();
+            let entry = MirrorImageMap {
+                instance_id: to.clone(),
+                mapped_time: UTime::from_system_time(now),
+                data: PolicyData::none(),
+            };
+            if let Err(e) = cls::mirror_image_map_update(&self.io, &global_id, &entry).await {
+                tracing::warn!(%global_id, error = %e, "cannot update the image map");
+                continue;
+            }
+            map.insert(global_id.clone(), Mapping { instance_id: to.clone(), mapped_time: now });
+            tracing::info!(%global_id, from = ?from, to = %to, "image mapped");
+            self.acquire(&global_id, &to).await;
+        }
+    }
+
+    async fn acquire(&self, global_id: &str, instance_id: &str) -> bool {
+        let n = InstanceNotify::ImageAcquire {
+            request_id: next_request_id(),
+            global_image_id: global_id.to_owned(),
+        };
+        self.ask(global_id, instance_id, &n).await
+    }
+
+    async fn release(&self, global_id: &str, instance_id: &str) -> bool {
+        let n = InstanceNotify::ImageRelease {
+            request_id: next_request_id(),
+            global_image_id: global_id.to_owned(),
+        };
+        self.ask(global_id, instance_id, &n).await
+    }
+
+    async fn ask(&self, global_id: &str, instance_id: &str, n: &InstanceNotify) -> bool {
+        match notify_instance(&self.io, self.my_instance_id, instance_id, n, ATTEMPTS).await {
+            Ok(0) => true,
+            Ok(r) => {
+                tracing::warn!(%global_id, %instance_id, ret = r, ?n, "instance refused the request");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%global_id, %instance_id, error = %e, "instance did not answer");
+                false
+            }
+        }
+    }
 }
 
 #[cfg(test)]

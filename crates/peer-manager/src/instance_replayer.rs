@@ -1,5 +1,5 @@
 //! The instance replayer (stock `InstanceReplayer`): the image replayer tasks this daemon
-//! runs for one pool and peer, started and stopped by the pool replayer. Each task has a
+//! runs for one namespace of a pool and peer, started and stopped by the namespace replayer. Each task has a
 //! child cancellation token and reports in the state registry; stopping one cancels it
 //! (it commits its position) and hands back its join handle.
 
@@ -9,8 +9,9 @@ use std::sync::Arc;
 use image_replayer::{ImageKey, PeerContext, Registry};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-/// The running image replayers of one pool replayer.
+/// The running image replayers of one namespace replayer.
 #[derive(Debug)]
 pub(crate) struct InstanceReplayer {
     ctx: Arc<PeerContext>,
@@ -20,7 +21,7 @@ pub(crate) struct InstanceReplayer {
 }
 
 impl InstanceReplayer {
-    /// No image replayer yet, for the pool and peer of `ctx`.
+    /// No image replayer yet, for the pool, namespace and peer of `ctx`.
     pub(crate) fn new(ctx: Arc<PeerContext>, registry: Registry) -> Self {
         InstanceReplayer { ctx, registry, images: HashMap::new() }
     }
@@ -34,11 +35,6 @@ impl InstanceReplayer {
         self.images.contains_key(global_id)
     }
 
-    /// The images with a replayer.
-    pub(crate) fn global_ids(&self) -> impl Iterator<Item = &String> {
-        self.images.keys()
-    }
-
     /// How many images have a replayer.
     pub(crate) fn len(&self) -> usize {
         self.images.len()
@@ -49,7 +45,9 @@ impl InstanceReplayer {
     pub(crate) fn start(&mut self, global_id: &str, remote_image_id: String, parent: &CancellationToken) {
         let token = parent.child_token();
         let image = self.registry.image(self.key(global_id));
-        let task = tokio::spawn(image_replayer::run(self.ctx.clone(), remote_image_id, image, token.clone()));
+        // The image's span is a child of the namespace replayer's (pool, peer, namespace).
+        let replayer = image_replayer::run(self.ctx.clone(), remote_image_id, image, token.clone());
+        let task = tokio::spawn(replayer.instrument(tracing::Span::current()));
         self.images.insert(global_id.to_owned(), (token, task));
     }
 
@@ -62,8 +60,8 @@ impl InstanceReplayer {
         Some(task)
     }
 
-    /// Waits for every replayer to stop (their tokens are children of the pool replayer's,
-    /// already cancelled at shutdown).
+    /// Waits for every replayer to stop (their tokens are children of the namespace
+    /// replayer's, already cancelled at shutdown).
     pub(crate) async fn shut_down(self) {
         for (global_id, (_, task)) in self.images {
             let _ = task.await;

@@ -1,26 +1,28 @@
 //! The pool replayer (stock `PoolReplayer`): one pool against one peer. It connects to the
-//! peer (retrying), holds both `rbd_mirroring` watches (which make statuses `up`), pings
-//! the peer pool, and on every change the pool watcher reports starts and stops image
-//! replayers (the instance replayer) and hands the images the peer stopped mirroring to the
-//! image deleter.
+//! peer (retrying) and reads both pools' mirror uuids (their default namespace's, which
+//! every namespace uses, as stock), pings the peer pool, owns the pool's sync slots, and
+//! runs one namespace replayer per namespace with mirroring enabled on this site (the
+//! default one always), started and stopped as namespaces are created, removed, or have
+//! their mirroring enabled or disabled (looked at every `rbd_mirror_rs_pool_refresh_interval`).
+//! It takes part in the pool's leader election (§5.5, [`crate::leader`]) before any
+//! namespace replayer starts; they map images while it leads.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_replayer::cls;
-use image_replayer::{ConfigWatch, PeerContext, Registry, Throttle};
+use image_replayer::{ConfigWatch, LeaderState, Registry, Throttle};
 use rados_ffi::rbd::MirrorPeerSite;
 use rados_ffi::Rados;
-use rbd_types::cls_rbd::RBD_MIRRORING;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::discovery::connect_peer;
-use crate::image_deleter::{self, Request};
-use crate::instance_replayer::InstanceReplayer;
-use crate::pool_watcher::PoolWatcher;
+use crate::leader::LeaderWatcher;
+use crate::namespace_replayer::{mirroring_namespaces, NamespaceReplayer, PoolContext};
+use crate::tasks::Tasks;
 
 /// One pool and one peer it receives from.
 #[derive(Debug)]
@@ -63,115 +65,106 @@ impl PoolReplayer {
         );
         self.registry.set_pool_error(&self.pool, &self.peer.site_name, None);
 
-        // Statuses are `up` while their writer watches `rbd_mirroring`: drop stale ones,
-        // then watch with the same connections that write them.
-        for io in [&peer.local_io, &peer.remote_io] {
-            if let Err(e) = cls::mirror_image_status_remove_down(io).await {
-                tracing::debug!(pool = %io.pool_name(), error = %e, "status_remove_down failed");
+        // Leader election (§5.5): this instance competes for the pool's leader lock on
+        // `rbd_mirror_leader` (default namespace) for as long as it serves the pool; the
+        // namespace replayers follow its state. Stopped after them, so a leader releases
+        // the lock (and says so) only once its images are stopped.
+        let (leader_tx, leader_rx) = watch::channel(LeaderState::default());
+        let leader_cancel = CancellationToken::new();
+        let _leader_guard = leader_cancel.clone().drop_guard();
+        let leader = tokio::spawn(
+            LeaderWatcher {
+                local: self.local.clone(),
+                io: Arc::new(self.local.ioctx(&self.pool, "").await?),
+                config: self.config.clone(),
+                registry: self.registry.clone(),
+                pool: self.pool.clone(),
+                peer_site: self.peer.site_name.clone(),
+                status: leader_tx,
             }
-        }
-        let _local_watch = peer.local_io.watch(RBD_MIRRORING).await?;
+            .run(self.registry.leader_releases(&self.pool, &self.peer.site_name), leader_cancel.clone())
+            .instrument(tracing::Span::current()),
+        );
+
         // The sync slots follow `rbd_mirror_concurrent_image_syncs` while running, as stock.
         let mut config_changes = self.config.clone();
         let syncs = config_changes.borrow_and_update().rbd_mirror_concurrent_image_syncs;
         let syncs = usize::try_from(syncs).unwrap_or(usize::MAX);
-        let ctx = Arc::new(PeerContext {
+        let pool = Arc::new(PoolContext {
             local: self.local.clone(),
             remote: peer.remote,
             pool: self.pool.clone(),
-            namespace: String::new(),
-            local_io: peer.local_io,
-            remote_io: peer.remote_io,
+            peer_site: self.peer.site_name.clone(),
             local_mirror_uuid: peer.local_mirror_uuid,
             remote_mirror_uuid: peer.remote_mirror_uuid,
-            config_watch: self.config.clone(),
+            config: self.config.clone(),
             sync_slots: Arc::new(Throttle::new(syncs)),
+            registry: self.registry.clone(),
+            leader: leader_rx,
         });
-        let mut watcher = PoolWatcher::new(&ctx).await?;
-        let mut images = InstanceReplayer::new(ctx.clone(), self.registry.clone());
-        // Local copies of images the peer stopped mirroring are deleted by their own task.
-        let (deletions, requests) = mpsc::unbounded_channel();
-        let deleting = image_deleter::Pending::default();
-        let deleter = tokio::spawn(
-            image_deleter::run(
-                ctx.clone(),
-                requests,
-                deleting.clone(),
-                image_deleter::Report {
-                    registry: self.registry.clone(),
-                    pool: self.pool.clone(),
-                    peer_site: self.peer.site_name.clone(),
-                },
-                cancel.child_token(),
-            )
-            .instrument(tracing::Span::current()),
-        );
-        let mut swept = false;
+        let mut namespaces: Tasks<String> = Tasks::new();
         let mut last_ping: Option<Instant> = None;
         loop {
-            let config = ctx.config();
+            let config = self.config.borrow().clone();
             if last_ping.is_none_or(|t| t.elapsed() >= config.rbd_mirror_rs_peer_ping_interval) {
                 if let Err(e) =
-                    cls::mirror_peer_ping(&ctx.remote_io, &self.site_name, &ctx.local_mirror_uuid).await
+                    cls::mirror_peer_ping(&peer.remote_io, &self.site_name, &pool.local_mirror_uuid).await
                 {
                     tracing::debug!(error = %e, "mirror_peer_ping failed");
                 }
                 last_ping = Some(Instant::now());
             }
-            match watcher.mirrored_images(&ctx).await {
-                Ok(wanted) => {
-                    // Stop replayers of images no longer mirrored; their local copies go to
-                    // the deleter, which waits for the replayer to finish.
-                    let gone: Vec<String> =
-                        images.global_ids().filter(|g| !wanted.contains_key(*g)).cloned().collect();
-                    for global_id in gone {
-                        let Some(task) = images.stop(&global_id) else { continue };
-                        tracing::info!(%global_id, "image no longer mirrored from the peer: stopping its replayer");
-                        deleting.lock().insert(global_id.clone());
-                        let _ = deletions.send(Request::Delete { global_id, replayer: Some(task) });
-                    }
-                    // Once per connection: local images of this peer whose primary went away
-                    // while no daemon ran (the deleter keeps primary and unlinked ones).
-                    if !swept {
-                        match cls::mirror_image_list(&ctx.local_io).await {
-                            Ok(local) => {
-                                swept = true;
-                                for global_id in local.into_values() {
-                                    if !wanted.contains_key(&global_id)
-                                        && deleting.lock().insert(global_id.clone())
-                                    {
-                                        let _ = deletions.send(Request::Delete { global_id, replayer: None });
-                                    }
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "cannot list the local mirrored images"),
-                        }
-                    }
-                    let _ = deletions.send(Request::Scanned(wanted.keys().cloned().collect::<BTreeSet<_>>()));
-                    for (global_id, remote_id) in wanted {
-                        if images.contains(&global_id) || deleting.lock().contains(&global_id) {
-                            continue;
-                        }
-                        images.start(&global_id, remote_id, cancel);
-                    }
-                    tracing::trace!(images = images.len(), "pool scanned");
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot list the peer's mirrored images"),
+            match mirroring_namespaces(&self.local, &peer.local_io, |ns| namespaces.contains(&ns.to_owned()))
+                .await
+            {
+                Ok(wanted) => self.update_namespace_replayers(&mut namespaces, &wanted, &pool, cancel),
+                Err(e) => tracing::debug!(error = %e, "cannot list the pool's namespaces"),
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = watcher.changed(config.rbd_mirror_rs_pool_rescan_interval) => {}
+                _ = tokio::time::sleep(config.rbd_mirror_rs_pool_refresh_interval) => {}
                 Ok(()) = config_changes.changed() => {
                     let syncs = config_changes.borrow_and_update().rbd_mirror_concurrent_image_syncs;
-                    ctx.sync_slots.resize(usize::try_from(syncs).unwrap_or(usize::MAX));
+                    pool.sync_slots.resize(usize::try_from(syncs).unwrap_or(usize::MAX));
                 }
             }
         }
-        // Shutdown: every replayer commits its position, then returns; the deleter stops
-        // (a deletion in flight is retried by the next run).
-        images.shut_down().await;
-        drop(deletions);
-        let _ = deleter.await;
+        // Shutdown: each namespace replayer stops its image replayers (each commits its
+        // position) and leaves the registry.
+        namespaces.shut_down().await;
+        leader_cancel.cancel();
+        let _ = leader.await;
         Ok(())
+    }
+
+    /// Stops the namespace replayers of namespaces no longer `wanted` and starts those
+    /// missing (a namespace removed and created again waits for its old replayer to end).
+    fn update_namespace_replayers(
+        &self,
+        namespaces: &mut Tasks<String>,
+        wanted: &BTreeSet<String>,
+        pool: &Arc<PoolContext>,
+        cancel: &CancellationToken,
+    ) {
+        let gone: Vec<String> = namespaces.keys().filter(|ns| !wanted.contains(*ns)).cloned().collect();
+        for ns in gone {
+            tracing::info!(namespace = %ns, "namespace removed or its mirroring disabled: stopping its replayer");
+            namespaces.stop(&ns);
+        }
+        for ns in wanted {
+            if namespaces.contains(ns) || namespaces.is_stopping(|k| k == ns) {
+                continue;
+            }
+            // The default namespace logs under the pool's span alone.
+            let span = if ns.is_empty() {
+                tracing::Span::current()
+            } else {
+                tracing::info_span!("namespace", namespace = %ns)
+            };
+            span.in_scope(|| tracing::info!("starting the namespace replayer"));
+            let replayer = NamespaceReplayer { pool: pool.clone(), namespace: ns.clone() };
+            let token = cancel.child_token();
+            namespaces.start(ns.clone(), token.clone(), replayer.run(token).instrument(span));
+        }
     }
 }

@@ -341,6 +341,12 @@ impl UTime {
             + std::time::Duration::new(u64::from(self.sec), 0)
             + std::time::Duration::from_nanos(u64::from(self.nsec))
     }
+
+    /// The `utime_t` of `t` (times before the epoch or after 2106 are clamped).
+    pub fn from_system_time(t: std::time::SystemTime) -> UTime {
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        UTime { sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX), nsec: d.subsec_nanos() }
+    }
 }
 
 /// Builds Ceph encodings into a [`BytesMut`].

@@ -1,5 +1,6 @@
 //! Pool-level mirroring configuration through public librbd: mode, mirror uuid, site name,
-//! peers and their credentials (what `rbd mirror pool info` shows).
+//! peers and their credentials (what `rbd mirror pool info` shows), and the pool's RBD
+//! namespaces (each has a mirroring configuration of its own).
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, CStr};
@@ -59,6 +60,16 @@ fn pool_target(io: &IoCtx) -> String {
 fn split_nul(buf: &[c_char], count: usize) -> Vec<String> {
     let bytes: Vec<u8> = buf.iter().map(|&c| c as u8).collect();
     bytes.split(|&b| b == 0).take(count).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+}
+
+/// The NUL-terminated names at the start of a zero-filled buffer, up to the first empty one
+/// (an unterminated tail is dropped).
+fn packed_names(buf: &[c_char]) -> Vec<String> {
+    let bytes: Vec<u8> = buf.iter().map(|&c| c as u8).collect();
+    let mut parts: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
+    // The piece after the last NUL is not a complete name.
+    parts.pop();
+    parts.into_iter().take_while(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
 }
 
 impl IoCtx {
@@ -154,6 +165,37 @@ impl IoCtx {
         .await
     }
 
+    /// The RBD namespaces of the pool (`rbd namespace ls`), not counting the default one;
+    /// empty for a pool without any (or without RBD). Whatever namespace this I/O context is
+    /// on, librbd lists the pool's.
+    pub async fn rbd_namespaces(&self) -> Result<Vec<String>> {
+        let h = self.handle.clone();
+        let target = pool_target(self);
+        blocking(move || {
+            let mut len: usize = 256;
+            for _ in 0..10 {
+                let mut buf = vec![0 as c_char; len.max(1)];
+                let mut want = buf.len();
+                // SAFETY: live ioctx; `buf` has `want` bytes and librbd writes at most that.
+                let ret = unsafe { librbd::rbd_namespace_list(h.raw, buf.as_mut_ptr(), &mut want) };
+                if ret == -libc::ERANGE {
+                    len = want.max(len * 2);
+                    continue;
+                }
+                crate::error::check(ret, "rbd_namespace_list", || target.clone())?;
+                // NUL-terminated names, then the zeroes the buffer was filled with (a name is
+                // never empty).
+                return Ok(packed_names(&buf));
+            }
+            Err(RadosError::BadReply {
+                op: "rbd_namespace_list",
+                target,
+                detail: "buffer size kept growing".into(),
+            })
+        })
+        .await
+    }
+
     /// The stored attributes of a peer (`mon_host`, `key`): how to reach it.
     pub async fn mirror_peer_attributes(&self, peer_uuid: &str) -> Result<PeerAttributes> {
         let h = self.handle.clone();
@@ -236,5 +278,15 @@ mod tests {
         let buf: Vec<c_char> = b"mon_host\0key\0".iter().map(|&b| b as c_char).collect();
         assert_eq!(split_nul(&buf, 2), vec!["mon_host", "key"]);
         assert_eq!(split_nul(&buf, 1), vec!["mon_host"]);
+    }
+
+    #[test]
+    fn packed_names_stop_at_the_first_empty_one() {
+        let buf: Vec<c_char> = b"ns1\0ns2\0\0\0".iter().map(|&b| b as c_char).collect();
+        assert_eq!(packed_names(&buf), vec!["ns1", "ns2"]);
+        let cut: Vec<c_char> = b"ns1\0ns".iter().map(|&b| b as c_char).collect();
+        assert_eq!(packed_names(&cut), vec!["ns1"]);
+        assert!(packed_names(&[0, 0]).is_empty());
+        assert!(packed_names(&[]).is_empty());
     }
 }
