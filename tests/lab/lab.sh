@@ -375,7 +375,9 @@ cmd_mirror_start() {
       RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")2$((87 + ${n:-0}))"; export RBD_MIRROR_RS_METRICS_ADDR
     fi
     # shellcheck disable=SC2086 # RBD_MIRROR_LAB_MIRROR_ARGS: several arguments
-    start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id" ${RBD_MIRROR_LAB_MIRROR_ARGS:-}
+    local more=()   # another instance: its own log and admin socket (the conf names the first's)
+    [[ -n $n ]] && more=(--log-file "$(site_dir "$s")/log/client.rbd-mirror.$id.log" --admin-socket "$asok")
+    start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id" "${more[@]}" ${RBD_MIRROR_LAB_MIRROR_ARGS:-}
     if [[ -z $MIRROR_BIN ]]; then
       wait_until "$s rbd-mirror admin socket" timeout 10 ceph --admin-daemon "$asok" version
     fi
@@ -388,7 +390,7 @@ cmd_mirror_stop() {
   for s in $(which_sites "${1:-}" all); do
     if [[ -n ${RBD_MIRROR_LAB_MIRROR_INSTANCE:-} ]]; then stop_daemon "$s" "rbd-mirror.$(site_id "$s")$n"; continue; fi
     for f in "$(site_dir "$s")"/run/rbd-mirror."$(site_id "$s")"*.pid; do
-      [[ -e $f ]] && stop_daemon "$s" "$(basename "$f" .pid)"
+      if [[ -e $f ]]; then stop_daemon "$s" "$(basename "$f" .pid)"; fi
     done
   done
 }
