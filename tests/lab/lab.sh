@@ -8,7 +8,8 @@
 # second pool "mirror-c" (tests/lab/README.md says why this topology).
 #
 # usage: lab.sh up               create or restart the sites, pools, peering (idempotent)
-#        lab.sh down             stop every daemon this script started (by its pid files only)
+#        lab.sh down             stop every daemon this script started (by its pid files only),
+#                                at every site of the state directory
 #        lab.sh status           daemons, health, mirroring status of each site
 #        lab.sh env SITE         shell exports for that site (eval "$(lab.sh env site-b)")
 #        lab.sh dir              print the state directory
@@ -361,7 +362,8 @@ cmd_up() {
 
 cmd_down() {
   local s
-  for s in "${SITES[@]}"; do stop_site "$s"; done
+  # every site of the state directory, also a site-c that "up" with the default sites skips
+  for s in site-a site-b site-c; do stop_site "$s"; done
   log "down"
 }
 
@@ -442,5 +444,5 @@ case ${1:-} in
     [[ -n ${2:-} && -f ${3:-} ]] || die "usage: lab.sh peer-import SITE FILE"
     site_ip "$2" >/dev/null && peer_import "$2" "$3" ;;
   purge) cmd_purge ;;
-  *) sed -n '10,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '10,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
