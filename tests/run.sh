@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/run.sh — the whole test suite, from a fresh Debian 12 machine to a verdict:
-# dependencies, formatting, lints, unit and property tests, then the Ceph lab (three sites)
+# dependencies, formatting, lints, unit and property tests, then the two-cluster Ceph lab
 # up, every integration test against it, the deployment artefacts tried for real on it (the
 # Debian package and systemd unit, the monitoring rules and dashboard with a real Prometheus,
 # the container image), and the lab down again (on failure too).
@@ -39,8 +39,7 @@ lab_down() {
   if [[ ${RBD_MIRROR_LAB_KEEP:-0} != 1 ]]; then step "lab down"; tests/lab/lab.sh down || true; fi
 }
 trap lab_down EXIT
-# the third site for crates/daemon/tests/three_sites.rs (tests/lab/README.md)
-RBD_MIRROR_LAB_SITES="site-a site-b site-c" tests/lab/lab.sh up
+tests/lab/lab.sh up
 
 step "integration tests against the lab"
 cargo test --workspace --locked --test '*' -- --show-output
