@@ -3,14 +3,18 @@
 # independent single-host Ceph Pacific (16.2) clusters on loopback addresses, packaged
 # daemons (no vstart.sh, no containers, no systemd), pool "mirror" with image-mode
 # mirroring on both, peered with `rbd mirror pool peer bootstrap` exactly as an operator does.
+# Optionally a third, "site-c" (RBD_MIRROR_LAB_SITES="site-a site-b site-c"): site-a's pool
+# "mirror" also transmits to site-c (one-to-many), and site-b receives from site-c on a
+# second pool "mirror-c" (tests/lab/README.md says why this topology).
 #
-# usage: lab.sh up               create or restart both sites, pool, peering (idempotent)
-#        lab.sh down             stop every daemon this script started (by its pid files only)
+# usage: lab.sh up               create or restart the sites, pools, peering (idempotent)
+#        lab.sh down             stop every daemon this script started (by its pid files only),
+#                                at every site of the state directory
 #        lab.sh status           daemons, health, mirroring status of each site
 #        lab.sh env SITE         shell exports for that site (eval "$(lab.sh env site-b)")
 #        lab.sh dir              print the state directory
 #        lab.sh mirror-start [SITE|all]  start rbd-mirror (default site-b) as the stock unit
-#                                would: --cluster SITE -c SITE.conf -f --id rbd-mirror.<a|b>,
+#                                would: --cluster SITE -c SITE.conf -f --id rbd-mirror.<a|b|c>,
 #                                cwd = site dir; RBD_MIRROR_LAB_MIRROR_BIN (or
 #                                CEPH_LAB_MIRROR_BIN) = another binary started the same way;
 #                                RBD_MIRROR_LAB_MIRROR_ARGS = more arguments (word-split);
@@ -21,24 +25,30 @@
 #                                RBD_MIRROR_LAB_MIRROR_INSTANCE's)
 #        lab.sh peer-token SITE  print a `rbd mirror pool peer bootstrap create` token of SITE
 #        lab.sh peer-import SITE FILE    import a token into SITE (rx-tx)
+#        lab.sh peer-c           peer site-c (done by "up" when it runs all three sites):
+#                                pool mirror site-a <-> site-c through librbd's
+#                                rbd_mirror_peer_site_add (the CLI refuses a second peer),
+#                                pool mirror-c site-c -> site-b with bootstrap (rx-tx)
 #        lab.sh purge            down, then delete the state directory
 #
 # Environment: RBD_MIRROR_LAB_DIR (state, default /tmp/rbd-mirror-rs-lab),
-#   RBD_MIRROR_LAB_INSTANCE=N (0..3: a separate lab on 127.0.N.1/.2, ports +N, state dir
+#   RBD_MIRROR_LAB_INSTANCE=N (0..3: a separate lab on 127.0.N.1/.2/.3, ports +N, state dir
 #   default /tmp/rbd-mirror-rs-labN, so several can run on one machine),
 #   RBD_MIRROR_LAB_OSD_BYTES (sparse bluestore file, default 16G), RBD_MIRROR_LAB_TIMEOUT
 #   (seconds per wait, default 120), RBD_MIRROR_LAB_PROMETHEUS=1 (enable mgr prometheus),
-#   RBD_MIRROR_LAB_SITES (the sites this host runs, default "site-a site-b"; "up" peers them
-#   only when it runs both), RBD_MIRROR_LAB_SITE_A_IP / _SITE_B_IP (a site's address instead
-#   of the loopback one: one site per machine, as vagrant/provision.sh runs the lab).
+#   RBD_MIRROR_LAB_SITES (the sites this host runs, default "site-a site-b", or "site-a site-b
+#   site-c"; "up" peers a pair only when it runs both), RBD_MIRROR_LAB_SITE_A_IP / _SITE_B_IP
+#   / _SITE_C_IP (a site's address instead of the loopback one: one site per machine, as
+#   vagrant/provision.sh runs the lab).
 #
 # Layout: $RBD_MIRROR_LAB_DIR/<site>/{<site>.conf, <site>.client.<id>.keyring, fsid,
 #   mon/ mgr/ osd/ run/ (pid files "pid exe", admin sockets) log/}, and peer-token.
 # Addresses (chosen apart from ../shared's lab so both can run on one machine), instance 0:
 #   site-a 127.0.0.1: mon v2 16300, v1 16789, daemons 16800-16899, prometheus 16283
 #   site-b 127.0.0.2: mon v2 26300, v1 26789, daemons 26800-26899, prometheus 26283
-#   (instance N: 127.0.N.1 / 127.0.N.2, port prefixes 16+N / 26+N); rbd-mirror-rs started
-#   by mirror-start serves /metrics on <site ip>:<prefix>287 (16287 / 26287)
+#   site-c 127.0.0.3: mon v2 36300, v1 36789, daemons 36800-36899, prometheus 36283
+#   (instance N: 127.0.N.1 / .2 / .3, port prefixes 16+N / 26+N / 36+N); rbd-mirror-rs
+#   started by mirror-start serves /metrics on <site ip>:<prefix>287 (16287 / 26287 / 36287)
 #
 # Pitfalls this script handles (learned the hard way, keep them):
 #  * memstore under-counts used bytes on Pacific once images with snapshots are deleted
@@ -50,6 +60,9 @@
 #    must use only the bootstrap mon_host + key, finds no conf: good).
 #  * a daemon is identified by "pid exe" in its pid file: a recycled pid is never signalled.
 #  * every ceph/rbd call is bounded by `timeout`, every wait by RBD_MIRROR_LAB_TIMEOUT.
+#  * Pacific's `rbd mirror pool peer add` and `bootstrap import` refuse a pool's second peer
+#    ("multiple peers are not currently supported"); librbd's peer_site_add does not, but
+#    refuses a tx-only direction: site-a's peer site-c is rx-tx, added through python3-rbd.
 set -euo pipefail
 
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH   # Debian's python for the ceph CLI
@@ -59,6 +72,7 @@ INSTANCE=${RBD_MIRROR_LAB_INSTANCE:-0}
 [[ $INSTANCE =~ ^[0-3]$ ]] || { echo "lab.sh: error: RBD_MIRROR_LAB_INSTANCE must be 0..3" >&2; exit 1; }
 if ((INSTANCE == 0)); then STATE=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab}; else STATE=${RBD_MIRROR_LAB_DIR:-/tmp/rbd-mirror-rs-lab$INSTANCE}; fi
 POOL=mirror
+POOL_C=mirror-c   # site-c -> site-b, only with site-c
 OSD_BYTES=${RBD_MIRROR_LAB_OSD_BYTES:-16G}
 PG_NUM=8
 TIMEOUT=${RBD_MIRROR_LAB_TIMEOUT:-120}
@@ -69,8 +83,8 @@ PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common rbd-mirror jq uuid-runtime)
 die() { echo "lab.sh: error: $*" >&2; exit 1; }
 log() { echo "lab.sh: $*" >&2; }
 
-site_ip()  { case $1 in site-a) echo "${RBD_MIRROR_LAB_SITE_A_IP:-127.0.$INSTANCE.1}" ;; site-b) echo "${RBD_MIRROR_LAB_SITE_B_IP:-127.0.$INSTANCE.2}" ;; *) die "unknown site '$1' (site-a or site-b)" ;; esac; }
-site_port_prefix() { case $1 in site-a) echo $((16 + INSTANCE)) ;; site-b) echo $((26 + INSTANCE)) ;; *) die "unknown site '$1'" ;; esac; }
+site_ip()  { case $1 in site-a) echo "${RBD_MIRROR_LAB_SITE_A_IP:-127.0.$INSTANCE.1}" ;; site-b) echo "${RBD_MIRROR_LAB_SITE_B_IP:-127.0.$INSTANCE.2}" ;; site-c) echo "${RBD_MIRROR_LAB_SITE_C_IP:-127.0.$INSTANCE.3}" ;; *) die "unknown site '$1' (site-a, site-b or site-c)" ;; esac; }
+site_port_prefix() { case $1 in site-a) echo $((16 + INSTANCE)) ;; site-b) echo $((26 + INSTANCE)) ;; site-c) echo $((36 + INSTANCE)) ;; *) die "unknown site '$1'" ;; esac; }
 site_id()  { echo "${1#site-}"; }
 site_dir() { echo "$STATE/$1"; }
 conf()     { echo "$STATE/$1/$1.conf"; }
@@ -269,22 +283,41 @@ start_site() {
   wait_until "$s mgr available" mgr_available "$s"
 }
 
-setup_pool() {
-  local s=$1
-  if ! cephc "$s" osd pool ls | grep -qx "$POOL"; then
-    cephc "$s" osd pool create "$POOL" "$PG_NUM" "$PG_NUM" >/dev/null 2>&1
-    rbdc "$s" pool init "$POOL"
+setup_pool() {  # setup_pool SITE [POOL]
+  local s=$1 pool=${2:-$POOL}
+  if ! cephc "$s" osd pool ls | grep -qx "$pool"; then
+    cephc "$s" osd pool create "$pool" "$PG_NUM" "$PG_NUM" >/dev/null 2>&1
+    rbdc "$s" pool init "$pool"
   fi
   wait_until "$s placement groups active" pgs_active "$s"
-  if [[ $(rbdc "$s" mirror pool info "$POOL" --format json | jq -r .mode) != image ]]; then
-    rbdc "$s" mirror pool enable "$POOL" image --site-name "$s"
+  if [[ $(rbdc "$s" mirror pool info "$pool" --format json | jq -r .mode) != image ]]; then
+    rbdc "$s" mirror pool enable "$pool" image --site-name "$s"
   fi
 }
 
-has_peer() { [[ $(rbdc "$1" mirror pool info "$POOL" --format json | jq '.peers | length') -ge 1 ]]; }
+has_peer() { [[ $(rbdc "$1" mirror pool info "${2:-$POOL}" --format json | jq '.peers | length') -ge 1 ]]; }
+has_peer_site() {  # has_peer_site SITE POOL PEER_SITE
+  rbdc "$1" mirror pool info "$2" --format json | jq -e --arg p "$3" 'any(.peers[]; .site_name == $p)' >/dev/null
+}
 
-peer_token() { rbdc "$1" mirror pool peer bootstrap create --site-name "$1" "$POOL"; }
-peer_import() { rbdc "$1" mirror pool peer bootstrap import --site-name "$1" --direction rx-tx "$POOL" "$2"; }
+peer_token() { rbdc "$1" mirror pool peer bootstrap create --site-name "$1" "${2:-$POOL}"; }
+peer_import() { rbdc "$1" mirror pool peer bootstrap import --site-name "$1" --direction rx-tx "${3:-$POOL}" "$2"; }
+
+# peer_add_api SITE POOL PEER_SITE TOKEN_FILE: adds PEER_SITE as an rx-tx peer of SITE's
+# POOL with librbd's rbd_mirror_peer_site_add (python3-rbd), which, unlike the CLI, accepts
+# a pool's second peer; the token's mon_host and key become the peer's attributes.
+peer_add_api() {
+  timeout "$TIMEOUT" /usr/bin/python3 - "$1" "$(conf "$1")" "$2" "$3" "$4" <<'PY'
+import base64, json, sys
+import rados, rbd
+site, conf, pool, peer, token = sys.argv[1:]
+t = json.loads(base64.b64decode(open(token).read()))
+with rados.Rados(clustername=site, conffile=conf) as cluster, cluster.open_ioctx(pool) as io:
+    uuid = rbd.RBD().mirror_peer_add(io, peer, "client." + t["client_id"],
+                                     rbd.RBD_MIRROR_PEER_DIRECTION_RX_TX)
+    rbd.RBD().mirror_peer_set_attributes(io, uuid, {"mon_host": t["mon_host"], "key": t["key"]})
+PY
+}
 
 peer_sites() {
   has_peer site-a && has_peer site-b && return 0
@@ -292,6 +325,22 @@ peer_sites() {
   peer_token site-a >"$STATE/peer-token"
   peer_import site-b "$STATE/peer-token"
   wait_until "the peer to appear on site-a" has_peer site-a
+}
+
+peer_site_c() {
+  if ! has_peer_site site-a "$POOL" site-c; then
+    log "peering site-a <-> site-c on $POOL (librbd peer_site_add on both: a second peer of site-a)"
+    peer_token site-a >"$STATE/peer-token"
+    peer_token site-c >"$STATE/peer-token-c"
+    peer_add_api site-a "$POOL" site-c "$STATE/peer-token-c"
+  fi
+  has_peer_site site-c "$POOL" site-a || peer_add_api site-c "$POOL" site-a "$STATE/peer-token"
+  if ! has_peer_site site-b "$POOL_C" site-c; then
+    log "peering site-c -> site-b on $POOL_C (bootstrap create on site-c, import rx-tx on site-b)"
+    peer_token site-c "$POOL_C" >"$STATE/peer-token-c-$POOL_C"
+    peer_import site-b "$STATE/peer-token-c-$POOL_C" "$POOL_C"
+    wait_until "the peer to appear on site-c's $POOL_C" has_peer site-c "$POOL_C"
+  fi
 }
 
 # ---- commands ---------------------------------------------------------------------
@@ -306,16 +355,19 @@ cmd_up() {
   done
   for s in "${SITES[@]}"; do
     setup_pool "$s"
+    [[ $s != site-a && " ${SITES[*]} " == *" site-c "* ]] && setup_pool "$s" "$POOL_C"
     [[ ${RBD_MIRROR_LAB_PROMETHEUS:-0} == 1 ]] && cephc "$s" mgr module enable prometheus
   done
   [[ " ${SITES[*]} " == *" site-a "* && " ${SITES[*]} " == *" site-b "* ]] && peer_sites
+  [[ " ${SITES[*]} " == *" site-a "* && " ${SITES[*]} " == *" site-b "* && " ${SITES[*]} " == *" site-c "* ]] && peer_site_c
   for s in "${SITES[@]}"; do log "$s: fsid $(cat "$(site_dir "$s")/fsid"), conf $(conf "$s")"; done
   log "up in $((SECONDS - t0))s"
 }
 
 cmd_down() {
   local s
-  for s in "${SITES[@]}"; do stop_site "$s"; done
+  # every site of the state directory, also a site-c that "up" with the default sites skips
+  for s in site-a site-b site-c; do stop_site "$s"; done
   log "down"
 }
 
@@ -332,13 +384,16 @@ cmd_status() {
     if is_running "$(site_dir "$s")/run/mon.$(site_id "$s").pid"; then
       TIMEOUT=20 cephc "$s" -s 2>&1 | sed 's/^/  /' || rc=1
       TIMEOUT=20 rbdc "$s" mirror pool status "$POOL" 2>&1 | sed 's/^/  /' || rc=1
+      if [[ $s != site-a && -f $(site_dir site-c)/.created ]]; then
+        TIMEOUT=20 rbdc "$s" mirror pool status "$POOL_C" 2>&1 | sed 's/^/  /' || rc=1
+      fi
     else rc=1; fi
   done
   return $rc
 }
 
 cmd_env() {
-  local s=${1:?usage: lab.sh env site-a|site-b} d; site_ip "$s" >/dev/null; d=$(site_dir "$s")
+  local s=${1:?usage: lab.sh env site-a|site-b|site-c} d; site_ip "$s" >/dev/null; d=$(site_dir "$s")
   [[ -f $d/.created ]] || die "$s does not exist; run: $0 up"
   cat <<ENV
 export CEPH_CONF='$(conf "$s")'
@@ -350,7 +405,7 @@ export RBD_MIRROR_LAB_MIRROR_KEYRING='$d/$s.client.rbd-mirror.$(site_id "$s").ke
 ENV
 }
 
-which_sites() { case ${1:-$2} in all) echo "${SITES[@]}" ;; site-a | site-b) echo "${1:-$2}" ;; *) die "unknown site '${1:-}'" ;; esac; }
+which_sites() { case ${1:-$2} in all) echo "${SITES[@]}" ;; site-a | site-b | site-c) echo "${1:-$2}" ;; *) die "unknown site '${1:-}'" ;; esac; }
 
 mirror_instance() {  # the RBD_MIRROR_LAB_MIRROR_INSTANCE suffix ("" for the site's first)
   local n=${RBD_MIRROR_LAB_MIRROR_INSTANCE:-}
@@ -406,9 +461,10 @@ case ${1:-} in
   mirror-start) cmd_mirror_start "${2:-}" ;;
   mirror-stop) cmd_mirror_stop "${2:-}" ;;
   peer-token) site_ip "${2:-}" >/dev/null && peer_token "$2" ;;
+  peer-c) peer_site_c ;;
   peer-import)
     [[ -n ${2:-} && -f ${3:-} ]] || die "usage: lab.sh peer-import SITE FILE"
     site_ip "$2" >/dev/null && peer_import "$2" "$3" ;;
   purge) cmd_purge ;;
-  *) sed -n '6,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '10,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 //! Shared by the integration tests of every crate (included with `#[path]`): finds the
-//! project's two-cluster lab (`tests/lab/lab.sh`) and runs the stock `rbd` CLI against it.
+//! project's lab (`tests/lab/lab.sh`: site-a and site-b, optionally site-c) and runs the
+//! stock `rbd` CLI against it.
 //!
 //! A missing or stopped lab FAILS the test with instructions; nothing here ever skips.
 #![allow(dead_code)]
@@ -20,13 +21,19 @@ pub fn lab_dir() -> PathBuf {
     }
 }
 
-/// The mirrored pool the lab creates on both sites.
+/// The mirrored pool the lab creates on every site.
 pub const POOL: &str = "mirror";
+
+/// The pool site-b receives from site-c in the three-site lab (tests/lab/README.md).
+pub const POOL_C: &str = "mirror-c";
+
+/// The sites the lab may run, in order.
+pub const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
 /// One site of the lab.
 #[derive(Debug, Clone)]
 pub struct Site {
-    /// `site-a` or `site-b`, also the cluster name.
+    /// `site-a`, `site-b` or `site-c`, also the cluster name.
     pub name: &'static str,
     /// Its `ceph.conf`.
     pub conf: PathBuf,
@@ -37,11 +44,29 @@ pub struct Site {
 const HOW_TO_START: &str = "the Ceph lab is not running: start it with `tests/lab/lab.sh up` \
      (needs the Ceph packages: see tests/lab/README.md), or run everything with `tests/run.sh`";
 
-/// A site of the running lab; panics (fails the test) with instructions when it is not up.
+const HOW_TO_START_C: &str = "site-c of the Ceph lab is not running: start the three sites with \
+     `RBD_MIRROR_LAB_SITES=\"site-a site-b site-c\" tests/lab/lab.sh up` (tests/run.sh does)";
+
+/// The sites of the lab whose monitor `lab.sh` started (its pid file exists), unchecked:
+/// for cleanup, which must not fail.
+pub fn started_sites() -> Vec<Site> {
+    SITES
+        .iter()
+        .map(|&name| {
+            let dir = lab_dir().join(name);
+            Site { name, conf: dir.join(format!("{name}.conf")), dir }
+        })
+        .filter(|s| s.dir.join(format!("run/mon.{}.pid", &s.name[5..])).is_file())
+        .collect()
+}
+
+/// A site of the running lab; panics (fails the test) with instructions when it is not up
+/// (site-c runs only in a lab brought up with `RBD_MIRROR_LAB_SITES="site-a site-b site-c"`).
 pub fn site(name: &'static str) -> Site {
     let dir = lab_dir().join(name);
     let conf = dir.join(format!("{name}.conf"));
-    assert!(conf.is_file(), "{HOW_TO_START} ({} does not exist)", conf.display());
+    let how = if name == "site-c" { HOW_TO_START_C } else { HOW_TO_START };
+    assert!(conf.is_file(), "{how} ({} does not exist)", conf.display());
     let out = Command::new("timeout")
         .args(["30", "ceph", "--cluster", name, "-c"])
         .arg(&conf)
@@ -50,7 +75,7 @@ pub fn site(name: &'static str) -> Site {
         .expect("running the ceph CLI");
     assert!(
         out.status.success(),
-        "{HOW_TO_START} (`ceph fsid` on {name} failed: {})",
+        "{how} (`ceph fsid` on {name} failed: {})",
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Site { name, conf, dir }

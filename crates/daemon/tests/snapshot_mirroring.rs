@@ -10,44 +10,11 @@ mod mirror;
 use std::time::Duration;
 
 use mirror::{
-    daemon_log, daemon_log_since, image_id, image_name, image_status, kill_9_daemon, resync, sites,
-    wait_image_status, wait_new_image_id, Daemon, Images, Stock,
+    daemon_log, daemon_log_since, enable_snapshot_mirroring as enable, image_id, image_name, image_status,
+    kill_9_daemon, mirror_snapshot, resync, sites, snapshots, wait_image_status, wait_new_image_id,
+    wait_synced, Daemon, Images, Stock,
 };
 use serde_json::Value;
-
-/// `rbd snap ls --all`, parsed.
-fn snapshots(site: &lab::Site, spec: &str) -> Vec<Value> {
-    site.rbd_json(&["snap", "ls", "--all", spec]).as_array().cloned().unwrap_or_default()
-}
-
-/// Takes a mirror snapshot of `spec` on `site`; returns its snap id.
-fn mirror_snapshot(site: &lab::Site, spec: &str) -> u64 {
-    let out = site.rbd(&["mirror", "image", "snapshot", spec]);
-    out.trim().trim_start_matches("Snapshot ID:").trim().parse().unwrap_or_else(|e| panic!("{out}: {e}"))
-}
-
-/// Waits until `site` holds a complete non-primary snapshot of primary snapshot `snap_id`.
-fn wait_synced(site: &lab::Site, spec: &str, snap_id: u64, timeout: Duration) {
-    lab::wait_for(&format!("{spec}: primary snapshot {snap_id} synced to {}", site.name), timeout, || {
-        let (state, description) = image_status(site, spec).unwrap_or_default();
-        assert!(!state.ends_with("error"), "replay of {spec} failed: {state}: {description}");
-        // Not there yet while the daemon creates it.
-        let listed = site.command_output("rbd", &["snap", "ls", "--all", spec, "--format", "json"])?;
-        let listed: Vec<Value> = serde_json::from_str(&listed).map_err(|e| e.to_string())?;
-        let done = listed.iter().any(|s| {
-            let ns = &s["namespace"];
-            ns["type"] == "mirror"
-                && ns["state"].as_str().is_some_and(|st| st.contains("non-primary") || st == "demoted")
-                && ns["primary_snap_id"].as_u64() == Some(snap_id)
-                && ns["complete"] == true
-        });
-        if done {
-            Ok(())
-        } else {
-            Err(format!("{state}: {description}"))
-        }
-    });
-}
 
 /// `rbd diff --whole-object` of `spec`: the objects that exist (holes are absent).
 fn objects(site: &lab::Site, spec: &str) -> Value {
@@ -67,18 +34,6 @@ fn new_image(a: &lab::Site, prefix: &str, size: &str) -> (String, Images) {
     a.rbd(&["create", "--size", size, &spec]);
     let images = Images(vec![spec.clone()]);
     (spec, images)
-}
-
-/// Enables snapshot mirroring of `spec` on site-a; returns the first primary mirror snapshot
-/// the enable took.
-fn enable(a: &lab::Site, spec: &str) -> u64 {
-    a.rbd(&["mirror", "image", "enable", spec, "snapshot"]);
-    snapshots(a, spec)
-        .iter()
-        .filter(|s| s["namespace"]["type"] == "mirror")
-        .filter_map(|s| s["id"].as_u64())
-        .max()
-        .expect("the enable took a mirror snapshot")
 }
 
 /// Enables mirroring of `spec`, starts our daemon at site-b and waits for the first sync.

@@ -118,8 +118,17 @@ async fn attempt(
         MirrorImageMode::Journal => "bootstrapping, PREPARE_REMOTE_IMAGE",
         MirrorImageMode::Snapshot => "bootstrapping, PREPARE_LOCAL_IMAGE",
     };
-    publish(ctx, status, State::StartingReplay, step).await;
     let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
+    let local_id = crate::cls::mirror_image_get_image_id(&ctx.local_io, global_id).await?;
+    // A pool with several peers: the image is its primary peer's replayer's (and so is its
+    // status), not this one's, whose remote is not primary.
+    if let (false, MirrorImageMode::Snapshot, Some(id)) = (remote_primary, mode, &local_id) {
+        if crate::snapshot::follows_another_peer(ctx, id).await? {
+            tracing::debug!("the local image follows another peer of the pool");
+            return Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval));
+        }
+    }
+    publish(ctx, status, State::StartingReplay, step).await;
     status.image().update(|s| {
         s.name = remote.name.clone();
         s.mode = Some(mode);
@@ -138,7 +147,6 @@ async fn attempt(
             "the primary keeps its data in a separate data pool: not supported yet".into(),
         ));
     }
-    let local_id = crate::cls::mirror_image_get_image_id(&ctx.local_io, global_id).await?;
     if let Some(id) = &local_id {
         if crate::local::is_primary(&ctx.local_io, id).await? {
             publish(ctx, status, State::Stopped, "local image is primary").await;

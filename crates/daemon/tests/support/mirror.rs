@@ -1,6 +1,6 @@
 //! Helpers of the daemon's end-to-end tests (included with `#[path]` next to `lab`): the
-//! mirror daemons of the lab as guards, test image cleanup, `rbd mirror image status` and
-//! the site-b daemon's log.
+//! mirror daemons of the lab as guards (ours at site-b unless told another site), test image
+//! cleanup, `rbd mirror image status` and the site-b daemon's log.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::lab;
 
-/// The tests of one file each start and stop the site-b daemon: one at a time.
+/// The tests of one file each start and stop the sites' daemons: one at a time.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -25,12 +25,18 @@ pub fn image_name(spec: &str) -> &str {
     spec.split('/').nth(1).expect("pool/image")
 }
 
-/// Our daemon at site-b for the life of the guard.
-pub struct Daemon;
+/// Our daemon at a site (site-b unless [`Daemon::start_at`] says another) for the life of
+/// the guard.
+pub struct Daemon(&'static str);
 
 impl Daemon {
     pub fn start() -> Daemon {
         Daemon::start_with(&[])
+    }
+
+    /// Our daemon at `site`, started as the lab starts it.
+    pub fn start_at(site: &'static str) -> Daemon {
+        Daemon::start_at_with_env(site, &[], &[])
     }
 
     /// Started as the lab starts it, with `extra` arguments after the stock ones.
@@ -40,22 +46,26 @@ impl Daemon {
 
     /// Started as the lab starts it, with `extra` arguments and `env` in its environment.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_at_with_env("site-b", extra, env)
+    }
+
+    fn start_at_with_env(site: &'static str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         // Never two daemons for one site: stop a stock one left running.
-        lab::lab_script(&["mirror-stop", "site-b"], &[]);
+        lab::lab_script(&["mirror-stop", site], &[]);
         let extra = extra.join(" ");
         let mut envs = vec![
             ("RBD_MIRROR_LAB_MIRROR_BIN", env!("CARGO_BIN_EXE_rbd-mirror-rs")),
             ("RBD_MIRROR_LAB_MIRROR_ARGS", extra.as_str()),
         ];
         envs.extend_from_slice(env);
-        lab::lab_script(&["mirror-start", "site-b"], &envs);
-        Daemon
+        lab::lab_script(&["mirror-start", site], &envs);
+        Daemon(site)
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        lab::lab_script(&["mirror-stop", "site-b"], &[]);
+        lab::lab_script(&["mirror-stop", self.0], &[]);
     }
 }
 
@@ -95,7 +105,8 @@ impl Drop for Stock {
     }
 }
 
-/// Removes the test images on both sites (kept with `RBD_MIRROR_TEST_KEEP`).
+/// Removes the test images (`pool/image`) on every site of the lab (kept with
+/// `RBD_MIRROR_TEST_KEEP`).
 pub struct Images(pub Vec<String>);
 
 impl Drop for Images {
@@ -103,9 +114,9 @@ impl Drop for Images {
         if std::env::var_os("RBD_MIRROR_TEST_KEEP").is_some() {
             return;
         }
-        let (a, b) = (lab::site("site-a"), lab::site("site-b"));
+        let sites = lab::started_sites();
         for spec in &self.0 {
-            for site in [&a, &b] {
+            for site in &sites {
                 site.rbd_ok(&["mirror", "snapshot", "schedule", "remove", "--image", spec]);
                 site.rbd_ok(&["mirror", "image", "disable", "--force", spec]);
                 // `snap purge` stops at a protected snapshot.
@@ -222,4 +233,50 @@ pub fn daemon_log() -> String {
 /// The site-b daemon's log after its first `from` bytes (a length of [`daemon_log`]).
 pub fn daemon_log_since(from: usize) -> String {
     daemon_log().get(from..).unwrap_or_default().to_owned()
+}
+
+/// `rbd snap ls --all`, parsed.
+pub fn snapshots(site: &lab::Site, spec: &str) -> Vec<Value> {
+    site.rbd_json(&["snap", "ls", "--all", spec]).as_array().cloned().unwrap_or_default()
+}
+
+/// Takes a mirror snapshot of `spec` on `site`; returns its snap id.
+pub fn mirror_snapshot(site: &lab::Site, spec: &str) -> u64 {
+    let out = site.rbd(&["mirror", "image", "snapshot", spec]);
+    out.trim().trim_start_matches("Snapshot ID:").trim().parse().unwrap_or_else(|e| panic!("{out}: {e}"))
+}
+
+/// Waits until `site` holds a complete non-primary snapshot of primary snapshot `snap_id`.
+pub fn wait_synced(site: &lab::Site, spec: &str, snap_id: u64, timeout: Duration) {
+    lab::wait_for(&format!("{spec}: primary snapshot {snap_id} synced to {}", site.name), timeout, || {
+        let (state, description) = image_status(site, spec).unwrap_or_default();
+        assert!(!state.ends_with("error"), "replay of {spec} failed: {state}: {description}");
+        // Not there yet while the daemon creates it.
+        let listed = site.command_output("rbd", &["snap", "ls", "--all", spec, "--format", "json"])?;
+        let listed: Vec<Value> = serde_json::from_str(&listed).map_err(|e| e.to_string())?;
+        let done = listed.iter().any(|s| {
+            let ns = &s["namespace"];
+            ns["type"] == "mirror"
+                && ns["state"].as_str().is_some_and(|st| st.contains("non-primary") || st == "demoted")
+                && ns["primary_snap_id"].as_u64() == Some(snap_id)
+                && ns["complete"] == true
+        });
+        if done {
+            Ok(())
+        } else {
+            Err(format!("{state}: {description}"))
+        }
+    });
+}
+
+/// Enables snapshot mirroring of `spec` on `a` (its primary site); returns the first primary
+/// mirror snapshot the enable took.
+pub fn enable_snapshot_mirroring(a: &lab::Site, spec: &str) -> u64 {
+    a.rbd(&["mirror", "image", "enable", spec, "snapshot"]);
+    snapshots(a, spec)
+        .iter()
+        .filter(|s| s["namespace"]["type"] == "mirror")
+        .filter_map(|s| s["id"].as_u64())
+        .max()
+        .expect("the enable took a mirror snapshot")
 }

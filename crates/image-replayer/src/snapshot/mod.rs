@@ -20,7 +20,7 @@ use rbd_types::{
     features, MirrorSnapshotNamespace, MirrorSnapshotState, ProtectionStatus, SnapshotNamespace,
 };
 use serde_json::json;
-use snapshot_differ::planner::{self, Identity, Snap, SnapKind, Step, Stop, SyncPlan};
+use snapshot_differ::planner::{self, Identity, MirrorStateKind, Snap, SnapKind, Step, Stop, SyncPlan};
 use tokio_util::sync::CancellationToken;
 
 use crate::cls;
@@ -101,6 +101,29 @@ pub(crate) async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) 
         },
     )
     .await
+}
+
+/// Whether local image `local_id`, non-primary, follows another peer of the local pool than
+/// this replayer's: its newest mirror snapshot was synced from a pool whose mirror uuid a
+/// peer record of the local pool carries (a peer's daemon records it there with its
+/// `mirror_peer_ping`). A pool that receives from several peers runs one pool replayer per
+/// peer, as stock (`Mirror::update_pool_replayers`), hence one image replayer per peer for
+/// each image: only the primary's replays the image and reports its status. A mirror uuid no
+/// peer record carries is not another peer's (the planner reports the unknown peer).
+pub(crate) async fn follows_another_peer(ctx: &PeerContext, local_id: &str) -> Result<bool> {
+    let snaps = cls::snapshots(&ctx.local_io, local_id).await?;
+    let newest = snaps.into_iter().rev().find_map(|s| match s.snapshot_namespace {
+        SnapshotNamespace::Mirror(m) => Some(m),
+        _ => None,
+    });
+    let Some(primary) = newest.filter(|m| m.state.is_non_primary()).map(|m| m.primary_mirror_uuid) else {
+        return Ok(false);
+    };
+    if primary.is_empty() || primary == ctx.remote_mirror_uuid {
+        return Ok(false);
+    }
+    let peers = ctx.local_io.mirror_peer_sites().await?;
+    Ok(peers.iter().any(|p| p.mirror_uuid == primary))
 }
 
 /// Our peer uuid in the remote pool (ceph-formats.md §4.5 "Peer identity"): the remote
