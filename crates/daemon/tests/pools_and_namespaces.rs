@@ -254,6 +254,13 @@ fn a_namespace_mirrored_at_runtime_replicates_to_the_same_namespace() {
     a.rbd(&["mirror", "pool", "enable", &ns, "image"]);
     let spec = format!("{ns}/img");
     let _images = mirrored_image(&a, &spec, "1M");
+    // And one in snapshot mode (its mirror snapshots name the peers of the pool's default
+    // namespace, where a pool's peers are recorded).
+    let snap_spec = format!("{ns}/snap");
+    a.rbd(&["create", "--size", "8M", &snap_spec]);
+    let _snap_image = Images(vec![snap_spec.clone()]);
+    a.bench(&snap_spec, "rand", "4K", "512K");
+    a.rbd(&["mirror", "image", "enable", &snap_spec, "snapshot"]);
 
     // Mirroring of the namespace enabled at site-b while the daemon runs.
     b.rbd(&["namespace", "create", &ns]);
@@ -262,6 +269,7 @@ fn a_namespace_mirrored_at_runtime_replicates_to_the_same_namespace() {
     let started = wait_state(&b, &spec, "the namespace's image to replay", enabled, |s| s == "up+replaying");
     println!("namespace mirrored at runtime: {spec} up+replaying {started:?} after `rbd mirror pool enable`");
     wait_replicated(&b, &spec, &a.export_sha256(&spec), Duration::from_secs(60));
+    wait_replicated(&b, &snap_spec, &a.export_sha256(&snap_spec), Duration::from_secs(60));
 
     // Site-a sees our status in its namespace; site-b's copy is in the same namespace.
     let status = a.rbd_json(&["mirror", "image", "status", &spec]);
@@ -280,7 +288,13 @@ fn a_namespace_mirrored_at_runtime_replicates_to_the_same_namespace() {
         .unwrap_or_else(|| panic!("no pool replayer of {}: {status}", lab::POOL));
     let served = pool["namespaces"].as_array().into_iter().flatten().find(|n| n["name"] == namespace);
     let served = served.unwrap_or_else(|| panic!("namespace {namespace} not served: {pool}"));
-    assert_eq!(served["image_replayers"][0]["name"], spec, "{served}");
+    let names: Vec<&str> = served["image_replayers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert!(names.contains(&spec.as_str()) && names.contains(&snap_spec.as_str()), "{served}");
     let image = asok_json(&b, &["rbd", "mirror", "status", &spec]);
     assert_eq!(image["name"], spec, "{image}");
 }
