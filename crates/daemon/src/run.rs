@@ -225,17 +225,31 @@ fn refresh_config(config: &ConfigHandle, local: &Rados) {
 
 /// The service-map status the stock daemon publishes (ceph-formats.md §5.8): per pool id,
 /// its name, our instance id, `leader: true` while this instance leads the pool (absent
-/// otherwise, as stock removes the attribute) and image counts.
+/// otherwise, as stock removes the attribute) and the default namespace's image counts;
+/// each other namespace served, its counts under `namespaces`.
 fn service_status_json(registry: &Registry, instance_id: &str) -> String {
     let mut root = serde_json::Map::new();
     let snapshot = registry.snapshot();
     for ((pool, _peer), p) in &snapshot.pools {
-        let images: Vec<_> = snapshot.images_of(pool).collect();
+        let mut namespaces = serde_json::Map::new();
+        let served = p
+            .deletions
+            .keys()
+            .map(String::as_str)
+            .chain(snapshot.images_of(pool).map(|(k, _)| k.namespace.as_str()));
+        for ns in served.filter(|ns| !ns.is_empty()) {
+            if !namespaces.contains_key(ns) {
+                let images: Vec<_> = snapshot.images_of(pool).filter(|(k, _)| k.namespace == ns).collect();
+                namespaces.insert(ns.to_owned(), image_counts(&images));
+            }
+        }
+        let images: Vec<_> = snapshot.images_of(pool).filter(|(k, _)| k.namespace.is_empty()).collect();
         let mut callouts = serde_json::Map::new();
         if let Some(e) = &p.error {
             callouts.insert("0".into(), serde_json::json!({"level": "error", "text": e}));
         }
-        let errors = images.iter().filter(|(_, i)| i.state == MirrorImageStatusState::Error).count();
+        let errors =
+            snapshot.images_of(pool).filter(|(_, i)| i.state == MirrorImageStatusState::Error).count();
         if errors > 0 {
             let text = format!("{errors} image(s) in error");
             callouts
@@ -244,23 +258,38 @@ fn service_status_json(registry: &Registry, instance_id: &str) -> String {
         let mut entry = serde_json::json!({
             "name": pool,
             "instance_id": instance_id,
-            "image_local_count": images.len(),
-            "image_remote_count": images.len(),
-            "image_assigned_count": images.len(),
-            "image_error_count": errors,
-            // No image-level warnings are raised (stock's come from an image replayer's
-            // health, which has no warning state of ours yet).
-            "image_warning_count": 0,
         });
+        if let (Some(entry), serde_json::Value::Object(counts)) =
+            (entry.as_object_mut(), image_counts(&images))
+        {
+            entry.extend(counts);
+        }
         if p.leader.leader {
             entry["leader"] = serde_json::Value::Bool(true);
         }
         if !callouts.is_empty() {
             entry["callouts"] = serde_json::Value::Object(callouts);
         }
+        if !namespaces.is_empty() {
+            entry["namespaces"] = serde_json::Value::Object(namespaces);
+        }
         root.insert(p.pool_id.to_string(), entry);
     }
     serde_json::Value::Object(root).to_string()
+}
+
+/// The image counts stock's service-map status has per pool and per namespace.
+fn image_counts(images: &[&(image_replayer::ImageKey, image_replayer::ImageState)]) -> serde_json::Value {
+    let errors = images.iter().filter(|(_, i)| i.state == MirrorImageStatusState::Error).count();
+    serde_json::json!({
+        "image_local_count": images.len(),
+        "image_remote_count": images.len(),
+        "image_assigned_count": images.len(),
+        "image_error_count": errors,
+        // No image-level warnings are raised (stock's come from an image replayer's
+        // health, which has no warning state of ours yet).
+        "image_warning_count": 0,
+    })
 }
 
 #[cfg(test)]
@@ -299,6 +328,28 @@ mod tests {
         assert_eq!(pool["image_assigned_count"], 2);
         assert_eq!(pool["image_error_count"], 1);
         assert_eq!(pool["image_warning_count"], 0);
+        assert_eq!(pool["callouts"]["0"]["level"], "warning", "{status}");
+        assert!(pool.get("namespaces").is_none(), "{status}");
+    }
+
+    #[test]
+    fn service_status_counts_each_namespace_apart() {
+        let registry = Registry::new();
+        registry
+            .add_pool("mirror", PoolState { pool_id: 3, peer_site: "site-a".into(), ..Default::default() });
+        registry.image(ImageKey::new("mirror", "", "g1"));
+        registry
+            .image(ImageKey::new("mirror", "ns1", "g2"))
+            .update(|s| s.state = MirrorImageStatusState::Error);
+        registry.image(ImageKey::new("mirror", "ns1", "g3"));
+        let status: serde_json::Value =
+            serde_json::from_str(&service_status_json(&registry, "4242")).expect("JSON");
+        let pool = &status["3"];
+        assert_eq!(pool["image_local_count"], 1, "{status}");
+        assert_eq!(pool["image_error_count"], 0, "{status}");
+        assert_eq!(pool["namespaces"]["ns1"]["image_local_count"], 2, "{status}");
+        assert_eq!(pool["namespaces"]["ns1"]["image_error_count"], 1, "{status}");
+        // The pool's callout counts every namespace's images in error.
         assert_eq!(pool["callouts"]["0"]["level"], "warning", "{status}");
     }
 }

@@ -87,4 +87,30 @@ impl PeerContext {
     pub fn config(&self) -> Arc<MirrorConfig> {
         self.config_watch.borrow().clone()
     }
+
+    /// The peer sites of the remote pool.
+    pub async fn remote_peer_sites(&self) -> rados_ffi::Result<Vec<rados_ffi::rbd::MirrorPeerSite>> {
+        peer_sites(&self.remote, &self.remote_io, &self.pool, &self.namespace).await
+    }
+
+    /// The peer sites of the local pool.
+    pub async fn local_peer_sites(&self) -> rados_ffi::Result<Vec<rados_ffi::rbd::MirrorPeerSite>> {
+        peer_sites(&self.local, &self.local_io, &self.pool, &self.namespace).await
+    }
+}
+
+/// A pool's peers are recorded in its default namespace's `rbd_mirroring` only (a
+/// namespace's has none; librbd reads them there for an image of any namespace, e.g. for
+/// a mirror snapshot's peer uuids).
+async fn peer_sites(
+    cluster: &Rados,
+    io: &IoCtx,
+    pool: &str,
+    namespace: &str,
+) -> rados_ffi::Result<Vec<rados_ffi::rbd::MirrorPeerSite>> {
+    if namespace.is_empty() {
+        io.mirror_peer_sites().await
+    } else {
+        cluster.ioctx(pool, "").await?.mirror_peer_sites().await
+    }
 }

@@ -129,7 +129,7 @@ pub(crate) async fn follows_another_peer(ctx: &PeerContext, local_id: &str) -> R
 /// Our peer uuid in the remote pool (ceph-formats.md §4.5 "Peer identity"): the remote
 /// peer record whose mirror uuid is the local pool's, else the one named after our site.
 pub async fn remote_peer_uuid(ctx: &PeerContext) -> Result<String> {
-    let peers = ctx.remote_io.mirror_peer_sites().await?;
+    let peers = ctx.remote_peer_sites().await?;
     if let Some(p) = peers.iter().find(|p| p.mirror_uuid == ctx.local_mirror_uuid) {
         return Ok(p.uuid.clone());
     }
@@ -557,7 +557,7 @@ impl SnapshotReplayer<'_> {
                 // (librbd `CreateNonPrimaryRequest`).
                 let mut peers = BTreeSet::new();
                 if plan.end_demoted {
-                    for p in ctx.local_io.mirror_peer_sites().await? {
+                    for p in ctx.local_peer_sites().await? {
                         if p.direction != rbd_types::MirrorPeerDirection::Rx {
                             peers.insert(p.uuid);
                         }
