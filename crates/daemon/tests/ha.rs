@@ -233,7 +233,28 @@ fn two_of_our_instances_share_the_images_and_survive_a_killed_leader() {
         }
     });
 
-    let leader = if pool_replayer(1).expect("status")["leader"] == true { 1 } else { 2 };
+    // `rbd mirror leader release` on the leader's admin socket: the other instance leads,
+    // every image still replayed exactly once.
+    let first_leader = if pool_replayer(1).expect("status")["leader"] == true { 1 } else { 2 };
+    let asok = lab::lab_dir()
+        .join(format!("site-b/run/client.rbd-mirror.b{}.asok", if first_leader == 1 { "" } else { "2" }));
+    let released = Instant::now();
+    let out = std::process::Command::new("ceph")
+        .arg("--admin-daemon")
+        .arg(&asok)
+        .args(["rbd", "mirror", "leader", "release"])
+        .output()
+        .expect("ceph --admin-daemon");
+    assert!(out.status.success(), "leader release: {}", String::from_utf8_lossy(&out.stderr));
+    let leader = 3 - first_leader;
+    lab::wait_for("the other instance to lead", Duration::from_secs(60), || {
+        match pool_replayer(leader)?["leader"] == true {
+            true => Ok(()),
+            false => Err("not yet".into()),
+        }
+    });
+    println!("leader release: instance {leader} leads {:.1?} later", released.elapsed());
+    assert_each_replayed_once(&all);
     let survivor = 3 - leader;
     let killed = Instant::now();
     kill_9(leader);
