@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::stream::{self, StreamExt};
 use image_replayer::{cls, ConfigWatch, LeaderState};
 use rados_ffi::IoCtx;
 use rbd_types::cls_rbd::MirrorImageMap;
@@ -147,6 +148,10 @@ const REVIEW_INTERVAL: Duration = Duration::from_secs(5);
 /// Notification attempts (of 5 s each) before an instance counts as not answering.
 const ATTEMPTS: u32 = 6;
 
+/// Images handled at once (each a few RADOS round trips; an instance that does not answer
+/// holds only its own images back).
+const PARALLEL: usize = 32;
+
 /// The leader's side of one namespace's image map: runs while this instance leads (as
 /// `leader` says), from the persisted map; `wanted` carries the images to replay (from the
 /// namespace replayer's pool watcher; `None` until its first scan); each image released
@@ -211,11 +216,14 @@ impl Mapper {
             let wanted = self.wanted.borrow_and_update().clone();
             if let Some(wanted) = wanted {
                 if !confirmed {
-                    for (g, m) in &map {
-                        if instances.contains(&m.instance_id) && wanted.contains(g) {
-                            self.acquire(g, &m.instance_id).await;
-                        }
-                    }
+                    let this = &*self;
+                    let confirm =
+                        map.iter().filter(|(g, m)| instances.contains(&m.instance_id) && wanted.contains(*g));
+                    stream::iter(confirm)
+                        .for_each_concurrent(PARALLEL, |(g, m)| async move {
+                            this.acquire(g, &m.instance_id).await;
+                        })
+                        .await;
                     confirmed = true;
                 }
                 let (policy, throttle) = {
@@ -237,38 +245,55 @@ impl Mapper {
     }
 
     async fn execute(&self, map: &mut BTreeMap<String, Mapping>, instances: &BTreeSet<String>, p: Plan) {
-        for (global_id, instance_id) in p.release {
-            if instances.contains(&instance_id) && !self.release(&global_id, &instance_id).await {
-                continue;
-            }
-            if let Err(e) = cls::mirror_image_map_remove(&self.io, &global_id).await {
-                tracing::warn!(%global_id, error = %e, "cannot remove the image from the image map");
-                continue;
-            }
+        let released: Vec<String> = stream::iter(p.release)
+            .map(|(global_id, instance_id)| async move {
+                if instances.contains(&instance_id) && !self.release(&global_id, &instance_id).await {
+                    return None;
+                }
+                if let Err(e) = cls::mirror_image_map_remove(&self.io, &global_id).await {
+                    tracing::warn!(%global_id, error = %e, "cannot remove the image from the image map");
+                    return None;
+                }
+                tracing::info!(%global_id, %instance_id, "image no longer mirrored: released and unmapped");
+                Some(global_id)
+            })
+            .buffer_unordered(PARALLEL)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        for global_id in released {
             map.remove(&global_id);
-            tracing::info!(%global_id, %instance_id, "image no longer mirrored: released and unmapped");
             let _ = self.released.send(global_id);
         }
-        for (global_id, from, to) in p.moves {
-            if let Some(from) = from.as_ref().filter(|f| instances.contains(*f)) {
-                if !self.release(&global_id, from).await {
-                    continue;
+        let mapped: Vec<(String, Mapping)> = stream::iter(p.moves)
+            .map(|(global_id, from, to)| async move {
+                if let Some(from) = from.as_ref().filter(|f| instances.contains(*f)) {
+                    if !self.release(&global_id, from).await {
+                        return None;
+                    }
                 }
-            }
-            let now = SystemTime::now();
-            let entry = MirrorImageMap {
-                instance_id: to.clone(),
-                mapped_time: UTime::from_system_time(now),
-                data: PolicyData::none(),
-            };
-            if let Err(e) = cls::mirror_image_map_update(&self.io, &global_id, &entry).await {
-                tracing::warn!(%global_id, error = %e, "cannot update the image map");
-                continue;
-            }
-            map.insert(global_id.clone(), Mapping { instance_id: to.clone(), mapped_time: now });
-            tracing::info!(%global_id, from = ?from, to = %to, "image mapped");
-            self.acquire(&global_id, &to).await;
-        }
+                let now = SystemTime::now();
+                let entry = MirrorImageMap {
+                    instance_id: to.clone(),
+                    mapped_time: UTime::from_system_time(now),
+                    data: PolicyData::none(),
+                };
+                if let Err(e) = cls::mirror_image_map_update(&self.io, &global_id, &entry).await {
+                    tracing::warn!(%global_id, error = %e, "cannot update the image map");
+                    return None;
+                }
+                tracing::info!(%global_id, from = ?from, to = %to, "image mapped");
+                // Mapped even when the instance does not answer: the acquire is sent again
+                // by the next leader, and the instance is removed (its images remapped) if
+                // it is gone.
+                self.acquire(&global_id, &to).await;
+                Some((global_id, Mapping { instance_id: to, mapped_time: now }))
+            })
+            .buffer_unordered(PARALLEL)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        map.extend(mapped);
     }
 
     async fn acquire(&self, global_id: &str, instance_id: &str) -> bool {

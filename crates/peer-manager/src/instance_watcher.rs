@@ -172,15 +172,37 @@ impl InstanceWatcher {
                         }
                     }
                     Some(WatchEvent::Error { errno }) => {
-                        // librados re-establishes the watch; a notification may have been
-                        // missed, and the leader resends what was not acked.
+                        // librados may re-establish the watch itself; if it did not, watch
+                        // again (and take the instance lock with the new watch's cookie). A
+                        // notification missed meanwhile is resent by the leader.
                         tracing::warn!(errno, "instance watch error");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        if self.watch.check().is_err() {
+                            if let Err(e) = self.rewatch().await {
+                                tracing::error!(error = %e, "cannot watch the instance object again; retrying");
+                            }
+                        }
                     }
                     None => break,
                 },
             }
         }
         self.unregister().await;
+    }
+
+    /// Watches the instance object again and moves the instance lock to the new watch.
+    async fn rewatch(&mut self) -> rados_ffi::Result<()> {
+        let oid = format!("{RBD_MIRROR_INSTANCE_PREFIX}{}", self.local.instance_id());
+        let old = self.watch.handle();
+        let watch = self.io.watch_with_acks(&oid).await?;
+        let _ = self.lock.release(old).await;
+        if !self.lock.try_acquire(watch.handle()).await? {
+            tracing::warn!(%oid, "the instance lock is held by another client");
+        }
+        let old = std::mem::replace(&mut self.watch, watch);
+        let _ = old.close().await;
+        tracing::info!(%oid, "watching the instance object again");
+        Ok(())
     }
 
     /// Releases the instance lock, unwatches, removes the instance object and registration

@@ -10,11 +10,17 @@
 //!   mirroring is enabled or disabled, pools created or removed, peers added or removed;
 //! * `pool_replayer`: one pool against one peer: connection, both mirror uuids, the peer
 //!   ping, the sync slots, and one namespace replayer per namespace with mirroring enabled
-//!   (the default one included), started and stopped as namespaces come and go; the place
-//!   of the leader lock to come;
+//!   (the default one included), started and stopped as namespaces come and go; it takes
+//!   part in the pool's leader election before they start;
+//! * `leader` (stock `LeaderWatcher` + `Instances`, §5.5): the `rbd_mirror_leader` lock
+//!   (`managed_lock`: librbd's `ManagedLock`), heartbeats, breaking a silent leader's lock,
+//!   and, while leading, the live instances;
 //! * `namespace_replayer`: one namespace (`pool/ns` to `pool/ns` on the peer):
-//!   `rbd_mirroring` watches on both sites (which make statuses `up`), the pool watcher, the
-//!   instance replayer, the image deleter and the start-up sweep;
+//!   `rbd_mirroring` watches on both sites (which make statuses `up`), this daemon registered
+//!   as an instance (`instance_watcher`: the leader's acquire / release / peer-image-removed
+//!   requests, acked when done), the instance replayer, the image deleter; while this
+//!   instance leads, the pool watcher, the image map (`image_map`: the `simple` policy, the
+//!   persisted map, requests to instances) and the sweep;
 //! * `pool_watcher`: the peer's mirrored images of a namespace, rescanned on notification or
 //!   every 5 s;
 //! * `instance_replayer`: the image replayer tasks, started and stopped;
@@ -22,10 +28,7 @@
 //!   (§6.4);
 //! * `tasks`: the keyed task sets of `mirror` and `pool_replayer`.
 //!
-//! Not yet here, and where they go: the leader / instances / image-map protocol (§5.5) as
-//! `leader`, `instances` and `image_map` modules beside `pool_replayer` (today this daemon
-//! acts as the only instance of its site); the leader lock is taken in `pool_replayer`,
-//! the image map consulted where `namespace_replayer` starts an image replayer.
+//! Stock and our instances run the same protocol, so any mix of them shares a site.
 #![forbid(unsafe_code)]
 
 pub mod discovery;
