@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use dr_ops::{FailoverOptions, FailoverReport, LagOptions, LagReport, Level, Outcome};
 use rados_ffi::Rados;
+use rbd_types::encoding::UTime;
 
 use crate::cli::{Args, FailoverArgs, Format, LagArgs};
 
@@ -68,8 +69,8 @@ fn render_lag(r: &LagReport) -> String {
     }
     for i in &r.images {
         let last = i.last_sync.map(|t| {
-            let secs = Duration::from_secs_f64(t.max(0.0)).as_secs();
-            format_utc(secs)
+            let sec = u32::try_from(Duration::from_secs_f64(t.max(0.0)).as_secs()).unwrap_or(u32::MAX);
+            UTime { sec, nsec: 0 }.utc_string()
         });
         let _ = writeln!(
             s,
@@ -88,22 +89,6 @@ fn render_lag(r: &LagReport) -> String {
         }
     }
     s
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix time `secs`.
-fn format_utc(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// `failover --planned`: exit 0 when every image is primary here (or would be, with
@@ -179,16 +164,4 @@ fn render_failover(r: &FailoverReport) -> String {
         let _ = writeln!(s, "next: {next}");
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
-        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20");
-        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00");
-    }
 }
