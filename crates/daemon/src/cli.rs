@@ -197,6 +197,61 @@ pub enum Command {
     /// Connect to the local cluster and to every peer of each mirrored pool, and report
     /// fsids, mirror modes and peers, with a clear error for each one that fails.
     Check(CheckArgs),
+    /// How far each mirrored image of this site is behind its primary, as a monitoring
+    /// plugin: exit 0 ok, 1 warning, 2 critical, 3 unknown.
+    Lag(LagArgs),
+    /// Move the primary of a pool's images from the peer to this site: demote there, wait
+    /// until everything is replayed here, promote here. Safe to run again after a failure.
+    Failover(FailoverArgs),
+}
+
+/// Arguments of `lag`.
+#[derive(Debug, clap::Args)]
+pub struct LagArgs {
+    /// Pools to look at (default: every pool with mirroring enabled).
+    #[arg(long = "pool", short = 'p')]
+    pub pools: Vec<String>,
+    /// Images to look at (default: every mirrored image).
+    #[arg(long = "image")]
+    pub images: Vec<String>,
+    /// Seconds behind from which an image is a warning.
+    #[arg(long = "warn", default_value = "300")]
+    pub warn_secs: f64,
+    /// Seconds behind from which an image is critical.
+    #[arg(long = "crit", default_value = "1800")]
+    pub crit_secs: f64,
+    /// Images looked at at once.
+    #[arg(long, default_value = "8")]
+    pub parallel: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Plain)]
+    pub format: Format,
+}
+
+/// Arguments of `failover`.
+#[derive(Debug, clap::Args)]
+pub struct FailoverArgs {
+    /// The pool.
+    #[arg(long = "pool", short = 'p')]
+    pub pool: String,
+    /// Images to fail over (default: every mirrored image of the pool).
+    #[arg(long = "image")]
+    pub images: Vec<String>,
+    /// A planned failover: the primary is reachable and is demoted first (nothing is lost).
+    #[arg(long, required = true)]
+    pub planned: bool,
+    /// Print what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for one image to be replayed up to its demotion.
+    #[arg(long, default_value = "600", value_parser = parse_secs)]
+    pub sync_timeout: Duration,
+    /// Images failed over at once.
+    #[arg(long, default_value = "8")]
+    pub parallel: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Plain)]
+    pub format: Format,
 }
 
 /// Arguments of `check`.

@@ -2,7 +2,7 @@
 //!
 //! Owns process-level concerns and nothing of replication itself: the command line (which
 //! accepts the stock `rbd-mirror` arguments as they are: `--cluster`, `-c`, `--id`/`-n`,
-//! `-f`), logging, the tokio runtime, signals, and operator subcommands such as `check`.
+//! `-f`), logging, the tokio runtime, signals, and operator subcommands such as `check`, `lag` and `failover` (whose logic is `dr-ops`').
 //! Replication lives in `image-replayer` and `peer-manager`; cluster access in `rados-ffi`.
 //! Only this crate builds a runtime and will know about Prometheus, the admin socket and
 //! systemd (see ARCHITECTURE.md).
@@ -12,6 +12,7 @@ mod asok;
 mod check;
 mod cli;
 mod daemonize;
+mod dr;
 mod logging;
 mod notify;
 mod prometheus;
@@ -82,6 +83,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &args.command {
             Some(cli::Command::Check(check_args)) => check::run(&args, check_args).await,
+            Some(cli::Command::Lag(lag_args)) => dr::lag(&args, lag_args).await,
+            Some(cli::Command::Failover(failover_args)) => dr::failover(&args, failover_args).await,
             None | Some(cli::Command::Run) => run::run(&args, &mut process).await,
         }
     });

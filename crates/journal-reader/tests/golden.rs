@@ -75,25 +75,7 @@ fn ceph_time(t: UTime) -> String {
     if t.sec == 0 && t.nsec == 0 {
         return "0.000000".into();
     }
-    let secs = i64::from(t.sec);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}+0000",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60,
-        t.nsec / 1000
-    )
+    format!("{}.{:06}+0000", t.utc_string().replace(' ', "T"), t.nsec / 1000)
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {

@@ -347,6 +347,23 @@ impl UTime {
         let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         UTime { sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX), nsec: d.subsec_nanos() }
     }
+
+    /// `YYYY-MM-DD HH:MM:SS` in UTC (whole seconds), as `rbd` prints times in a UTC locale.
+    pub fn utc_string(self) -> String {
+        let secs = i64::from(self.sec);
+        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60)
+    }
 }
 
 /// Builds Ceph encodings into a [`BytesMut`].
@@ -512,6 +529,15 @@ pub trait Encode {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn utime_as_utc_date_and_time() {
+        assert_eq!(UTime { sec: 0, nsec: 0 }.utc_string(), "1970-01-01 00:00:00");
+        assert_eq!(UTime { sec: 1_700_000_000, nsec: 5 }.utc_string(), "2023-11-14 22:13:20");
+        assert_eq!(UTime { sec: 951_782_400, nsec: 0 }.utc_string(), "2000-02-29 00:00:00");
+        assert_eq!(UTime { sec: u32::MAX, nsec: 0 }.utc_string(), "2106-02-07 06:28:15");
+    }
+
     use super::*;
 
     #[test]

@@ -1,0 +1,29 @@
+//! Disaster-recovery operations on a mirrored pool, run at the secondary site the way the
+//! daemon runs there: the local cluster is this site, the peer is reached through the pool's
+//! peer record (`peer_manager::discovery`). What an operator's `check-mirror-lag.sh` and
+//! `failover.sh` did, as library calls that return typed reports:
+//!
+//! * [`lag`]: per mirrored image its mode, role, `rbd mirror image status`, entries and
+//!   seconds behind the primary, the last sync, and a monitoring level
+//!   (ok / warning / critical / unknown) against thresholds;
+//! * [`failover_planned`]: demote on the primary, wait until this site has replayed
+//!   everything (journal: our commit position at the demotion entry; snapshot: the demotion
+//!   snapshot synced), promote here, verify both roles; resumable (every step is decided
+//!   from the roles found) and bounded in parallelism.
+//!
+//! It owns the DR logic and its reports (serialisable for `--format json`). It does not
+//! parse command lines, print, build a runtime or read process configuration (the `daemon`
+//! crate does), does not replicate (`image-replayer`), and calls librbd only through
+//! `rados-ffi` and cls `rbd` only through `image_replayer::cls`.
+#![forbid(unsafe_code)]
+
+mod error;
+mod failover;
+mod journal;
+mod lag;
+mod sites;
+
+pub use error::{DrError, Result};
+pub use failover::{failover_planned, FailoverOptions, FailoverReport, ImageFailover, Outcome};
+pub use lag::{lag, ImageLag, LagOptions, LagReport, Level};
+pub use sites::Role;
