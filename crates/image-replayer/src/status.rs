@@ -80,13 +80,21 @@ fn now() -> UTime {
 pub struct StatusPublisher {
     local_mirror_uuid: String,
     image: ImageHandle,
+    /// What was written last, and when: an unchanged status is written again only after
+    /// [`STATUS_REFRESH`] (`up` is computed from the watchers, not from the write's age).
+    written: Option<(MirrorImageStatusState, String, std::time::Instant)>,
 }
+
+/// How often an unchanged status is written again: the stock daemon's `MirrorStatusUpdater`
+/// writes every 30 s. (An idle site of 1,000 images would otherwise write 400 statuses a
+/// second at a 5 s status interval.)
+pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl StatusPublisher {
     /// For the image of `image` (its key holds the global id); `local_mirror_uuid` tags the
     /// copy written to the remote pool.
     pub fn new(local_mirror_uuid: &str, image: ImageHandle) -> Self {
-        StatusPublisher { local_mirror_uuid: local_mirror_uuid.to_owned(), image }
+        StatusPublisher { local_mirror_uuid: local_mirror_uuid.to_owned(), image, written: None }
     }
 
     /// The image's registry entry, which this publisher keeps current.
@@ -94,8 +102,9 @@ impl StatusPublisher {
         &self.image
     }
 
-    /// Writes `state` + `description` to the local pool and (best effort) the remote pool.
-    /// Failures are logged, never fatal: status is advisory.
+    /// Writes `state` + `description` to the local pool and (best effort) the remote pool,
+    /// unless the same was written less than [`STATUS_REFRESH`] ago. Failures are logged,
+    /// never fatal: status is advisory.
     pub async fn publish(
         &mut self,
         local: &IoCtx,
@@ -103,6 +112,14 @@ impl StatusPublisher {
         state: MirrorImageStatusState,
         description: &str,
     ) {
+        let unchanged = self
+            .written
+            .as_ref()
+            .is_some_and(|(st, d, at)| *st == state && d == description && at.elapsed() < STATUS_REFRESH);
+        if unchanged {
+            return;
+        }
+        self.written = Some((state, description.to_owned(), std::time::Instant::now()));
         let mut status = MirrorImageSiteStatus {
             mirror_uuid: String::new(),
             state,

@@ -30,6 +30,9 @@ pub(crate) enum Request {
         global_id: String,
         /// The image's replayer, finishing.
         replayer: Option<JoinHandle<()>>,
+        /// This daemon replayed it until now (its replayer stopped, here or by a release):
+        /// a copy that is kept is logged at info level; one found by the sweep, at debug.
+        replayed: bool,
     },
     /// A successful scan listed these images: failed deletions of the others are retried.
     Scanned(BTreeSet<String>),
@@ -98,8 +101,7 @@ pub(crate) async fn run(
             },
         };
         match request {
-            Request::Delete { global_id, replayer } => {
-                let replayed = replayer.is_some();
+            Request::Delete { global_id, replayer, replayed } => {
                 if let Some(task) = replayer {
                     tokio::select! {
                         _ = cancel.cancelled() => return,

@@ -215,7 +215,7 @@ impl NamespaceReplayer {
                 }
                 Some(global_id) = released.recv() => {
                     if deleting.lock().insert(global_id.clone()) {
-                        let _ = deletions.send(Request::Delete { global_id, replayer: None });
+                        let _ = deletions.send(Request::Delete { global_id, replayer: None, replayed: true });
                     }
                 }
             }
@@ -255,7 +255,8 @@ impl NamespaceReplayer {
                         && !mapped.contains_key(&global_id)
                         && deleting.lock().insert(global_id.clone())
                     {
-                        let _ = deletions.send(Request::Delete { global_id, replayer: None });
+                        let _ =
+                            deletions.send(Request::Delete { global_id, replayer: None, replayed: false });
                     }
                 }
                 true
@@ -315,7 +316,7 @@ impl NamespaceReplayer {
                 tracing::info!(%global_id, "the peer removed the image: stopping its replayer, deleting the local copy");
                 let replayer = images.stop(&global_id);
                 if deleting.lock().insert(global_id.clone()) {
-                    let _ = deletions.send(Request::Delete { global_id, replayer });
+                    let _ = deletions.send(Request::Delete { global_id, replayer, replayed: true });
                 }
                 request.complete(0);
             }

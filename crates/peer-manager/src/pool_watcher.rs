@@ -34,15 +34,11 @@ impl PoolWatcher {
         ctx: &PeerContext,
     ) -> image_replayer::Result<BTreeMap<String, String>> {
         let mut wanted = BTreeMap::new();
-        for (image_id, global_id) in cls::mirror_image_list(&ctx.remote_io).await? {
-            match cls::mirror_image_get(&ctx.remote_io, &image_id).await? {
-                Some(m)
-                    if m.state == MirrorImageState::Enabled
-                        && matches!(m.mode, MirrorImageMode::Journal | MirrorImageMode::Snapshot) =>
-                {
-                    wanted.insert(global_id, image_id);
-                }
-                _ => {}
+        for (image_id, m) in cls::mirror_images(&ctx.remote_io).await? {
+            if m.state == MirrorImageState::Enabled
+                && matches!(m.mode, MirrorImageMode::Journal | MirrorImageMode::Snapshot)
+            {
+                wanted.insert(m.global_image_id, image_id);
             }
         }
         Ok(wanted)

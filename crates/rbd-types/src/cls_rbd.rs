@@ -691,6 +691,17 @@ pub mod args {
         Decoder::new(out).map("mirror_images", |d| d.string("image_id"), |d| d.string("global_image_id"))
     }
 
+    /// `mirror_image_status_list` input: `string start_after, u64 max_return`.
+    pub fn mirror_image_status_list(start_after: &str, max_return: u64) -> Bytes {
+        start_max(start_after, max_return)
+    }
+
+    /// `mirror_image_status_list` reply, its first map: `map<image_id, MirrorImage>` (every
+    /// mirrored image's record in one call; the statuses that follow are not read).
+    pub fn mirror_image_status_list_images(out: &Bytes) -> Result<BTreeMap<String, MirrorImage>> {
+        Decoder::new(out).map("mirror_images", |d| d.string("image_id"), MirrorImage::decode)
+    }
+
     /// `mirror_image_status_set` input: `string global_image_id, MirrorImageSiteStatus`.
     pub fn mirror_image_status_set(global_image_id: &str, status: &MirrorImageSiteStatus) -> Bytes {
         build(|e| {
@@ -1001,6 +1012,23 @@ mod tests {
         assert_eq!(object_map_name("10ab", Some(CEPH_NOSNAP)), "rbd_object_map.10ab");
         assert_eq!(object_map_name("10ab", Some(0x30)), "rbd_object_map.10ab.0000000000000030");
         assert_eq!(CEPH_NOSNAP, 0xffff_ffff_ffff_fffe);
+    }
+
+    #[test]
+    fn mirror_image_status_list_reply_images() {
+        let image = MirrorImage {
+            global_image_id: "g".into(),
+            state: MirrorImageState::Enabled,
+            mode: MirrorImageMode::Snapshot,
+        };
+        let reply = build(|e| {
+            e.u32(1);
+            e.string("10ab");
+            image.encode(e);
+            e.u32(0); // the statuses
+        });
+        assert_eq!(mirror_image_status_list_images(&reply).unwrap().get("10ab"), Some(&image));
+        assert_eq!(mirror_image_status_list("x", 7), mirror_image_list("x", 7));
     }
 
     #[test]
