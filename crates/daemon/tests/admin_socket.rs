@@ -79,16 +79,24 @@ fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
     let (code, text) = asok(&path, &["rbd", "mirror", "status", &other]);
     assert_eq!(code, Some(22), "{text}");
 
-    // Leadership: taken, and this daemon (every pool's only instance) stays the leader.
+    // Leadership: released on request; this daemon, the pool's only instance, takes the lock
+    // back after `heartbeat interval * max missed heartbeats` (10 s), as a lone stock one.
     for words in [
         &["rbd", "mirror", "leader", "release"][..],
         &["rbd", "mirror", "leader", "release", lab::POOL, "site-a"],
     ] {
         let (code, out) = asok(&path, words);
         assert_eq!((code, out.as_str()), (Some(0), ""), "{words:?} prints nothing, as stock");
+        lab::wait_for("the lone instance to lead again", Duration::from_secs(60), || {
+            let status = json(&path, &["rbd", "mirror", "status"]);
+            let pool = &status["pool_replayers"][0];
+            if pool["leader"] == true && pool["leader_instance_id"] == pool["instance_id"] {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            }
+        });
     }
-    let status = json(&path, &["rbd", "mirror", "status"]);
-    assert_eq!(status["pool_replayers"][0]["leader"], true, "{status}");
     // The image deleter's queues, as stock shapes them.
     let deletions = json(&path, &["rbd", "mirror", "deletion", "status", lab::POOL]);
     assert!(deletions["delete_images_queue"].is_array(), "{deletions}");

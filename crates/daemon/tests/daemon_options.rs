@@ -143,7 +143,7 @@ fn debug_rbd_mirror_from_the_monitors_or_the_admin_socket_sets_the_log_level() {
     let line =
         wait_log_line("debug_rbd_mirror from the monitors", from, &["log level changed", "filter=trace"]);
     println!("{line}");
-    // The refresh every few seconds now logs at debug level and below.
+    // The leader's heartbeat (every 5 s) now logs at debug level.
     wait_log_line("a DEBUG line", from, &["DEBUG"]);
 
     let asok = b.dir.join("run/client.rbd-mirror.b.asok");

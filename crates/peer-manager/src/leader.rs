@@ -285,6 +285,7 @@ impl LeaderWatcher {
                 .io
                 .notify(RBD_MIRROR_LEADER, &LeaderNotify::Heartbeat.to_bytes(), NOTIFY_TIMEOUT)
                 .await?;
+            tracing::debug!(acks = reply.acks.len(), timeouts = reply.timeouts.len(), "leader heartbeat");
             for (gid, _cookie, _) in &reply.acks {
                 if *gid != self.local.instance_id() {
                     let id = gid.to_string();
