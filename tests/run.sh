@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # tests/run.sh — the whole test suite, from a fresh Debian 12 machine to a verdict:
-# dependencies, formatting, lints, unit and property tests, then the two-cluster Ceph lab
-# up, every integration test against it, the deployment artefacts tried for real on it (the
-# Debian package and systemd unit, the monitoring rules and dashboard with a real Prometheus,
-# the container image), and the lab down again (on failure too).
+# dependencies, formatting, lints, unit and property tests, then the Ceph lab up with its
+# three sites (site-a, site-b, site-c: tests/lab/README.md), every integration test against
+# it, the deployment artefacts tried for real on it (the Debian package and systemd unit, the
+# monitoring rules and dashboard with a real Prometheus, the container image), and the lab
+# down again (on failure too).
 #
 #   RBD_MIRROR_LAB_KEEP=1 tests/run.sh   leave the lab running afterwards
 #   RBD_MIRROR_LAB_DIR=/path             lab state directory (default /tmp/rbd-mirror-rs-lab)
@@ -39,7 +40,9 @@ lab_down() {
   if [[ ${RBD_MIRROR_LAB_KEEP:-0} != 1 ]]; then step "lab down"; tests/lab/lab.sh down || true; fi
 }
 trap lab_down EXIT
-tests/lab/lab.sh up
+# site-c for three_sites.rs (~1.2 GiB for the three sites; site-a's second peer, site-c,
+# only while a three_sites.rs test runs: the other tests see the two-site lab)
+RBD_MIRROR_LAB_SITES="site-a site-b site-c" tests/lab/lab.sh up
 
 step "integration tests against the lab"
 cargo test --workspace --locked --test '*' -- --show-output

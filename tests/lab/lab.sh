@@ -3,9 +3,10 @@
 # independent single-host Ceph Pacific (16.2) clusters on loopback addresses, packaged
 # daemons (no vstart.sh, no containers, no systemd), pool "mirror" with image-mode
 # mirroring on both, peered with `rbd mirror pool peer bootstrap` exactly as an operator does.
-# Optionally a third, "site-c" (RBD_MIRROR_LAB_SITES="site-a site-b site-c"): site-a's pool
-# "mirror" also transmits to site-c (one-to-many), and site-b receives from site-c on a
-# second pool "mirror-c" (tests/lab/README.md says why this topology).
+# Optionally a third, "site-c" (RBD_MIRROR_LAB_SITES="site-a site-b site-c"): site-b
+# receives from site-c on a second pool "mirror-c" (peered by "up"); site-a's pool "mirror"
+# also transmits to site-c (one-to-many) only between "peer-c" and "unpeer-c", as each
+# three-site test does (tests/lab/README.md says why this topology).
 #
 # usage: lab.sh up               create or restart the sites, pools, peering (idempotent)
 #        lab.sh down             stop every daemon this script started (by its pid files only),
@@ -25,10 +26,15 @@
 #                                RBD_MIRROR_LAB_MIRROR_INSTANCE's)
 #        lab.sh peer-token SITE  print a `rbd mirror pool peer bootstrap create` token of SITE
 #        lab.sh peer-import SITE FILE    import a token into SITE (rx-tx)
-#        lab.sh peer-c           peer site-c (done by "up" when it runs all three sites):
-#                                pool mirror site-a <-> site-c through librbd's
-#                                rbd_mirror_peer_site_add (the CLI refuses a second peer),
-#                                pool mirror-c site-c -> site-b with bootstrap (rx-tx)
+#        lab.sh peer-c           add site-c as site-a's second peer on pool mirror and
+#                                site-a as site-c's (rx-tx both, librbd's
+#                                rbd_mirror_peer_site_add: the CLI refuses a second peer);
+#                                idempotent. Not done by "up": with it, the stock daemon at
+#                                site-a runs two competing pool replayers for pool mirror
+#        lab.sh unpeer-c         remove them again (rbd mirror pool peer remove on site-a
+#                                and site-c); idempotent. "up" does it too (a leftover of a
+#                                killed three-site test). Pool mirror-c (site-c -> site-b,
+#                                bootstrap rx-tx) is peered by "up" and stays
 #        lab.sh purge            down, then delete the state directory
 #
 # Environment: RBD_MIRROR_LAB_DIR (state, default /tmp/rbd-mirror-rs-lab),
@@ -327,14 +333,55 @@ peer_sites() {
   wait_until "the peer to appear on site-a" has_peer site-a
 }
 
-peer_site_c() {
+need_site_c() {
+  local s
+  for s in site-a site-c; do
+    is_running "$(site_dir "$s")/run/mon.$(site_id "$s").pid" ||
+      die "$s is not running; run: RBD_MIRROR_LAB_SITES=\"site-a site-b site-c\" $0 up"
+  done
+}
+
+# peer_a_c: pool mirror site-a <-> site-c (librbd peer_site_add on both: a second peer of
+# site-a); the three-site tests do it for their own duration only.
+peer_a_c() {
+  need_site_c
   if ! has_peer_site site-a "$POOL" site-c; then
     log "peering site-a <-> site-c on $POOL (librbd peer_site_add on both: a second peer of site-a)"
-    peer_token site-a >"$STATE/peer-token"
     peer_token site-c >"$STATE/peer-token-c"
     peer_add_api site-a "$POOL" site-c "$STATE/peer-token-c"
   fi
-  has_peer_site site-c "$POOL" site-a || peer_add_api site-c "$POOL" site-a "$STATE/peer-token"
+  if ! has_peer_site site-c "$POOL" site-a; then
+    peer_token site-a >"$STATE/peer-token-a"
+    peer_add_api site-c "$POOL" site-a "$STATE/peer-token-a"
+  fi
+  if ! has_peer_site site-a "$POOL" site-c || ! has_peer_site site-c "$POOL" site-a; then
+    die "site-a <-> site-c on $POOL: a peer is missing after adding it"
+  fi
+}
+
+peer_uuids() {  # peer_uuids SITE POOL PEER_SITE: uuids of SITE's peers named PEER_SITE
+  rbdc "$1" mirror pool info "$2" --format json | jq -r --arg p "$3" '.peers[] | select(.site_name == $p) | .uuid'
+}
+
+# unpeer_a_c: removes what peer_a_c adds, on both sides (only site-a's site-c peer and
+# site-c's site-a peer of pool mirror; site-a's peer site-b stays).
+unpeer_a_c() {
+  need_site_c
+  local s peer uuid
+  for s in site-a site-c; do
+    peer=site-c; [[ $s == site-c ]] && peer=site-a
+    for uuid in $(peer_uuids "$s" "$POOL" "$peer"); do
+      log "$s: removing peer $peer ($uuid) of $POOL"
+      rbdc "$s" mirror pool peer remove "$POOL" "$uuid"
+    done
+  done
+  if has_peer_site site-a "$POOL" site-c || has_peer_site site-c "$POOL" site-a; then
+    die "site-a <-> site-c on $POOL: a peer is still there after removing it"
+  fi
+}
+
+# peer_c_b: pool mirror-c site-c -> site-b (bootstrap; each site's single peer of the pool).
+peer_c_b() {
   if ! has_peer_site site-b "$POOL_C" site-c; then
     log "peering site-c -> site-b on $POOL_C (bootstrap create on site-c, import rx-tx on site-b)"
     peer_token site-c "$POOL_C" >"$STATE/peer-token-c-$POOL_C"
@@ -359,7 +406,9 @@ cmd_up() {
     [[ ${RBD_MIRROR_LAB_PROMETHEUS:-0} == 1 ]] && cephc "$s" mgr module enable prometheus
   done
   [[ " ${SITES[*]} " == *" site-a "* && " ${SITES[*]} " == *" site-b "* ]] && peer_sites
-  [[ " ${SITES[*]} " == *" site-a "* && " ${SITES[*]} " == *" site-b "* && " ${SITES[*]} " == *" site-c "* ]] && peer_site_c
+  if [[ " ${SITES[*]} " == *" site-b "* && " ${SITES[*]} " == *" site-c "* ]]; then peer_c_b; fi
+  # site-a <-> site-c on pool mirror only while a three-site test runs: a leftover goes
+  if [[ " ${SITES[*]} " == *" site-a "* && " ${SITES[*]} " == *" site-c "* ]]; then unpeer_a_c; fi
   for s in "${SITES[@]}"; do log "$s: fsid $(cat "$(site_dir "$s")/fsid"), conf $(conf "$s")"; done
   log "up in $((SECONDS - t0))s"
 }
@@ -429,9 +478,9 @@ cmd_mirror_start() {
     elif [[ -n $MIRROR_BIN ]]; then
       RBD_MIRROR_RS_METRICS_ADDR="$(site_ip "$s"):$(site_port_prefix "$s")2$((87 + ${n:-0}))"; export RBD_MIRROR_RS_METRICS_ADDR
     fi
-    # shellcheck disable=SC2086 # RBD_MIRROR_LAB_MIRROR_ARGS: several arguments
     local more=()   # another instance: its own log and admin socket (the conf names the first's)
     [[ -n $n ]] && more=(--log-file "$(site_dir "$s")/log/client.rbd-mirror.$id.log" --admin-socket "$asok")
+    # shellcheck disable=SC2086 # RBD_MIRROR_LAB_MIRROR_ARGS: several arguments
     start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id" "${more[@]}" ${RBD_MIRROR_LAB_MIRROR_ARGS:-}
     if [[ -z $MIRROR_BIN ]]; then
       wait_until "$s rbd-mirror admin socket" timeout 10 ceph --admin-daemon "$asok" version
@@ -461,10 +510,11 @@ case ${1:-} in
   mirror-start) cmd_mirror_start "${2:-}" ;;
   mirror-stop) cmd_mirror_stop "${2:-}" ;;
   peer-token) site_ip "${2:-}" >/dev/null && peer_token "$2" ;;
-  peer-c) peer_site_c ;;
+  peer-c) peer_a_c ;;
+  unpeer-c) unpeer_a_c ;;
   peer-import)
     [[ -n ${2:-} && -f ${3:-} ]] || die "usage: lab.sh peer-import SITE FILE"
     site_ip "$2" >/dev/null && peer_import "$2" "$3" ;;
   purge) cmd_purge ;;
-  *) sed -n '10,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '11,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -45,7 +45,7 @@ const HOW_TO_START: &str = "the Ceph lab is not running: start it with `tests/la
      (needs the Ceph packages: see tests/lab/README.md), or run everything with `tests/run.sh`";
 
 const HOW_TO_START_C: &str = "site-c of the Ceph lab is not running: start the three sites with \
-     `RBD_MIRROR_LAB_SITES=\"site-a site-b site-c\" tests/lab/lab.sh up` (tests/run.sh does)";
+     `RBD_MIRROR_LAB_SITES=\"site-a site-b site-c\" tests/lab/lab.sh up` (as tests/run.sh does)";
 
 /// The sites of the lab whose monitor `lab.sh` started (its pid file exists), unchecked:
 /// for cleanup, which must not fail.
@@ -250,14 +250,25 @@ impl Site {
 
 /// `tests/lab/lab.sh` with the lab's state directory, for tests that start daemons.
 pub fn lab_script(args: &[&str], envs: &[(&str, &str)]) {
+    if let Err(e) = try_lab_script(args, envs) {
+        panic!("{e}");
+    }
+}
+
+/// [`lab_script`] without panicking (for a guard's `Drop`): its stderr as the error.
+pub fn try_lab_script(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/lab.sh");
     let out = Command::new(&script)
         .args(args)
         .env("RBD_MIRROR_LAB_DIR", lab_dir())
         .envs(envs.iter().copied())
         .output()
-        .expect("running tests/lab/lab.sh");
-    assert!(out.status.success(), "lab.sh {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        .map_err(|e| format!("running tests/lab/lab.sh: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("lab.sh {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+    }
 }
 
 /// Polls `f` every 500 ms until it returns `Some`, for at most `timeout`; panics with

@@ -3,7 +3,10 @@
 //! peer), site-b also receives from site-c on pool `mirror-c`; after site-a is demoted,
 //! site-c may be promoted and site-a follows it. Needs the lab with site-c
 //! (`RBD_MIRROR_LAB_SITES="site-a site-b site-c" tests/lab/lab.sh up`, as tests/run.sh
-//! brings it up); checked with the stock `rbd` CLI on every site.
+//! brings it up; the tests fail, never skip, without it); checked with the stock `rbd` CLI
+//! on every site. Site-a's second peer, site-c, exists only while a test of this file runs
+//! ([`PeerAC`]): every other test, and the stock daemon at site-a, sees pool `mirror` with
+//! the single peer site-b (stock Pacific runs one competing pool replayer per peer).
 
 #[path = "../../../tests/support/lab.rs"]
 mod lab;
@@ -20,9 +23,52 @@ use mirror::{
 
 const SYNC: Duration = Duration::from_secs(180);
 
-/// The three sites, after the file's serial guard.
-fn three_sites() -> (std::sync::MutexGuard<'static, ()>, [lab::Site; 3]) {
-    (serial(), [lab::site("site-a"), lab::site("site-b"), lab::site("site-c")])
+/// The three sites, after the file's serial guard, with site-a <-> site-c peered on pool
+/// `mirror` for the life of the [`PeerAC`] guard (declared before the test's own guards, it
+/// is dropped after them: daemons stopped and images removed before the peers go).
+fn three_sites() -> (std::sync::MutexGuard<'static, ()>, PeerAC, [lab::Site; 3]) {
+    let serial = serial();
+    let sites = [lab::site("site-a"), lab::site("site-b"), lab::site("site-c")];
+    let peer = PeerAC::add(&sites[0], &sites[2]);
+    (serial, peer, sites)
+}
+
+/// The site names of `site`'s peers of `pool`, sorted.
+fn peer_names(site: &lab::Site, pool: &str) -> Vec<String> {
+    let info = site.rbd_json(&["mirror", "pool", "info", pool]);
+    let peers = info["peers"].as_array().cloned().unwrap_or_default();
+    let mut names: Vec<String> =
+        peers.iter().filter_map(|p| p["site_name"].as_str().map(str::to_owned)).collect();
+    names.sort();
+    names
+}
+
+/// Site-c as site-a's second peer of pool `mirror`, and site-a as site-c's (`lab.sh
+/// peer-c`: librbd's peer_site_add, rx-tx both), until dropped (`lab.sh unpeer-c`: `rbd
+/// mirror pool peer remove` on both sites).
+struct PeerAC;
+
+impl PeerAC {
+    fn add(a: &lab::Site, c: &lab::Site) -> PeerAC {
+        // The guard first: a half-done peer-c is undone too (unpeer-c is idempotent).
+        let guard = PeerAC;
+        lab::lab_script(&["peer-c"], &[]);
+        assert_eq!(peer_names(a, lab::POOL), ["site-b", "site-c"], "site-a's peers of pool mirror");
+        assert_eq!(peer_names(c, lab::POOL), ["site-a"], "site-c's peers of pool mirror");
+        guard
+    }
+}
+
+impl Drop for PeerAC {
+    fn drop(&mut self) {
+        // lab.sh checks that both peers are gone.
+        match lab::try_lab_script(&["unpeer-c"], &[]) {
+            Ok(()) => println!("site-a <-> site-c unpeered on pool mirror"),
+            // A second panic while unwinding would abort: the test's own failure is reported.
+            Err(e) if std::thread::panicking() => eprintln!("removing the site-a <-> site-c peers: {e}"),
+            Err(e) => panic!("removing the site-a <-> site-c peers: {e}"),
+        }
+    }
 }
 
 /// The uuid of `site`'s peer record named `peer` in `pool`.
@@ -76,7 +122,7 @@ fn assert_same(spec: &str, sites: &[&lab::Site]) {
 /// needs, leaving site-c's link until site-c (the stock daemon) has synced too.
 #[test]
 fn site_b_replicates_from_a_and_c_while_a_mirrors_to_b_and_c() {
-    let (_serial, [a, b, c]) = three_sites();
+    let (_serial, _peer_ac, [a, b, c]) = three_sites();
     let (from_a, _images_a) =
         new_image(&a, lab::POOL, "three-a", "layering,exclusive-lock,object-map,fast-diff");
     let (from_c, _images_c) =
@@ -128,7 +174,7 @@ fn site_b_replicates_from_a_and_c_while_a_mirrors_to_b_and_c() {
 /// image is site-a, now non-primary, keeps the demoted content (no cascading, as stock).
 #[test]
 fn site_a_demoted_site_c_promoted_and_site_a_follows_it() {
-    let (_serial, [a, b, c]) = three_sites();
+    let (_serial, _peer_ac, [a, b, c]) = three_sites();
     let (spec, _images) =
         new_image(&a, lab::POOL, "three-fail", "layering,exclusive-lock,object-map,fast-diff");
     let first = enable_snapshot_mirroring(&a, &spec);

@@ -15,9 +15,23 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The start of every test: the file's serial guard, then site-a and site-b.
+/// The start of every two-site test: the file's serial guard, then site-a and site-b, whose
+/// pool `mirror` has the single peer site-b (site-c is its second peer only while a
+/// three_sites.rs test runs; the stock daemon at site-a cannot serve two peers of a pool).
 pub fn sites() -> (std::sync::MutexGuard<'static, ()>, lab::Site, lab::Site) {
-    (serial(), lab::site("site-a"), lab::site("site-b"))
+    let serial = serial();
+    let (a, b) = (lab::site("site-a"), lab::site("site-b"));
+    let info = a.rbd_json(&["mirror", "pool", "info", lab::POOL]);
+    let peers: Vec<&str> =
+        info["peers"].as_array().into_iter().flatten().filter_map(|p| p["site_name"].as_str()).collect();
+    assert_eq!(
+        peers,
+        ["site-b"],
+        "site-a's pool {} must have the single peer site-b: a three-site test killed before its \
+         guard dropped leaves site-c; `tests/lab/lab.sh unpeer-c` (or `up`) removes it",
+        lab::POOL
+    );
+    (serial, a, b)
 }
 
 /// The image name of `pool/image`.
