@@ -75,6 +75,13 @@
 #   BENCH_PG_NUM=16            its placement groups
 #   BENCH_THREADS=8            threads of the python3-rbd process creating and enabling images
 #   BENCH_STABLE=30            multi-instance runs: seconds the shares must stay the same
+#   BENCH_OURS_ARGS=           more arguments for ours, every run (e.g.
+#                              "--rbd_mirror_journal_poll_age=5": stock's default)
+#   BENCH_MULTI_ARGS=          more arguments for every instance of the multi-instance runs
+#                              (e.g. "--rbd_mirror_image_policy_migration_throttle=10": the
+#                              leader maps every image to the instances it knows, often only
+#                              itself right after a start, and moves an image to a newer
+#                              instance only once it has been mapped that long, 300 s by default)
 #   RBD_MIRROR_RS_BIN          our daemon (default <repo>/target/release/rbd-mirror-rs, built
 #                              with `cargo build --release -p daemon` when missing)
 #   RBD_MIRROR_LAB_INSTANCE    which lab (0..3, as tests/lab/lab.sh; default 0)
@@ -104,6 +111,8 @@ POLL=${BENCH_POLL:-1}
 SPOOL=${BENCH_POOL:-scale}
 PG_NUM=${BENCH_PG_NUM:-16}
 THREADS=${BENCH_THREADS:-8}
+OURS_ARGS=${BENCH_OURS_ARGS:-}
+MULTI_ARGS=${BENCH_MULTI_ARGS:-}
 STABLE=${BENCH_STABLE:-30}
 OUT=${BENCH_OUT:-$REPO/benches/results/many_images-$STAMP.tsv}
 SUMMARY=${OUT%.tsv}.txt
@@ -278,7 +287,7 @@ window() {
 FAILED=0
 declare -A R
 rec meta images "$IMAGES" images "half journal (jNNNN), half snapshot (sNNNN) mode, $IMAGE_SIZE each, $FILL written at offset 0"
-rec meta machine "$(nproc)" cpus "$(uname -r); lab $STATE; ours $([[ -n ${OURS_BIN:-} ]] && echo "$OURS_BIN" || echo -) at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+rec meta machine "$(nproc)" cpus "$(uname -r); lab $STATE; ours $([[ -n ${OURS_BIN:-} ]] && echo "$OURS_BIN" || echo -) (repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')); ours' extra args: ${OURS_ARGS:-none}; multi-instance extra args: ${MULTI_ARGS:-none}"
 
 # ---- one daemon alone ------------------------------------------------------------------------------
 run_daemon() {
@@ -288,10 +297,10 @@ run_daemon() {
   setup_pool
   t=$(now); py create "$IMAGES" "$SIZE_BYTES" "$FILL_BYTES" || die "creating the images failed"
   R[$d.create]=$(calc "$(now) - $t" 1)
-  rec "$d" create_secs "${R[$d.create]}" s "python3-rbd: $IMAGES x create $IMAGE_SIZE + write $FILL at 0, one process"
+  rec "$d" create_secs "${R[$d.create]}" s "python3-rbd: $IMAGES x create $IMAGE_SIZE + write $FILL at 0, one process, $THREADS threads"
   log "$d: $IMAGES images created on site-a in ${R[$d.create]}s"
 
-  t=$(now); pid=$(start_daemon "$d")
+  t=$(now); pid=$(RBD_MIRROR_LAB_MIRROR_ARGS=$([[ $d == ours ]] && echo "$OURS_ARGS") start_daemon "$d")
   end=$((SECONDS + 120))
   until [[ $(pool_replayer 1 | jq -r '.leader // false') == true ]]; do
     ((SECONDS < end)) || die "$d: no pool replayer of $SPOOL leading 120 s after start"
@@ -312,7 +321,7 @@ run_daemon() {
   local tl; tl=$(awk '/^last / { print $2 }' "$WORK/enable.out")
   st=$(cat "$WORK/states"); c1=$(cpu_ticks "$pid")
   R[$d.enable]=$(calc "$tl - $t0" 1); R[$d.all]=$tc
-  rec "$d" enable_secs "${R[$d.enable]}" s "first -> last Image.mirror_image_enable on site-a (alternately journal, snapshot)"
+  rec "$d" enable_secs "${R[$d.enable]}" s "first -> last Image.mirror_image_enable on site-a (alternately journal, snapshot; $THREADS threads)"
   if [[ $tc == timeout ]]; then
     FAILED=1; log "ERROR: $d: not all $IMAGES images replaying after ${TIMEOUT}s: $st"; log_tail
     rec "$d" all_replaying timeout s "states $st"
@@ -352,10 +361,11 @@ run_multi() {  # daemon k
   "$LAB" mirror-stop site-b >&2
   st=$(states)
   (($(nreplaying "$st") == 0)) || log "WARNING: with no daemon, site-b still shows up+replaying images: $st"
-  local bin=; [[ $d == ours ]] && bin=$OURS_BIN
+  local bin='' args=$MULTI_ARGS; [[ $d == ours ]] && bin=$OURS_BIN && args="$OURS_ARGS $MULTI_ARGS"
   t0=$(now)
   for ((i = 1; i <= k; i++)); do
     RBD_MIRROR_LAB_MIRROR_INSTANCE=$([[ $i == 1 ]] || echo "$i") RBD_MIRROR_LAB_MIRROR_BIN=$bin CEPH_LAB_MIRROR_BIN='' \
+      RBD_MIRROR_LAB_MIRROR_ARGS=$args \
       "$LAB" mirror-start site-b >&2
   done
   local -a pids=()
