@@ -35,6 +35,11 @@ impl InstanceReplayer {
         self.images.contains_key(global_id)
     }
 
+    /// The images with a replayer.
+    pub(crate) fn global_ids(&self) -> impl Iterator<Item = &String> {
+        self.images.keys()
+    }
+
     /// How many images have a replayer.
     pub(crate) fn len(&self) -> usize {
         self.images.len()

@@ -34,6 +34,8 @@ struct PoolReplayerKey {
     peer_site: String,
     /// The client we are at the peer.
     peer_client: String,
+    /// The pool has several receiving peers: no leader election (see `PoolReplayer::solo`).
+    solo: bool,
 }
 
 impl PoolReplayerKey {
@@ -44,6 +46,7 @@ impl PoolReplayerKey {
             peer_uuid: peer.uuid.clone(),
             peer_site: peer.site_name.clone(),
             peer_client: peer.client_name.clone(),
+            solo: pool.receiving_peers.len() > 1,
         }
     }
 }
@@ -170,6 +173,7 @@ fn start(
         config: to.config.clone(),
         connect_timeout: to.connect_timeout,
         registry: to.registry.clone(),
+        solo: key.solo,
     };
     let token = to.cancel.child_token();
     let registry = to.registry.clone();

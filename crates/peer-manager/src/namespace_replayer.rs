@@ -55,6 +55,9 @@ pub(crate) struct PoolContext {
     pub(crate) registry: Registry,
     /// Who leads the pool's instances (this one maps images while it does).
     pub(crate) leader: watch::Receiver<LeaderState>,
+    /// No leader election (a pool with several receiving peers, see `PoolReplayer::solo`):
+    /// every image of the peer is replayed here, without instance registration or image map.
+    pub(crate) solo: bool,
 }
 
 /// One namespace of a pool replayer.
@@ -132,31 +135,34 @@ impl NamespaceReplayer {
         });
         let mut watcher = PoolWatcher::new(&ctx).await?;
         // This daemon as an instance of the namespace: the leader's requests arrive here.
-        let instance_io = Arc::new(pool.local.ioctx(&pool.pool, &self.namespace).await?);
-        let instance = InstanceWatcher::register(pool.local.clone(), instance_io.clone()).await?;
         let (request_tx, mut requests) = mpsc::unbounded_channel();
         let instance_cancel = CancellationToken::new();
         let _instance_guard = instance_cancel.clone().drop_guard();
-        let instance_task = tokio::spawn(
-            instance
-                .run(request_tx, pool.leader.clone(), instance_cancel.clone())
-                .instrument(tracing::Span::current()),
-        );
-        // The image map, run while this instance leads.
         let (wanted_tx, wanted_rx) = watch::channel(None);
         let (released_tx, mut released) = mpsc::unbounded_channel();
-        let mapper = tokio::spawn(
-            Mapper {
-                io: instance_io,
-                my_instance_id: pool.local.instance_id(),
-                config: pool.config.clone(),
-                leader: pool.leader.clone(),
-                wanted: wanted_rx,
-                released: released_tx,
-            }
-            .run(cancel.child_token())
-            .instrument(tracing::Span::current()),
-        );
+        let mut helpers = Vec::new();
+        if !pool.solo {
+            let instance_io = Arc::new(pool.local.ioctx(&pool.pool, &self.namespace).await?);
+            let instance = InstanceWatcher::register(pool.local.clone(), instance_io.clone()).await?;
+            helpers.push(tokio::spawn(
+                instance
+                    .run(request_tx, pool.leader.clone(), instance_cancel.clone())
+                    .instrument(tracing::Span::current()),
+            ));
+            // The image map, run while this instance leads.
+            helpers.push(tokio::spawn(
+                Mapper {
+                    io: instance_io,
+                    my_instance_id: pool.local.instance_id(),
+                    config: pool.config.clone(),
+                    leader: pool.leader.clone(),
+                    wanted: wanted_rx,
+                    released: released_tx,
+                }
+                .run(cancel.child_token())
+                .instrument(tracing::Span::current()),
+            ));
+        }
         tracing::info!("serving the namespace");
         let mut images = InstanceReplayer::new(ctx.clone(), pool.registry.clone());
         // Local copies of images the peer stopped mirroring are deleted by their own task.
@@ -182,7 +188,15 @@ impl NamespaceReplayer {
         loop {
             let config = ctx.config();
             let leads = leader.borrow_and_update().leader;
-            if !leads {
+            if pool.solo {
+                match watcher.mirrored_images(&ctx).await {
+                    Ok(wanted) => {
+                        self.solo_pass(&ctx, wanted, &mut images, &deleting, &deletions, &mut swept, cancel)
+                            .await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot list the peer's mirrored images"),
+                }
+            } else if !leads {
                 swept = false;
             } else {
                 match watcher.mirrored_images(&ctx).await {
@@ -225,11 +239,44 @@ impl NamespaceReplayer {
         // flight is retried by the next run).
         images.shut_down().await;
         instance_cancel.cancel();
-        let _ = instance_task.await;
-        let _ = mapper.await;
+        for task in helpers {
+            let _ = task.await;
+        }
         drop(deletions);
         let _ = deleter.await;
         Ok(Ended::Cancelled)
+    }
+
+    /// One pass without leader election: stops the replayers of images the peer no longer
+    /// mirrors (their local copies go to the deleter), sweeps once, starts the missing ones.
+    #[allow(clippy::too_many_arguments)]
+    async fn solo_pass(
+        &self,
+        ctx: &Arc<PeerContext>,
+        wanted: BTreeMap<String, String>,
+        images: &mut InstanceReplayer,
+        deleting: &image_deleter::Pending,
+        deletions: &mpsc::UnboundedSender<Request>,
+        swept: &mut bool,
+        cancel: &CancellationToken,
+    ) {
+        let gone: Vec<String> = images.global_ids().filter(|g| !wanted.contains_key(*g)).cloned().collect();
+        for global_id in gone {
+            let Some(task) = images.stop(&global_id) else { continue };
+            tracing::info!(%global_id, "image no longer mirrored from the peer: stopping its replayer");
+            deleting.lock().insert(global_id.clone());
+            let _ = deletions.send(Request::Delete { global_id, replayer: Some(task), replayed: true });
+        }
+        if !*swept {
+            *swept = self.sweep(ctx, &wanted, deleting, deletions).await;
+        }
+        let _ = deletions.send(Request::Scanned(wanted.keys().cloned().collect::<BTreeSet<_>>()));
+        for (global_id, remote_id) in wanted {
+            if images.contains(&global_id) || deleting.lock().contains(&global_id) {
+                continue;
+            }
+            images.start(&global_id, remote_id, cancel);
+        }
     }
 
     /// Queues for deletion the local mirrored images the peer does not list; `false` when

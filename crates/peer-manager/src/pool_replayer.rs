@@ -34,6 +34,12 @@ pub(crate) struct PoolReplayer {
     pub(crate) config: ConfigWatch,
     pub(crate) connect_timeout: Duration,
     pub(crate) registry: Registry,
+    /// The pool has several receiving peers. Stock runs one pool replayer per peer, each
+    /// with its own RADOS client, all competing on the one `rbd_mirror_leader`; ours share one
+    /// client (one instance id), so they would break each other's lock. Such a pool is served
+    /// without leader election: each pool replayer replays every image of its peer (the one
+    /// whose peer is not primary stands aside), as this daemon did before election.
+    pub(crate) solo: bool,
 }
 
 impl PoolReplayer {
@@ -72,19 +78,29 @@ impl PoolReplayer {
         let (leader_tx, leader_rx) = watch::channel(LeaderState::default());
         let leader_cancel = CancellationToken::new();
         let _leader_guard = leader_cancel.clone().drop_guard();
-        let leader = tokio::spawn(
-            LeaderWatcher {
-                local: self.local.clone(),
-                io: Arc::new(self.local.ioctx(&self.pool, "").await?),
-                config: self.config.clone(),
-                registry: self.registry.clone(),
-                pool: self.pool.clone(),
-                peer_site: self.peer.site_name.clone(),
-                status: leader_tx,
-            }
-            .run(self.registry.leader_releases(&self.pool, &self.peer.site_name), leader_cancel.clone())
-            .instrument(tracing::Span::current()),
-        );
+        let leader = if self.solo {
+            tracing::info!("several receiving peers on this pool: no leader election, replaying every image of this peer");
+            let me = self.local.instance_id().to_string();
+            let solo =
+                LeaderState { leader: true, leader_instance_id: Some(me.clone()), instances: vec![me] };
+            self.registry.set_pool_leader(&self.pool, &self.peer.site_name, solo);
+            drop(leader_tx);
+            None
+        } else {
+            Some(tokio::spawn(
+                LeaderWatcher {
+                    local: self.local.clone(),
+                    io: Arc::new(self.local.ioctx(&self.pool, "").await?),
+                    config: self.config.clone(),
+                    registry: self.registry.clone(),
+                    pool: self.pool.clone(),
+                    peer_site: self.peer.site_name.clone(),
+                    status: leader_tx,
+                }
+                .run(self.registry.leader_releases(&self.pool, &self.peer.site_name), leader_cancel.clone())
+                .instrument(tracing::Span::current()),
+            ))
+        };
 
         // The sync slots follow `rbd_mirror_concurrent_image_syncs` while running, as stock.
         let mut config_changes = self.config.clone();
@@ -101,6 +117,7 @@ impl PoolReplayer {
             sync_slots: Arc::new(Throttle::new(syncs)),
             registry: self.registry.clone(),
             leader: leader_rx,
+            solo: self.solo,
         });
         let mut namespaces: Tasks<String> = Tasks::new();
         let mut last_ping: Option<Instant> = None;
@@ -133,7 +150,9 @@ impl PoolReplayer {
         // position) and leaves the registry.
         namespaces.shut_down().await;
         leader_cancel.cancel();
-        let _ = leader.await;
+        if let Some(leader) = leader {
+            let _ = leader.await;
+        }
         Ok(())
     }
 
