@@ -133,31 +133,24 @@ impl LeaderWatcher {
             let at = *follower.next_attempt.get_or_insert(now);
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                event = watch.next() => match event {
-                    Some(WatchEvent::Notify { notifier_id, payload, .. }) if notifier_id != self.local.instance_id() => {
-                        match LeaderNotify::decode_all(&payload) {
-                            Ok(LeaderNotify::Heartbeat) => {
-                                if follower.holder.is_some() {
-                                    follower.attempts = 0;
-                                    follower.next_attempt = Some(Instant::now() + t.acquire);
-                                }
-                            }
-                            Ok(LeaderNotify::LockAcquired | LeaderNotify::LockReleased) => {
+                notification = self.next_notification(&mut watch) => {
+                    match notification? {
+                        None => return Ok(()),
+                        Some(LeaderNotify::Heartbeat) => {
+                            if follower.holder.is_some() {
                                 follower.attempts = 0;
-                                follower.holder = None;
-                                follower.next_attempt = Some(Instant::now());
+                                follower.next_attempt = Some(Instant::now() + t.acquire);
                             }
-                            Ok(LeaderNotify::Unknown(op)) => tracing::debug!(op, "unknown leader notification"),
-                            Err(e) => tracing::warn!(error = %e, notifier_id, "leader notification does not decode; ignored"),
                         }
-                        continue;
+                        Some(LeaderNotify::LockAcquired | LeaderNotify::LockReleased) => {
+                            follower.attempts = 0;
+                            follower.holder = None;
+                            follower.next_attempt = Some(Instant::now());
+                        }
+                        Some(LeaderNotify::Unknown(op)) => tracing::debug!(op, "unknown leader notification"),
                     }
-                    Some(WatchEvent::Notify { .. }) => continue,
-                    Some(WatchEvent::Error { errno }) => {
-                        return Err(rados_ffi::RadosError::Call { op: "watch rbd_mirror_leader", target: self.pool.clone(), errno })
-                    }
-                    None => return Ok(()),
-                },
+                    continue;
+                }
                 _ = tokio::time::sleep_until(at.into()) => {}
             }
             follower.next_attempt = None;
@@ -221,6 +214,37 @@ impl LeaderWatcher {
         }
     }
 
+    /// The next leader notification of another instance (`None`: the watch ended). One that
+    /// does not decode is logged and skipped. Cancel-safe (as `Watch::next`).
+    async fn next_notification(
+        &self,
+        watch: &mut rados_ffi::Watch,
+    ) -> rados_ffi::Result<Option<LeaderNotify>> {
+        loop {
+            match watch.next().await {
+                Some(WatchEvent::Notify { notifier_id, payload, .. })
+                    if notifier_id != self.local.instance_id() =>
+                {
+                    match LeaderNotify::decode_all(&payload) {
+                        Ok(n) => return Ok(Some(n)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, notifier_id, "leader notification does not decode; ignored")
+                        }
+                    }
+                }
+                Some(WatchEvent::Notify { .. }) => {}
+                Some(WatchEvent::Error { errno }) => {
+                    return Err(rados_ffi::RadosError::Call {
+                        op: "watch rbd_mirror_leader",
+                        target: self.pool.clone(),
+                        errno,
+                    })
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
     /// Leads until cancelled, asked to release, or the lock is lost.
     async fn lead(
         &self,
@@ -257,18 +281,12 @@ impl LeaderWatcher {
                     tracing::info!("leader release asked (admin socket)");
                     return Ok(());
                 }
-                event = watch.next() => match event {
-                    Some(WatchEvent::Notify { notifier_id, payload, .. }) if notifier_id != self.local.instance_id() => {
-                        if let Ok(n) = LeaderNotify::decode_all(&payload) {
-                            tracing::debug!(?n, notifier_id, "another instance notified while we lead; ignored");
-                        }
+                notification = self.next_notification(watch) => match notification? {
+                    None => return Ok(()),
+                    Some(n) => {
+                        tracing::debug!(?n, "another instance notified while we lead; ignored");
                         continue;
                     }
-                    Some(WatchEvent::Notify { .. }) => continue,
-                    Some(WatchEvent::Error { errno }) => {
-                        return Err(rados_ffi::RadosError::Call { op: "watch rbd_mirror_leader", target: self.pool.clone(), errno })
-                    }
-                    None => return Ok(()),
                 },
                 _ = tokio::time::sleep_until(next_heartbeat.into()) => {}
             }
