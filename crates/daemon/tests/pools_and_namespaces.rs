@@ -324,3 +324,52 @@ fn a_peer_removed_stops_replay_and_added_back_resumes_it() {
     println!("peer added back on site-b: {spec} up+replaying {resumed:?} after the bootstrap import");
     wait_replicated(&b, &spec, &a.export_sha256(&spec), Duration::from_secs(60));
 }
+
+/// An image-map record of `rbd_mirror_leader` that does not decode (which makes the cls
+/// `mirror_image_map_list` fail as a whole, for stock as for us): the next leader logs it,
+/// removes it and maps its image again; the other image goes on replicating.
+#[test]
+fn an_image_map_record_that_does_not_decode_is_removed_and_its_image_mapped_again() {
+    let (_serial, a, b) = sites();
+    let bad = format!("{}/{}", lab::POOL, lab::unique("map-bad"));
+    let good = format!("{}/{}", lab::POOL, lab::unique("map-good"));
+    let _bad = mirrored_image(&a, &bad, "256K");
+    let _good = mirrored_image(&a, &good, "256K");
+    let global_id =
+        a.rbd_json(&["mirror", "image", "status", &bad])["global_id"].as_str().expect("global_id").to_owned();
+    let key = format!("image_map_{global_id}");
+    let record = |b: &lab::Site| -> Result<String, String> {
+        b.command_output("rados", &["-p", lab::POOL, "getomapval", "rbd_mirror_leader", &key])
+    };
+    {
+        let _daemon = Daemon::start();
+        for spec in [&bad, &good] {
+            wait_replicated(&b, spec, &a.export_sha256(spec), Duration::from_secs(120));
+        }
+        lab::wait_for("the image mapped", REACTION, || record(&b));
+    }
+    let garbage = b.dir.join("garbage-image-map-record");
+    std::fs::write(&garbage, b"garbage!").expect("writing the garbage record");
+    let garbage = garbage.to_str().expect("utf-8 path").to_owned();
+    b.rados(&["-p", lab::POOL, "setomapval", "rbd_mirror_leader", &key, "--input-file", &garbage]);
+    assert!(record(&b).expect("garbage in place").contains("garbage!"));
+
+    let from = mirror::daemon_log().len();
+    let _daemon = Daemon::start();
+    let replaced =
+        lab::wait_for("the record removed and written again", Duration::from_secs(60), || match record(&b) {
+            Ok(v) if !v.contains("garbage!") => Ok(v),
+            Ok(v) => Err(format!("still garbage: {v}")),
+            Err(e) => Err(e),
+        });
+    println!("{key} again:\n{replaced}");
+    let log = daemon_log_since(from);
+    let line = log
+        .lines()
+        .find(|l| l.contains("does not decode"))
+        .unwrap_or_else(|| panic!("no error logged:\n{log}"));
+    println!("logged: {line}");
+    assert!(line.contains("ERROR") && line.contains(&key), "{line}");
+    still_replicates(&a, &b, &bad);
+    still_replicates(&a, &b, &good);
+}

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use rados_ffi::IoCtx;
 use rbd_types::encoding::DecodeError;
+use rbd_types::Decode;
 use rbd_types::ProtectionStatus;
 
 use crate::error::{ReplayError, Result};
@@ -173,6 +174,42 @@ pub async fn mirror_image_map_list(io: &IoCtx) -> Result<BTreeMap<String, Mirror
         missing_is_end: true,
     };
     exec_paged(io, RBD_MIRROR_LEADER, method, || format!("image map of {}", io.pool_name())).await
+}
+
+/// Key prefix of the image map's records in `rbd_mirror_leader`'s omap.
+const IMAGE_MAP_KEY_PREFIX: &str = "image_map_";
+
+/// The image map read record by record from `rbd_mirror_leader`'s omap, for when
+/// [`mirror_image_map_list`] fails: the cls method fails as a whole (`EINVAL`) when one record
+/// does not decode, for stock as for us. Returns the records that decode, and the keys of
+/// those that do not, with why.
+pub async fn mirror_image_map_records(
+    io: &IoCtx,
+) -> Result<(BTreeMap<String, MirrorImageMap>, Vec<(String, DecodeError)>)> {
+    let omap = match io.omap_get_all(RBD_MIRROR_LEADER, IMAGE_MAP_KEY_PREFIX).await {
+        Ok(omap) => omap,
+        Err(e) if e.is_not_found() => return Ok((BTreeMap::new(), Vec::new())),
+        Err(e) => return Err(e.into()),
+    };
+    let mut good = BTreeMap::new();
+    let mut bad = Vec::new();
+    for (key, value) in omap {
+        let Some(global_id) = key.strip_prefix(IMAGE_MAP_KEY_PREFIX) else { continue };
+        match MirrorImageMap::decode_all(&value) {
+            Ok(map) => {
+                good.insert(global_id.to_owned(), map);
+            }
+            Err(e) => bad.push((key.clone(), e)),
+        }
+    }
+    Ok((good, bad))
+}
+
+/// Removes image-map records by omap key (those [`mirror_image_map_records`] could not
+/// decode).
+pub async fn mirror_image_map_remove_keys(io: &IoCtx, keys: &[&str]) -> Result<()> {
+    io.omap_remove(RBD_MIRROR_LEADER, keys).await?;
+    Ok(())
 }
 
 /// Records that `map.instance_id` replays image `global_image_id`.

@@ -357,6 +357,12 @@ options! {
     /// Ours: how often a replaying image's mirror status is refreshed.
     rbd_mirror_rs_status_interval: Duration = Duration::from_secs(5),
         min Some(0.1), max None, allowed NONE, runtime true;
+    /// Ours: longest wait between two looks at an idle primary journal (three looks in a row
+    /// found nothing; before, `rbd_mirror_journal_poll_age`). The primary's own commits,
+    /// every `rbd_journal_commit_age` (5 s) while it writes, notify its journal header and
+    /// wake replay at once, so this is only the safety net.
+    rbd_mirror_rs_journal_idle_poll_age: Duration = Duration::from_secs(30),
+        min Some(0.1), max None, allowed NONE, runtime true;
     /// Ours: wait before an image whose replay failed is tried again.
     rbd_mirror_rs_image_retry_interval: Duration = Duration::from_secs(30),
         min Some(0.1), max None, allowed NONE, runtime true;
@@ -366,7 +372,7 @@ options! {
         min Some(0.1), max None, allowed NONE, runtime true;
     /// Ours: longest wait between two scans of the peer's mirrored images without a
     /// notification.
-    rbd_mirror_rs_pool_rescan_interval: Duration = Duration::from_secs(5),
+    rbd_mirror_rs_pool_rescan_interval: Duration = Duration::from_secs(30),
         min Some(0.1), max None, allowed NONE, runtime true;
     /// Ours: how often the mirrored pools, their peers and their namespaces with mirroring
     /// enabled are read again, so that pool replayers and namespace replayers start and stop

@@ -5,8 +5,14 @@
 //! starts after its commit position. [`JournalTail::next`] hands out entries in the order the
 //! journal player uses (ceph-formats.md §2.7), doing the reads a [`JournalFollower`] asks for
 //! (only the bytes appended to each data object since the last look; the reads of one look
-//! at once); it is woken by watch notifications on the header and otherwise polls at most
-//! every [`TailOptions::poll_interval`]. The header is read again only after a
+//! at once); it is woken by watch notifications on the header and otherwise looks again
+//! after [`TailOptions::poll_interval`], or, once [`TailOptions::idle_after`] looks in a row
+//! found nothing, after [`TailOptions::idle_poll_interval`]: an idle journal costs almost
+//! nothing, and the writer's next entries still wake the tail within the writer's commit
+//! interval, because `journal::JournalMetadata` notifies the header when it commits its own
+//! position (librbd: every `rbd_journal_commit_age`, 5 s, while it writes). The time of the
+//! next look is the tail's, not the waiting future's: a caller that drops [`JournalTail::next`]
+//! and calls it again does not look sooner. The header is read again only after a
 //! notification, or when a look found nothing new: `journal::JournalMetadata` notifies after
 //! it changes the object sets or a client, and itself refreshes only on notifications; a new
 //! tag may come without one, but a follower only needs it once playback is stuck, and a look
@@ -32,12 +38,23 @@ use crate::follower::{FollowError, JournalFollower, Want};
 use crate::player::PlayedEntry;
 use rbd_types::cls_journal::{args, header_object_name, HeaderError, JournalHeader, ObjectSetPosition};
 
+/// Default [`TailOptions::idle_poll_interval`]: the safety net behind header notifications.
+pub const DEFAULT_IDLE_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Default [`TailOptions::idle_after`].
+pub const DEFAULT_IDLE_AFTER: u32 = 3;
+
 /// How the tail reads.
 #[derive(Debug, Clone)]
 pub struct TailOptions {
     /// Longest wait between two looks at the data objects when no notification arrives
     /// (Ceph's `rbd_mirror_journal_poll_age` is 5 s).
     pub poll_interval: Duration,
+    /// Longest wait between two looks once the journal is idle (see `idle_after`); a header
+    /// notification still wakes the tail at once.
+    pub idle_poll_interval: Duration,
+    /// Empty looks in a row after which the journal is idle (0: never idle).
+    pub idle_after: u32,
     /// Bytes read per data-object read (default [`DEFAULT_FETCH_BYTES`]); what is read but
     /// not yet replayed is what the tail holds in memory, at most two object sets' worth of
     /// reads.
@@ -46,7 +63,12 @@ pub struct TailOptions {
 
 impl Default for TailOptions {
     fn default() -> Self {
-        TailOptions { poll_interval: Duration::from_secs(1), fetch_bytes: None }
+        TailOptions {
+            poll_interval: Duration::from_secs(1),
+            idle_poll_interval: DEFAULT_IDLE_POLL_INTERVAL,
+            idle_after: DEFAULT_IDLE_AFTER,
+            fetch_bytes: None,
+        }
     }
 }
 
@@ -127,6 +149,11 @@ pub struct JournalTail {
     progressed: bool,
     /// When to try watching the header again, after a failed attempt.
     rewatch_at: Option<Instant>,
+    /// When the next look is due (set when a look found nothing; a notification brings it
+    /// forward).
+    next_look: Option<Instant>,
+    /// Looks in a row that found nothing.
+    empty_looks: u32,
 }
 
 /// A read of the journal under way, owned by the tail (see the module documentation).
@@ -195,6 +222,8 @@ impl JournalTail {
             header_notified: false,
             progressed: false,
             rewatch_at: None,
+            next_look: None,
+            empty_looks: 0,
         })
     }
 
@@ -208,14 +237,29 @@ impl JournalTail {
         self.follower.position()
     }
 
-    /// The next entry; waits (watch notification or poll) until one is there.
+    /// The next entry; waits (watch notification or poll) until one is there. Cancel-safe.
     pub async fn next(&mut self) -> Result<PlayedEntry, TailError> {
         loop {
+            if self.next_look.is_some() {
+                self.wait().await;
+            }
             if let Some(e) = self.try_next().await? {
                 return Ok(e);
             }
-            self.wait().await;
+            self.empty_looks = self.empty_looks.saturating_add(1);
+            let idle = self.options.idle_after > 0 && self.empty_looks >= self.options.idle_after;
+            let interval = if idle {
+                self.options.idle_poll_interval.max(self.options.poll_interval)
+            } else {
+                self.options.poll_interval
+            };
+            self.next_look = Some(Instant::now() + interval);
         }
+    }
+
+    /// Whether the journal is idle: the last [`TailOptions::idle_after`] looks found nothing.
+    pub fn is_idle(&self) -> bool {
+        self.options.idle_after > 0 && self.empty_looks >= self.options.idle_after
     }
 
     /// The next entry if one is already written, without waiting. Cancel-safe: dropped
@@ -244,6 +288,7 @@ impl JournalTail {
             match self.follower.want()? {
                 Want::Entry(e) => {
                     self.progressed = true;
+                    self.empty_looks = 0;
                     return Ok(Some(e));
                 }
                 Want::Wait => return Ok(None),
@@ -300,10 +345,11 @@ impl JournalTail {
         self.rewatch_at = None;
     }
 
-    /// Waits for a header notification or the poll interval, whichever comes first. Without
-    /// a watch, first tries to watch the header again, at most once per poll interval (as
-    /// `journal::JournalMetadata` does after a watch error). The caller may drop this
-    /// future at any point (the replayer's `select!` does, every second): nothing is lost.
+    /// Waits until the next look is due or a header notification comes, whichever is first;
+    /// then no look is pending. Without a watch, first tries to watch the header again, at
+    /// most once per poll interval (as `journal::JournalMetadata` does after a watch error).
+    /// The caller may drop this future at any point (the replayer's `select!` does, every
+    /// second): nothing is lost, and the look stays due when it was.
     async fn wait(&mut self) {
         let interval = self.options.poll_interval;
         if self.watch.is_none() && self.rewatch_at.is_none_or(|at| Instant::now() >= at) {
@@ -314,6 +360,7 @@ impl JournalTail {
                     self.watch = Some(watch);
                     // Updates may have gone unnoticed meanwhile.
                     self.header_notified = true;
+                    self.next_look = None;
                     return;
                 }
                 Err(e) => {
@@ -321,14 +368,24 @@ impl JournalTail {
                 }
             }
         }
+        let due = self.next_look.unwrap_or_else(Instant::now);
+        // Without a watch, the next attempt to watch again bounds the wait.
+        let due = match (&self.watch, self.rewatch_at) {
+            (None, Some(at)) => due.min(at),
+            _ => due,
+        };
         match self.watch.as_mut() {
-            Some(watch) => match tokio::time::timeout(interval, watch.next()).await {
-                Ok(Some(WatchEvent::Notify { .. })) => self.header_notified = true,
+            Some(watch) => match tokio::time::timeout_at(due.into(), watch.next()).await {
+                Ok(Some(WatchEvent::Notify { .. })) => {
+                    self.header_notified = true;
+                    self.empty_looks = 0;
+                }
                 Ok(event) => self.watch_lost(event),
                 Err(_) => {}
             },
-            None => tokio::time::sleep(interval).await,
+            None => tokio::time::sleep_until(due.into()).await,
         }
+        self.next_look = None;
     }
 
     /// Commits `position` for our client on the primary's journal (cls

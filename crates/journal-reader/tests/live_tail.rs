@@ -20,7 +20,11 @@ const CLIENT: &str = "tail-test";
 
 fn options() -> TailOptions {
     // Reads smaller than one entry: every entry is completed across reads.
-    TailOptions { poll_interval: Duration::from_millis(200), fetch_bytes: Some(4096) }
+    TailOptions {
+        poll_interval: Duration::from_millis(200),
+        fetch_bytes: Some(4096),
+        ..TailOptions::default()
+    }
 }
 
 /// Takes entries until `writes` AioWrite events were seen; returns their offsets.

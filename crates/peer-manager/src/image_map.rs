@@ -26,6 +26,29 @@ use tokio_util::sync::CancellationToken;
 
 use crate::instance_watcher::{next_request_id, notify_instance};
 
+/// The image map of the pool namespace `io` is on. When the cls `mirror_image_map_list`
+/// fails (it fails as a whole if one record does not decode), the records are read one by
+/// one: one that does not decode is logged and removed, so that its image is mapped again,
+/// and the map is readable again for every instance, stock ones included.
+pub(crate) async fn read_image_map(io: &IoCtx) -> image_replayer::Result<BTreeMap<String, MirrorImageMap>> {
+    let listed = match cls::mirror_image_map_list(io).await {
+        Ok(map) => return Ok(map),
+        Err(e) => e,
+    };
+    let (map, bad) = cls::mirror_image_map_records(io).await?;
+    if bad.is_empty() {
+        return Err(listed);
+    }
+    for (key, error) in &bad {
+        tracing::error!(%key, %error, "image map record of rbd_mirror_leader does not decode: removing it (its image is mapped again)");
+    }
+    let keys: Vec<&str> = bad.iter().map(|(k, _)| k.as_str()).collect();
+    if let Err(e) = cls::mirror_image_map_remove_keys(io, &keys).await {
+        tracing::warn!(error = %e, "cannot remove the image map records that do not decode");
+    }
+    Ok(map)
+}
+
 /// The policy (`rbd_mirror_image_policy_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
@@ -186,7 +209,7 @@ impl Mapper {
     /// Maps images while leading; returns when leadership ends.
     async fn lead(&mut self) {
         let mut map = loop {
-            match cls::mirror_image_map_list(&self.io).await {
+            match read_image_map(&self.io).await {
                 Ok(m) => break m,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the image map; trying again");

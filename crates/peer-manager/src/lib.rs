@@ -21,8 +21,8 @@
 //!   requests, acked when done), the instance replayer, the image deleter; while this
 //!   instance leads, the pool watcher, the image map (`image_map`: the `simple` policy, the
 //!   persisted map, requests to instances) and the sweep;
-//! * `pool_watcher`: the peer's mirrored images of a namespace, rescanned on notification or
-//!   every 5 s;
+//! * `pool_watcher`: the peer's mirrored images of a namespace, rescanned on notification
+//!   (debounced 1 s) or every 30 s;
 //! * `instance_replayer`: the image replayer tasks, started and stopped;
 //! * `image_deleter`: the local non-primary copies of images the peer stops mirroring
 //!   (§6.4);

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use image_replayer::cls;
 use image_replayer::{ConfigWatch, LeaderState, PeerContext, Registry, Throttle};
@@ -29,6 +30,10 @@ use crate::image_map::Mapper;
 use crate::instance_replayer::InstanceReplayer;
 use crate::instance_watcher::{ImageRequest, InstanceWatcher};
 use crate::pool_watcher::PoolWatcher;
+
+/// How long a scan waits after a notification of the peer's `rbd_mirroring`, for the
+/// notifications that follow it.
+const NOTIFY_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// What a pool replayer shares with its namespace replayers.
 #[derive(Debug)]
@@ -185,45 +190,30 @@ impl NamespaceReplayer {
         );
         let mut leader = pool.leader.clone();
         let mut swept = false;
+        // When the peer's images are listed next: at once, then every rescan interval, and
+        // NOTIFY_DEBOUNCE after a notification (which comes in bursts: one per image when a
+        // pool's images are enabled one by one, as stock's PoolWatcher waits too).
+        let mut next_scan = Instant::now();
         loop {
-            let config = ctx.config();
-            let leads = leader.borrow_and_update().leader;
-            if pool.solo {
-                match watcher.mirrored_images(&ctx).await {
-                    Ok(wanted) => {
-                        self.solo_pass(&ctx, wanted, &mut images, &deleting, &deletions, &mut swept, cancel)
-                            .await;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot list the peer's mirrored images"),
-                }
-            } else if !leads {
-                swept = false;
-            } else {
-                match watcher.mirrored_images(&ctx).await {
-                    Ok(wanted) => {
-                        // Once per leadership: local images of this peer whose primary went
-                        // away while no daemon ran (the deleter keeps primary and unlinked
-                        // ones), unless the image map still holds them (released first).
-                        if !swept {
-                            swept = self.sweep(&ctx, &wanted, &deleting, &deletions).await;
-                        }
-                        let _ =
-                            deletions.send(Request::Scanned(wanted.keys().cloned().collect::<BTreeSet<_>>()));
-                        wanted_tx.send_if_modified(|w| {
-                            let now: BTreeSet<String> = wanted.keys().cloned().collect();
-                            let changed = w.as_ref() != Some(&now);
-                            *w = Some(now);
-                            changed
-                        });
-                        tracing::trace!(images = images.len(), "namespace scanned");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot list the peer's mirrored images"),
-                }
+            if Instant::now() >= next_scan {
+                self.scan(
+                    &ctx,
+                    &watcher,
+                    &mut leader,
+                    &mut images,
+                    &deleting,
+                    &deletions,
+                    &wanted_tx,
+                    &mut swept,
+                    cancel,
+                )
+                .await;
+                next_scan = Instant::now() + ctx.config().rbd_mirror_rs_pool_rescan_interval;
             }
+            // The leader's requests first: an instance answers them while a scan waits.
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
-                _ = watcher.changed(config.rbd_mirror_rs_pool_rescan_interval) => {}
-                Ok(()) = leader.changed() => {}
                 Some(request) = requests.recv() => {
                     self.handle(&ctx, request, &mut images, &deleting, &deletions, cancel).await;
                 }
@@ -232,6 +222,9 @@ impl NamespaceReplayer {
                         let _ = deletions.send(Request::Delete { global_id, replayer: None, replayed: true });
                     }
                 }
+                Ok(()) = leader.changed() => next_scan = Instant::now(),
+                () = watcher.notified() => next_scan = next_scan.min(Instant::now() + NOTIFY_DEBOUNCE),
+                _ = tokio::time::sleep_until(next_scan.into()) => {}
             }
         }
         // Shutdown: every replayer commits its position, then returns; this instance
@@ -245,6 +238,53 @@ impl NamespaceReplayer {
         drop(deletions);
         let _ = deleter.await;
         Ok(Ended::Cancelled)
+    }
+
+    /// Lists the peer's mirrored images: without leader election, replays them all
+    /// ([`Self::solo_pass`]); as the leader, hands them to the image map and the deleter.
+    #[allow(clippy::too_many_arguments)]
+    async fn scan(
+        &self,
+        ctx: &Arc<PeerContext>,
+        watcher: &PoolWatcher,
+        leader: &mut watch::Receiver<LeaderState>,
+        images: &mut InstanceReplayer,
+        deleting: &image_deleter::Pending,
+        deletions: &mpsc::UnboundedSender<Request>,
+        wanted_tx: &watch::Sender<Option<BTreeSet<String>>>,
+        swept: &mut bool,
+        cancel: &CancellationToken,
+    ) {
+        let leads = leader.borrow_and_update().leader;
+        if !self.pool.solo && !leads {
+            *swept = false;
+            return;
+        }
+        let wanted = match watcher.mirrored_images(ctx).await {
+            Ok(wanted) => wanted,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the peer's mirrored images");
+                return;
+            }
+        };
+        if self.pool.solo {
+            self.solo_pass(ctx, wanted, images, deleting, deletions, swept, cancel).await;
+            return;
+        }
+        // Once per leadership: local images of this peer whose primary went away while no
+        // daemon ran (the deleter keeps primary and unlinked ones), unless the image map
+        // still holds them (released first).
+        if !*swept {
+            *swept = self.sweep(ctx, &wanted, deleting, deletions).await;
+        }
+        let now: BTreeSet<String> = wanted.keys().cloned().collect();
+        let _ = deletions.send(Request::Scanned(now.clone()));
+        wanted_tx.send_if_modified(|w| {
+            let changed = w.as_ref() != Some(&now);
+            *w = Some(now);
+            changed
+        });
+        tracing::trace!(images = images.len(), "namespace scanned");
     }
 
     /// One pass without leader election: stops the replayers of images the peer no longer
@@ -288,7 +328,7 @@ impl NamespaceReplayer {
         deleting: &image_deleter::Pending,
         deletions: &mpsc::UnboundedSender<Request>,
     ) -> bool {
-        let mapped = match cls::mirror_image_map_list(&ctx.local_io).await {
+        let mapped = match crate::image_map::read_image_map(&ctx.local_io).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the image map");

@@ -1,9 +1,9 @@
 //! The pool watcher (stock `PoolWatcher`): which images the peer mirrors in this pool,
 //! rescanned when the peer's `rbd_mirroring` object is notified (image enabled, disabled,
-//! removed) and at least every `rbd_mirror_rs_pool_rescan_interval` (5 s) without one.
+//! removed), a second after the first of a burst of notifications, and at least every
+//! `rbd_mirror_rs_pool_rescan_interval` (30 s, as stock) without one.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use image_replayer::{cls, PeerContext};
 use rados_ffi::Watch;
@@ -44,19 +44,11 @@ impl PoolWatcher {
         Ok(wanted)
     }
 
-    /// Waits until the list may have changed: a notification, or `rescan` passed.
-    pub(crate) async fn changed(&mut self, rescan: Duration) {
-        tokio::select! {
-            _ = next_notification(&mut self.watch) => {}
-            _ = tokio::time::sleep(rescan) => {}
+    /// Waits for a notification of the peer's `rbd_mirroring` (image enabled, disabled,
+    /// removed); a closed watch never resolves (the rescan timer still runs). Cancel-safe.
+    pub(crate) async fn notified(&mut self) {
+        if self.watch.next().await.is_none() {
+            std::future::pending::<()>().await;
         }
-    }
-}
-
-/// Waits for a notification on the watch (a closed watch waits forever: the rescan timer
-/// still runs).
-async fn next_notification(watch: &mut Watch) {
-    if watch.next().await.is_none() {
-        std::future::pending::<()>().await;
     }
 }

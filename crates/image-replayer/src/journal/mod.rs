@@ -74,9 +74,12 @@ pub(crate) async fn attempt(
     }
 
     publish(ctx, status, State::StartingReplay, "starting replay").await;
+    let config = ctx.config();
     let options = TailOptions {
-        poll_interval: ctx.config().rbd_mirror_journal_poll_age,
+        poll_interval: config.rbd_mirror_journal_poll_age,
+        idle_poll_interval: config.rbd_mirror_rs_journal_idle_poll_age,
         fetch_bytes: Some(replay::TAIL_FETCH_BYTES),
+        ..TailOptions::default()
     };
     let tail = JournalTail::open(
         &ctx.remote,

@@ -153,6 +153,18 @@ pub struct JournalReplayer<'a> {
     pub replay_delay: Duration,
 }
 
+/// Longest wait between two reads of the local journal header's state (resync requested,
+/// promoted here) while it is watched.
+const LOCAL_STATE_CHECK: Duration = Duration::from_secs(30);
+
+/// The next event of `watch`; never resolves without one. Cancel-safe.
+async fn next_watch_event(watch: &mut Option<rados_ffi::Watch>) -> Option<rados_ffi::WatchEvent> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl std::fmt::Debug for JournalReplayer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JournalReplayer")
@@ -238,6 +250,19 @@ impl<'a> JournalReplayer<'a> {
         let mut tick =
             tokio::time::interval(commit_interval.min(status_interval).min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The local image's journal header: `rbd mirror image resync` and a forced promotion
+        // here update it and notify; its state is read again on a notification, and at least
+        // every LOCAL_STATE_CHECK (every status interval while it cannot be watched).
+        let local_header = journal_header(self.local.image_id());
+        let mut local_watch = match self.ctx.local_io.watch(&local_header).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::debug!(object = %local_header, error = %e, "cannot watch the local journal header; polling it");
+                None
+            }
+        };
+        let mut local_checked = Instant::now();
+        let mut local_notified = false;
         self.report(status, 0.0, 0.0).await;
         loop {
             let room = self.open.as_ref().is_none_or(|w| !w.is_full());
@@ -259,6 +284,13 @@ impl<'a> JournalReplayer<'a> {
                 _ = tick.tick() => {
                     commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
                 }
+                event = next_watch_event(&mut local_watch) => match event {
+                    Some(rados_ffi::WatchEvent::Notify { .. }) => local_notified = true,
+                    _ => {
+                        tracing::debug!(object = %local_header, "local journal header watch lost; polling it");
+                        local_watch = None;
+                    }
+                },
             }
             // The operator's flush: seen here, after whatever woke the loop (an atomic load,
             // not one more future per entry; the tick wakes an idle loop).
@@ -294,6 +326,16 @@ impl<'a> JournalReplayer<'a> {
                 rate_mark = (Instant::now(), self.counters.entries, self.counters.bytes);
                 self.report(status, rates.0, rates.1).await;
                 last_status = Instant::now();
+                // The header as the tail last read it (the primary notifies a change).
+                let ours = self.tail.header().clients.get(&self.ctx.local_mirror_uuid);
+                if ours.is_some_and(|c| c.state == rbd_types::cls_journal::ClientState::Disconnected) {
+                    return Ok(ReplayEnd::Disconnected);
+                }
+            }
+            let check_every = if local_watch.is_some() { LOCAL_STATE_CHECK } else { status_interval };
+            if local_notified || local_checked.elapsed() >= check_every {
+                local_notified = false;
+                local_checked = Instant::now();
                 let (resync, owner) =
                     crate::local::local_journal_state(&self.ctx.local_io, self.local.image_id()).await?;
                 if resync {
@@ -302,11 +344,6 @@ impl<'a> JournalReplayer<'a> {
                 if owner.as_deref() == Some(journal_reader::event::LOCAL_MIRROR_UUID) {
                     // `rbd mirror image promote --force` here: the image is no longer ours.
                     return Ok(ReplayEnd::ForcePromoted);
-                }
-                // The header as the tail last read it (the primary notifies a change).
-                let ours = self.tail.header().clients.get(&self.ctx.local_mirror_uuid);
-                if ours.is_some_and(|c| c.state == rbd_types::cls_journal::ClientState::Disconnected) {
-                    return Ok(ReplayEnd::Disconnected);
                 }
             }
         }

@@ -355,11 +355,9 @@ impl SnapshotReplayer<'_> {
                         publish(ctx, status, State::Replaying, &s.description()).await;
                         last_status = Some(Instant::now());
                     }
-                    let poll = if step == Step::Idle {
-                        IDLE_POLL.min(ctx.config().rbd_mirror_rs_status_interval)
-                    } else {
-                        INCOMPLETE_POLL
-                    };
+                    // Idle: both headers are watched (a new remote snapshot, a resync request
+                    // here notify them), so the poll is only the safety net.
+                    let poll = if step == Step::Idle { IDLE_POLL } else { INCOMPLETE_POLL };
                     if !self.wait(cancel, poll).await {
                         return Ok(Attempt::Cancelled);
                     }
