@@ -46,6 +46,7 @@ pub use registry::{
     Deletion, Deletions, ImageHandle, ImageKey, ImageState, LeaderState, PoolState, Registry,
 };
 pub use replayer::run;
+pub use status::StatusBook;
 pub use throttle::Throttle;
 
 /// How one attempt of an image's replay ended (an error ends it too).
@@ -80,6 +81,9 @@ pub struct PeerContext {
     pub config_watch: ConfigWatch,
     /// Bounds concurrent image syncs (`rbd_mirror_concurrent_image_syncs`).
     pub sync_slots: Arc<Throttle>,
+    /// The statuses written for this namespace's images, refreshed in batches
+    /// ([`StatusBook::run`], started by whoever serves the namespace).
+    pub statuses: Arc<StatusBook>,
 }
 
 impl PeerContext {

@@ -29,7 +29,7 @@ pub async fn run(
     let span = tracing::info_span!("image", global_id = %global_id, remote_image_id = %remote_image_id);
     async move {
         let mut control = image.control();
-        let mut status = StatusPublisher::new(&ctx.local_mirror_uuid, image);
+        let mut status = StatusPublisher::new(&ctx.local_mirror_uuid, image, ctx.statuses.clone());
         let mut restarts = control.borrow().restarts;
         loop {
             // Stopped by the operator (`rbd mirror stop`): until started again.

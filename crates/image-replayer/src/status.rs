@@ -2,19 +2,24 @@
 //! §3.8): written to the local pool (site status, empty mirror uuid) and to the remote pool
 //! (tagged with the local pool's mirror uuid, what the primary site's `rbd mirror pool
 //! status` reads). `up` is computed by the OSD from the watchers of `rbd_mirroring`, which
-//! the pool replayer holds on the same cluster connections.
+//! the pool replayer holds on the same cluster connections. A status is written when it
+//! changes; the [`StatusBook`] of the namespace rewrites unchanged ones every
+//! [`STATUS_REFRESH`], many per RADOS operation, as stock's `MirrorStatusUpdater` does.
 
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
-use rados_ffi::IoCtx;
+use rados_ffi::{IoCtx, WriteOp};
 use rbd_types::cls_journal::ObjectPosition;
 use rbd_types::UTime;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::cls;
 use crate::registry::ImageHandle;
 use crate::PeerContext;
-use rbd_types::cls_rbd::{MirrorImageSiteStatus, MirrorImageStatusState};
+use rbd_types::cls_rbd::{args, MirrorImageSiteStatus, MirrorImageStatusState, RBD_MIRRORING};
 
 /// Where replay stands, for the status description.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -80,21 +85,113 @@ fn now() -> UTime {
 pub struct StatusPublisher {
     local_mirror_uuid: String,
     image: ImageHandle,
-    /// What was written last, and when: an unchanged status is written again only after
-    /// [`STATUS_REFRESH`] (`up` is computed from the watchers, not from the write's age).
-    written: Option<(MirrorImageStatusState, String, std::time::Instant)>,
+    /// Where the namespace's statuses are kept for their refresh.
+    book: Arc<StatusBook>,
+    /// What was written last: an unchanged status is not written again (the book
+    /// refreshes it).
+    written: Option<(MirrorImageStatusState, String)>,
 }
 
 /// How often an unchanged status is written again: the stock daemon's `MirrorStatusUpdater`
 /// writes every 30 s. (An idle site of 1,000 images would otherwise write 400 statuses a
 /// second at a 5 s status interval.)
-pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+pub const STATUS_REFRESH: Duration = Duration::from_secs(30);
+
+/// Statuses per RADOS operation of a refresh (stock: `MAX_UPDATES_PER_OP`, 100).
+const REFRESH_BATCH: usize = 100;
+
+/// How often the book looks for statuses to refresh.
+const REFRESH_TICK: Duration = Duration::from_secs(5);
+
+/// The statuses this daemon wrote for the images of one pool namespace (as written to the
+/// local pool), while their replayers run: [`StatusBook::run`] rewrites those older than
+/// [`STATUS_REFRESH`] in batches. A replayer's publisher takes its image out when it is
+/// dropped, so an image handed to another instance is no longer refreshed here.
+#[derive(Debug, Default)]
+pub struct StatusBook {
+    entries: Mutex<HashMap<String, (MirrorImageSiteStatus, Instant)>>,
+    /// Publishers write under the read lock, a refresh under the write lock: a refresh
+    /// never lands after a newer status of the same image.
+    order: tokio::sync::RwLock<()>,
+}
+
+impl StatusBook {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (MirrorImageSiteStatus, Instant)>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Rewrites, every [`REFRESH_TICK`], the statuses written more than [`STATUS_REFRESH`]
+    /// ago, until `cancel`.
+    pub async fn run(
+        self: Arc<Self>,
+        local: &IoCtx,
+        remote: &IoCtx,
+        local_mirror_uuid: &str,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(REFRESH_TICK) => {}
+            }
+            self.refresh(local, remote, local_mirror_uuid).await;
+        }
+    }
+
+    /// One refresh pass: failures are logged (statuses are advisory) and tried again at the
+    /// next pass.
+    pub async fn refresh(&self, local: &IoCtx, remote: &IoCtx, local_mirror_uuid: &str) {
+        let _order = self.order.write().await;
+        let due: Vec<(String, MirrorImageSiteStatus)> = self
+            .entries()
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() >= STATUS_REFRESH)
+            .map(|(g, (st, _))| (g.clone(), st.clone()))
+            .collect();
+        for batch in due.chunks(REFRESH_BATCH) {
+            let last_update = now();
+            let written = async {
+                for (io, mirror_uuid) in [(local, ""), (remote, local_mirror_uuid)] {
+                    let mut op = WriteOp::new();
+                    for (global_id, status) in batch {
+                        let status = MirrorImageSiteStatus {
+                            mirror_uuid: mirror_uuid.to_owned(),
+                            last_update,
+                            ..status.clone()
+                        };
+                        op.exec(
+                            "rbd",
+                            "mirror_image_status_set",
+                            &args::mirror_image_status_set(global_id, &status),
+                        )?;
+                    }
+                    io.operate(RBD_MIRRORING, op).await?;
+                }
+                Ok::<(), rados_ffi::RadosError>(())
+            };
+            match written.await {
+                Ok(()) => {
+                    let at = Instant::now();
+                    let mut entries = self.entries();
+                    for (global_id, _) in batch {
+                        if let Some(entry) = entries.get_mut(global_id) {
+                            entry.1 = at;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(statuses = batch.len(), error = %e, "status refresh failed; trying again")
+                }
+            }
+        }
+    }
+}
 
 impl StatusPublisher {
     /// For the image of `image` (its key holds the global id); `local_mirror_uuid` tags the
-    /// copy written to the remote pool.
-    pub fn new(local_mirror_uuid: &str, image: ImageHandle) -> Self {
-        StatusPublisher { local_mirror_uuid: local_mirror_uuid.to_owned(), image, written: None }
+    /// copy written to the remote pool; `book` refreshes what it writes.
+    pub fn new(local_mirror_uuid: &str, image: ImageHandle, book: Arc<StatusBook>) -> Self {
+        StatusPublisher { local_mirror_uuid: local_mirror_uuid.to_owned(), image, book, written: None }
     }
 
     /// The image's registry entry, which this publisher keeps current.
@@ -103,7 +200,7 @@ impl StatusPublisher {
     }
 
     /// Writes `state` + `description` to the local pool and (best effort) the remote pool,
-    /// unless the same was written less than [`STATUS_REFRESH`] ago. Failures are logged,
+    /// unless it is what was written last (the book refreshes that). Failures are logged,
     /// never fatal: status is advisory.
     pub async fn publish(
         &mut self,
@@ -112,14 +209,10 @@ impl StatusPublisher {
         state: MirrorImageStatusState,
         description: &str,
     ) {
-        let unchanged = self
-            .written
-            .as_ref()
-            .is_some_and(|(st, d, at)| *st == state && d == description && at.elapsed() < STATUS_REFRESH);
-        if unchanged {
+        if self.written.as_ref().is_some_and(|(st, d)| *st == state && d == description) {
             return;
         }
-        self.written = Some((state, description.to_owned(), std::time::Instant::now()));
+        self.written = Some((state, description.to_owned()));
         let mut status = MirrorImageSiteStatus {
             mirror_uuid: String::new(),
             state,
@@ -128,12 +221,16 @@ impl StatusPublisher {
             up: true,
         };
         let global_id = &self.image.key().global_id;
-        if let Err(e) = cls::mirror_image_status_set(local, global_id, &status).await {
-            tracing::warn!(%global_id, error = %e, "cannot write the local mirror image status");
-        }
-        status.mirror_uuid = self.local_mirror_uuid.clone();
-        if let Err(e) = cls::mirror_image_status_set(remote, global_id, &status).await {
-            tracing::debug!(%global_id, error = %e, "cannot write the remote mirror image status");
+        {
+            let _order = self.book.order.read().await;
+            if let Err(e) = cls::mirror_image_status_set(local, global_id, &status).await {
+                tracing::warn!(%global_id, error = %e, "cannot write the local mirror image status");
+            }
+            self.book.entries().insert(global_id.clone(), (status.clone(), Instant::now()));
+            status.mirror_uuid = self.local_mirror_uuid.clone();
+            if let Err(e) = cls::mirror_image_status_set(remote, global_id, &status).await {
+                tracing::debug!(%global_id, error = %e, "cannot write the remote mirror image status");
+            }
         }
         self.image.update(|s| {
             s.state = state;
@@ -142,6 +239,13 @@ impl StatusPublisher {
                 s.last_error = None;
             }
         });
+    }
+}
+
+impl Drop for StatusPublisher {
+    /// The replayer ends: its image's status is no longer refreshed by this instance.
+    fn drop(&mut self) {
+        self.book.entries().remove(&self.image.key().global_id);
     }
 }
 

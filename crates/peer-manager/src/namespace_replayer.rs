@@ -137,6 +137,7 @@ impl NamespaceReplayer {
             remote_mirror_uuid: pool.remote_mirror_uuid.clone(),
             config_watch: pool.config.clone(),
             sync_slots: pool.sync_slots.clone(),
+            statuses: Arc::new(image_replayer::StatusBook::default()),
         });
         let mut watcher = PoolWatcher::new(&ctx).await?;
         // This daemon as an instance of the namespace: the leader's requests arrive here.
@@ -146,6 +147,14 @@ impl NamespaceReplayer {
         let (wanted_tx, wanted_rx) = watch::channel(None);
         let (released_tx, mut released) = mpsc::unbounded_channel();
         let mut helpers = Vec::new();
+        // Unchanged statuses are refreshed in batches (stock's MirrorStatusUpdater).
+        helpers.push(tokio::spawn({
+            let (ctx, cancel) = (ctx.clone(), instance_cancel.clone());
+            async move {
+                ctx.statuses.clone().run(&ctx.local_io, &ctx.remote_io, &ctx.local_mirror_uuid, cancel).await
+            }
+            .instrument(tracing::Span::current())
+        }));
         if !pool.solo {
             let instance_io = Arc::new(pool.local.ioctx(&pool.pool, &self.namespace).await?);
             let instance = InstanceWatcher::register(pool.local.clone(), instance_io.clone()).await?;
