@@ -145,11 +145,12 @@ pub async fn copy_image(
     if end_size > local.size() {
         local.set_size(end_size).await?;
     }
-    let mut end_io = remote_io.duplicate().await?;
+    // Data objects are read from the remote image's data pool (its own or a separate one).
+    let mut end_io = remote_io.in_pool(remote.data_pool_id).await?;
     end_io.set_snap_read(end);
     let start_io = match (range.remote_snap_id_start, &plan) {
         (Some(s), None) => {
-            let mut io = remote_io.duplicate().await?;
+            let mut io = remote_io.in_pool(remote.data_pool_id).await?;
             io.set_snap_read(s);
             Some(io)
         }

@@ -134,17 +134,11 @@ async fn attempt(
         s.mode = Some(mode);
     });
     // What this build cannot replay yet is refused before anything is written: read as a
-    // plain image, a clone's unwritten objects (its parent's) or data objects in another
-    // pool would be copied as holes.
+    // plain image, a clone's unwritten objects (its parent's) would be copied as holes.
     if remote.has_parent {
         return Err(ReplayError::Unsupported(
             "the primary is a clone: mirroring clones is not supported yet (rbd flatten it on the primary)"
                 .into(),
-        ));
-    }
-    if remote.separate_data_pool {
-        return Err(ReplayError::Unsupported(
-            "the primary keeps its data in a separate data pool: not supported yet".into(),
         ));
     }
     if let Some(id) = &local_id {

@@ -14,7 +14,7 @@ use journal_reader::event::ClientMeta;
 use journal_reader::tail::read_header;
 use journal_reader::{ClientData, TagData};
 use rados_ffi::rbd::{Image, ImageCreateOptions};
-use rados_ffi::IoCtx;
+use rados_ffi::{IoCtx, Rados};
 use rbd_types::cls_journal::{header_object_name as journal_header, JournalHeader, Tag};
 use rbd_types::cls_rbd::{MirrorImage, MirrorImageMode, MirrorImageState, MirrorImageStatusState as State};
 use rbd_types::{features, Decode};
@@ -69,8 +69,9 @@ pub struct RemoteImage {
     pub global_id: String,
     /// Size, order, striping, features.
     pub geometry: ImageGeometry,
-    /// Its data objects live in another pool (`rbd create --data-pool`).
-    pub separate_data_pool: bool,
+    /// The name of the pool its data objects live in, when that is not the image's pool
+    /// (`rbd create --data-pool`).
+    pub data_pool: Option<String>,
     /// It is a clone with a parent (not flattened).
     pub has_parent: bool,
 }
@@ -83,14 +84,17 @@ impl RemoteImage {
         let name = image.name().await?;
         let geometry = ImageGeometry::of(&image).await?;
         let primary = image.mirror_image_info().await?.primary;
-        let separate_data_pool = image.data_pool_id().await? != io.pool_id();
+        let data_pool = match geometry.data_pool_id {
+            id if id == io.pool_id() => None,
+            id => Some(io.in_pool(id).await?.pool_name().to_owned()),
+        };
         let has_parent = image.has_parent().await?;
         let remote = RemoteImage {
             image_id: image_id.to_owned(),
             name,
             global_id: global_id.to_owned(),
             geometry,
-            separate_data_pool,
+            data_pool,
             has_parent,
         };
         Ok((remote, primary))
@@ -133,7 +137,9 @@ where
         return Ok((id, false));
     }
     let g = &remote.geometry;
+    let data_pool = local_data_pool(&ctx.local, remote).await?;
     let options = ImageCreateOptions {
+        data_pool: data_pool.clone(),
         order: Some(g.order),
         features: Some(g.features & !features::NON_PRIMARY),
         stripe_unit: Some(g.stripe_unit),
@@ -146,8 +152,27 @@ where
     let record =
         MirrorImage { global_image_id: remote.global_id.clone(), state: MirrorImageState::Enabled, mode };
     cls::mirror_image_set(io, &id, &record).await?;
-    tracing::info!(image = %remote.name, local_image_id = %id, mode = mode.as_str(), "created the local non-primary image");
+    tracing::info!(image = %remote.name, local_image_id = %id, mode = mode.as_str(), ?data_pool, "created the local non-primary image");
     Ok((id, true))
+}
+
+/// The data pool of the local copy of `remote`, as the stock daemon chooses it: the local
+/// site's `rbd_default_data_pool` when set; else the primary's separate data pool when a pool
+/// of that name exists here; else none (the data objects stay in the image's pool).
+async fn local_data_pool(local: &Rados, remote: &RemoteImage) -> Result<Option<String>> {
+    let default = local.conf_get("rbd_default_data_pool").unwrap_or_default();
+    Ok(match (default.is_empty(), &remote.data_pool) {
+        (false, _) => Some(default),
+        (true, Some(pool)) => match local.pool_lookup(pool).await {
+            Ok(_) => Some(pool.clone()),
+            Err(e) if e.is_not_found() => {
+                tracing::info!(data_pool = %pool, "the primary's data pool does not exist here: data stays in the image's pool");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+        (true, None) => None,
+    })
 }
 
 /// The local image of `remote` through the local pool's mirroring directory, checked to be
