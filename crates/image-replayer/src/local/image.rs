@@ -279,6 +279,12 @@ impl LocalImage {
         })
     }
 
+    /// The bytes of a clone that read through to its parent (0 for an image without one).
+    pub async fn parent_overlap(&self) -> Result<u64> {
+        let io = self.io.read().await;
+        Ok(Image::open_by_id(&io, &self.image_id, None).await?.overlap().await?)
+    }
+
     /// The image id.
     pub fn image_id(&self) -> &str {
         &self.image_id
