@@ -410,7 +410,8 @@ fn data_objects(site: &lab::Site, spec: &str) -> usize {
 /// site-b, then site-b's copy is cloned from the local copy of that snapshot (`rbd info`
 /// names the parent), only the clone's own objects are copied (an object the clone zeroed
 /// inside the parent overlap stays, so the parent's data does not show through), and both
-/// sites read the same, after the first sync and after an incremental one.
+/// sites read the same, after the first sync and after an incremental one; `rbd flatten` on
+/// the primary flattens site-b's copy with the next mirror snapshot.
 #[test]
 fn a_clone_is_cloned_from_the_local_parent_snapshot_once_that_is_synced() {
     let (_serial, a, b) = sites();
@@ -419,7 +420,8 @@ fn a_clone_is_cloned_from_the_local_parent_snapshot_once_that_is_synced() {
     let _images = Images(vec![clone.clone(), parent.clone()]);
     let features = "layering,exclusive-lock,object-map,fast-diff";
     a.rbd(&["create", "--size", "32M", "--image-feature", features, &parent]);
-    a.bench(&parent, "seq", "4M", "32M");
+    // Pattern bytes in all 8 objects (not zeros, which a flatten would not copy up).
+    a.rbdio(&parent, &["write", "0", "33554432", "7"]);
     // Mirrored before its snapshot `base` exists: site-b gets `base` with the parent's next
     // mirror snapshot only.
     let _daemon = Daemon::start();
@@ -468,4 +470,14 @@ fn a_clone_is_cloned_from_the_local_parent_snapshot_once_that_is_synced() {
     let next = mirror_snapshot(&a, &clone);
     wait_synced(&b, &clone, next, Duration::from_secs(120));
     assert_same(&a, &b, &clone);
+
+    // `rbd flatten` on the primary: with the next mirror snapshot, site-b's clone has no
+    // parent any more and the same content.
+    a.rbd(&["flatten", "--no-progress", &clone]);
+    let flattened = mirror_snapshot(&a, &clone);
+    wait_synced(&b, &clone, flattened, Duration::from_secs(120));
+    let info = b.rbd_json(&["info", &clone]);
+    assert!(info.get("parent").is_none(), "site-b's clone is flattened too: {info}");
+    assert_same(&a, &b, &clone);
+    println!("{clone}: flattened on site-a, no parent on site-b after its next mirror snapshot");
 }

@@ -285,6 +285,21 @@ impl LocalImage {
         Ok(Image::open_by_id(&io, &self.image_id, None).await?.overlap().await?)
     }
 
+    /// Whether the image (its HEAD) has a parent.
+    pub async fn has_parent(&self) -> Result<bool> {
+        let io = self.io.read().await;
+        Ok(Image::open_by_id(&io, &self.image_id, None).await?.has_parent().await?)
+    }
+
+    /// Detaches a clone's HEAD from its parent (cls `parent_detach`, as librbd's
+    /// `DetachParentRequest`): snapshots taken before keep theirs. Every object must be the
+    /// image's own by then (a flatten).
+    pub async fn detach_parent(&self) -> Result<()> {
+        let io = self.io.read().await;
+        io.exec_write(&header_object_name(&self.image_id), "rbd", "parent_detach", &[]).await?;
+        Ok(())
+    }
+
     /// The image id.
     pub fn image_id(&self) -> &str {
         &self.image_id

@@ -610,6 +610,7 @@ impl SnapshotReplayer<'_> {
             );
             self.local.finish_snapshot_object_map(local_end).await?;
         }
+        self.follow_flatten(plan.remote_end).await?;
         cls::mirror_image_snapshot_set_copy_progress(
             &ctx.local_io,
             self.local.image_id(),
@@ -656,6 +657,30 @@ impl SnapshotReplayer<'_> {
             "snapshot sync complete"
         );
         Ok(true)
+    }
+
+    /// A flatten on the primary: once the primary has no parent at the synced snapshot
+    /// `remote_end` (every object its own, and copied), the local clone's HEAD is detached
+    /// from its parent too, as stock's deep copy sets the head's parent to the primary's.
+    async fn follow_flatten(&self, remote_end: u64) -> Result<()> {
+        if !self.local.has_parent().await? {
+            return Ok(());
+        }
+        let remote = rados_ffi::rbd::Image::open_by_id_at_snap_id(
+            &self.ctx.remote_io,
+            &self.remote.image_id,
+            remote_end,
+        )
+        .await?;
+        if remote.has_parent().await? {
+            return Ok(());
+        }
+        self.local.detach_parent().await?;
+        tracing::info!(
+            remote_snap_id = remote_end,
+            "the primary was flattened: detached the local image from its parent"
+        );
+        Ok(())
     }
 
     /// Makes the image and its mirrored user snapshots follow the primary (what the stock
