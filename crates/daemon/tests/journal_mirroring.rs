@@ -10,9 +10,9 @@ mod mirror;
 use std::time::Duration;
 
 use mirror::{
-    blocklist, daemon_log, daemon_log_since, image_id, image_name, image_status, kill_9_daemon, resync,
-    signal_daemon, sites, wait_image_status, wait_new_image_id, wait_replicated, wait_status, Daemon, Images,
-    Stock,
+    blocklist, daemon_log, daemon_log_since, enable_snapshot_mirroring, image_id, image_name, image_status,
+    kill_9_daemon, mirror_snapshot, resync, signal_daemon, sites, wait_image_status, wait_new_image_id,
+    wait_replicated, wait_status, wait_synced, Daemon, Images, Stock,
 };
 
 /// Every feature journal replay maintains.
@@ -901,28 +901,109 @@ fn a_resync_requested_while_the_daemon_is_stopped_is_done_at_its_next_start() {
     assert!(daemon_log_since(from).contains("initial sync complete"), "a full sync of {new}");
 }
 
-/// Removes a pool of site-a when the test ends.
-struct PoolOnSiteA<'a>(&'a lab::Site, String);
+/// A pool created on a site for a test, removed when the test ends (images first).
+struct TestPool<'a>(&'a lab::Site, String);
 
-impl Drop for PoolOnSiteA<'_> {
+impl<'a> TestPool<'a> {
+    /// Creates RBD pool `name` on `site`.
+    fn create(site: &'a lab::Site, name: &str) -> TestPool<'a> {
+        site.ceph(&["osd", "pool", "create", name, "8", "8"]);
+        site.rbd(&["pool", "init", name]);
+        TestPool(site, name.to_owned())
+    }
+
+    /// The data objects in this pool whose names start with `block_name_prefix` (`rados ls`).
+    fn data_objects(&self, block_name_prefix: &str) -> usize {
+        let prefix = format!("{block_name_prefix}.");
+        self.0.rados(&["-p", &self.1, "ls"]).lines().filter(|l| l.starts_with(&prefix)).count()
+    }
+}
+
+impl Drop for TestPool<'_> {
     fn drop(&mut self) {
         let _ = self.0.ceph_ok(&["osd", "pool", "rm", &self.1, &self.1, "--yes-i-really-really-mean-it"]);
     }
 }
 
+/// Images with a separate data pool (`rbd create --data-pool`), in both modes: created at
+/// site-b with the same data pool when site-b has a pool of that name, and their data lands
+/// there; when it has none, the data stays in the image's pool (the stock daemon's choice).
+/// Snapshots (whose ids come from the data pool) and writes after them replicate too.
+#[test]
+fn images_with_a_separate_data_pool_replicate_into_that_pool_in_both_modes() {
+    let (_serial, a, b) = sites();
+    let features = "layering,exclusive-lock,object-map,fast-diff,journaling";
+    let data_pool = lab::unique("mirror-data");
+    let only_a = lab::unique("mirror-data-a");
+    // Dropped last: the images go first.
+    let (_pa, pb) = (TestPool::create(&a, &data_pool), TestPool::create(&b, &data_pool));
+    let _pa_only = TestPool::create(&a, &only_a);
+    let journal = format!("{}/{}", lab::POOL, lab::unique("dp-journal"));
+    let snapshot = format!("{}/{}", lab::POOL, lab::unique("dp-snapshot"));
+    let elsewhere = format!("{}/{}", lab::POOL, lab::unique("dp-absent"));
+    let _images = Images(vec![journal.clone(), snapshot.clone(), elsewhere.clone()]);
+    for (spec, pool) in [(&journal, &data_pool), (&snapshot, &data_pool), (&elsewhere, &only_a)] {
+        a.rbd(&["create", "--size", "32M", "--data-pool", pool, "--image-feature", features, spec]);
+        a.bench(spec, "rand", "4K", "1M");
+    }
+    enable(&a, &journal);
+    enable(&a, &elsewhere);
+    enable_snapshot_mirroring(&a, &snapshot);
+
+    let _daemon = Daemon::start();
+    for spec in [&journal, &elsewhere] {
+        wait_replaying(&b, spec);
+    }
+    // Replay after the initial sync, across a snapshot (copy-on-write in the data pool).
+    for spec in [&journal, &elsewhere] {
+        a.bench(spec, "rand", "4K", "512K");
+        a.rbd(&["snap", "create", &format!("{spec}@s1")]);
+        a.bench(spec, "seq", "4M", "8M");
+    }
+    wait_same_content(&a, &b, &journal);
+    wait_same_content(&a, &b, &elsewhere);
+    let at_s1 = format!("{journal}@s1");
+    lab::wait_for("the snapshot on site-b", Duration::from_secs(60), || {
+        b.rbd_ok(&["info", &at_s1]).then_some(()).ok_or_else(|| "not yet".to_owned())
+    });
+    assert_eq!(a.export_sha256(&at_s1), b.export_sha256(&at_s1), "the snapshot's content");
+    // Snapshot mode: the full sync, then an incremental one.
+    a.bench(&snapshot, "rand", "4K", "512K");
+    let snap_id = mirror_snapshot(&a, &snapshot);
+    wait_synced(&b, &snapshot, snap_id, Duration::from_secs(180));
+    wait_same_content(&a, &b, &snapshot);
+
+    for spec in [&journal, &snapshot] {
+        let info = b.rbd_json(&["info", spec]);
+        assert_eq!(
+            info["data_pool"],
+            data_pool.as_str(),
+            "site-b's copy of {spec} uses the data pool: {info}"
+        );
+        // `rbd_data.<image pool id>.<image id>` for an image with a data pool.
+        let prefix = info["block_name_prefix"].as_str().expect("block_name_prefix");
+        let objects = pb.data_objects(prefix);
+        assert!(objects > 0, "{prefix}.* objects in {data_pool} at site-b");
+        println!("site-b {spec}: data_pool {data_pool}, {objects} {prefix}.* objects there");
+    }
+    let info = b.rbd_json(&["info", &elsewhere]);
+    assert!(
+        info.get("data_pool").is_none(),
+        "no {only_a} at site-b: the data stays in the image's pool: {info}"
+    );
+    println!("site-b {elsewhere}: no data pool (site-b has no {only_a})");
+}
+
 /// What this daemon does not mirror yet is refused with a clear error before anything is
 /// written at site-b, the other images unaffected: a clone (of a mirrored parent, which
-/// replicates) and an image whose data objects live in a separate data pool.
+/// replicates).
 #[test]
-fn clones_and_separate_data_pools_are_refused_clearly_and_the_rest_replicates() {
+fn clones_are_refused_clearly_and_the_rest_replicates() {
     let (_serial, a, b) = sites();
     let features = "layering,exclusive-lock,journaling";
     let parent = format!("{}/{}", lab::POOL, lab::unique("parent"));
     let clone = format!("{}/{}", lab::POOL, lab::unique("clone"));
-    let data_pool = lab::unique("mirror-data");
-    let _pool = PoolOnSiteA(&a, data_pool.clone());
-    let separate = format!("{}/{}", lab::POOL, lab::unique("datapool"));
-    let _images = Images(vec![clone.clone(), parent.clone(), separate.clone()]);
+    let _images = Images(vec![clone.clone(), parent.clone()]);
 
     a.rbd(&["create", "--size", "16M", "--image-feature", features, &parent]);
     a.rbd(&["mirror", "image", "enable", &parent, "journal"]);
@@ -931,11 +1012,6 @@ fn clones_and_separate_data_pools_are_refused_clearly_and_the_rest_replicates() 
     a.rbd(&["snap", "protect", &format!("{parent}@base")]);
     a.rbd(&["clone", "--image-feature", features, &format!("{parent}@base"), &clone]);
     a.rbd(&["mirror", "image", "enable", &clone, "journal"]);
-
-    a.ceph(&["osd", "pool", "create", &data_pool, "8", "8"]);
-    a.rbd(&["pool", "init", &data_pool]);
-    a.rbd(&["create", "--size", "16M", "--data-pool", &data_pool, "--image-feature", features, &separate]);
-    a.rbd(&["mirror", "image", "enable", &separate, "journal"]);
 
     let _daemon = Daemon::start();
     // No local image to name at site-b: the status as the primary's site shows it.
@@ -952,9 +1028,7 @@ fn clones_and_separate_data_pools_are_refused_clearly_and_the_rest_replicates() 
         })
     };
     println!("{}", peer_status(&clone, "the primary is a clone"));
-    println!("{}", peer_status(&separate, "separate data pool"));
     assert!(!b.rbd_ok(&["info", &clone]), "no local image for a refused clone");
-    assert!(!b.rbd_ok(&["info", &separate]), "no local image for a refused data-pool image");
     wait_replaying(&b, &parent);
     wait_same_content(&a, &b, &parent);
 }

@@ -398,3 +398,86 @@ fn mgr_snapshot_schedule_drives_replication() {
     wait_synced(&b, &spec, scheduled, Duration::from_secs(180));
     assert_eq!(b.export_sha256(&spec), primary);
 }
+
+/// The `rbd_data.` objects of `spec` on `site` (`rados ls` of the image's pool).
+fn data_objects(site: &lab::Site, spec: &str) -> usize {
+    let info = site.rbd_json(&["info", spec]);
+    let prefix = format!("{}.", info["block_name_prefix"].as_str().expect("block_name_prefix"));
+    site.rados(&["-p", lab::POOL, "ls"]).lines().filter(|l| l.starts_with(&prefix)).count()
+}
+
+/// A mirrored clone: it waits (the status says why) until the parent snapshot is synced at
+/// site-b, then site-b's copy is cloned from the local copy of that snapshot (`rbd info`
+/// names the parent), only the clone's own objects are copied (an object the clone zeroed
+/// inside the parent overlap stays, so the parent's data does not show through), and both
+/// sites read the same, after the first sync and after an incremental one; `rbd flatten` on
+/// the primary flattens site-b's copy with the next mirror snapshot.
+#[test]
+fn a_clone_is_cloned_from_the_local_parent_snapshot_once_that_is_synced() {
+    let (_serial, a, b) = sites();
+    let parent = format!("{}/{}", lab::POOL, lab::unique("snap-parent"));
+    let clone = format!("{}/{}", lab::POOL, lab::unique("snap-clone"));
+    let _images = Images(vec![clone.clone(), parent.clone()]);
+    let features = "layering,exclusive-lock,object-map,fast-diff";
+    a.rbd(&["create", "--size", "32M", "--image-feature", features, &parent]);
+    // Pattern bytes in all 8 objects (not zeros, which a flatten would not copy up).
+    a.rbdio(&parent, &["write", "0", "33554432", "7"]);
+    // Mirrored before its snapshot `base` exists: site-b gets `base` with the parent's next
+    // mirror snapshot only.
+    let _daemon = Daemon::start();
+    let parent_first = enable(&a, &parent);
+    wait_synced(&b, &parent, parent_first, Duration::from_secs(120));
+    let base = format!("{parent}@base");
+    a.rbd(&["snap", "create", &base]);
+    a.rbd(&["snap", "protect", &base]);
+    a.rbd(&["clone", "--image-feature", features, &base, &clone]);
+    // The clone's own data (4 MiB objects): 4K writes into objects 0 and 5 (copy-up on the
+    // primary), object 2 discarded whole (kept, zeroed), object 9 past the parent's end.
+    a.rbd(&["resize", "--size", "40M", &clone]);
+    a.rbdio(&clone, &["write", "4096", "4096", "1"]);
+    a.rbdio(&clone, &["write", "20975616", "4096", "2"]);
+    a.rbdio(&clone, &["discard", "8388608", "4194304"]);
+    a.rbdio(&clone, &["write", "37748736", "8192", "3"]);
+    let first = enable(&a, &clone);
+
+    let waiting = lab::wait_for("the clone waits for its parent snapshot", Duration::from_secs(60), || {
+        let v = a.rbd_json(&["mirror", "image", "status", &clone]);
+        let peer = v["peer_sites"].as_array().and_then(|p| p.first()).cloned().unwrap_or_default();
+        let description = peer["description"].as_str().unwrap_or("").to_owned();
+        if description.contains("waiting for the parent image") {
+            Ok(format!("{}: {description}", peer["state"].as_str().unwrap_or("")))
+        } else {
+            Err(format!("{v}"))
+        }
+    });
+    println!("site-b's status of {clone} (at site-a): {waiting}");
+    assert!(!b.rbd_ok(&["info", &clone]), "no local clone before the parent snapshot is here");
+
+    let parent_next = mirror_snapshot(&a, &parent);
+    wait_synced(&b, &parent, parent_next, Duration::from_secs(120));
+    wait_synced(&b, &clone, first, Duration::from_secs(120));
+    let info = b.rbd_json(&["info", &clone]);
+    assert_eq!(info["parent"]["image"], image_name(&parent), "site-b's clone has the local parent: {info}");
+    assert_eq!(info["parent"]["snapshot"], "base", "{info}");
+    assert_same(&a, &b, &clone);
+    let (own_a, own_b) = (data_objects(&a, &clone), data_objects(&b, &clone));
+    assert_eq!(own_a, own_b, "site-b's clone holds the objects the primary clone holds");
+    assert!(own_b <= 4, "only the clone's own objects are copied, not the parent's: {own_b} of 10");
+    println!("{clone}: parent {} at site-b, {own_b} own objects of 10 on both sites", info["parent"]);
+
+    // An incremental sync of the clone: a copy-up of object 6.
+    a.rbdio(&clone, &["write", "25165824", "4096", "4"]);
+    let next = mirror_snapshot(&a, &clone);
+    wait_synced(&b, &clone, next, Duration::from_secs(120));
+    assert_same(&a, &b, &clone);
+
+    // `rbd flatten` on the primary: with the next mirror snapshot, site-b's clone has no
+    // parent any more and the same content.
+    a.rbd(&["flatten", "--no-progress", &clone]);
+    let flattened = mirror_snapshot(&a, &clone);
+    wait_synced(&b, &clone, flattened, Duration::from_secs(120));
+    let info = b.rbd_json(&["info", &clone]);
+    assert!(info.get("parent").is_none(), "site-b's clone is flattened too: {info}");
+    assert_same(&a, &b, &clone);
+    println!("{clone}: flattened on site-a, no parent on site-b after its next mirror snapshot");
+}

@@ -145,18 +145,21 @@ pub async fn copy_image(
     if end_size > local.size() {
         local.set_size(end_size).await?;
     }
-    let mut end_io = remote_io.duplicate().await?;
+    // Data objects are read from the remote image's data pool (its own or a separate one).
+    let mut end_io = remote_io.in_pool(remote.data_pool_id).await?;
     end_io.set_snap_read(end);
     let start_io = match (range.remote_snap_id_start, &plan) {
         (Some(s), None) => {
-            let mut io = remote_io.duplicate().await?;
+            let mut io = remote_io.in_pool(remote.data_pool_id).await?;
             io.set_snap_read(s);
             Some(io)
         }
         _ => None,
     };
     let writer = local.object_writer(local_snapc.seq, &local_snapc.snaps).await?;
+    let parent_objects = layout.object_count(local.parent_overlap().await?);
     let ctx = ObjectCopier {
+        parent_objects,
         end_io: &end_io,
         start_io: start_io.as_ref(),
         remote_prefix: &remote.block_name_prefix,
@@ -388,6 +391,9 @@ struct ObjectCopier<'a> {
     writer: &'a ObjectWriter<'a>,
     /// Nothing is on the local image yet: absent remote objects need no removal.
     full_sync: bool,
+    /// Objects below this number of a clone read through to its parent when absent: an
+    /// existing one stays, zeros and all (removed, the parent's data would show).
+    parent_objects: u64,
 }
 
 impl ObjectCopier<'_> {
@@ -445,7 +451,7 @@ impl ObjectCopier<'_> {
         if let Some(data) = &data {
             r.read += data.len();
             let runs = data.runs();
-            if !runs.is_empty() {
+            if !runs.is_empty() || object_no < self.parent_objects {
                 let write = self.writer.prepare_object(object_no, runs, data.len());
                 r.written = self.writer.write_object(write).await?;
                 r.copied = true;

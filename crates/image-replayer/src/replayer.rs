@@ -133,27 +133,35 @@ async fn attempt(
         s.name = remote.name.clone();
         s.mode = Some(mode);
     });
-    // What this build cannot replay yet is refused before anything is written: read as a
-    // plain image, a clone's unwritten objects (its parent's) or data objects in another
-    // pool would be copied as holes.
-    if remote.has_parent {
+    // What this build cannot replay yet is refused before anything is written: journal
+    // replay writes objects directly, without librbd's copy-up of a clone's parent data.
+    if remote.parent.is_some() && mode == MirrorImageMode::Journal {
         return Err(ReplayError::Unsupported(
-            "the primary is a clone: mirroring clones is not supported yet (rbd flatten it on the primary)"
+            "the primary is a clone: mirroring clones in journal mode is not supported yet (rbd flatten it \
+             on the primary, or mirror it in snapshot mode)"
                 .into(),
         ));
     }
-    if remote.separate_data_pool {
-        return Err(ReplayError::Unsupported(
-            "the primary keeps its data in a separate data pool: not supported yet".into(),
-        ));
-    }
+    // A clone to create here: cloned from the local copy of its parent snapshot, once that
+    // is there (until then the status says what it waits for).
+    let clone = match (&remote.parent, &local_id) {
+        (Some(parent), None) => match crate::local::clone_source(ctx, &remote, parent, mode).await? {
+            Ok(source) => Some(source),
+            Err(why) => {
+                tracing::info!(%why, "the clone waits for its parent");
+                publish(ctx, status, State::StartingReplay, &why).await;
+                return Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_image_retry_interval));
+            }
+        },
+        _ => None,
+    };
     if let Some(id) = &local_id {
         if crate::local::is_primary(&ctx.local_io, id).await? {
             publish(ctx, status, State::Stopped, "local image is primary").await;
             return Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval));
         }
     }
-    let found = Found { remote, remote_primary, local_id };
+    let found = Found { remote, remote_primary, local_id, clone };
     match mode {
         MirrorImageMode::Journal => crate::journal::attempt(ctx, found, cancel, status).await,
         MirrorImageMode::Snapshot => crate::snapshot::attempt(ctx, found, cancel, status).await,

@@ -240,31 +240,7 @@ impl Rados {
 
     /// The name of the pool with id `pool_id`.
     pub async fn pool_reverse_lookup(&self, pool_id: i64) -> Result<String> {
-        let handle = self.handle.clone();
-        let target = format!("pool id {pool_id} in cluster {}", self.handle.name);
-        blocking(move || {
-            let mut buf = vec![0 as c_char; 256];
-            for _ in 0..4 {
-                // SAFETY: connected cluster; `buf` has `buf.len()` bytes; librados writes a
-                // NUL-terminated name or returns -ERANGE.
-                let ret = unsafe {
-                    librados::rados_pool_reverse_lookup(handle.raw, pool_id, buf.as_mut_ptr(), buf.len())
-                };
-                if ret == -libc::ERANGE {
-                    buf = vec![0 as c_char; buf.len() * 4];
-                    continue;
-                }
-                check(ret, "rados_pool_reverse_lookup", || target.clone())?;
-                let bytes: Vec<u8> = buf.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-                return Ok(String::from_utf8_lossy(&bytes).into_owned());
-            }
-            Err(RadosError::BadReply {
-                op: "rados_pool_reverse_lookup",
-                target,
-                detail: "name too long".into(),
-            })
-        })
-        .await
+        pool_reverse_lookup(self.handle.clone(), pool_id).await
     }
 
     /// Names of every pool in the cluster.
@@ -362,6 +338,30 @@ impl Rados {
         let (out, _) = self.mon_command(&cmd, Bytes::new()).await?;
         Ok(String::from_utf8_lossy(&out).trim().to_owned())
     }
+}
+
+/// The name of the pool with id `pool_id` in the cluster of `handle`.
+pub(crate) async fn pool_reverse_lookup(handle: Arc<ClusterHandle>, pool_id: i64) -> Result<String> {
+    let target = format!("pool id {pool_id} in cluster {}", handle.name);
+    blocking(move || {
+        let mut buf = vec![0 as c_char; 256];
+        for _ in 0..4 {
+            // SAFETY: connected cluster; `buf` has `buf.len()` bytes; librados writes a
+            // NUL-terminated name or returns -ERANGE.
+            let ret = unsafe {
+                librados::rados_pool_reverse_lookup(handle.raw, pool_id, buf.as_mut_ptr(), buf.len())
+            };
+            if ret == -libc::ERANGE {
+                buf = vec![0 as c_char; buf.len() * 4];
+                continue;
+            }
+            check(ret, "rados_pool_reverse_lookup", || target.clone())?;
+            let bytes: Vec<u8> = buf.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+            return Ok(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        Err(RadosError::BadReply { op: "rados_pool_reverse_lookup", target, detail: "name too long".into() })
+    })
+    .await
 }
 
 /// Copies a librados-allocated buffer into `Bytes` and frees it.

@@ -635,6 +635,17 @@ impl IoCtx {
         IoCtx::open(self.handle.cluster.clone(), &self.handle.pool, &self.handle.namespace).await
     }
 
+    /// A new handle on pool `pool_id` of the same cluster, in the same namespace (an RBD
+    /// image's data pool, as librbd opens it beside the image's pool); a duplicate when it is
+    /// this handle's pool.
+    pub async fn in_pool(&self, pool_id: i64) -> Result<IoCtx> {
+        if pool_id == self.pool_id() {
+            return self.duplicate().await;
+        }
+        let pool = crate::cluster::pool_reverse_lookup(self.handle.cluster.clone(), pool_id).await?;
+        IoCtx::open(self.handle.cluster.clone(), &pool, &self.handle.namespace).await
+    }
+
     /// Makes subsequent reads through this handle read snapshot `snap` (`CEPH_NOSNAP`,
     /// `u64::MAX - 1`, for HEAD). Takes `&mut self`: librados does not make settings changes
     /// thread-safe.

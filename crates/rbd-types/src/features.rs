@@ -28,6 +28,10 @@ pub const NON_PRIMARY: u64 = 1 << 10;
 /// `dirty-cache`.
 pub const DIRTY_CACHE: u64 = 1 << 11;
 
+/// `RBD_OPERATION_FEATURE_CLONE_CHILD`: the image is a clone of format 2 (its parent
+/// snapshot needs no protection).
+pub const OPERATION_CLONE_CHILD: u64 = 1 << 1;
+
 /// `RBD_FLAG_OBJECT_MAP_INVALID`: the image's (or snapshot's) object map cannot be trusted.
 pub const FLAG_OBJECT_MAP_INVALID: u64 = 1 << 0;
 /// `RBD_FLAG_FAST_DIFF_INVALID`: fast-diff cannot use the object map.

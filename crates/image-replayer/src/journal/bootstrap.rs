@@ -154,7 +154,7 @@ pub(crate) async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) 
         ..Default::default()
     };
     let owner = TagData { mirror_uuid: ctx.remote_mirror_uuid.clone(), ..Default::default() };
-    crate::local::ensure_local_image(ctx, remote, MirrorImageMode::Journal, options, |id| async move {
+    crate::local::ensure_local_image(ctx, remote, MirrorImageMode::Journal, options, None, |id| async move {
         local_tag_create(&ctx.local_io, &id, &owner).await
     })
     .await

@@ -43,6 +43,9 @@ pub struct ImageGeometry {
     pub features: u64,
     /// `rbd_data.<id>`.
     pub block_name_prefix: String,
+    /// The pool of its data objects: the image's own, or a separate data pool
+    /// (`rbd create --data-pool`).
+    pub data_pool_id: i64,
 }
 
 impl ImageGeometry {
@@ -56,6 +59,7 @@ impl ImageGeometry {
         let info = image.stat().await?;
         let (stripe_unit, stripe_count) = image.stripe().await?;
         let features = image.features().await?;
+        let data_pool_id = image.data_pool_id().await?;
         let order = u8::try_from(info.order).map_err(|_| {
             ReplayError::Invalid(format!("{}: object order {} out of range", image.target(), info.order))
         })?;
@@ -66,6 +70,7 @@ impl ImageGeometry {
             stripe_count,
             features,
             block_name_prefix: info.block_name_prefix,
+            data_pool_id,
         })
     }
 
@@ -94,7 +99,7 @@ impl LocalImage {
     /// A writer of whole objects whose writes carry the snapshot context `(seq, snaps)`
     /// (`snaps` newest first, as librados wants them).
     pub async fn object_writer(&self, seq: u64, snaps: &[u64]) -> Result<ObjectWriter<'_>> {
-        let mut io = self.io.read().await.duplicate().await?;
+        let mut io = self.io.read().await.data().duplicate().await?;
         io.set_selfmanaged_snap_write_context(seq, snaps)?;
         Ok(ObjectWriter { image: self, io })
     }
@@ -200,12 +205,45 @@ impl ObjectWriter<'_> {
     }
 }
 
+/// The handles of an image: its pool (header, object maps; what it dereferences to) and, when
+/// the image keeps its data objects in a separate data pool, that pool. Both carry the image's
+/// snapshot context for writes.
+#[derive(Debug)]
+struct ImageIo {
+    meta: IoCtx,
+    data: Option<IoCtx>,
+}
+
+impl ImageIo {
+    /// The handle of the data objects.
+    fn data(&self) -> &IoCtx {
+        self.data.as_ref().unwrap_or(&self.meta)
+    }
+
+    /// Sets the snapshot context for writes on both handles.
+    fn set_snap_write_context(&mut self, seq: u64, snaps: &[u64]) -> Result<()> {
+        self.meta.set_selfmanaged_snap_write_context(seq, snaps)?;
+        if let Some(data) = &mut self.data {
+            data.set_selfmanaged_snap_write_context(seq, snaps)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for ImageIo {
+    type Target = IoCtx;
+
+    fn deref(&self) -> &IoCtx {
+        &self.meta
+    }
+}
+
 /// A non-primary image being written by replay.
 #[derive(Debug)]
 pub struct LocalImage {
     /// Data writes hold it shared; snapshot operations, which change the write snapshot
     /// context (not thread-safe in librados), hold it exclusively.
-    io: tokio::sync::RwLock<IoCtx>,
+    io: tokio::sync::RwLock<ImageIo>,
     image_id: String,
     geometry: ImageGeometry,
     layout: Layout,
@@ -220,11 +258,16 @@ pub struct LocalImage {
 impl LocalImage {
     /// Opens image `image_id` of `pool`/`namespace` for raw writes.
     pub async fn open(rados: &Rados, pool: &str, namespace: &str, image_id: &str) -> Result<LocalImage> {
-        let mut io = rados.ioctx(pool, namespace).await?;
-        let geometry = ImageGeometry::read(&io, image_id).await?;
+        let meta = rados.ioctx(pool, namespace).await?;
+        let geometry = ImageGeometry::read(&meta, image_id).await?;
         let layout = geometry.layout()?;
+        let data = match geometry.data_pool_id {
+            id if id == meta.pool_id() => None,
+            id => Some(meta.in_pool(id).await?),
+        };
+        let mut io = ImageIo { meta, data };
         let (seq, snaps) = cls::get_snapcontext(&io, image_id).await?;
-        io.set_selfmanaged_snap_write_context(seq, &snaps)?;
+        io.set_snap_write_context(seq, &snaps)?;
         Ok(LocalImage {
             io: tokio::sync::RwLock::new(io),
             image_id: image_id.to_owned(),
@@ -234,6 +277,27 @@ impl LocalImage {
             layout,
             marked: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    /// The bytes of a clone that read through to its parent (0 for an image without one).
+    pub async fn parent_overlap(&self) -> Result<u64> {
+        let io = self.io.read().await;
+        Ok(Image::open_by_id(&io, &self.image_id, None).await?.overlap().await?)
+    }
+
+    /// Whether the image (its HEAD) has a parent.
+    pub async fn has_parent(&self) -> Result<bool> {
+        let io = self.io.read().await;
+        Ok(Image::open_by_id(&io, &self.image_id, None).await?.has_parent().await?)
+    }
+
+    /// Detaches a clone's HEAD from its parent (cls `parent_detach`, as librbd's
+    /// `DetachParentRequest`): snapshots taken before keep theirs. Every object must be the
+    /// image's own by then (a flatten).
+    pub async fn detach_parent(&self) -> Result<()> {
+        let io = self.io.read().await;
+        io.exec_write(&header_object_name(&self.image_id), "rbd", "parent_detach", &[]).await?;
+        Ok(())
     }
 
     /// The image id.
@@ -301,7 +365,7 @@ impl LocalImage {
                 ))
             })?;
             self.mark_exists(x.object_no).await?;
-            self.io.read().await.write(&self.object_name(x.object_no), x.offset, piece).await?;
+            self.io.read().await.data().write(&self.object_name(x.object_no), x.offset, piece).await?;
             Ok::<_, ReplayError>(())
         }))
         .await?;
@@ -324,7 +388,7 @@ impl LocalImage {
             } else {
                 op.assert_exists().zero(x.offset, x.length);
             }
-            let result = self.io.read().await.operate(&name, op).await;
+            let result = self.io.read().await.data().operate(&name, op).await;
             match result {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => return Ok(()),
@@ -349,7 +413,7 @@ impl LocalImage {
             // Phase of the pattern at this extent's first byte.
             let buf = pattern_fill(pattern, x.buffer_offset, x.length);
             self.mark_exists(x.object_no).await?;
-            self.io.read().await.write(&self.object_name(x.object_no), x.offset, &buf).await?;
+            self.io.read().await.data().write(&self.object_name(x.object_no), x.offset, &buf).await?;
             Ok::<_, ReplayError>(())
         }))
         .await?;
@@ -365,14 +429,14 @@ impl LocalImage {
             match op {
                 PreparedOp::Data(op) => {
                     self.mark_exists(object_no).await?;
-                    self.io.read().await.operate(&name, op).await?;
+                    self.io.read().await.data().operate(&name, op).await?;
                 }
-                PreparedOp::IfExists(op) => match self.io.read().await.operate(&name, op).await {
+                PreparedOp::IfExists(op) => match self.io.read().await.data().operate(&name, op).await {
                     Err(e) if !e.is_not_found() => return Err(e.into()),
                     _ => {}
                 },
                 PreparedOp::Remove(op) => {
-                    let result = self.io.read().await.operate(&name, op).await;
+                    let result = self.io.read().await.data().operate(&name, op).await;
                     match result {
                         Ok(()) => self.mark_removed(object_no).await?,
                         Err(e) if e.is_not_found() => {}
@@ -388,8 +452,13 @@ impl LocalImage {
     pub async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
         let mut out = vec![0u8; usize::try_from(length).unwrap_or(0)];
         for x in self.extents(offset, length) {
-            let read =
-                self.io.read().await.read(&self.object_name(x.object_no), x.offset, x.length as usize).await;
+            let read = self
+                .io
+                .read()
+                .await
+                .data()
+                .read(&self.object_name(x.object_no), x.offset, x.length as usize)
+                .await;
             let got = match read {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() => Bytes::new(),
@@ -444,9 +513,9 @@ impl LocalImage {
     }
 
     /// Re-reads the header's snapshot context into the write context (exclusive access).
-    async fn refresh_snap_context(&self, io: &mut IoCtx) -> Result<()> {
+    async fn refresh_snap_context(&self, io: &mut ImageIo) -> Result<()> {
         let (seq, snaps) = cls::get_snapcontext(io, &self.image_id).await?;
-        io.set_selfmanaged_snap_write_context(seq, &snaps)?;
+        io.set_snap_write_context(seq, &snaps)?;
         Ok(())
     }
 
@@ -459,7 +528,8 @@ impl LocalImage {
             return Ok(());
         }
         let mut io = self.io.write().await;
-        let snap_id = io.selfmanaged_snap_create().await?;
+        // Snapshot ids come from the data pool, where the data objects are cloned (librbd).
+        let snap_id = io.data().selfmanaged_snap_create().await?;
         let header = header_object_name(&self.image_id);
         io.exec_write(&header, "rbd", "snapshot_add", &args::snapshot_add(snap_id, name, namespace)).await?;
         self.freeze_object_map(&io, snap_id).await?;
@@ -474,7 +544,7 @@ impl LocalImage {
         let mut io = self.io.write().await;
         let header = header_object_name(&self.image_id);
         io.exec_write(&header, "rbd", "snapshot_remove", &args::snapshot_remove(snap.id)).await?;
-        io.selfmanaged_snap_remove(snap.id).await?;
+        io.data().selfmanaged_snap_remove(snap.id).await?;
         if self.has_object_map() {
             match io.remove(&object_map_name(&self.image_id, Some(snap.id))).await {
                 Err(e) if !e.is_not_found() => return Err(e.into()),
@@ -545,7 +615,7 @@ impl LocalImage {
             try_join_all(batch.iter().map(|&n| {
                 let io = &io;
                 async move {
-                    match io.selfmanaged_snap_rollback(&self.object_name(n), snap.id).await {
+                    match io.data().selfmanaged_snap_rollback(&self.object_name(n), snap.id).await {
                         Err(e) if !e.is_not_found() => Err(ReplayError::from(e)),
                         _ => Ok(()),
                     }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use journal_reader::event::ClientMeta;
 use journal_reader::tail::read_header;
 use journal_reader::{ClientData, TagData};
-use rados_ffi::rbd::{Image, ImageCreateOptions};
-use rados_ffi::IoCtx;
+use rados_ffi::rbd::{Image, ImageCreateOptions, ParentSpec};
+use rados_ffi::{IoCtx, Rados};
 use rbd_types::cls_journal::{header_object_name as journal_header, JournalHeader, Tag};
 use rbd_types::cls_rbd::{MirrorImage, MirrorImageMode, MirrorImageState, MirrorImageStatusState as State};
 use rbd_types::{features, Decode};
@@ -69,10 +69,13 @@ pub struct RemoteImage {
     pub global_id: String,
     /// Size, order, striping, features.
     pub geometry: ImageGeometry,
-    /// Its data objects live in another pool (`rbd create --data-pool`).
-    pub separate_data_pool: bool,
-    /// It is a clone with a parent (not flattened).
-    pub has_parent: bool,
+    /// The name of the pool its data objects live in, when that is not the image's pool
+    /// (`rbd create --data-pool`).
+    pub data_pool: Option<String>,
+    /// Its parent, when it is a clone (not flattened).
+    pub parent: Option<ParentSpec>,
+    /// Its clone format (2 when it has the clone-child operation feature, else 1).
+    pub clone_format: u8,
 }
 
 impl RemoteImage {
@@ -83,15 +86,21 @@ impl RemoteImage {
         let name = image.name().await?;
         let geometry = ImageGeometry::of(&image).await?;
         let primary = image.mirror_image_info().await?.primary;
-        let separate_data_pool = image.data_pool_id().await? != io.pool_id();
-        let has_parent = image.has_parent().await?;
+        let data_pool = match geometry.data_pool_id {
+            id if id == io.pool_id() => None,
+            id => Some(io.in_pool(id).await?.pool_name().to_owned()),
+        };
+        let parent = image.parent().await?;
+        let clone_format =
+            if image.op_features().await? & features::OPERATION_CLONE_CHILD != 0 { 2 } else { 1 };
         let remote = RemoteImage {
             image_id: image_id.to_owned(),
             name,
             global_id: global_id.to_owned(),
             geometry,
-            separate_data_pool,
-            has_parent,
+            data_pool,
+            parent,
+            clone_format,
         };
         Ok((remote, primary))
     }
@@ -106,6 +115,68 @@ pub(crate) struct Found {
     pub(crate) remote_primary: bool,
     /// The local image's id, when the local pool's mirroring directory has one (not primary).
     pub(crate) local_id: Option<String>,
+    /// What the local copy of a clone is cloned from, when it is to be created.
+    pub(crate) clone: Option<CloneSource>,
+}
+
+/// The local, mirrored copy of a clone's parent snapshot, to clone the local image from.
+#[derive(Debug)]
+pub(crate) struct CloneSource {
+    /// The local parent's pool (and namespace).
+    parent_io: IoCtx,
+    /// The local parent's name.
+    parent_name: String,
+    /// The parent snapshot's name (the same on both sites).
+    snap_name: String,
+}
+
+/// Where the local copy of clone `remote` is cloned from, as the stock daemon's
+/// `CreateImageRequest` decides: the parent must be mirrored, registered in the local pool of
+/// the same name, not in an initial sync (no `.rbd-mirror.<local uuid>.` sync point on the
+/// primary's parent), with the snapshot of the same name here and, in snapshot mode, a complete
+/// non-primary mirror snapshot at or after it. `Ok(Err(why))` while it must wait.
+pub(crate) async fn clone_source(
+    ctx: &PeerContext,
+    remote: &RemoteImage,
+    parent: &ParentSpec,
+    mode: MirrorImageMode,
+) -> Result<std::result::Result<CloneSource, String>> {
+    let what = format!("parent image {}/{}@{}", parent.pool_name, parent.image_name, parent.snap_name);
+    let remote_parent_io = ctx.remote.ioctx(&parent.pool_name, &parent.pool_namespace).await?;
+    let Some(record) = cls::mirror_image_get(&remote_parent_io, &parent.image_id).await? else {
+        return Ok(Err(format!("waiting for the {what} to be mirrored (it is not)")));
+    };
+    let parent_io = match ctx.local.ioctx(&parent.pool_name, &parent.pool_namespace).await {
+        Ok(io) => io,
+        Err(e) if e.is_not_found() => return Ok(Err(format!("waiting for pool {} here", parent.pool_name))),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(local_parent_id) = cls::mirror_image_get_image_id(&parent_io, &record.global_image_id).await?
+    else {
+        return Ok(Err(format!("waiting for the {what} to be mirrored here")));
+    };
+    let sync_prefix = format!(".rbd-mirror.{}.", ctx.local_mirror_uuid);
+    let remote_snaps = cls::snapshots(&remote_parent_io, &parent.image_id).await?;
+    if remote_snaps.iter().any(|s| s.name.starts_with(&sync_prefix)) {
+        return Ok(Err(format!("waiting for the initial sync of the {what}")));
+    }
+    let local_snaps = cls::snapshots(&parent_io, &local_parent_id).await?;
+    let Some(snap) = local_snaps.iter().find(|s| s.name == parent.snap_name) else {
+        return Ok(Err(format!("waiting for the {what}: no snapshot {} here yet", parent.snap_name)));
+    };
+    if mode == MirrorImageMode::Snapshot {
+        let synced = local_snaps.iter().any(|s| {
+            s.id >= snap.id
+                && matches!(&s.snapshot_namespace, rbd_types::SnapshotNamespace::Mirror(m)
+                    if m.complete && m.state == rbd_types::MirrorSnapshotState::NonPrimary)
+        });
+        if !synced {
+            return Ok(Err(format!("waiting for the {what} to be synced here")));
+        }
+    }
+    let parent_name = parent_io.image_name(&local_parent_id).await?;
+    tracing::debug!(image = %remote.name, parent = %parent_name, snap = %parent.snap_name, "the local parent is ready");
+    Ok(Ok(CloneSource { parent_io, parent_name, snap_name: parent.snap_name.clone() }))
 }
 
 /// Whether image `image_id` of the pool `io` is primary (its newest journal tag is local).
@@ -122,6 +193,7 @@ pub(crate) async fn ensure_local_image<F, Fut>(
     remote: &RemoteImage,
     mode: MirrorImageMode,
     options: ImageCreateOptions,
+    clone: Option<&CloneSource>,
     prepare: F,
 ) -> Result<(String, bool)>
 where
@@ -133,21 +205,49 @@ where
         return Ok((id, false));
     }
     let g = &remote.geometry;
+    let data_pool = local_data_pool(&ctx.local, remote).await?;
     let options = ImageCreateOptions {
+        data_pool: data_pool.clone(),
         order: Some(g.order),
         features: Some(g.features & !features::NON_PRIMARY),
         stripe_unit: Some(g.stripe_unit),
         stripe_count: Some(g.stripe_count),
         ..options
     };
-    io.create_image(&remote.name, g.size, &options).await?;
+    match clone {
+        Some(c) => {
+            let options = ImageCreateOptions { clone_format: Some(remote.clone_format), ..options };
+            io.clone_image(&c.parent_io, &c.parent_name, &c.snap_name, &remote.name, &options).await?;
+            tracing::info!(image = %remote.name, parent = %c.parent_name, snap = %c.snap_name, "cloned the local image from the local parent");
+        }
+        None => io.create_image(&remote.name, g.size, &options).await?,
+    }
     let id = io.image_id(&remote.name).await?;
     prepare(id.clone()).await?;
     let record =
         MirrorImage { global_image_id: remote.global_id.clone(), state: MirrorImageState::Enabled, mode };
     cls::mirror_image_set(io, &id, &record).await?;
-    tracing::info!(image = %remote.name, local_image_id = %id, mode = mode.as_str(), "created the local non-primary image");
+    tracing::info!(image = %remote.name, local_image_id = %id, mode = mode.as_str(), ?data_pool, "created the local non-primary image");
     Ok((id, true))
+}
+
+/// The data pool of the local copy of `remote`, as the stock daemon chooses it: the local
+/// site's `rbd_default_data_pool` when set; else the primary's separate data pool when a pool
+/// of that name exists here; else none (the data objects stay in the image's pool).
+async fn local_data_pool(local: &Rados, remote: &RemoteImage) -> Result<Option<String>> {
+    let default = local.conf_get("rbd_default_data_pool").unwrap_or_default();
+    Ok(match (default.is_empty(), &remote.data_pool) {
+        (false, _) => Some(default),
+        (true, Some(pool)) => match local.pool_lookup(pool).await {
+            Ok(_) => Some(pool.clone()),
+            Err(e) if e.is_not_found() => {
+                tracing::info!(data_pool = %pool, "the primary's data pool does not exist here: data stays in the image's pool");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+        (true, None) => None,
+    })
 }
 
 /// The local image of `remote` through the local pool's mirroring directory, checked to be

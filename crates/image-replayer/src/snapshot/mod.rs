@@ -27,7 +27,7 @@ use crate::cls;
 use crate::copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext, SYNC_CONCURRENCY};
 use crate::error::{ReplayError, Result};
 use crate::local::image::LocalImage;
-use crate::local::{random_uuid, Found, RemoteImage, IMAGE_META_PREFIX};
+use crate::local::{random_uuid, CloneSource, Found, RemoteImage, IMAGE_META_PREFIX};
 use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use rbd_types::cls_rbd::{
@@ -48,7 +48,7 @@ pub(crate) async fn attempt(
     cancel: &CancellationToken,
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
-    let Found { remote, remote_primary, local_id: existing } = found;
+    let Found { remote, remote_primary, local_id: existing, clone } = found;
     let global_id = remote.global_id.clone();
     // A remote that is not primary has nothing for a new image, nor for one that was
     // primary here and demoted (both sides demoted, between a demotion and a promotion:
@@ -71,7 +71,7 @@ pub(crate) async fn attempt(
             return Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval));
         }
     }
-    let (local_id, created) = ensure_local_image(ctx, &remote).await?;
+    let (local_id, created) = ensure_local_image(ctx, &remote, clone.as_ref()).await?;
     if !created && crate::local::resync_requested(&ctx.local_io, &local_id, MirrorImageMode::Snapshot).await?
     {
         return crate::local::resync(ctx, &local_id, status).await;
@@ -86,13 +86,19 @@ pub(crate) async fn attempt(
 
 /// The local image of `remote` in snapshot mode (`local::ensure_local_image`): marked
 /// with the non-primary feature bit before its mirror record says snapshot mode.
-pub(crate) async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Result<(String, bool)> {
+/// A clone is cloned from `clone`, the local copy of its parent snapshot.
+pub(crate) async fn ensure_local_image(
+    ctx: &PeerContext,
+    remote: &RemoteImage,
+    clone: Option<&CloneSource>,
+) -> Result<(String, bool)> {
     let io = &ctx.local_io;
     crate::local::ensure_local_image(
         ctx,
         remote,
         MirrorImageMode::Snapshot,
         Default::default(),
+        clone,
         |id| async move {
             let header = header_object_name(&id);
             let arg = args::set_features(features::NON_PRIMARY, features::NON_PRIMARY);
@@ -602,6 +608,7 @@ impl SnapshotReplayer<'_> {
             );
             self.local.finish_snapshot_object_map(local_end).await?;
         }
+        self.follow_flatten(plan.remote_end).await?;
         cls::mirror_image_snapshot_set_copy_progress(
             &ctx.local_io,
             self.local.image_id(),
@@ -648,6 +655,30 @@ impl SnapshotReplayer<'_> {
             "snapshot sync complete"
         );
         Ok(true)
+    }
+
+    /// A flatten on the primary: once the primary has no parent at the synced snapshot
+    /// `remote_end` (every object its own, and copied), the local clone's HEAD is detached
+    /// from its parent too, as stock's deep copy sets the head's parent to the primary's.
+    async fn follow_flatten(&self, remote_end: u64) -> Result<()> {
+        if !self.local.has_parent().await? {
+            return Ok(());
+        }
+        let remote = rados_ffi::rbd::Image::open_by_id_at_snap_id(
+            &self.ctx.remote_io,
+            &self.remote.image_id,
+            remote_end,
+        )
+        .await?;
+        if remote.has_parent().await? {
+            return Ok(());
+        }
+        self.local.detach_parent().await?;
+        tracing::info!(
+            remote_snap_id = remote_end,
+            "the primary was flattened: detached the local image from its parent"
+        );
+        Ok(())
     }
 
     /// Makes the image and its mirrored user snapshots follow the primary (what the stock

@@ -37,6 +37,9 @@ pub struct ImageCreateOptions {
     pub journal_splay_width: Option<u8>,
     /// Separate pool for the journal objects (journaling images).
     pub journal_pool: Option<String>,
+    /// Clone format (1: the parent snapshot must be protected; 2: no protection needed), for
+    /// [`IoCtx::clone_image`].
+    pub clone_format: Option<u8>,
 }
 
 /// RBD feature bits, for [`ImageCreateOptions::features`] and [`ImageRw::update_features`].
@@ -73,16 +76,14 @@ impl Drop for Options {
     }
 }
 
-impl IoCtx {
-    /// Creates image `name` of `size` bytes (`rbd_create4`, i.e. `rbd create` with options).
-    pub async fn create_image(&self, name: &str, size: u64, opts: &ImageCreateOptions) -> Result<()> {
-        let c_name = cstring("image name", name)?;
+impl Options {
+    /// The librbd options of `opts` (C strings checked first, so this can run off the
+    /// runtime threads).
+    fn of(opts: &ImageCreateOptions) -> Result<impl FnOnce(&str) -> Result<Options> + Send + 'static> {
         let data_pool = opts.data_pool.as_deref().map(|p| cstring("data pool", p)).transpose()?;
         let journal_pool = opts.journal_pool.as_deref().map(|p| cstring("journal pool", p)).transpose()?;
         let opts = opts.clone();
-        let h = self.handle.clone();
-        let target = image_target(self, name, None);
-        blocking(move || {
+        Ok(move |target: &str| {
             let mut o = Options::new();
             let uints = [
                 (librbd::RBD_IMAGE_OPTION_ORDER, opts.order.map(u64::from)),
@@ -91,21 +92,66 @@ impl IoCtx {
                 (librbd::RBD_IMAGE_OPTION_STRIPE_COUNT, opts.stripe_count),
                 (librbd::RBD_IMAGE_OPTION_JOURNAL_ORDER, opts.journal_order.map(u64::from)),
                 (librbd::RBD_IMAGE_OPTION_JOURNAL_SPLAY_WIDTH, opts.journal_splay_width.map(u64::from)),
+                (librbd::RBD_IMAGE_OPTION_CLONE_FORMAT, opts.clone_format.map(u64::from)),
             ];
             for (opt, value) in uints {
                 if let Some(v) = value {
-                    o.set_u64(opt, v, &target)?;
+                    o.set_u64(opt, v, target)?;
                 }
             }
             if let Some(p) = &data_pool {
-                o.set_str(librbd::RBD_IMAGE_OPTION_DATA_POOL, p, &target)?;
+                o.set_str(librbd::RBD_IMAGE_OPTION_DATA_POOL, p, target)?;
             }
             if let Some(p) = &journal_pool {
-                o.set_str(librbd::RBD_IMAGE_OPTION_JOURNAL_POOL, p, &target)?;
+                o.set_str(librbd::RBD_IMAGE_OPTION_JOURNAL_POOL, p, target)?;
             }
+            Ok(o)
+        })
+    }
+}
+
+impl IoCtx {
+    /// Creates image `name` of `size` bytes (`rbd_create4`, i.e. `rbd create` with options).
+    pub async fn create_image(&self, name: &str, size: u64, opts: &ImageCreateOptions) -> Result<()> {
+        let c_name = cstring("image name", name)?;
+        let options = Options::of(opts)?;
+        let h = self.handle.clone();
+        let target = image_target(self, name, None);
+        blocking(move || {
+            let o = options(&target)?;
             // SAFETY: live ioctx (Arc held); valid C string; live options handle.
             let ret = unsafe { librbd::rbd_create4(h.raw, c_name.as_ptr(), size, o.0) };
             check(ret, "rbd_create4", || target.clone()).map(drop)
+        })
+        .await
+    }
+
+    /// Creates image `name` in this pool as a clone of snapshot `snap_name` of image
+    /// `parent_name` in `parent_io`'s pool (`rbd_clone3`, i.e. `rbd clone` with options).
+    pub async fn clone_image(
+        &self,
+        parent_io: &IoCtx,
+        parent_name: &str,
+        snap_name: &str,
+        name: &str,
+        opts: &ImageCreateOptions,
+    ) -> Result<()> {
+        let (c_parent, c_snap) = (cstring("image name", parent_name)?, cstring("snapshot name", snap_name)?);
+        let c_name = cstring("image name", name)?;
+        let options = Options::of(opts)?;
+        let (h, ph) = (self.handle.clone(), parent_io.handle.clone());
+        let target = format!(
+            "{} (clone of {}@{snap_name})",
+            image_target(self, name, None),
+            image_target(parent_io, parent_name, None)
+        );
+        blocking(move || {
+            let o = options(&target)?;
+            // SAFETY: live ioctxs (Arcs held); valid C strings; live options handle.
+            let ret = unsafe {
+                librbd::rbd_clone3(ph.raw, c_parent.as_ptr(), c_snap.as_ptr(), h.raw, c_name.as_ptr(), o.0)
+            };
+            check(ret, "rbd_clone3", || target.clone()).map(drop)
         })
         .await
     }

@@ -140,6 +140,7 @@ mod tests {
             (librbd::RBD_FEATURE_MIGRATING, MIGRATING),
             (librbd::RBD_FEATURE_NON_PRIMARY, NON_PRIMARY),
             (librbd::RBD_FEATURE_DIRTY_CACHE, DIRTY_CACHE),
+            (librbd::RBD_OPERATION_FEATURE_CLONE_CHILD, OPERATION_CLONE_CHILD),
         ] {
             assert_eq!(u64::from(c), f);
         }

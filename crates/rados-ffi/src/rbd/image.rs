@@ -193,6 +193,25 @@ impl MirrorImageGlobalStatus {
     }
 }
 
+/// The parent of a clone: the image and snapshot it was cloned from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentSpec {
+    /// The parent's pool id (in the clone's cluster).
+    pub pool_id: i64,
+    /// The parent's pool name.
+    pub pool_name: String,
+    /// The parent's RADOS namespace ("" for the default).
+    pub pool_namespace: String,
+    /// The parent image's id.
+    pub image_id: String,
+    /// The parent image's name.
+    pub image_name: String,
+    /// The parent snapshot's id.
+    pub snap_id: u64,
+    /// The parent snapshot's name.
+    pub snap_name: String,
+}
+
 /// `CEPH_NOSNAP` (`(uint64_t)-2`): "no snapshot" in librbd's snapshot id fields.
 /// A C string librbd owns, copied (lossily) into a `String`; null gives "".
 ///
@@ -436,6 +455,69 @@ impl Image {
                 });
             }
             Ok(id)
+        })
+        .await
+    }
+
+    /// The parent of a clone (`rbd_get_parent`); `None` for an image without one.
+    pub async fn parent(&self) -> Result<Option<ParentSpec>> {
+        self.sync_call(|raw, target| {
+            // SAFETY: plain C structs of pointers and integers; all-zero is their empty state.
+            let mut image: librbd::rbd_linked_image_spec_t = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            let mut snap: librbd::rbd_snap_spec_t = unsafe { std::mem::zeroed() };
+            // SAFETY: live image; valid out-pointers, filled with strings librbd allocates.
+            let ret = unsafe { librbd::rbd_get_parent(raw, &mut image, &mut snap) };
+            if ret == -libc::ENOENT {
+                return Ok(None);
+            }
+            check(ret, "rbd_get_parent", || target.to_owned())?;
+            // SAFETY: filled by the successful call above: NUL-terminated strings or null.
+            let spec = unsafe {
+                ParentSpec {
+                    pool_id: image.pool_id,
+                    pool_name: owned_string(image.pool_name),
+                    pool_namespace: owned_string(image.pool_namespace),
+                    image_id: owned_string(image.image_id),
+                    image_name: owned_string(image.image_name),
+                    snap_id: snap.id,
+                    snap_name: owned_string(snap.name),
+                }
+            };
+            // SAFETY: filled by librbd above, freed once.
+            unsafe {
+                librbd::rbd_linked_image_spec_cleanup(&mut image);
+                librbd::rbd_snap_spec_cleanup(&mut snap);
+            }
+            Ok(Some(spec))
+        })
+        .await
+    }
+
+    /// The bytes of the image that read through to its parent (`rbd_get_overlap`); 0 for an
+    /// image without a parent.
+    pub async fn overlap(&self) -> Result<u64> {
+        self.sync_call(|raw, target| {
+            let mut overlap = 0u64;
+            // SAFETY: live image; valid out-pointer.
+            let ret = unsafe { librbd::rbd_get_overlap(raw, &mut overlap) };
+            if ret == -libc::ENOENT {
+                return Ok(0);
+            }
+            check(ret, "rbd_get_overlap", || target.to_owned())?;
+            Ok(overlap)
+        })
+        .await
+    }
+
+    /// The image's operation features (`rbd_get_op_features`: `RBD_OPERATION_FEATURE_*`).
+    pub async fn op_features(&self) -> Result<u64> {
+        self.sync_call(|raw, target| {
+            let mut features = 0u64;
+            // SAFETY: live image; valid out-pointer.
+            let ret = unsafe { librbd::rbd_get_op_features(raw, &mut features) };
+            check(ret, "rbd_get_op_features", || target.to_owned())?;
+            Ok(features)
         })
         .await
     }
