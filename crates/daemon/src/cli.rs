@@ -290,6 +290,7 @@ pub struct LagArgs {
 
 /// Arguments of `failover`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["planned", "force"])))]
 pub struct FailoverArgs {
     /// The pool.
     #[arg(long = "pool", short = 'p')]
@@ -298,8 +299,12 @@ pub struct FailoverArgs {
     #[arg(long = "image")]
     pub images: Vec<String>,
     /// A planned failover: the primary is reachable and is demoted first (nothing is lost).
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub planned: bool,
+    /// A forced failover: the primary is unreachable; promote here with force and report
+    /// what each image holds (the RPO suffered). The peer is not contacted.
+    #[arg(long)]
+    pub force: bool,
     /// Print what would be done; change nothing.
     #[arg(long)]
     pub dry_run: bool,

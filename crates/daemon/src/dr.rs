@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dr_ops::{
-    DrillOptions, DrillOutcome, DrillReport, FailoverOptions, FailoverReport, LagOptions, LagReport, Level,
-    Outcome, VerifyOptions, VerifyOutcome, VerifyReport,
+    DrillOptions, DrillOutcome, DrillReport, FailoverOptions, FailoverReport, ForcedOptions, ForcedReport,
+    LagOptions, LagReport, Level, Outcome, VerifyOptions, VerifyOutcome, VerifyReport,
 };
 use rados_ffi::Rados;
 use rbd_types::encoding::UTime;
@@ -109,6 +109,9 @@ fn progress_printer() -> impl Fn(&str, &str) + Sync {
 /// `--dry-run`), 1 when one failed, 3 when the pool could not be reached.
 pub async fn failover(args: &Args, f: &FailoverArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
+    if f.force {
+        return failover_forced(&local, f).await;
+    }
     let opts = FailoverOptions {
         pool: f.pool.clone(),
         images: f.images.clone(),
@@ -328,6 +331,69 @@ fn render_drill(r: &DrillReport) -> String {
             for line in out.lines() {
                 let _ = writeln!(s, "      | {line}");
             }
+        }
+        if let Some(e) = &i.error {
+            let _ = writeln!(s, "      ERROR: {e}");
+        }
+    }
+    let _ = writeln!(s, "{} image(s), {} failed, {:.1} s", r.images.len(), r.failed, r.seconds);
+    s
+}
+
+/// `failover --force`: exit 0 when every image is primary here (or would be, with
+/// `--dry-run`), 1 when one failed, 3 when the pool could not be read.
+async fn failover_forced(local: &Rados, f: &FailoverArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let opts = ForcedOptions {
+        pool: f.pool.clone(),
+        images: f.images.clone(),
+        dry_run: f.dry_run,
+        concurrency: f.parallel,
+    };
+    let report = match dr_ops::failover_forced(local, &opts, &progress_printer()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rbd-mirror-rs failover: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    match f.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Plain => print!("{}", render_forced(&report)),
+    }
+    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn render_forced(r: &ForcedReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}FORCED failover of pool {} ({} not contacted):",
+        if r.dry_run { "DRY RUN: " } else { "" },
+        r.pool,
+        r.peer_site
+    );
+    for i in &r.images {
+        let outcome = match i.outcome {
+            Outcome::FailedOver => "promoted",
+            Outcome::AlreadyFailedOver => "already primary",
+            Outcome::WouldFailOver => "would promote",
+            Outcome::Failed => "FAILED",
+            Outcome::NotStarted => "not started",
+        };
+        let _ = write!(s, "  {:<32} {:<8} {outcome:<16} {:>7.1} s", i.image, i.mode, i.seconds);
+        match (i.synced_as_of, i.rpo_seconds) {
+            (Some(t), Some(rpo)) => {
+                let _ = write!(s, "  data as of {} UTC, RPO {rpo:.1} s", utc(t));
+            }
+            _ if i.outcome != Outcome::AlreadyFailedOver => {
+                let _ = write!(s, "  RPO unknown");
+            }
+            _ => {}
+        }
+        let _ = writeln!(s, "  (here {})", i.local_role.as_str());
+        if let Some(last) = &i.last_replayed {
+            let _ = writeln!(s, "      last replayed: {last}");
         }
         if let Some(e) = &i.error {
             let _ = writeln!(s, "      ERROR: {e}");

@@ -353,3 +353,92 @@ fn drill_copies_site_b_into_a_scratch_image_runs_a_command_and_leaves_no_trace()
     a.bench(&journal, "rand", "4K", "256K");
     wait_replicated(&b, &journal, &a.export_sha256(&journal), Duration::from_secs(60));
 }
+
+/// Site-a's monitor, manager and OSD stopped with SIGSTOP for the life of the guard
+/// (SIGCONT on drop): the site is unreachable, its clients time out.
+struct SiteFrozen(Vec<String>);
+
+impl SiteFrozen {
+    fn freeze(site: &str) -> SiteFrozen {
+        let run = lab::lab_dir().join(site).join("run");
+        // Continued on drop, even when a later one fails.
+        let mut frozen = SiteFrozen(Vec::new());
+        for entry in std::fs::read_dir(&run).expect("the site's run directory").flatten() {
+            if entry.path().extension().is_some_and(|e| e == "pid") {
+                // `<pid> <command line>`, as lab.sh writes it.
+                let text = std::fs::read_to_string(entry.path()).expect("pid file");
+                let pid = text.split_whitespace().next().expect("a pid").to_owned();
+                frozen.0.push(pid.clone());
+                assert!(std::process::Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status()
+                    .expect("kill")
+                    .success());
+            }
+        }
+        assert!(frozen.0.len() >= 3, "mon, mgr and osd pid files in {}: {:?}", run.display(), frozen.0);
+        println!("{site} frozen: {:?}", frozen.0);
+        frozen
+    }
+}
+
+impl Drop for SiteFrozen {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = std::process::Command::new("kill").args(["-CONT", pid]).status();
+        }
+    }
+}
+
+#[test]
+fn forced_failover_with_site_a_frozen_reports_the_data_it_holds() {
+    let (_serial, a, b) = sites();
+    let daemon = Daemon::start();
+    let (journal, snapshot, _images) = two_images(&a, "force");
+    wait_both(&a, &b, &journal, &snapshot);
+    let specs = [journal.as_str(), snapshot.as_str()];
+    let replicated: Vec<String> = specs.iter().map(|s| b.export_sha256(s)).collect();
+    // Replay stops; site-a is written (and snapshotted) after: those writes are lost.
+    drop(daemon);
+    std::thread::sleep(Duration::from_secs(2));
+    let lost_from =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs_f64();
+    a.bench(&journal, "rand", "4K", "256K");
+    a.bench(&snapshot, "rand", "4K", "256K");
+    mirror_snapshot(&a, &snapshot);
+    let frozen = SiteFrozen::freeze("site-a");
+
+    let mut args = vec!["failover", "--pool", lab::POOL, "--force"];
+    args.extend(image_args(&specs));
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let (code, report) = ours_json(&b, &dry);
+    assert_eq!(code, 0, "{report:#}");
+    assert!(specs.iter().all(|s| !is_primary(&b, s)), "--dry-run promoted");
+    let (code, report) = ours_json(&b, &args);
+    assert_eq!(code, 0, "{report:#}");
+    for s in &specs {
+        let i = image(&report, s);
+        assert_eq!(i["outcome"], "failed-over", "{i:#}");
+        assert_eq!(i["local_role"], "primary", "{i:#}");
+        let as_of = i["synced_as_of"].as_f64().unwrap_or_else(|| panic!("no time: {i:#}"));
+        // The data here predates the lost writes, and by no more than the test took.
+        assert!(as_of <= lost_from, "{s}: as of {as_of}, writes lost from {lost_from}");
+        assert!(lost_from - as_of < 120.0, "{s}: as of {as_of}, writes lost from {lost_from}");
+        assert!(i["rpo_seconds"].as_f64().unwrap_or(0.0) >= 2.0, "{i:#}");
+        println!("{s}: {}, RPO {} s", i["last_replayed"], i["rpo_seconds"]);
+    }
+    assert_eq!(image(&report, &journal)["entries_behind"], 0);
+    // site-b is primary with what was replicated before the writes (site-a still frozen).
+    for (s, sha) in specs.iter().zip(&replicated) {
+        assert!(is_primary(&b, s), "{s} not primary on site-b");
+        assert_eq!(&b.export_sha256(s), sha, "{s}: not the data replicated before the stop");
+    }
+    // Again: nothing to do.
+    let (code, report) = ours_json(&b, &args);
+    assert_eq!(code, 0, "{report:#}");
+    for s in &specs {
+        assert_eq!(image(&report, s)["outcome"], "already-failed-over");
+    }
+    drop(frozen);
+}

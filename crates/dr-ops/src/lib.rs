@@ -10,6 +10,8 @@
 //!   everything (journal: our commit position at the demotion entry; snapshot: the demotion
 //!   snapshot synced), promote here, verify both roles; resumable (every step is decided
 //!   from the roles found) and bounded in parallelism;
+//! * [`failover_forced`]: the peer unreachable, promote here with force and report from
+//!   this site alone what each image holds (the RPO suffered);
 //! * [`verify`]: compare this site's copies with their primaries at a consistent point
 //!   (snapshot mode: the newest synced mirror snapshot; journal mode: a snapshot made on
 //!   the primary and replayed here) object by object, naming differing extents;
@@ -26,6 +28,7 @@ mod consistent;
 mod drill;
 mod error;
 mod failover;
+mod forced;
 mod journal;
 mod lag;
 mod sites;
@@ -34,6 +37,7 @@ mod verify;
 pub use drill::{drill, DrillOptions, DrillOutcome, DrillReport, ImageDrill};
 pub use error::{DrError, Result};
 pub use failover::{failover_planned, FailoverOptions, FailoverReport, ImageFailover, Outcome};
+pub use forced::{failover_forced, ForcedOptions, ForcedReport, ImageForced};
 pub use lag::{lag, ImageLag, LagOptions, LagReport, Level};
 pub use sites::Role;
 pub use verify::{verify, Extent, ImageVerify, VerifyOptions, VerifyOutcome, VerifyReport};

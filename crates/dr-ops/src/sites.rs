@@ -130,7 +130,7 @@ pub(crate) async fn mirrored_images(pair: &PoolPair, names: &[String]) -> Result
 }
 
 /// Global id → (image id, name, mode) of the enabled mirrored images of `io`.
-async fn image_records(io: &IoCtx) -> Result<BTreeMap<String, (String, String, MirrorImageMode)>> {
+pub(crate) async fn image_records(io: &IoCtx) -> Result<BTreeMap<String, (String, String, MirrorImageMode)>> {
     let mut out = BTreeMap::new();
     for (id, global_id) in image_replayer::cls::mirror_image_list(io).await? {
         let Some(record) = image_replayer::cls::mirror_image_get(io, &id).await? else { continue };
