@@ -203,6 +203,66 @@ pub enum Command {
     /// Move the primary of a pool's images from the peer to this site: demote there, wait
     /// until everything is replayed here, promote here. Safe to run again after a failure.
     Failover(FailoverArgs),
+    /// Compare this site's copy of each image with its primary at a consistent point, object
+    /// by object, while replication goes on: exit 0 clean, 1 mismatch, 2 an image could not
+    /// be compared, 3 the pool could not be reached.
+    Verify(VerifyArgs),
+    /// Copy this site's copy of each image at its newest consistent point into a scratch
+    /// image, optionally run a command against it, remove it: replication goes on.
+    Drill(DrillArgs),
+}
+
+/// Arguments of `verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The pool.
+    #[arg(long = "pool", short = 'p')]
+    pub pool: String,
+    /// Images to verify (default: every mirrored image of the pool).
+    #[arg(long = "image")]
+    pub images: Vec<String>,
+    /// Print how each image would be compared; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for the replay of a journal-mode image's verification snapshot.
+    #[arg(long, default_value = "300", value_parser = parse_secs)]
+    pub sync_timeout: Duration,
+    /// Images compared at once.
+    #[arg(long, default_value = "4")]
+    pub parallel: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Plain)]
+    pub format: Format,
+}
+
+/// Arguments of `drill`.
+#[derive(Debug, clap::Args)]
+pub struct DrillArgs {
+    /// The pool.
+    #[arg(long = "pool", short = 'p')]
+    pub pool: String,
+    /// Images to drill (default: every mirrored image of the pool).
+    #[arg(long = "image")]
+    pub images: Vec<String>,
+    /// Pool of this site for the scratch images (default: the mirrored pool).
+    #[arg(long)]
+    pub scratch_pool: Option<String>,
+    /// Shell command run against each scratch image, with RBD_MIRROR_DRILL_SPEC (the scratch
+    /// image), RBD_MIRROR_DRILL_IMAGE, RBD_MIRROR_DRILL_CLUSTER, _CONF and _ID set.
+    #[arg(long)]
+    pub exec: Option<String>,
+    /// Print what would be done; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for the replay of a journal-mode image's drill snapshot.
+    #[arg(long, default_value = "300", value_parser = parse_secs)]
+    pub sync_timeout: Duration,
+    /// Images drilled at once.
+    #[arg(long, default_value = "2")]
+    pub parallel: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Plain)]
+    pub format: Format,
 }
 
 /// Arguments of `lag`.
@@ -230,6 +290,7 @@ pub struct LagArgs {
 
 /// Arguments of `failover`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["planned", "force"])))]
 pub struct FailoverArgs {
     /// The pool.
     #[arg(long = "pool", short = 'p')]
@@ -238,8 +299,12 @@ pub struct FailoverArgs {
     #[arg(long = "image")]
     pub images: Vec<String>,
     /// A planned failover: the primary is reachable and is demoted first (nothing is lost).
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub planned: bool,
+    /// A forced failover: the primary is unreachable; promote here with force and report
+    /// what each image holds (the RPO suffered). The peer is not contacted.
+    #[arg(long)]
+    pub force: bool,
     /// Print what would be done; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -1,4 +1,4 @@
-//! `rbd-mirror-rs lag` and `failover`: arguments in, `dr-ops` reports out, printed as text
+//! `rbd-mirror-rs lag`, `failover`, `verify` and `drill`: arguments in, `dr-ops` reports out, printed as text
 //! or JSON. The logic is `dr-ops`'; this module only connects to the local cluster as the
 //! daemon does and prints.
 
@@ -6,11 +6,14 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use dr_ops::{FailoverOptions, FailoverReport, LagOptions, LagReport, Level, Outcome};
+use dr_ops::{
+    DrillOptions, DrillOutcome, DrillReport, FailoverOptions, FailoverReport, ForcedOptions, ForcedReport,
+    LagOptions, LagReport, Level, Outcome, VerifyOptions, VerifyOutcome, VerifyReport,
+};
 use rados_ffi::Rados;
 use rbd_types::encoding::UTime;
 
-use crate::cli::{Args, FailoverArgs, Format, LagArgs};
+use crate::cli::{Args, DrillArgs, FailoverArgs, Format, LagArgs, VerifyArgs};
 
 /// `lag`: exit 0/1/2/3 for ok/warning/critical/unknown.
 pub async fn lag(args: &Args, lag: &LagArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -68,10 +71,7 @@ fn render_lag(r: &LagReport) -> String {
         );
     }
     for i in &r.images {
-        let last = i.last_sync.map(|t| {
-            let sec = u32::try_from(Duration::from_secs_f64(t.max(0.0)).as_secs()).unwrap_or(u32::MAX);
-            UTime { sec, nsec: 0 }.utc_string()
-        });
+        let last = i.last_sync.map(utc);
         let _ = writeln!(
             s,
             "{:<9} {:<32} {:<8} {:<11} {:<18} {:>8} {:>10} {:<20}",
@@ -91,10 +91,27 @@ fn render_lag(r: &LagReport) -> String {
     s
 }
 
+/// Progress lines on stderr, `[  12.3s] image: message` (the time dimmed on a TTY).
+fn progress_printer() -> impl Fn(&str, &str) + Sync {
+    let start = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    move |image: &str, message: &str| {
+        let t = start.elapsed().as_secs_f64();
+        if tty {
+            eprintln!("\x1b[2m[{t:6.1}s]\x1b[0m {image}: {message}");
+        } else {
+            eprintln!("[{t:6.1}s] {image}: {message}");
+        }
+    }
+}
+
 /// `failover --planned`: exit 0 when every image is primary here (or would be, with
 /// `--dry-run`), 1 when one failed, 3 when the pool could not be reached.
 pub async fn failover(args: &Args, f: &FailoverArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
+    if f.force {
+        return failover_forced(&local, f).await;
+    }
     let opts = FailoverOptions {
         pool: f.pool.clone(),
         images: f.images.clone(),
@@ -103,16 +120,7 @@ pub async fn failover(args: &Args, f: &FailoverArgs) -> Result<ExitCode, Box<dyn
         concurrency: f.parallel,
         connect_timeout: args.connect_timeout,
     };
-    let start = Instant::now();
-    let tty = std::io::stderr().is_terminal();
-    let progress = move |image: &str, message: &str| {
-        let t = start.elapsed().as_secs_f64();
-        if tty {
-            eprintln!("\x1b[2m[{t:6.1}s]\x1b[0m {image}: {message}");
-        } else {
-            eprintln!("[{t:6.1}s] {image}: {message}");
-        }
-    };
+    let progress = progress_printer();
     let report = match dr_ops::failover_planned(&local, &opts, &progress).await {
         Ok(r) => r,
         Err(e) => {
@@ -163,5 +171,234 @@ fn render_failover(r: &FailoverReport) -> String {
     if let Some(next) = &r.next_step {
         let _ = writeln!(s, "next: {next}");
     }
+    s
+}
+
+/// A Unix time as `rbd` prints times (UTC).
+fn utc(t: f64) -> String {
+    let sec = u32::try_from(Duration::from_secs_f64(t.max(0.0)).as_secs()).unwrap_or(u32::MAX);
+    UTime { sec, nsec: 0 }.utc_string()
+}
+
+/// `verify`: exit 0 when every image is clean (or would be compared, with `--dry-run`), 1
+/// on a mismatch, 2 when an image could not be compared, 3 when the pool could not be
+/// reached.
+pub async fn verify(args: &Args, v: &VerifyArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let local = Rados::connect(&crate::check::local_config(args)).await?;
+    let opts = VerifyOptions {
+        pool: v.pool.clone(),
+        images: v.images.clone(),
+        dry_run: v.dry_run,
+        sync_timeout: v.sync_timeout,
+        concurrency: v.parallel,
+        connect_timeout: args.connect_timeout,
+    };
+    let report = match dr_ops::verify(&local, &opts, &progress_printer()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rbd-mirror-rs verify: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    match v.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Plain => print!("{}", render_verify(&report)),
+    }
+    Ok(ExitCode::from(if report.mismatched > 0 {
+        1
+    } else if report.failed > 0 {
+        2
+    } else {
+        0
+    }))
+}
+
+fn render_verify(r: &VerifyReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}verify of pool {} against {}:",
+        if r.dry_run { "DRY RUN: " } else { "" },
+        r.pool,
+        r.peer_site
+    );
+    for i in &r.images {
+        let outcome = match i.outcome {
+            VerifyOutcome::Clean => "clean",
+            VerifyOutcome::Mismatch => "MISMATCH",
+            VerifyOutcome::WouldVerify => "would verify",
+            VerifyOutcome::Failed => "FAILED",
+        };
+        let _ = write!(s, "  {:<32} {:<8} {outcome:<12} {:>7.1} s", i.image, i.mode, i.seconds);
+        if let Some(p) = &i.point {
+            let _ = write!(s, "  at {p}");
+            if let Some(t) = i.point_time {
+                let _ = write!(s, " of {}", utc(t));
+            }
+            let _ = write!(s, ", {} objects", i.objects);
+        }
+        let _ = writeln!(s);
+        if i.mismatched_bytes > 0 {
+            let _ =
+                writeln!(s, "      {} bytes differ in {} objects:", i.mismatched_bytes, i.mismatched_objects);
+            for e in &i.mismatches {
+                let _ = writeln!(s, "        offset {} length {}", e.offset, e.length);
+            }
+        }
+        if let Some(e) = &i.error {
+            let _ = writeln!(s, "      ERROR: {e}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "{} image(s): {} mismatched, {} failed, {:.1} s",
+        r.images.len(),
+        r.mismatched,
+        r.failed,
+        r.seconds
+    );
+    s
+}
+
+/// `drill`: exit 0 when every image passed (or would be drilled, with `--dry-run`), 1 when
+/// one failed (a step or the command), 3 when the pool could not be reached.
+pub async fn drill(args: &Args, d: &DrillArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let local = Rados::connect(&crate::check::local_config(args)).await?;
+    let mut exec_env = vec![
+        ("RBD_MIRROR_DRILL_CLUSTER".to_owned(), args.cluster.clone()),
+        ("RBD_MIRROR_DRILL_ID".to_owned(), args.client_id()),
+    ];
+    if let Some(conf) = &args.conf {
+        let conf = std::path::absolute(conf).unwrap_or_else(|_| conf.clone());
+        exec_env.push(("RBD_MIRROR_DRILL_CONF".to_owned(), conf.display().to_string()));
+    }
+    let opts = DrillOptions {
+        pool: d.pool.clone(),
+        images: d.images.clone(),
+        scratch_pool: d.scratch_pool.clone(),
+        exec: d.exec.clone(),
+        exec_env,
+        dry_run: d.dry_run,
+        sync_timeout: d.sync_timeout,
+        concurrency: d.parallel,
+        connect_timeout: args.connect_timeout,
+    };
+    let report = match dr_ops::drill(&local, &opts, &progress_printer()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rbd-mirror-rs drill: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    match d.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Plain => print!("{}", render_drill(&report)),
+    }
+    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn render_drill(r: &DrillReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}drill of pool {} (primaries on {}):",
+        if r.dry_run { "DRY RUN: " } else { "" },
+        r.pool,
+        r.peer_site
+    );
+    for i in &r.images {
+        let outcome = match i.outcome {
+            DrillOutcome::Passed => "passed",
+            DrillOutcome::CommandFailed => "COMMAND FAILED",
+            DrillOutcome::WouldDrill => "would drill",
+            DrillOutcome::Failed => "FAILED",
+        };
+        let _ = write!(s, "  {:<32} {:<8} {outcome:<14} {:>7.1} s", i.image, i.mode, i.seconds);
+        if let Some(p) = &i.point {
+            let _ = write!(s, "  {p}");
+            if let Some(t) = i.point_time {
+                let _ = write!(s, " of {}", utc(t));
+            }
+            let _ = write!(s, " -> {}, {} bytes copied", i.scratch, i.bytes_copied);
+        }
+        let _ = writeln!(s, "{}", if i.removed { "" } else { "  (scratch image NOT removed)" });
+        if let Some(code) = i.exec_status {
+            let _ = writeln!(s, "      command exited {code}");
+        }
+        if let Some(out) = i.exec_output.as_deref().filter(|o| !o.is_empty()) {
+            for line in out.lines() {
+                let _ = writeln!(s, "      | {line}");
+            }
+        }
+        if let Some(e) = &i.error {
+            let _ = writeln!(s, "      ERROR: {e}");
+        }
+    }
+    let _ = writeln!(s, "{} image(s), {} failed, {:.1} s", r.images.len(), r.failed, r.seconds);
+    s
+}
+
+/// `failover --force`: exit 0 when every image is primary here (or would be, with
+/// `--dry-run`), 1 when one failed, 3 when the pool could not be read.
+async fn failover_forced(local: &Rados, f: &FailoverArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let opts = ForcedOptions {
+        pool: f.pool.clone(),
+        images: f.images.clone(),
+        dry_run: f.dry_run,
+        concurrency: f.parallel,
+    };
+    let report = match dr_ops::failover_forced(local, &opts, &progress_printer()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rbd-mirror-rs failover: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    match f.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Plain => print!("{}", render_forced(&report)),
+    }
+    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn render_forced(r: &ForcedReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}FORCED failover of pool {} ({} not contacted):",
+        if r.dry_run { "DRY RUN: " } else { "" },
+        r.pool,
+        r.peer_site
+    );
+    for i in &r.images {
+        let outcome = match i.outcome {
+            Outcome::FailedOver => "promoted",
+            Outcome::AlreadyFailedOver => "already primary",
+            Outcome::WouldFailOver => "would promote",
+            Outcome::Failed => "FAILED",
+            Outcome::NotStarted => "not started",
+        };
+        let _ = write!(s, "  {:<32} {:<8} {outcome:<16} {:>7.1} s", i.image, i.mode, i.seconds);
+        match (i.synced_as_of, i.rpo_seconds) {
+            (Some(t), Some(rpo)) => {
+                let _ = write!(s, "  data as of {} UTC, RPO {rpo:.1} s", utc(t));
+            }
+            _ if i.outcome != Outcome::AlreadyFailedOver => {
+                let _ = write!(s, "  RPO unknown");
+            }
+            _ => {}
+        }
+        let _ = writeln!(s, "  (here {})", i.local_role.as_str());
+        if let Some(last) = &i.last_replayed {
+            let _ = writeln!(s, "      last replayed: {last}");
+        }
+        if let Some(e) = &i.error {
+            let _ = writeln!(s, "      ERROR: {e}");
+        }
+    }
+    let _ = writeln!(s, "{} image(s), {} failed, {:.1} s", r.images.len(), r.failed, r.seconds);
     s
 }

@@ -1,6 +1,8 @@
 //! The DR commands against the lab, run at site-b as the daemon runs there, checked with the
-//! stock `rbd` CLI: `lag` (levels and exit codes as a monitoring plugin) and `failover
-//! --planned` (roles, content, `--dry-run`, re-runs).
+//! stock `rbd` CLI: `lag` (levels and exit codes as a monitoring plugin), `failover
+//! --planned` (roles, content, `--dry-run`, re-runs), `verify` (a byte changed in a data
+//! object of site-b is found at its offset) and `drill` (a scratch copy, a command run
+//! against it, no trace left, replication going on).
 
 #[path = "../../../tests/support/lab.rs"]
 mod lab;
@@ -11,7 +13,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use mirror::{
-    image_name, image_status, mirror_snapshot, sites, wait_replicated, wait_synced, Daemon, Images,
+    image_name, image_status, mirror_snapshot, sites, snapshots, wait_replicated, wait_synced, Daemon, Images,
 };
 use serde_json::Value;
 
@@ -188,4 +190,255 @@ fn planned_failover_moves_the_primary_to_site_b_with_nothing_lost() {
         assert_eq!(image(&report, s)["outcome"], "already-failed-over");
     }
     assert_eq!(roles(&a, &b, &specs), [(false, true), (false, true)]);
+}
+
+/// `--image` arguments of `specs`.
+fn image_args<'a>(specs: &[&'a str]) -> Vec<&'a str> {
+    specs.iter().flat_map(|s| ["--image", image_name(s)]).collect()
+}
+
+/// Snapshot names (every namespace) of `specs` on both sites, and site-b's `rbd ls` and
+/// `rbd trash ls` of the pool: what a DR command must leave as it found it.
+fn traces(a: &lab::Site, b: &lab::Site, specs: &[&str]) -> Vec<String> {
+    let mut out = vec![b.rbd(&["ls", lab::POOL]), b.rbd(&["trash", "ls", lab::POOL])];
+    for site in [a, b] {
+        for s in specs {
+            let names: Vec<String> = snapshots(site, s)
+                .iter()
+                .map(|v| v["name"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            out.push(format!("{} {s}: {}", site.name, names.join(" ")));
+        }
+    }
+    out
+}
+
+/// Flips one byte of the first data object of site-b's copy of `spec` with `rados put`,
+/// behind librbd's back; returns its image offset.
+fn corrupt_one_byte(b: &lab::Site, spec: &str) -> u64 {
+    let info = b.rbd_json(&["info", spec]);
+    let prefix = format!("{}.", info["block_name_prefix"].as_str().expect("block_name_prefix"));
+    let object_size = info["object_size"].as_u64().expect("object_size");
+    let listed = b.rados(&["-p", lab::POOL, "ls"]);
+    let object = listed.lines().filter(|o| o.starts_with(&prefix)).min().expect("a data object").to_owned();
+    let number = u64::from_str_radix(&object[prefix.len()..], 16).expect("object number");
+    let file = lab::lab_dir().join(lab::unique("verify-object"));
+    let path = file.to_str().expect("utf-8 path");
+    b.rados(&["-p", lab::POOL, "get", &object, path]);
+    let mut data = std::fs::read(&file).expect("reading the object");
+    assert!(!data.is_empty(), "{object} is empty");
+    let at = 12_345.min(data.len() - 1);
+    data[at] ^= 0xff;
+    std::fs::write(&file, &data).expect("writing the object");
+    b.rados(&["-p", lab::POOL, "put", &object, path]);
+    let _ = std::fs::remove_file(&file);
+    let offset = number * object_size + at as u64;
+    println!("{spec}: flipped byte {at} of {object} on site-b: image offset {offset}");
+    offset
+}
+
+#[test]
+fn verify_finds_a_byte_changed_on_site_b_and_names_its_offset() {
+    let (_serial, a, b) = sites();
+    let _daemon = Daemon::start();
+    let (journal, snapshot, _images) = two_images(&a, "verify");
+    wait_both(&a, &b, &journal, &snapshot);
+    let specs = [journal.as_str(), snapshot.as_str()];
+    let mut args = vec!["verify", "--pool", lab::POOL];
+    args.extend(image_args(&specs));
+    let before = traces(&a, &b, &specs);
+
+    // --dry-run creates nothing.
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let (code, report) = ours_json(&b, &dry);
+    assert_eq!(code, 0, "{report:#}");
+    for s in &specs {
+        assert_eq!(image(&report, s)["outcome"], "would-verify");
+    }
+    assert_eq!(traces(&a, &b, &specs), before, "--dry-run left a trace");
+
+    // Clean copies verify clean; the journal image's snapshot is gone on both sites after.
+    let (code, report) = ours_json(&b, &args);
+    assert_eq!(code, 0, "{report:#}");
+    for s in &specs {
+        let i = image(&report, s);
+        assert_eq!(i["outcome"], "clean", "{i:#}");
+        assert_eq!(i["objects"], 16, "64 MiB in 4 MiB objects: {i:#}");
+        assert_eq!(i["mismatched_bytes"], 0);
+    }
+    assert!(image(&report, &journal)["point"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("snapshot rbd-mirror-rs.verify."));
+    assert!(image(&report, &snapshot)["point"].as_str().unwrap_or_default().starts_with("mirror snapshot "));
+    assert_eq!(traces(&a, &b, &specs), before, "verify left a trace");
+
+    // One byte changed in a data object of each copy: found, named by offset, exit 1.
+    let offsets: Vec<u64> = specs.iter().map(|s| corrupt_one_byte(&b, s)).collect();
+    let (code, report) = ours_json(&b, &args);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["mismatched"], 2);
+    for (s, offset) in specs.iter().zip(&offsets) {
+        let i = image(&report, s);
+        assert_eq!(i["outcome"], "mismatch", "{i:#}");
+        assert_eq!(i["mismatched_bytes"], 1, "{i:#}");
+        assert_eq!(i["mismatched_objects"], 1, "{i:#}");
+        assert_eq!(i["mismatches"], serde_json::json!([{"offset": offset, "length": 1}]), "{i:#}");
+    }
+    let plain = ours(&b, &args);
+    assert_eq!(plain.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&plain.stdout);
+    for offset in &offsets {
+        assert!(text.contains(&format!("offset {offset} length 1")), "{text}");
+    }
+    assert_eq!(traces(&a, &b, &specs), before, "verify left a trace");
+}
+
+#[test]
+fn drill_copies_site_b_into_a_scratch_image_runs_a_command_and_leaves_no_trace() {
+    let (_serial, a, b) = sites();
+    let _daemon = Daemon::start();
+    let (journal, snapshot, _images) = two_images(&a, "drill");
+    wait_both(&a, &b, &journal, &snapshot);
+    let specs = [journal.as_str(), snapshot.as_str()];
+    let before = traces(&a, &b, &specs);
+    let out_file = lab::lab_dir().join(lab::unique("drill-out"));
+    let cmd = format!(
+        "rbd --cluster \"$RBD_MIRROR_DRILL_CLUSTER\" -c \"$RBD_MIRROR_DRILL_CONF\" --id \"$RBD_MIRROR_DRILL_ID\" \
+         export --no-progress \"$RBD_MIRROR_DRILL_SPEC\" - | sha256sum | sed \"s|-|$RBD_MIRROR_DRILL_IMAGE|\" >> '{}'",
+        out_file.display()
+    );
+    let mut args = vec!["drill", "--pool", lab::POOL, "--exec", &cmd];
+    args.extend(image_args(&specs));
+
+    // `rbd mirror image status` of both copies, every 300 ms while the drill runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (stop, b, specs) = (stop.clone(), lab::site("site-b"), [journal.clone(), snapshot.clone()]);
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for s in &specs {
+                    seen.push(image_status(&b, s).map(|(state, _)| state).unwrap_or_else(|e| e));
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            seen
+        })
+    };
+    let (code, report) = ours_json(&b, &args);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = poller.join().expect("status poller");
+    assert_eq!(code, 0, "{report:#}");
+    let exported = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_file);
+    for s in &specs {
+        let i = image(&report, s);
+        assert_eq!(i["outcome"], "passed", "{i:#}");
+        assert_eq!(i["exec_status"], 0, "{i:#}");
+        assert_eq!(i["removed"], true, "{i:#}");
+        assert!(i["bytes_copied"].as_u64().unwrap_or(0) > 0, "{i:#}");
+        // The command read the scratch copy: the primary's content.
+        let line = format!("{}  {s}", a.export_sha256(s));
+        assert!(exported.lines().any(|l| l == line), "{line} not in the command's output:\n{exported}");
+    }
+    assert!(
+        !seen.is_empty() && seen.iter().all(|s| s == "up+replaying"),
+        "status during the drill: {seen:?}"
+    );
+    assert_eq!(traces(&a, &b, &specs), before, "the drill left a trace");
+
+    // Replication went on: a new write reaches site-b.
+    a.bench(&journal, "rand", "4K", "256K");
+    wait_replicated(&b, &journal, &a.export_sha256(&journal), Duration::from_secs(60));
+}
+
+/// Site-a's monitor, manager and OSD stopped with SIGSTOP for the life of the guard
+/// (SIGCONT on drop): the site is unreachable, its clients time out.
+struct SiteFrozen(Vec<String>);
+
+impl SiteFrozen {
+    fn freeze(site: &str) -> SiteFrozen {
+        let run = lab::lab_dir().join(site).join("run");
+        // Continued on drop, even when a later one fails.
+        let mut frozen = SiteFrozen(Vec::new());
+        for entry in std::fs::read_dir(&run).expect("the site's run directory").flatten() {
+            if entry.path().extension().is_some_and(|e| e == "pid") {
+                // `<pid> <command line>`, as lab.sh writes it.
+                let text = std::fs::read_to_string(entry.path()).expect("pid file");
+                let pid = text.split_whitespace().next().expect("a pid").to_owned();
+                frozen.0.push(pid.clone());
+                assert!(std::process::Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status()
+                    .expect("kill")
+                    .success());
+            }
+        }
+        assert!(frozen.0.len() >= 3, "mon, mgr and osd pid files in {}: {:?}", run.display(), frozen.0);
+        println!("{site} frozen: {:?}", frozen.0);
+        frozen
+    }
+}
+
+impl Drop for SiteFrozen {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = std::process::Command::new("kill").args(["-CONT", pid]).status();
+        }
+    }
+}
+
+#[test]
+fn forced_failover_with_site_a_frozen_reports_the_data_it_holds() {
+    let (_serial, a, b) = sites();
+    let daemon = Daemon::start();
+    let (journal, snapshot, _images) = two_images(&a, "force");
+    wait_both(&a, &b, &journal, &snapshot);
+    let specs = [journal.as_str(), snapshot.as_str()];
+    let replicated: Vec<String> = specs.iter().map(|s| b.export_sha256(s)).collect();
+    // Replay stops; site-a is written (and snapshotted) after: those writes are lost.
+    drop(daemon);
+    std::thread::sleep(Duration::from_secs(2));
+    let lost_from =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs_f64();
+    a.bench(&journal, "rand", "4K", "256K");
+    a.bench(&snapshot, "rand", "4K", "256K");
+    mirror_snapshot(&a, &snapshot);
+    let frozen = SiteFrozen::freeze("site-a");
+
+    let mut args = vec!["failover", "--pool", lab::POOL, "--force"];
+    args.extend(image_args(&specs));
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let (code, report) = ours_json(&b, &dry);
+    assert_eq!(code, 0, "{report:#}");
+    assert!(specs.iter().all(|s| !is_primary(&b, s)), "--dry-run promoted");
+    let (code, report) = ours_json(&b, &args);
+    assert_eq!(code, 0, "{report:#}");
+    for s in &specs {
+        let i = image(&report, s);
+        assert_eq!(i["outcome"], "failed-over", "{i:#}");
+        assert_eq!(i["local_role"], "primary", "{i:#}");
+        let as_of = i["synced_as_of"].as_f64().unwrap_or_else(|| panic!("no time: {i:#}"));
+        // The data here predates the lost writes, and by no more than the test took.
+        assert!(as_of <= lost_from, "{s}: as of {as_of}, writes lost from {lost_from}");
+        assert!(lost_from - as_of < 120.0, "{s}: as of {as_of}, writes lost from {lost_from}");
+        assert!(i["rpo_seconds"].as_f64().unwrap_or(0.0) >= 2.0, "{i:#}");
+        println!("{s}: {}, RPO {} s", i["last_replayed"], i["rpo_seconds"]);
+    }
+    assert_eq!(image(&report, &journal)["entries_behind"], 0);
+    // site-b is primary with what was replicated before the writes (site-a still frozen).
+    for (s, sha) in specs.iter().zip(&replicated) {
+        assert!(is_primary(&b, s), "{s} not primary on site-b");
+        assert_eq!(&b.export_sha256(s), sha, "{s}: not the data replicated before the stop");
+    }
+    // Again: nothing to do.
+    let (code, report) = ours_json(&b, &args);
+    assert_eq!(code, 0, "{report:#}");
+    for s in &specs {
+        assert_eq!(image(&report, s)["outcome"], "already-failed-over");
+    }
+    drop(frozen);
 }

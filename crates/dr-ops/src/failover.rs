@@ -25,6 +25,7 @@ use rbd_types::cls_rbd::MirrorImageMode;
 use rbd_types::snap_namespace::{MirrorSnapshotState, SnapshotNamespace};
 use serde::Serialize;
 
+use crate::consistent;
 use crate::error::{DrError, Result};
 use crate::journal;
 use crate::sites::{self, MirroredImage, PoolPair, Role};
@@ -116,14 +117,7 @@ pub async fn failover_planned(
     progress: &(dyn Fn(&str, &str) + Sync),
 ) -> Result<FailoverReport> {
     let start = Instant::now();
-    let (mut pairs, mut errors) =
-        sites::connect_pools(local, std::slice::from_ref(&opts.pool), opts.connect_timeout).await?;
-    if let Some(e) = errors.pop() {
-        return Err(e);
-    }
-    let pair = pairs
-        .pop()
-        .ok_or_else(|| DrError::Pool { pool: opts.pool.clone(), reason: "not mirrored".into() })?;
+    let pair = sites::connect_pool(local, &opts.pool, opts.connect_timeout).await?;
     let images = sites::mirrored_images(&pair, &opts.images).await?;
     let stop = AtomicBool::new(false);
     let mut results: Vec<ImageFailover> = stream::iter(images)
@@ -275,26 +269,11 @@ async fn wait_replayed(
     timeout: Duration,
     progress: &(dyn Fn(&str, &str) + Sync),
 ) -> Result<()> {
-    let start = Instant::now();
-    let mut last_report = Instant::now();
-    loop {
+    consistent::wait_until(spec, timeout, progress, &image.name, || async {
         let (done, what) = replayed_state(pair, image, spec).await?;
-        if done {
-            return Ok(());
-        }
-        if start.elapsed() >= timeout {
-            return Err(DrError::Timeout {
-                image: spec.to_owned(),
-                waited_secs: timeout.as_secs(),
-                last: what,
-            });
-        }
-        if last_report.elapsed() >= Duration::from_secs(5) {
-            progress(&image.name, &format!("waiting ({:.0} s): {what}", start.elapsed().as_secs_f64()));
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Ok((done.then_some(()), what))
+    })
+    .await
 }
 
 /// Whether the demotion was replayed here, and what was seen.

@@ -19,15 +19,16 @@
 //! that is primary here is ok (nothing to replay). The report's level is the worst,
 //! critical > warning > unknown > ok.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures::stream::{self, StreamExt};
 use rados_ffi::rbd::Image;
 use rados_ffi::Rados;
 use rbd_types::cls_rbd::MirrorImageMode;
-use rbd_types::snap_namespace::{MirrorSnapshotState, SnapshotNamespace};
+use rbd_types::snap_namespace::SnapshotNamespace;
 use serde::Serialize;
 
+use crate::consistent::{newest_complete_copy, unix_secs};
 use crate::error::{DrError, Result};
 use crate::journal;
 use crate::sites::{self, MirroredImage, PoolPair, Role};
@@ -189,10 +190,6 @@ pub async fn lag(local: &Rados, opts: &LagOptions) -> LagReport {
     report
 }
 
-fn unix_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 fn age_secs(t: SystemTime, now: SystemTime) -> f64 {
     now.duration_since(t).map_or(0.0, |d| d.as_secs_f64())
 }
@@ -297,22 +294,7 @@ async fn snapshot_measure(
     now: SystemTime,
 ) -> Result<Measure> {
     let local = Image::open_by_id(&pair.conn.local_io, local_id, None).await?.snapshots().await?;
-    let synced = local
-        .iter()
-        .filter_map(|s| match &s.namespace {
-            SnapshotNamespace::Mirror(m)
-                if m.complete
-                    && matches!(
-                        m.state,
-                        MirrorSnapshotState::NonPrimary | MirrorSnapshotState::NonPrimaryDemoted
-                    ) =>
-            {
-                Some((s.id, m.primary_snap_id))
-            }
-            _ => None,
-        })
-        .max()
-        .map(|(_, primary_snap_id)| primary_snap_id);
+    let synced = newest_complete_copy(&local).map(|(_, primary_snap_id)| primary_snap_id);
     let remote = Image::open_by_id(&pair.conn.remote_io, remote_id, None).await?.snapshots().await?;
     let primary_snaps: Vec<_> = remote
         .iter()

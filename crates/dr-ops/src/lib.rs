@@ -9,7 +9,14 @@
 //! * [`failover_planned`]: demote on the primary, wait until this site has replayed
 //!   everything (journal: our commit position at the demotion entry; snapshot: the demotion
 //!   snapshot synced), promote here, verify both roles; resumable (every step is decided
-//!   from the roles found) and bounded in parallelism.
+//!   from the roles found) and bounded in parallelism;
+//! * [`failover_forced`]: the peer unreachable, promote here with force and report from
+//!   this site alone what each image holds (the RPO suffered);
+//! * [`verify`]: compare this site's copies with their primaries at a consistent point
+//!   (snapshot mode: the newest synced mirror snapshot; journal mode: a snapshot made on
+//!   the primary and replayed here) object by object, naming differing extents;
+//! * [`drill`]: copy this site's copy at its newest consistent point into a scratch image,
+//!   run a command against it, remove it, without touching replication.
 //!
 //! It owns the DR logic and its reports (serialisable for `--format json`). It does not
 //! parse command lines, print, build a runtime or read process configuration (the `daemon`
@@ -17,13 +24,20 @@
 //! `rados-ffi` and cls `rbd` only through `image_replayer::cls`.
 #![forbid(unsafe_code)]
 
+mod consistent;
+mod drill;
 mod error;
 mod failover;
+mod forced;
 mod journal;
 mod lag;
 mod sites;
+mod verify;
 
+pub use drill::{drill, DrillOptions, DrillOutcome, DrillReport, ImageDrill};
 pub use error::{DrError, Result};
 pub use failover::{failover_planned, FailoverOptions, FailoverReport, ImageFailover, Outcome};
+pub use forced::{failover_forced, ForcedOptions, ForcedReport, ImageForced};
 pub use lag::{lag, ImageLag, LagOptions, LagReport, Level};
 pub use sites::Role;
+pub use verify::{verify, Extent, ImageVerify, VerifyOptions, VerifyOutcome, VerifyReport};

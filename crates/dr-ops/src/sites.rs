@@ -70,6 +70,15 @@ pub(crate) async fn connect_pools(
     Ok((pairs, errors))
 }
 
+/// Pool `pool` of `local` connected to its peer; its error when it cannot be served.
+pub(crate) async fn connect_pool(local: &Rados, pool: &str, connect_timeout: Duration) -> Result<PoolPair> {
+    let (mut pairs, mut errors) = connect_pools(local, &[pool.to_owned()], connect_timeout).await?;
+    if let Some(e) = errors.pop() {
+        return Err(e);
+    }
+    pairs.pop().ok_or_else(|| DrError::Pool { pool: pool.to_owned(), reason: "not mirrored".into() })
+}
+
 /// One mirrored image of a pool, by global id, with its ids on both sites.
 #[derive(Debug, Clone)]
 pub(crate) struct MirroredImage {
@@ -121,7 +130,7 @@ pub(crate) async fn mirrored_images(pair: &PoolPair, names: &[String]) -> Result
 }
 
 /// Global id → (image id, name, mode) of the enabled mirrored images of `io`.
-async fn image_records(io: &IoCtx) -> Result<BTreeMap<String, (String, String, MirrorImageMode)>> {
+pub(crate) async fn image_records(io: &IoCtx) -> Result<BTreeMap<String, (String, String, MirrorImageMode)>> {
     let mut out = BTreeMap::new();
     for (id, global_id) in image_replayer::cls::mirror_image_list(io).await? {
         let Some(record) = image_replayer::cls::mirror_image_get(io, &id).await? else { continue };
