@@ -575,7 +575,9 @@ fn pool_replayers(ctx: &Context, only: Option<&str>) -> Vec<PoolReplayerStatus> 
 /// `rbd mirror deletion status <pool>` as `ImageDeleter::print_status` prints it (its
 /// `image_deleter_status` section, whose name JSON drops): the local images queued for
 /// deletion, and those whose deletion failed with the error and the attempts so far. Ours
-/// also name the global image id (the local id may not be known yet).
+/// also name the global image id (the local id may not be known yet) and, for an image in
+/// the RBD trash waiting for `rbd_mirroring_delete_delay`, when it may go (stock lists those
+/// among its failed deletions, with error 0).
 fn deletion_status(ctx: &Context, pool: &str) -> DeletionStatus {
     let snapshot = ctx.registry.snapshot();
     let item = |d: &image_replayer::Deletion, failed: bool| DeleteInfo {
@@ -583,6 +585,9 @@ fn deletion_status(ctx: &Context, pool: &str) -> DeletionStatus {
         error_code: failed.then(|| d.error.clone().unwrap_or_default()),
         retries: failed.then_some(d.retries),
         global_image_id: d.global_id.clone(),
+        deferment_end_time: d
+            .deferment_end_time
+            .map(|t| rbd_types::encoding::UTime::from_system_time(t).utc_string()),
     };
     let mut status = DeletionStatus::default();
     for (_, state) in snapshot.pools.iter().filter(|((p, _), _)| p == pool) {
@@ -610,6 +615,9 @@ struct DeleteInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     retries: Option<u32>,
     global_image_id: String,
+    /// In the RBD trash: when its deferment ends (UTC), ours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deferment_end_time: Option<String>,
 }
 
 /// Longest wait of `rbd mirror flush` for the images' replay.

@@ -275,3 +275,85 @@ fn deletion_status_lists_a_failed_deletion_until_it_succeeds() {
         }
     });
 }
+
+/// site-b's entries of source `MIRRORING` in `rbd trash ls --all`: image id → the entry.
+fn mirroring_trash(b: &lab::Site) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let all = b.rbd_json(&["trash", "ls", "--all", "--long", lab::POOL]);
+    all.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["source"] == "MIRRORING")
+        .map(|e| (e["id"].as_str().unwrap_or_default().to_owned(), e.clone()))
+        .collect()
+}
+
+/// Deletion through the RBD trash, as stock: with `rbd_mirroring_delete_delay` = 20 s on
+/// site-b's pool, the copy of an image whose mirroring is disabled at site-a goes to site-b's
+/// trash (source `MIRRORING`, `rbd trash ls --all`), `rbd mirror deletion status` shows it
+/// waiting, and it is still there 8 s later; the daemon is restarted meanwhile, and the new
+/// run removes it (its protected snapshot too) once the delay has passed.
+#[test]
+fn deletion_goes_through_the_trash_and_resumes_after_a_restart() {
+    let (_serial, a, b) = sites();
+    let spec = format!("{}/{}", lab::POOL, lab::unique("trash"));
+    let _images = Images(vec![spec.clone()]);
+    a.rbd(&["create", "--size", "16M", "--image-feature", "layering,exclusive-lock,journaling", &spec]);
+    a.rbd(&["mirror", "image", "enable", &spec, "journal"]);
+    a.bench(&spec, "rand", "4K", "256K");
+    // A protected snapshot: removed (unprotected first) with the image.
+    a.rbd(&["snap", "create", &format!("{spec}@s1")]);
+    a.rbd(&["snap", "protect", &format!("{spec}@s1")]);
+    let _delay = PoolDelay(&b);
+    b.rbd(&["config", "pool", "set", lab::POOL, "rbd_mirroring_delete_delay", "20"]);
+    let daemon = Daemon::start();
+    wait_status(&b, &spec, "up+replaying", "");
+    lab::wait_for("the snapshot on site-b", Duration::from_secs(60), || {
+        let snaps = b.rbd(&["snap", "ls", &spec]);
+        snaps.contains("s1").then_some(()).ok_or(snaps)
+    });
+    let local_id = b.rbd_json(&["info", &spec])["id"].as_str().expect("id").to_owned();
+    let path = b.dir.join("run/client.rbd-mirror.b.asok");
+
+    a.rbd(&["mirror", "image", "disable", &spec]);
+    let moved = std::time::Instant::now();
+    let entry = lab::wait_for("site-b's copy in its trash", Duration::from_secs(60), || {
+        mirroring_trash(&b).remove(&local_id).ok_or_else(|| format!("{:?}", mirroring_trash(&b)))
+    });
+    println!("site-b: rbd trash ls --all: {entry}");
+    assert_eq!(entry["name"], image_name(&spec), "{entry}");
+    assert!(!b.rbd_ok(&["info", &spec]), "the name is released");
+    let waiting = json(&path, &["rbd", "mirror", "deletion", "status", lab::POOL]);
+    println!("deletion status: {waiting}");
+    let queued = waiting["delete_images_queue"].as_array().cloned().unwrap_or_default();
+    let item =
+        queued.iter().find(|d| d["image_id"] == local_id.as_str()).unwrap_or_else(|| panic!("{waiting}"));
+    assert!(item["deferment_end_time"].is_string(), "{item}");
+
+    // Restarted before the delay ends: the next run finds the entry and removes it in time.
+    drop(daemon);
+    let _daemon = Daemon::start();
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(moved.elapsed()));
+    assert!(mirroring_trash(&b).contains_key(&local_id), "removed before the delay");
+    lab::wait_for("the trashed copy removed", Duration::from_secs(90), || {
+        let trash = mirroring_trash(&b);
+        if trash.contains_key(&local_id) {
+            Err(format!("{trash:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    let took = moved.elapsed();
+    println!("removed from site-b's trash {took:?} after the move");
+    assert!(took >= Duration::from_secs(19), "removed after {took:?}, before the delay");
+    let status = json(&path, &["rbd", "mirror", "deletion", "status", lab::POOL]);
+    assert!(!status.to_string().contains(&local_id), "{status}");
+}
+
+/// Removes the pool's `rbd_mirroring_delete_delay` of site-b when the test ends.
+struct PoolDelay<'a>(&'a lab::Site);
+
+impl Drop for PoolDelay<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.rbd_ok(&["config", "pool", "rm", lab::POOL, "rbd_mirroring_delete_delay"]);
+    }
+}

@@ -573,7 +573,8 @@ fn existing_snapshots_are_synced_at_bootstrap() {
 
 /// The peer stops mirroring images (ceph-formats.md §6.4, last bullet): site-b's non-primary
 /// copy of a journal-mode image whose mirroring is disabled on site-a, and of a
-/// snapshot-mode image removed on site-a, are deleted; an image promoted on site-b after an
+/// snapshot-mode image removed on site-a, are deleted (through the trash, removed from there
+/// at once: no `rbd_mirroring_delete_delay`); an image promoted on site-b after an
 /// orderly failover is kept when site-a then disables its mirroring; an image disabled on
 /// site-a while no daemon ran is deleted when the daemon starts.
 #[test]
@@ -636,6 +637,15 @@ fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
     };
     wait_deleted(&journal);
     wait_deleted(&snapshot);
+    lab::wait_for("site-b's trash emptied", Duration::from_secs(60), || {
+        let trash = b.rbd(&["trash", "ls", "--all", lab::POOL]);
+        let names = [&journal, &snapshot].map(|s| mirror::image_name(s).to_owned());
+        if names.iter().any(|n| trash.contains(n.as_str())) {
+            Err(trash)
+        } else {
+            Ok(())
+        }
+    });
     // Their replayers stopped: no series left for them.
     for s in [&journal, &snapshot] {
         assert_eq!(b.metric("rbd_mirror_rs_image_state", &image_label(s)), None, "{s}");
@@ -655,7 +665,7 @@ fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
     });
     let info = b.rbd_json(&["info", &promoted]);
     assert_eq!(info["mirroring"]["primary"], true, "site-b keeps its primary image: {info}");
-    let deleted = log.lines().filter(|l| l.contains("deleting the local image")).count();
+    let deleted = log.lines().filter(|l| l.contains("moving the local image to the trash")).count();
     println!("daemon: {deleted} local images deleted; {promoted} kept (primary)");
     assert_eq!(deleted, 2, "{log}");
 
@@ -666,6 +676,75 @@ fn images_the_peer_stops_mirroring_are_deleted_unless_primary_here() {
     let _daemon = Daemon::start();
     wait_deleted(&offline);
     assert_eq!(b.rbd_json(&["info", &promoted])["mirroring"]["primary"], true, "{promoted} still kept");
+}
+
+/// `rbd trash mv` then `rbd trash restore` of primaries on site-a, as stock handles them:
+/// librbd (Pacific) disables the mirroring of an image it moves to the trash, in either
+/// mode, so the peer no longer lists it and site-b's copies go to site-b's trash (source
+/// `MIRRORING`) and from there; restored, the images are not mirrored (pool mode `image`)
+/// until enabled again, and then replicate afresh under their names.
+#[test]
+fn trash_mv_and_restore_of_the_primary_leave_a_working_mirror() {
+    let (_serial, a, b) = sites();
+    let (journal, _j) = mirrored_image(&a, "trash-journal");
+    let snapshot = format!("{}/{}", lab::POOL, lab::unique("trash-snapshot"));
+    let _s = Images(vec![snapshot.clone()]);
+    a.rbd(&["create", "--size", "16M", &snapshot]);
+    a.bench(&snapshot, "rand", "4K", "256K");
+    mirror::enable_snapshot_mirroring(&a, &snapshot);
+    a.bench(&journal, "rand", "4K", "256K");
+    let _daemon = Daemon::start();
+    for s in [&journal, &snapshot] {
+        wait_replicated(&b, s, &a.export_sha256(s), Duration::from_secs(120));
+    }
+    let ids = [image_id(&b, &journal), image_id(&b, &snapshot)];
+    let trash_id = |site: &lab::Site, spec: &str| {
+        let all = site.rbd_json(&["trash", "ls", "--all", "--long", lab::POOL]);
+        all.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == image_name(spec))
+            .map(|e| (e["id"].as_str().unwrap_or_default().to_owned(), e["source"].to_string()))
+    };
+
+    let log_before = daemon_log().len();
+    for s in [&journal, &snapshot] {
+        a.rbd(&["trash", "mv", s]);
+    }
+    for s in [&journal, &snapshot] {
+        lab::wait_for(&format!("site-b's copy of {s} gone"), Duration::from_secs(60), || {
+            if b.rbd_ok(&["info", s]) {
+                Err("still there".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let log = daemon_log_since(log_before);
+    for id in &ids {
+        assert!(
+            log.lines().any(|l| l.contains("moving the local image to the trash") && l.contains(id.as_str())),
+            "{log}"
+        );
+    }
+
+    // Restored on site-a, enabled again: replicated as new images.
+    for s in [&journal, &snapshot] {
+        let (id, source) = trash_id(&a, s).unwrap_or_else(|| panic!("{s} in site-a's trash"));
+        assert_eq!(source, "\"USER\"", "{s}");
+        a.rbd(&["trash", "restore", "--pool", lab::POOL, &id]);
+        assert!(!a.rbd(&["info", s]).contains("mirroring state: enabled"), "{s}: restored not mirrored");
+    }
+    enable(&a, &journal);
+    mirror::enable_snapshot_mirroring(&a, &snapshot);
+    a.bench(&journal, "rand", "4K", "256K");
+    for s in [&journal, &snapshot] {
+        wait_replicated(&b, s, &a.export_sha256(s), Duration::from_secs(180));
+    }
+    for (s, id) in [&journal, &snapshot].into_iter().zip(&ids) {
+        assert_ne!(&image_id(&b, s), id, "{s} recreated");
+    }
+    wait_replaying(&b, &journal);
 }
 
 /// Removes a pool-level configuration override of site-b's pool when the test ends.

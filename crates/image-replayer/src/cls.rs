@@ -12,7 +12,7 @@ use rbd_types::ProtectionStatus;
 use crate::error::{ReplayError, Result};
 use rbd_types::cls_rbd::{
     args, header_object_name, object_map_name, MirrorImage, MirrorImageMap, MirrorImageSiteStatus,
-    SnapshotInfo, RBD_MIRRORING, RBD_MIRROR_LEADER,
+    SnapshotInfo, TrashImageSpec, RBD_DIRECTORY, RBD_MIRRORING, RBD_MIRROR_LEADER, RBD_TRASH,
 };
 
 /// A cls `rbd` method that returns a map page by page: `(start_after, max_return)` in, at
@@ -109,6 +109,50 @@ pub async fn mirror_image_get_image_id(io: &IoCtx, global_id: &str) -> Result<Op
 pub async fn mirror_image_set(io: &IoCtx, image_id: &str, image: &MirrorImage) -> Result<()> {
     io.exec_write(RBD_MIRRORING, "rbd", "mirror_image_set", &args::mirror_image_set(image_id, image)).await?;
     Ok(())
+}
+
+/// Removes an image's mirroring record (`ENOENT`: there was none).
+pub async fn mirror_image_remove(io: &IoCtx, image_id: &str) -> Result<()> {
+    match io
+        .exec_write(RBD_MIRRORING, "rbd", "mirror_image_remove", &args::mirror_image_remove(image_id))
+        .await
+    {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Adds image `image_id` to the trash (`rbd_trash`, created if missing); `Ok(false)` when it
+/// is there already (`EEXIST`: an earlier, interrupted move).
+pub async fn trash_add(io: &IoCtx, image_id: &str, spec: &TrashImageSpec) -> Result<bool> {
+    match io.exec_write(RBD_TRASH, "rbd", "trash_add", &args::trash_add(image_id, spec)).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every entry of the trash: image id → its spec (none when `rbd_trash` does not exist).
+pub async fn trash_list(io: &IoCtx) -> Result<BTreeMap<String, TrashImageSpec>> {
+    let method = PagedMethod {
+        name: "trash_list",
+        page: 1024,
+        input: args::trash_list,
+        reply: args::trash_list_reply,
+        missing_is_end: true,
+    };
+    exec_paged(io, RBD_TRASH, method, || format!("trash of {}", io.pool_name())).await
+}
+
+/// Removes image `name` (id `image_id`) from the image directory (`ENOENT`: not there).
+pub async fn dir_remove_image(io: &IoCtx, name: &str, image_id: &str) -> Result<()> {
+    match io
+        .exec_write(RBD_DIRECTORY, "rbd", "dir_remove_image", &args::dir_remove_image(name, image_id))
+        .await
+    {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Publishes one site status of an image (`mirror_uuid` empty: the pool's own site).

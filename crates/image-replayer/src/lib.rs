@@ -39,7 +39,9 @@ mod throttle;
 pub use config::{ConfigHandle, ConfigWatch, MirrorConfig};
 pub use copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 pub use error::{ErrorKind, ReplayError, Result};
-pub use local::deleter::{decide, delete_local_image, local_role, Disposition, LocalRole};
+pub use local::deleter::{
+    decide, local_role, trash_move, trash_purge, trashed_images, Disposition, LocalRole, Trashed,
+};
 pub use local::image::LocalImage;
 pub use local::is_primary;
 pub use registry::{

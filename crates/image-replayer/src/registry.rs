@@ -151,6 +151,9 @@ pub struct Deletion {
     pub error: Option<String>,
     /// Failed attempts so far.
     pub retries: u32,
+    /// In the RBD trash: from when it may be removed (the move plus
+    /// `rbd_mirroring_delete_delay`).
+    pub deferment_end_time: Option<std::time::SystemTime>,
 }
 
 /// A pool as the registry knows it: pool name and peer site.

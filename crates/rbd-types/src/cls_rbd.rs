@@ -58,6 +58,11 @@ pub const OBJECT_PENDING: u8 = 2;
 /// Object map state: object exists and is unchanged since the last snapshot.
 pub const OBJECT_EXISTS_CLEAN: u8 = 3;
 
+/// The pool's (namespace's) image directory: names to ids (`RBD_DIRECTORY`).
+pub const RBD_DIRECTORY: &str = "rbd_directory";
+/// The pool's (namespace's) trash: image ids to [`TrashImageSpec`]s in its omap (`RBD_TRASH`).
+pub const RBD_TRASH: &str = "rbd_trash";
+
 /// `RBD_HEADER_PREFIX`.
 pub const RBD_HEADER_PREFIX: &str = "rbd_header.";
 /// `RBD_ID_PREFIX`.
@@ -264,6 +269,131 @@ impl Encode for MirrorImage {
             e.string(&self.global_image_id);
             e.u8(self.state.to_u8());
             e.u8(self.mode.to_u8());
+        });
+    }
+}
+
+/// `cls::rbd::TrashImageSource` (`u8` on the wire): who moved an image to the trash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrashImageSource {
+    /// 0: `rbd trash mv` (`rbd trash ls` lists only these without `--all`).
+    User,
+    /// 1: the rbd-mirror daemon's image deleter (`rbd trash ls --all`: `MIRRORING`).
+    Mirroring,
+    /// 2: an image migration.
+    Migration,
+    /// 3: `rbd rm` under way.
+    Removing,
+    /// 4: a parent of clones, moved by `rbd_move_parent_to_trash_on_remove`.
+    UserParent,
+}
+
+impl TrashImageSource {
+    /// Wire value.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Self::User => 0,
+            Self::Mirroring => 1,
+            Self::Migration => 2,
+            Self::Removing => 3,
+            Self::UserParent => 4,
+        }
+    }
+    /// From the wire value.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::User,
+            1 => Self::Mirroring,
+            2 => Self::Migration,
+            3 => Self::Removing,
+            4 => Self::UserParent,
+            _ => return None,
+        })
+    }
+}
+
+/// `cls::rbd::TrashImageState` (`u8` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrashImageState {
+    /// 0: in the trash.
+    Normal,
+    /// 1: being moved there.
+    Moving,
+    /// 2: being removed.
+    Removing,
+    /// 3: being restored.
+    Restoring,
+}
+
+impl TrashImageState {
+    /// Wire value.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Self::Normal => 0,
+            Self::Moving => 1,
+            Self::Removing => 2,
+            Self::Restoring => 3,
+        }
+    }
+    /// From the wire value.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Normal,
+            1 => Self::Moving,
+            2 => Self::Removing,
+            3 => Self::Restoring,
+            _ => return None,
+        })
+    }
+}
+
+/// `cls::rbd::TrashImageSpec`, the value of `id_<image id>` in `rbd_trash`'s omap:
+/// `ENCODE_START(2, 1)` { u8 source, string name, utime_t deletion_time,
+/// utime_t deferment_end_time, u8 state (v2) } (cls_rbd_types.cc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrashImageSpec {
+    /// Who moved it.
+    pub source: TrashImageSource,
+    /// The image's name before the move.
+    pub name: String,
+    /// When it was moved.
+    pub deletion_time: UTime,
+    /// Before this time `rbd trash rm` refuses it without `--force`; the rbd-mirror image
+    /// deleter removes a `Mirroring` entry from then on.
+    pub deferment_end_time: UTime,
+    /// Its state (`Normal` for a v1 record).
+    pub state: TrashImageState,
+}
+
+impl Decode for TrashImageSpec {
+    fn decode(d: &mut Decoder<'_>) -> Result<Self> {
+        d.envelope("TrashImageSpec", 2, |d, v| {
+            let off = d.offset();
+            let s = d.u8("trash_image_source")?;
+            let source = TrashImageSource::from_u8(s).ok_or_else(|| invalid("trash_image_source", off, s))?;
+            let name = d.string("name")?;
+            let deletion_time = d.utime("deletion_time")?;
+            let deferment_end_time = d.utime("deferment_end_time")?;
+            let state = if v >= 2 {
+                let off = d.offset();
+                let s = d.u8("trash_image_state")?;
+                TrashImageState::from_u8(s).ok_or_else(|| invalid("trash_image_state", off, s))?
+            } else {
+                TrashImageState::Normal
+            };
+            Ok(TrashImageSpec { source, name, deletion_time, deferment_end_time, state })
+        })
+    }
+}
+
+impl Encode for TrashImageSpec {
+    fn encode(&self, e: &mut Encoder) {
+        e.envelope(2, 1, |e| {
+            e.u8(self.source.to_u8());
+            e.string(&self.name);
+            e.utime(self.deletion_time);
+            e.utime(self.deferment_end_time);
+            e.u8(self.state.to_u8());
         });
     }
 }
@@ -873,6 +1003,35 @@ pub mod args {
         })
     }
 
+    /// `dir_remove_image` input (on `rbd_directory`): `string name, string id`
+    /// (cls_rbd_client.cc).
+    pub fn dir_remove_image(name: &str, id: &str) -> Bytes {
+        build(|e| {
+            e.string(name);
+            e.string(id);
+        })
+    }
+
+    // ---- rbd_trash ------------------------------------------------------
+
+    /// `trash_add` input: `string id, TrashImageSpec` (cls_rbd_client.cc).
+    pub fn trash_add(id: &str, spec: &TrashImageSpec) -> Bytes {
+        build(|e| {
+            e.string(id);
+            spec.encode(e);
+        })
+    }
+
+    /// `trash_list` input: `string start_after, u64 max_return`.
+    pub fn trash_list(start_after: &str, max_return: u64) -> Bytes {
+        start_max(start_after, max_return)
+    }
+
+    /// `trash_list` reply: `map<image_id, TrashImageSpec>`.
+    pub fn trash_list_reply(out: &Bytes) -> Result<BTreeMap<String, TrashImageSpec>> {
+        Decoder::new(out).map("trash_images", |d| d.string("image_id"), TrashImageSpec::decode)
+    }
+
     /// `snapshot_remove` input: `u64 snap_id` (verified against cls_rbd_client.cc).
     pub fn snapshot_remove(snap_id: u64) -> Bytes {
         build(|e| e.u64(snap_id))
@@ -1029,6 +1188,59 @@ mod tests {
         });
         assert_eq!(mirror_image_status_list_images(&reply).unwrap().get("10ab"), Some(&image));
         assert_eq!(mirror_image_status_list("x", 7), mirror_image_list("x", 7));
+    }
+
+    #[test]
+    fn trash_image_spec_bytes() {
+        let spec = TrashImageSpec {
+            source: TrashImageSource::Mirroring,
+            name: "vm".into(),
+            deletion_time: UTime { sec: 10, nsec: 1 },
+            deferment_end_time: UTime { sec: 30, nsec: 1 },
+            state: TrashImageState::Normal,
+        };
+        let b = spec.to_bytes();
+        // ENCODE_START(2, 1) len 24 | u8 source 1 | string "vm" | utime 10,1 | utime 30,1 | u8 state 0
+        let want = ["0201", "18000000", "01", "02000000766d", "0a00000001000000", "1e00000001000000", "00"];
+        assert_eq!(hex(&b), want.concat());
+        assert_eq!(TrashImageSpec::decode(&mut Decoder::new(&b)).unwrap(), spec);
+        // A v1 record (no state) is in the normal state; unknown sources are errors.
+        let v1 = build(|e| {
+            e.envelope(1, 1, |e| {
+                e.u8(0);
+                e.string("old");
+                e.utime(UTime::default());
+                e.utime(UTime::default());
+            })
+        });
+        let old = TrashImageSpec::decode(&mut Decoder::new(&v1)).unwrap();
+        assert_eq!(
+            (old.source, old.state, old.name.as_str()),
+            (TrashImageSource::User, TrashImageState::Normal, "old")
+        );
+        let bad = build(|e| e.envelope(2, 1, |e| e.u8(9)));
+        assert!(TrashImageSpec::decode(&mut Decoder::new(&bad)).is_err());
+        for v in 0..=4 {
+            assert_eq!(TrashImageSource::from_u8(v).map(TrashImageSource::to_u8), Some(v));
+        }
+        for v in 0..=3 {
+            assert_eq!(TrashImageState::from_u8(v).map(TrashImageState::to_u8), Some(v));
+        }
+        // trash_add: string id, then the spec; trash_list's reply: a map of them.
+        assert_eq!(
+            trash_add("10ab", &spec),
+            build(|e| {
+                e.string("10ab");
+                spec.encode(e);
+            })
+        );
+        let reply = build(|e| {
+            e.u32(1);
+            e.string("10ab");
+            spec.encode(e);
+        });
+        assert_eq!(trash_list_reply(&reply).unwrap().get("10ab"), Some(&spec));
+        assert_eq!(hex(&dir_remove_image("a", "1")), "01000000610100000031");
     }
 
     #[test]

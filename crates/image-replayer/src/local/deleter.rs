@@ -4,10 +4,16 @@
 //! still follows that peer; a primary image (promoted here) or one demoted / following
 //! another peer is kept, as the stock `TrashMoveRequest` refuses primary and orphaned images.
 //!
-//! Unlike the stock daemon, which moves the image to the RBD trash first, the image is
-//! removed outright: its snapshots, then its mirroring (forced, it is non-primary), then the
-//! image itself.
+//! As the stock daemon's, a deleted image goes to the RBD trash first ([`trash_move`],
+//! source `MIRRORING`, kept `rbd_mirroring_delete_delay`), and is removed from there once
+//! that delay has passed ([`trash_purge`]).
 
+use std::collections::BTreeMap;
+
+use rbd_types::cls_rbd::{
+    id_object_name, MirrorImageState, TrashImageSource, TrashImageSpec, TrashImageState,
+};
+use rbd_types::encoding::UTime;
 use rbd_types::{MirrorSnapshotState, ProtectionStatus, SnapshotNamespace};
 
 use crate::cls;
@@ -96,33 +102,103 @@ pub async fn local_role(ctx: &PeerContext, global_id: &str) -> Result<Option<Loc
     Ok(Some(LocalRole { image_id, primary, following }))
 }
 
-/// Deletes local image `local_image_id` (non-primary: the caller checked) and logs `reason`:
-/// its snapshots (user ones unprotected first), its mirroring (forced), then the image.
-/// An image that is already gone counts as deleted.
-pub async fn delete_local_image(ctx: &PeerContext, local_image_id: &str, reason: &str) -> Result<()> {
+/// A local image the image deleter moved to the RBD trash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trashed {
+    /// Its image id (its key in the trash).
+    pub image_id: String,
+    /// From when it may be removed for good: the move plus `rbd_mirroring_delete_delay`.
+    pub deferment_end_time: std::time::SystemTime,
+}
+
+/// Moves local image `local_image_id` (non-primary: the caller checked) to the RBD trash and
+/// logs `reason`, as the stock daemon's image deleter does (`TrashMoveRequest`): its
+/// mirroring record marked disabling, a trash entry of source `MIRRORING` whose deferment
+/// ends `rbd_mirroring_delete_delay` (global, pool or image option) from now, its name
+/// released (`rbd_id.<name>`, the directory entry), then its mirroring record removed. Its
+/// data and snapshots stay until [`trash_purge`]. Each step tolerates having been done
+/// before, so a move interrupted by a restart is finished by the next one. `None`: the image
+/// is gone (not found, not in the trash either).
+pub async fn trash_move(ctx: &PeerContext, local_image_id: &str, reason: &str) -> Result<Option<Trashed>> {
     let io = &ctx.local_io;
+    // librbd finds the name of an image already in the trash too.
     let name = match io.image_name(local_image_id).await {
         Ok(name) => name,
-        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    tracing::info!(image = %name, %local_image_id, reason, "deleting the local image");
-    // librbd removes no image that still has snapshots.
-    let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, local_image_id).await?;
-    for snap in local.snapshots().await? {
-        if snap.snapshot_namespace == SnapshotNamespace::User {
-            let _ = local.snap_set_protection(&snap.name, ProtectionStatus::Unprotected).await;
+    if let Some(mut record) = cls::mirror_image_get(io, local_image_id).await? {
+        if record.state != MirrorImageState::Disabling {
+            record.state = MirrorImageState::Disabling;
+            cls::mirror_image_set(io, local_image_id, &record).await?;
         }
-        local.snap_remove(&snap.name).await?;
     }
-    drop(local);
-    if cls::mirror_image_get(io, local_image_id).await?.is_some() {
-        io.mirror_image_disable(&name, true).await?;
+    let delay = crate::local::image_config(ctx, local_image_id).await?.rbd_mirroring_delete_delay;
+    let now = std::time::SystemTime::now();
+    let spec = TrashImageSpec {
+        source: TrashImageSource::Mirroring,
+        name: name.clone(),
+        deletion_time: UTime::from_system_time(now),
+        deferment_end_time: UTime::from_system_time(now + delay),
+        state: TrashImageState::Normal,
+    };
+    tracing::info!(image = %name, %local_image_id, reason, delete_delay_s = delay.as_secs(),
+        "moving the local image to the trash");
+    let added = cls::trash_add(io, local_image_id, &spec).await?;
+    if !added {
+        tracing::info!(image = %name, %local_image_id, "already in the trash: finishing an earlier move");
+    }
+    match io.remove(&id_object_name(&name)).await {
+        Err(e) if !e.is_not_found() => return Err(e.into()),
+        _ => {}
+    }
+    cls::dir_remove_image(io, &name, local_image_id).await?;
+    cls::mirror_image_remove(io, local_image_id).await?;
+    let deferment_end_time = match cls::trash_list(io).await?.remove(local_image_id) {
+        Some(spec) => spec.deferment_end_time.to_system_time(),
+        None => return Ok(None),
+    };
+    tracing::info!(image = %name, %local_image_id, "local image moved to the trash");
+    Ok(Some(Trashed { image_id: local_image_id.to_owned(), deferment_end_time }))
+}
+
+/// The images the image deleter moved to the trash (source `MIRRORING`) and that are neither
+/// being moved nor restored: image id → the end of their deferment.
+pub async fn trashed_images(ctx: &PeerContext) -> Result<BTreeMap<String, std::time::SystemTime>> {
+    Ok(cls::trash_list(&ctx.local_io)
+        .await?
+        .into_iter()
+        .filter(|(_, spec)| {
+            spec.source == TrashImageSource::Mirroring
+                && matches!(spec.state, TrashImageState::Normal | TrashImageState::Removing)
+        })
+        .map(|(id, spec)| (id, spec.deferment_end_time.to_system_time()))
+        .collect())
+}
+
+/// Removes trashed image `image_id` for good, as the stock daemon's `TrashRemoveRequest`
+/// does: its snapshots (user ones unprotected first), then the image and its trash entry
+/// (`rbd_trash_remove`). An image no longer in the trash counts as removed.
+pub async fn trash_purge(ctx: &PeerContext, image_id: &str) -> Result<()> {
+    let io = &ctx.local_io;
+    tracing::info!(%image_id, "removing the trashed local image");
+    // librbd removes no image that still has snapshots.
+    match LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, image_id).await {
+        Ok(local) => {
+            for snap in local.snapshots().await? {
+                if snap.snapshot_namespace == SnapshotNamespace::User {
+                    let _ = local.snap_set_protection(&snap.name, ProtectionStatus::Unprotected).await;
+                }
+                local.snap_remove(&snap.name).await?;
+            }
+        }
+        Err(crate::ReplayError::Rados(e)) if e.is_not_found() => {}
+        Err(e) => return Err(e),
     }
     // Watchers of the header (a closing librbd handle) can hold the removal off briefly.
     let mut attempts = 0;
     loop {
-        match io.remove_image(&name).await {
+        match io.trash_remove(image_id, true).await {
             Ok(()) => break,
             Err(e) if e.is_not_found() => break,
             Err(e) if e.errno() == Some(libc::EBUSY) && attempts < 10 => {
@@ -132,7 +208,7 @@ pub async fn delete_local_image(ctx: &PeerContext, local_image_id: &str, reason:
             Err(e) => return Err(e.into()),
         }
     }
-    tracing::info!(image = %name, %local_image_id, "local image deleted");
+    tracing::info!(%image_id, "trashed local image removed");
     Ok(())
 }
 

@@ -20,13 +20,10 @@ use crate::error::{ReplayError, Result};
 use crate::local::write_batch::{pattern_fill, ObjectGroup, ObjectStep};
 use rbd_types::cls_rbd::{
     args, header_object_name, id_object_name, image_data_object_name, object_map_name, SnapshotInfo,
-    OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT,
+    OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT, RBD_DIRECTORY,
 };
 use rbd_types::striping::{image_to_object_extents, Layout, ObjectExtent};
 use rbd_types::{features, ProtectionStatus, SnapshotNamespace};
-
-/// The pool's image directory object.
-const RBD_DIRECTORY: &str = "rbd_directory";
 
 /// What is fixed about an image for the life of a replayer.
 #[derive(Debug, Clone, PartialEq, Eq)]

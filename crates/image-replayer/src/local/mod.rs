@@ -356,15 +356,16 @@ pub(crate) async fn resync_requested(
     }
 }
 
-/// Resync: the local image and all its snapshots are deleted; the next attempt, a second
-/// later, creates it afresh and syncs it fully.
+/// Resync, as stock: the local image goes to the RBD trash (kept there
+/// `rbd_mirroring_delete_delay`, then removed by the image deleter of the namespace's
+/// leader); the next attempt, a second later, creates it afresh and syncs it fully.
 pub(crate) async fn resync(
     ctx: &PeerContext,
     local_id: &str,
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
     publish(ctx, status, State::Stopped, "resync requested").await;
-    deleter::delete_local_image(ctx, local_id, "resync requested").await?;
+    deleter::trash_move(ctx, local_id, "resync requested").await?;
     Ok(Attempt::RetryAfter(Duration::from_secs(1)))
 }
 

@@ -170,6 +170,21 @@ impl IoCtx {
         .await
     }
 
+    /// Removes the image with id `id` from the RBD trash, and its data (`rbd_trash_remove`;
+    /// `force`: even before its deferment end time). Fails with `ENOTEMPTY` while it has
+    /// snapshots and `EBUSY` while another client has it open (watchers).
+    pub async fn trash_remove(&self, id: &str, force: bool) -> Result<()> {
+        let c_id = cstring("image id", id)?;
+        let h = self.handle.clone();
+        let target = format!("trashed {}", image_target(self, id, None));
+        blocking(move || {
+            // SAFETY: live ioctx (Arc held); valid C string.
+            let ret = unsafe { librbd::rbd_trash_remove(h.raw, c_id.as_ptr(), force) };
+            check(ret, "rbd_trash_remove", || target).map(drop)
+        })
+        .await
+    }
+
     /// The id of image `name` (opens it read-only and asks `rbd_get_id`).
     pub async fn image_id(&self, name: &str) -> Result<String> {
         Image::open(self, name, None).await?.id().await
