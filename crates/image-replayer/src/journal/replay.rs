@@ -230,6 +230,12 @@ impl<'a> JournalReplayer<'a> {
         let committed = self.commit().await;
         self.account(status.image());
         committed?;
+        if matches!(result, Ok(ReplayEnd::Cancelled)) && drained.is_ok() {
+            // Stopped (shutdown, the operator): the status keeps the position replayed last,
+            // not the one of the last periodic report, for whoever reads it while we are
+            // gone (a forced failover reports it as the data the copy holds).
+            self.report(status, 0.0, 0.0).await;
+        }
         match (result, drained) {
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
             (Ok(end), Ok(())) => Ok(end),
