@@ -140,3 +140,92 @@ stop_rss_sampler() {
   (($1 > RSS_MAX)) && RSS_MAX=$1
   return 0
 }
+
+# ---- a dedicated pool on both sites, and images made in one python3-rbd process ------------------
+PY=/usr/bin/python3   # Debian's python: python3-rbd lives there
+cephc() { local s=$1; shift; timeout 120 ceph --cluster "$s" -c "$(conf "$s")" --connect-timeout 15 "$@"; }
+delete_pool() {  # site pool: best effort
+  cephc "$1" osd pool ls 2>/dev/null | grep -qx "$2" || return 0
+  cephc "$1" osd pool rm "$2" "$2" --yes-i-really-really-mean-it >/dev/null 2>&1 ||
+    log "WARNING: could not delete pool $2 on $1 (remove it by hand)"
+}
+# setup_pool POOL PG_NUM: (re)creates POOL on both sites, mirroring in image mode, peered as
+# lab.sh peers `mirror` (bootstrap create on site-a, import --direction rx-tx on site-b)
+setup_pool() {
+  local s p=$1 pg=$2
+  [[ $p != "$POOL" ]] || die "a bench's dedicated pool must not be the lab's pool $POOL"
+  for s in site-a site-b; do
+    delete_pool "$s" "$p"
+    cephc "$s" osd pool create "$p" "$pg" "$pg" >/dev/null 2>&1 || die "$s: cannot create pool $p"
+    rbdc "$s" pool init "$p"
+    rbdc "$s" mirror pool enable "$p" image --site-name "$s"
+  done
+  rbdc site-a mirror pool peer bootstrap create --site-name site-a "$p" >"$WORK/token"
+  rbdc site-b mirror pool peer bootstrap import --site-name site-b --direction rx-tx "$p" "$WORK/token"
+  local end=$((SECONDS + 60))
+  until [[ $(rbdc site-a mirror pool info "$p" --format json | jq '.peers | length') -ge 1 ]]; do
+    ((SECONDS < end)) || die "site-a's pool $p has no peer 60 s after the bootstrap import"
+    sleep 1
+  done
+}
+# images_py: writes $WORK/images.py, one python3-rbd process for the image work on a site:
+#   images.py create|enable|trickle SITE CONF POOL N [args]: N images jNNNN (journaling) and
+#   sNNNN alternately; `create SIZE FILL` (thin, FILL random bytes at 0), `enable` (journal or
+#   snapshot mode after the name; prints "first <time>" and "last <time>"), `trickle SECS
+#   INTERVAL` (a 4 KiB write per image per second, a mirror snapshot of the s images every
+#   INTERVAL s). SCALE_THREADS threads (default 8).
+images_py() {
+  "$PY" -c 'import rados, rbd' 2>/dev/null || die "python3-rbd missing ($PY cannot import rbd; apt-get install python3-rbd)"
+  cat >"$WORK/images.py" <<'PY'
+import os, random, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import rados, rbd
+cmd, site, conf, pool, n = sys.argv[1:6]
+n = int(n)
+names = [("j%04d" if i % 2 == 0 else "s%04d") % (i // 2) for i in range(n)]
+L, X, O, F, J = (rbd.RBD_FEATURE_LAYERING, rbd.RBD_FEATURE_EXCLUSIVE_LOCK, rbd.RBD_FEATURE_OBJECT_MAP,
+                 rbd.RBD_FEATURE_FAST_DIFF, rbd.RBD_FEATURE_JOURNALING)
+with rados.Rados(clustername=site, conffile=conf) as cluster, cluster.open_ioctx(pool) as io:
+    # librbd calls release the GIL: a few threads overlap their round trips
+    threads = int(os.environ.get("SCALE_THREADS", "8"))
+    def run(f):
+        with ThreadPoolExecutor(threads) as ex:
+            for _ in ex.map(f, names):
+                pass
+    if cmd == "create":
+        size, fill = int(sys.argv[6]), int(sys.argv[7])
+        data = os.urandom(fill)
+        def create(name):
+            feats = L | X | O | F | (J if name[0] == "j" else 0)
+            rbd.RBD().create(io, name, size, old_format=False, features=feats)
+            if fill:
+                with rbd.Image(io, name) as im:
+                    im.write(data, 0)
+        run(create)
+    elif cmd == "enable":
+        def enable(name):
+            mode = rbd.RBD_MIRROR_IMAGE_MODE_JOURNAL if name[0] == "j" else rbd.RBD_MIRROR_IMAGE_MODE_SNAPSHOT
+            with rbd.Image(io, name) as im:
+                im.mirror_image_enable(mode)
+        print("first %.3f" % time.time(), flush=True)
+        run(enable)
+        print("last %.3f" % time.time(), flush=True)
+    elif cmd == "trickle":
+        secs, interval = int(sys.argv[6]), int(sys.argv[7])
+        imgs = [(name, rbd.Image(io, name)) for name in names]
+        size = imgs[0][1].size()
+        writes = snaps = 0
+        t0 = time.time()
+        for tick in range(1, secs + 1):
+            for name, im in imgs:
+                im.write(os.urandom(4096), random.randrange(size // 4096) * 4096)
+                writes += 1
+                if name[0] == "s" and tick % interval == 0:
+                    im.mirror_image_create_snapshot()
+                    snaps += 1
+            time.sleep(max(0.0, t0 + tick - time.time()))
+        for _, im in imgs:
+            im.close()
+        print("writes %d snapshots %d" % (writes, snaps), flush=True)
+PY
+}

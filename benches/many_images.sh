@@ -116,12 +116,10 @@ MULTI_ARGS=${BENCH_MULTI_ARGS:-}
 STABLE=${BENCH_STABLE:-30}
 OUT=${BENCH_OUT:-$REPO/benches/results/many_images-$STAMP.tsv}
 SUMMARY=${OUT%.tsv}.txt
-PY=/usr/bin/python3   # Debian's python: python3-rbd lives there
 
 # ---- preconditions -------------------------------------------------------------------------------
 check_lab rbd ceph jq awk timeout numfmt getconf "$PY"
 [[ $SPOOL != "$POOL" ]] || die "BENCH_POOL must not be the lab's pool $POOL"
-"$PY" -c 'import rados, rbd' 2>/dev/null || die "python3-rbd missing ($PY cannot import rbd; apt-get install python3-rbd)"
 SIZE_BYTES=$(numfmt --from=iec "$IMAGE_SIZE") || die "BENCH_IMAGE_SIZE=$IMAGE_SIZE is not a size"
 FILL_BYTES=$(numfmt --from=iec "$FILL") || die "BENCH_FILL=$FILL is not a size"
 ((IMAGES >= 2 && TRICKLE_IMAGES <= IMAGES && FILL_BYTES <= SIZE_BYTES)) ||
@@ -137,21 +135,15 @@ rec() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(loadavg)" "$5" 
 
 # ---- cleanup: the pool on both sites, the trickle writer; then lib.sh's (stops site-b's daemons)
 TRICKLER=
-delete_pool() {  # site: best effort
-  cephc "$1" osd pool ls 2>/dev/null | grep -qx "$SPOOL" || return 0
-  cephc "$1" osd pool rm "$SPOOL" "$SPOOL" --yes-i-really-really-mean-it >/dev/null 2>&1 ||
-    log "WARNING: could not delete pool $SPOOL on $1 (remove it by hand)"
-}
 scale_cleanup() {
   if [[ -n $TRICKLER ]]; then kill "$TRICKLER" 2>/dev/null || true; fi
   "$LAB" mirror-stop site-b >/dev/null 2>&1 || log "WARNING: lab.sh mirror-stop site-b failed"
-  delete_pool site-a; delete_pool site-b
+  delete_pool site-a "$SPOOL"; delete_pool site-b "$SPOOL"
 }
 scale_exit() { local rc=$?; scale_cleanup; (exit "$rc"); on_exit; }
 trap scale_exit EXIT
 
 # ---- helpers -------------------------------------------------------------------------------------
-cephc() { local s=$1; shift; timeout 120 ceph --cluster "$s" -c "$(conf "$s")" --connect-timeout 15 "$@"; }
 asok() { echo "$STATE/site-b/run/client.rbd-mirror.b$([[ $1 == 1 ]] || echo "$1").asok"; }
 inst_pid() {  # k: pid of site-b's instance k
   local f pid _exe
@@ -177,77 +169,9 @@ nreplaying() { jq '."up+replaying" // 0' <<<"$1"; }
 pct() { calc "($2 - $1) / $HZ / $3 * 100" 2; }     # ticks0 ticks1 seconds: % of one core
 mib() { calc "${1:-0} / 1024" 1; }
 
-setup_pool() {
-  local s
-  for s in site-a site-b; do
-    delete_pool "$s"
-    cephc "$s" osd pool create "$SPOOL" "$PG_NUM" "$PG_NUM" >/dev/null 2>&1 || die "$s: cannot create pool $SPOOL"
-    rbdc "$s" pool init "$SPOOL"
-    rbdc "$s" mirror pool enable "$SPOOL" image --site-name "$s"
-  done
-  rbdc site-a mirror pool peer bootstrap create --site-name site-a "$SPOOL" >"$WORK/token"
-  rbdc site-b mirror pool peer bootstrap import --site-name site-b --direction rx-tx "$SPOOL" "$WORK/token"
-  local end=$((SECONDS + 60))
-  until [[ $(rbdc site-a mirror pool info "$SPOOL" --format json | jq '.peers | length') -ge 1 ]]; do
-    ((SECONDS < end)) || die "site-a's pool $SPOOL has no peer 60 s after the bootstrap import"
-    sleep 1
-  done
-}
 
-# one python3-rbd process for the image work on site-a: create N | enable N | trickle ...
-cat >"$WORK/scale.py" <<'PY'
-import os, random, sys, time
-from concurrent.futures import ThreadPoolExecutor
-import rados, rbd
-cmd, site, conf, pool, n = sys.argv[1:6]
-n = int(n)
-names = [("j%04d" if i % 2 == 0 else "s%04d") % (i // 2) for i in range(n)]
-L, X, O, F, J = (rbd.RBD_FEATURE_LAYERING, rbd.RBD_FEATURE_EXCLUSIVE_LOCK, rbd.RBD_FEATURE_OBJECT_MAP,
-                 rbd.RBD_FEATURE_FAST_DIFF, rbd.RBD_FEATURE_JOURNALING)
-with rados.Rados(clustername=site, conffile=conf) as cluster, cluster.open_ioctx(pool) as io:
-    # librbd calls release the GIL: a few threads overlap their round trips
-    threads = int(os.environ.get("SCALE_THREADS", "8"))
-    def run(f):
-        with ThreadPoolExecutor(threads) as ex:
-            for _ in ex.map(f, names):
-                pass
-    if cmd == "create":
-        size, fill = int(sys.argv[6]), int(sys.argv[7])
-        data = os.urandom(fill)
-        def create(name):
-            feats = L | X | O | F | (J if name[0] == "j" else 0)
-            rbd.RBD().create(io, name, size, old_format=False, features=feats)
-            if fill:
-                with rbd.Image(io, name) as im:
-                    im.write(data, 0)
-        run(create)
-    elif cmd == "enable":
-        def enable(name):
-            mode = rbd.RBD_MIRROR_IMAGE_MODE_JOURNAL if name[0] == "j" else rbd.RBD_MIRROR_IMAGE_MODE_SNAPSHOT
-            with rbd.Image(io, name) as im:
-                im.mirror_image_enable(mode)
-        print("first %.3f" % time.time(), flush=True)
-        run(enable)
-        print("last %.3f" % time.time(), flush=True)
-    elif cmd == "trickle":
-        secs, interval = int(sys.argv[6]), int(sys.argv[7])
-        imgs = [(name, rbd.Image(io, name)) for name in names]
-        size = imgs[0][1].size()
-        writes = snaps = 0
-        t0 = time.time()
-        for tick in range(1, secs + 1):
-            for name, im in imgs:
-                im.write(os.urandom(4096), random.randrange(size // 4096) * 4096)
-                writes += 1
-                if name[0] == "s" and tick % interval == 0:
-                    im.mirror_image_create_snapshot()
-                    snaps += 1
-            time.sleep(max(0.0, t0 + tick - time.time()))
-        for _, im in imgs:
-            im.close()
-        print("writes %d snapshots %d" % (writes, snaps), flush=True)
-PY
-py() { SCALE_THREADS=$THREADS timeout "$TIMEOUT" "$PY" "$WORK/scale.py" "$1" site-a "$(conf site-a)" "$SPOOL" "${@:2}"; }
+images_py
+py() { SCALE_THREADS=$THREADS timeout "$TIMEOUT" "$PY" "$WORK/images.py" "$1" site-a "$(conf site-a)" "$SPOOL" "${@:2}"; }
 
 # wait_all T0 PROC: until every image is replaying (and the background PROC, if any, is done);
 # prints the seconds since T0, or "timeout"; the last states in $WORK/states
@@ -294,7 +218,7 @@ run_daemon() {
   local d=$1 pid t c0 c1 tc st end
   log "== $d alone at site-b: $IMAGES images in pool $SPOOL"
   "$LAB" mirror-stop site-b >&2
-  setup_pool
+  setup_pool "$SPOOL" "$PG_NUM"
   t=$(now); py create "$IMAGES" "$SIZE_BYTES" "$FILL_BYTES" || die "creating the images failed"
   R[$d.create]=$(calc "$(now) - $t" 1)
   rec "$d" create_secs "${R[$d.create]}" s "python3-rbd: $IMAGES x create $IMAGE_SIZE + write $FILL at 0, one process, $THREADS threads"

@@ -127,6 +127,7 @@ pub(crate) fn image_tags(header: &JournalHeader, object: &str) -> Result<Vec<(u6
 pub(crate) async fn check_epoch_link(
     ctx: &PeerContext,
     remote: &RemoteImage,
+    remote_header: &JournalHeader,
     local_image_id: &str,
 ) -> Result<EpochLink> {
     let local_header = read_header(&ctx.local_io, local_image_id).await?;
@@ -134,8 +135,7 @@ pub(crate) async fn check_epoch_link(
         // No epoch yet (never written): nothing to link.
         return Ok(EpochLink::Clean);
     };
-    let remote_header = read_header(&ctx.remote_io, &remote.image_id).await?;
-    let remote_tags = image_tags(&remote_header, &journal_header(&remote.image_id))?;
+    let remote_tags = image_tags(remote_header, &journal_header(&remote.image_id))?;
     let link = link_local_epoch(&local, &remote_tags, &ctx.local_mirror_uuid, &ctx.remote_mirror_uuid);
     if link != EpochLink::Clean {
         tracing::info!(?link, local_tag = ?local, "local epoch against the primary's tag chain");
@@ -146,8 +146,11 @@ pub(crate) async fn check_epoch_link(
 /// The local image of `remote` in journal mode (`local::ensure_local_image`): created with
 /// the primary journal's order and splay width, and owned by the remote from the start (its
 /// newest journal tag names the remote pool).
-pub(crate) async fn ensure_local_image(ctx: &PeerContext, remote: &RemoteImage) -> Result<(String, bool)> {
-    let remote_journal = read_header(&ctx.remote_io, &remote.image_id).await?;
+pub(crate) async fn ensure_local_image(
+    ctx: &PeerContext,
+    remote: &RemoteImage,
+    remote_journal: &JournalHeader,
+) -> Result<(String, bool)> {
     let options = ImageCreateOptions {
         journal_order: Some(remote_journal.order),
         journal_splay_width: Some(remote_journal.splay_width),
@@ -204,10 +207,10 @@ pub struct RemoteClient {
 pub async fn ensure_remote_client(
     ctx: &PeerContext,
     remote: &RemoteImage,
+    header: &JournalHeader,
     local_image_id: &str,
     needs_sync: bool,
 ) -> Result<RemoteClient> {
-    let header = read_header(&ctx.remote_io, &remote.image_id).await?;
     let client_id = &ctx.local_mirror_uuid;
     let object = journal_header(&remote.image_id);
     let existing = header.clients.get(client_id);

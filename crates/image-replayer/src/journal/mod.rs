@@ -11,7 +11,7 @@ pub(crate) mod wake_batch;
 use std::time::Duration;
 
 use journal_reader::event::MirrorPeerState;
-use journal_reader::tail::{JournalTail, TailOptions};
+use journal_reader::tail::{read_header, JournalTail, TailOptions};
 use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageStatusState as State};
 use tokio_util::sync::CancellationToken;
 
@@ -41,15 +41,19 @@ pub(crate) async fn attempt(
         return Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval));
     }
     let metrics = ImageMetrics::new(&ctx.pool, &ctx.namespace, &remote.name);
-    let (local_id, created) = ensure_local_image(ctx, &remote).await?;
+    // The primary's journal header, as the bootstrap steps below need it (the tail reads
+    // it again when it opens, after our client is registered).
+    let remote_journal = read_header(&ctx.remote_io, remote_image_id).await?;
+    let (local_id, created) = ensure_local_image(ctx, &remote, &remote_journal).await?;
     if !created && crate::local::resync_requested(&ctx.local_io, &local_id, MirrorImageMode::Journal).await? {
         return crate::local::resync(ctx, &local_id, status).await;
     }
-    let client = ensure_remote_client(ctx, &remote, &local_id, created).await?;
+    let client = ensure_remote_client(ctx, &remote, &remote_journal, &local_id, created).await?;
     if client.disconnected {
         return disconnected(ctx, &local_id, status).await;
     }
-    if !created && check_epoch_link(ctx, &remote, &local_id).await? == EpochLink::SplitBrain {
+    if !created && check_epoch_link(ctx, &remote, &remote_journal, &local_id).await? == EpochLink::SplitBrain
+    {
         // As stock: nothing is written until `rbd mirror image resync` (checked first above).
         tracing::error!("split-brain detected -- skipping image replay");
         return Err(crate::ReplayError::Conflict("split-brain detected".into()));
