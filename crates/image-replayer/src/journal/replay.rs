@@ -252,7 +252,8 @@ impl<'a> JournalReplayer<'a> {
         let mut last_commit = Instant::now();
         let mut last_status = Instant::now();
         let mut rate_mark = (Instant::now(), 0u64, 0u64);
-        // At least every second: an idle loop sees the operator's flush within it.
+        // At least every second while busy: the commit interval's changes and the operator's
+        // flush are seen within it (an idle loop waits for them instead, see `idle` below).
         let mut tick =
             tokio::time::interval(commit_interval.min(status_interval).min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -272,6 +273,14 @@ impl<'a> JournalReplayer<'a> {
         self.report(status, 0.0, 0.0).await;
         loop {
             let room = self.open.as_ref().is_none_or(|w| !w.is_full());
+            let check_every = if local_watch.is_some() { LOCAL_STATE_CHECK } else { status_interval };
+            // Idle (nothing open, in flight or to commit): no 1 s tick, which would wake
+            // every idle image every second; the loop wakes for an entry, a notification,
+            // the operator, or when the status or the local state is due.
+            let idle =
+                self.in_flight.is_empty() && self.open.is_none() && self.commits.uncommitted().is_none();
+            let idle_wake = (last_status + status_interval).min(local_checked + check_every);
+            let mut control = None;
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(ReplayEnd::Cancelled),
@@ -287,9 +296,13 @@ impl<'a> JournalReplayer<'a> {
                         return Ok(ReplayEnd::RemoteDemoted);
                     }
                 }
-                _ = tick.tick() => {
+                _ = tick.tick(), if !idle => {
                     commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
                 }
+                _ = tokio::time::sleep_until(idle_wake.into()), if idle => {
+                    commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
+                }
+                c = operator_changed(&mut self.operator), if idle => control = c,
                 event = next_watch_event(&mut local_watch) => match event {
                     Some(rados_ffi::WatchEvent::Notify { .. }) => local_notified = true,
                     _ => {
@@ -299,8 +312,9 @@ impl<'a> JournalReplayer<'a> {
                 },
             }
             // The operator's flush: seen here, after whatever woke the loop (an atomic load,
-            // not one more future per entry; the tick wakes an idle loop).
-            if let Some(control) = operator_request(&mut self.operator) {
+            // not one more future per entry; the tick wakes a busy loop, the request itself
+            // an idle one).
+            if let Some(control) = control.or_else(|| operator_request(&mut self.operator)) {
                 if control.flushes != status.image().get().flushed {
                     let demoted = self.operator_flush().await?;
                     last_commit = Instant::now();
@@ -338,7 +352,6 @@ impl<'a> JournalReplayer<'a> {
                     return Ok(ReplayEnd::Disconnected);
                 }
             }
-            let check_every = if local_watch.is_some() { LOCAL_STATE_CHECK } else { status_interval };
             if local_notified || local_checked.elapsed() >= check_every {
                 local_notified = false;
                 local_checked = Instant::now();
