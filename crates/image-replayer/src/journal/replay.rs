@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::bootstrap::{local_tag_create, map_mirror_uuid};
 use super::commit_tracker::{CommitTracker, Durable};
 use super::wake_batch::{Batched, WakeBatch};
+use crate::bandwidth::ImageBandwidth;
 use crate::error::{ReplayError, Result};
 use crate::local::image::{LocalImage, PreparedObjectOps};
 use crate::local::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
@@ -151,6 +152,10 @@ pub struct JournalReplayer<'a> {
     /// `rbd_mirroring_replay_delay` of the image: an entry is applied no sooner than this
     /// long after the primary wrote it (zero: at once).
     pub replay_delay: Duration,
+    /// The bandwidth caps the entries taken from the tail are charged to (their payload).
+    pub bandwidth: ImageBandwidth,
+    /// Until when the caps hold the next entry back.
+    held_until: Option<tokio::time::Instant>,
 }
 
 /// Longest wait between two reads of the local journal header's state (resync requested,
@@ -198,6 +203,8 @@ impl<'a> JournalReplayer<'a> {
             newest_entry_time: None,
             last_commit: None,
             counters: ReplayCounters::default(),
+            bandwidth: ImageBandwidth::unlimited(),
+            held_until: None,
             accounted: ReplayCounters::default(),
             metrics: None,
             operator: None,
@@ -271,7 +278,7 @@ impl<'a> JournalReplayer<'a> {
         let mut local_notified = false;
         self.report(status, 0.0, 0.0).await;
         loop {
-            let room = self.open.as_ref().is_none_or(|w| !w.is_full());
+            let room = self.open.as_ref().is_none_or(|w| !w.is_full()) && self.held_until.is_none();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(ReplayEnd::Cancelled),
@@ -280,6 +287,11 @@ impl<'a> JournalReplayer<'a> {
                 }
                 entry = self.tail.next(), if room => {
                     let entry = entry?;
+                    // The bandwidth caps: the next entry waits (completions and commits go on).
+                    let wait = self.bandwidth.reserve(entry.entry.payload.len() as u64);
+                    if !wait.is_zero() {
+                        self.held_until = Some(tokio::time::Instant::now() + wait);
+                    }
                     if !self.replay_delay.is_zero() && self.wait_until_due(&entry.entry.payload, cancel, status).await? {
                         return Ok(ReplayEnd::Cancelled);
                     }
@@ -289,6 +301,9 @@ impl<'a> JournalReplayer<'a> {
                 }
                 _ = tick.tick() => {
                     commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
+                }
+                _ = tokio::time::sleep_until(self.held_until.unwrap_or_else(tokio::time::Instant::now)), if self.held_until.is_some() => {
+                    self.held_until = None;
                 }
                 event = next_watch_event(&mut local_watch) => match event {
                     Some(rados_ffi::WatchEvent::Notify { .. }) => local_notified = true,
