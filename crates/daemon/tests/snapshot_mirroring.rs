@@ -542,14 +542,7 @@ fn the_peer_bandwidth_cap_holds_over_a_full_sync() {
     assert!(waited >= secs, "wait seconds {waited} (summed over the objects in flight)");
 
     // Lifted at runtime.
-    let asok = b.dir.join("run/client.rbd-mirror.b.asok");
-    let out = std::process::Command::new("ceph")
-        .arg("--admin-daemon")
-        .arg(&asok)
-        .args(["config", "set", "rbd_mirror_rs_peer_bandwidth_limit", "0"])
-        .output()
-        .expect("running ceph --admin-daemon");
-    assert!(out.status.success(), "config set: {}", String::from_utf8_lossy(&out.stderr));
+    mirror::admin_command(&b, &["config", "set", "rbd_mirror_rs_peer_bandwidth_limit", "0"]);
     lab::wait_for("the cap lifted", Duration::from_secs(10), || {
         match b.metric("rbd_mirror_rs_peer_bandwidth_limit_bytes", peer) {
             Some(0.0) => Ok(()),
