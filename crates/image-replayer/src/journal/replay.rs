@@ -170,6 +170,15 @@ async fn next_watch_event(watch: &mut Option<rados_ffi::Watch>) -> Option<rados_
     }
 }
 
+/// Resolves at `until`; never without one. Nothing is made until polled (no timer per
+/// loop of replay while no cap holds entries back).
+async fn held(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl std::fmt::Debug for JournalReplayer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JournalReplayer")
@@ -302,7 +311,7 @@ impl<'a> JournalReplayer<'a> {
                 _ = tick.tick() => {
                     commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
                 }
-                _ = tokio::time::sleep_until(self.held_until.unwrap_or_else(tokio::time::Instant::now)), if self.held_until.is_some() => {
+                _ = held(self.held_until), if self.held_until.is_some() => {
                     self.held_until = None;
                 }
                 event = next_watch_event(&mut local_watch) => match event {
