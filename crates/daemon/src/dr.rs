@@ -91,17 +91,151 @@ fn render_lag(r: &LagReport) -> String {
     s
 }
 
-/// Progress lines on stderr, `[  12.3s] image: message` (the time dimmed on a TTY).
+/// Progress on stderr. Not a TTY: one line per step, `[  12.3s] image: message`. On a TTY
+/// the steps scroll the same way (the time dimmed), and the images that wait (a step that
+/// starts with `waiting`, until their next step) are shown on one status line below them,
+/// redrawn in place four times a second with each wait's time, instead of a new line per
+/// "still waiting" report. The status line is cleared when the printer is dropped.
 fn progress_printer() -> impl Fn(&str, &str) + Sync {
     let start = Instant::now();
-    let tty = std::io::stderr().is_terminal();
+    let live = std::io::stderr().is_terminal().then(LiveLine::start);
     move |image: &str, message: &str| {
         let t = start.elapsed().as_secs_f64();
-        if tty {
-            eprintln!("\x1b[2m[{t:6.1}s]\x1b[0m {image}: {message}");
-        } else {
+        let Some(live) = &live else {
             eprintln!("[{t:6.1}s] {image}: {message}");
+            return;
+        };
+        live.step(image, message, || format!("\x1b[2m[{t:6.1}s]\x1b[0m {image}: {message}"));
+    }
+}
+
+/// The status line of a TTY's progress: the images waiting, redrawn by a thread of its own.
+struct LiveLine {
+    shared: std::sync::Arc<std::sync::Mutex<Waits>>,
+}
+
+/// The images waiting: when each started to, and on what.
+#[derive(Default)]
+struct Waits {
+    start: Option<Instant>,
+    waiting: std::collections::BTreeMap<String, (Instant, String)>,
+    /// A status line is on the screen.
+    shown: bool,
+}
+
+impl Waits {
+    /// `[  12.3s] waiting: a 10 s (replayed up to ...), b 5 s (...)`, cut to `width`.
+    fn line(&self, now: Instant, width: usize) -> String {
+        let t = self.start.map_or(0.0, |s| now.duration_since(s).as_secs_f64());
+        let waits: Vec<String> = self
+            .waiting
+            .iter()
+            .map(|(image, (since, what))| {
+                format!("{image} {:.0} s ({what})", now.duration_since(*since).as_secs_f64())
+            })
+            .collect();
+        let text = format!("[{t:6.1}s] waiting: {}", waits.join(", "));
+        text.chars().take(width.saturating_sub(1)).collect()
+    }
+
+    /// Replaces the status line by `line` (none: clears it).
+    fn redraw(&mut self, line: Option<&str>) {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        if self.shown {
+            let _ = write!(err, "\r\x1b[2K");
         }
+        self.shown = line.is_some();
+        if let Some(line) = line {
+            let _ = write!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+}
+
+impl LiveLine {
+    fn start() -> LiveLine {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Waits {
+            start: Some(Instant::now()),
+            ..Default::default()
+        }));
+        let weak = std::sync::Arc::downgrade(&shared);
+        let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100usize);
+        // Ends when the printer is dropped.
+        let _ = std::thread::Builder::new().name("progress".into()).spawn(move || {
+            while let Some(shared) = weak.upgrade() {
+                {
+                    let mut waits = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    if !waits.waiting.is_empty() {
+                        let line = waits.line(Instant::now(), width);
+                        waits.redraw(Some(&line));
+                    }
+                }
+                drop(shared);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        LiveLine { shared }
+    }
+
+    /// A step of `image`: a line above the status line, unless it only says the image is
+    /// still waiting (`waiting (12 s): ...`), which the status line shows.
+    fn step(&self, image: &str, message: &str, line: impl FnOnce() -> String) {
+        let mut waits = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match Step::of(message) {
+            Step::StillWaiting(waited, what) => {
+                let now = Instant::now();
+                let since = waits
+                    .waiting
+                    .get(image)
+                    .map_or_else(|| now.checked_sub(waited).unwrap_or(now), |(since, _)| *since);
+                waits.waiting.insert(image.to_owned(), (since, what.to_owned()));
+                return;
+            }
+            Step::Waits(what) => {
+                waits.waiting.insert(image.to_owned(), (Instant::now(), what.to_owned()));
+            }
+            Step::Other => {
+                waits.waiting.remove(image);
+            }
+        }
+        // Above the status line, which the thread draws again.
+        waits.redraw(None);
+        eprintln!("{}", line());
+    }
+}
+
+/// What a progress message says of its image's waiting.
+#[derive(Debug, PartialEq, Eq)]
+enum Step<'a> {
+    /// `waiting (12 s): what`: a report of a wait under way for that long.
+    StillWaiting(Duration, &'a str),
+    /// `waiting until ...`: a wait starts.
+    Waits(&'a str),
+    /// Any other step: the wait, if any, is over.
+    Other,
+}
+
+impl<'a> Step<'a> {
+    fn of(message: &'a str) -> Step<'a> {
+        let still = message.strip_prefix("waiting (").and_then(|m| m.split_once("): "));
+        if let Some((waited, what)) = still {
+            let secs = waited.trim_end_matches(" s").parse::<f64>().ok();
+            Step::StillWaiting(
+                secs.and_then(|s| Duration::try_from_secs_f64(s).ok()).unwrap_or_default(),
+                what,
+            )
+        } else if let Some(what) = message.strip_prefix("waiting ") {
+            Step::Waits(what.trim())
+        } else {
+            Step::Other
+        }
+    }
+}
+
+impl Drop for LiveLine {
+    fn drop(&mut self) {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).redraw(None);
     }
 }
 
@@ -121,7 +255,9 @@ pub async fn failover(args: &Args, f: &FailoverArgs) -> Result<ExitCode, Box<dyn
         connect_timeout: args.connect_timeout,
     };
     let progress = progress_printer();
-    let report = match dr_ops::failover_planned(&local, &opts, &progress).await {
+    let report = dr_ops::failover_planned(&local, &opts, &progress).await;
+    drop(progress);
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
             eprintln!("rbd-mirror-rs failover: {e}");
@@ -401,4 +537,34 @@ fn render_forced(r: &ForcedReport) -> String {
     }
     let _ = writeln!(s, "{} image(s), {} failed, {:.1} s", r.images.len(), r.failed, r.seconds);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_steps_say_when_an_image_waits() {
+        assert_eq!(
+            Step::of("waiting until replayed up to the demotion"),
+            Step::Waits("until replayed up to the demotion")
+        );
+        assert_eq!(
+            Step::of("waiting (15 s): replayed to 3/10"),
+            Step::StillWaiting(Duration::from_secs(15), "replayed to 3/10")
+        );
+        assert_eq!(Step::of("promoting here"), Step::Other);
+        assert_eq!(Step::of("waiting"), Step::Other);
+    }
+
+    #[test]
+    fn the_status_line_shows_each_wait_cut_to_the_width() {
+        let t0 = Instant::now();
+        let mut waits = Waits { start: Some(t0), ..Default::default() };
+        waits.waiting.insert("a".into(), (t0, "replayed to 3/10".into()));
+        waits.waiting.insert("b".into(), (t0 + Duration::from_secs(2), "synced".into()));
+        let now = t0 + Duration::from_secs(12);
+        assert_eq!(waits.line(now, 200), "[  12.0s] waiting: a 12 s (replayed to 3/10), b 10 s (synced)");
+        assert_eq!(waits.line(now, 21).chars().count(), 20);
+    }
 }

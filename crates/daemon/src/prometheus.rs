@@ -69,7 +69,7 @@ fn escape(v: &str) -> String {
 fn registry_gauges(out: &mut String, snapshot: &Snapshot, daemon: &str) {
     use image_replayer::metrics::{
         IMAGE_ENTRIES_BEHIND_PRIMARY, IMAGE_LAG_SECONDS, IMAGE_LAST_SYNC_BYTES, IMAGE_LAST_SYNC_TIMESTAMP,
-        IMAGE_STATE, POOL_IMAGES,
+        IMAGE_STATE, PEER_BANDWIDTH_LIMIT, PEER_BANDWIDTH_THROTTLED_BYTES, PEER_BANDWIDTH_WAIT, POOL_IMAGES,
     };
     let epoch_secs =
         |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
@@ -164,6 +164,36 @@ fn registry_gauges(out: &mut String, snapshot: &Snapshot, daemon: &str) {
         let n = snapshot.images_of(pool).count();
         let _ = writeln!(out, "{POOL_IMAGES}{{ceph_daemon=\"{daemon}\",pool=\"{}\"}} {n}", escape(pool));
     }
+    // The bandwidth caps, one per pool replayer (pool and peer).
+    let caps: Vec<_> = snapshot
+        .pools
+        .iter()
+        .filter_map(|((pool, peer), p)| {
+            let labels =
+                format!("ceph_daemon=\"{daemon}\",pool=\"{}\",peer=\"{}\"", escape(pool), escape(peer));
+            Some((labels, p.bandwidth.as_ref()?))
+        })
+        .collect();
+    for (name, kind, help, value) in [
+        (
+            PEER_BANDWIDTH_LIMIT,
+            "gauge",
+            "Bandwidth cap of the peer connection, bytes/s read from the primary (0: none)",
+            (|b| b.limit() as f64) as fn(&image_replayer::Bandwidth) -> f64,
+        ),
+        (PEER_BANDWIDTH_WAIT, "counter", "Seconds image replayers waited on a bandwidth cap", |b| {
+            b.waited().as_secs_f64()
+        }),
+        (PEER_BANDWIDTH_THROTTLED_BYTES, "counter", "Bytes whose reader waited on a bandwidth cap", |b| {
+            b.throttled_bytes() as f64
+        }),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, b) in &caps {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(b));
+        }
+    }
 }
 
 /// Binds `addr`; an address in use is a clear startup error rather than a silent gap.
@@ -250,7 +280,12 @@ mod tests {
         let registry = Registry::new();
         registry.add_pool(
             "mirror",
-            image_replayer::PoolState { pool_id: 2, peer_site: "site-a".into(), ..Default::default() },
+            image_replayer::PoolState {
+                pool_id: 2,
+                peer_site: "site-a".into(),
+                bandwidth: Some(std::sync::Arc::new(image_replayer::Bandwidth::new(4 << 20))),
+                ..Default::default()
+            },
         );
         let image = registry.image(ImageKey::new("mirror", "", "g1"));
         image.update(|s| {
@@ -296,6 +331,13 @@ mod tests {
             out.contains("rbd_mirror_rs_pool_images{ceph_daemon=\"rbd-mirror.42\",pool=\"mirror\"} 1\n"),
             "{out}"
         );
+        let peer = r#"ceph_daemon="rbd-mirror.42",pool="mirror",peer="site-a""#;
+        assert!(
+            out.contains(&format!("rbd_mirror_rs_peer_bandwidth_limit_bytes{{{peer}}} 4194304\n")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("rbd_mirror_rs_peer_bandwidth_wait_seconds{{{peer}}} 0\n")), "{out}");
+        assert!(out.contains("# TYPE rbd_mirror_rs_peer_bandwidth_throttled_bytes counter\n"), "{out}");
         // A stopped image leaves no series.
         registry.remove_image(image.key());
         let mut out = String::new();

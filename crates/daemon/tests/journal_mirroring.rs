@@ -1111,3 +1111,54 @@ fn clones_are_refused_clearly_and_the_rest_replicates() {
     wait_replaying(&b, &parent);
     wait_same_content(&a, &b, &parent);
 }
+
+/// Issue 18, journal replay: the primary image's own cap (`rbd image-meta set <image>
+/// rbd_mirror_rs_image_bandwidth_limit 2M`, no peer cap) holds within 10 % while a 32 MiB
+/// backlog of 64 KiB writes is replayed, measured on `ceph_rbd_mirror_image_replay_bytes`
+/// sampled every 100 ms between its first and its last change.
+#[test]
+fn an_image_bandwidth_cap_holds_during_journal_replay() {
+    const CAP: f64 = 2.0 * 1024.0 * 1024.0;
+    let (_serial, a, b) = sites();
+    let (spec, _images) = mirrored_image(&a, "bwjournal");
+    let daemon = Daemon::start();
+    wait_replaying(&b, &spec);
+    drop(daemon);
+    a.rbd(&["image-meta", "set", &spec, "rbd_mirror_rs_image_bandwidth_limit", "2M"]);
+    a.bench(&spec, "seq", "64K", "32M");
+
+    let _daemon = Daemon::start();
+    let label = format!("image=\"{}\"", image_name(&spec));
+    let replayed = || b.metric("ceph_rbd_mirror_image_replay_bytes", &label).unwrap_or(0.0);
+    let mut first: Option<(std::time::Instant, f64)> = None;
+    let mut last = (std::time::Instant::now(), 0.0);
+    let start = std::time::Instant::now();
+    while last.1 < 32.0 * 1024.0 * 1024.0 {
+        assert!(start.elapsed() < Duration::from_secs(90), "replay did not finish: {} bytes", last.1);
+        let bytes = replayed();
+        if bytes > last.1 {
+            last = (std::time::Instant::now(), bytes);
+            first.get_or_insert(last);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (t0, b0) = first.expect("replay progressed");
+    let secs = (last.0 - t0).as_secs_f64();
+    let rate = (last.1 - b0) / secs;
+    println!(
+        "{:.1} MiB replayed in {secs:.2} s: {:.3} MiB/s, image cap 2 MiB/s ({:+.1} %)",
+        (last.1 - b0) / 1048576.0,
+        rate / 1048576.0,
+        (rate / CAP - 1.0) * 100.0
+    );
+    assert!(
+        (rate / CAP - 1.0).abs() <= 0.10,
+        "replay rate {rate:.0} B/s is not within 10 % of the cap {CAP}"
+    );
+    let peer = "peer=\"site-a\"";
+    assert_eq!(b.metric("rbd_mirror_rs_peer_bandwidth_limit_bytes", peer), Some(0.0), "no peer cap");
+    let waited = b.metric("rbd_mirror_rs_peer_bandwidth_wait_seconds", peer).unwrap_or(0.0);
+    println!("waited {waited:.1} s on the image cap");
+    assert!(waited >= secs * 0.5, "wait seconds {waited}");
+    wait_same_content(&a, &b, &spec);
+}

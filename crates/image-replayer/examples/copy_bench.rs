@@ -58,6 +58,7 @@ fn main() {
             &range,
             &LocalSnapContext { seq, snaps },
             concurrency,
+            &image_replayer::ImageBandwidth::unlimited(),
             &mut |_| {},
             &CancellationToken::new(),
         )

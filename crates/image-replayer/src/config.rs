@@ -394,6 +394,15 @@ options! {
     /// Ours: time image replayers have to commit and stop after SIGTERM / SIGINT.
     rbd_mirror_rs_shutdown_grace: Duration = Duration::from_secs(20),
         min Some(1.0), max None, allowed NONE, runtime true;
+    /// Ours: the bandwidth cap of one peer connection (a pool replayer), shared by its
+    /// image replayers, in bytes/s of data read from the primary (full and snapshot syncs,
+    /// journal replay); 0: none.
+    rbd_mirror_rs_peer_bandwidth_limit: Size = Size(0),
+        min None, max None, allowed NONE, runtime true;
+    /// Ours: each image's own bandwidth cap, bytes/s, on top of its peer's (0: none); a
+    /// primary image's metadata key of this name overrides it for that image.
+    rbd_mirror_rs_image_bandwidth_limit: Size = Size(0),
+        min None, max None, allowed NONE, runtime true;
 }
 
 /// The options whose default we change, with Ceph's default (the rest are Ceph's).

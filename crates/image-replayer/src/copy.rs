@@ -19,6 +19,7 @@ use rbd_types::ObjectMap;
 use snapshot_differ::{data_runs, diff_object_maps, DiffState, SnapshotMap, ZERO_GRANULARITY};
 use tokio_util::sync::CancellationToken;
 
+use crate::bandwidth::ImageBandwidth;
 use crate::cls;
 use crate::error::{ReplayError, Result};
 use crate::local::image::{ImageGeometry, LocalImage, ObjectWriter};
@@ -104,8 +105,10 @@ struct ObjectResult {
 
 /// Copies `range` of remote image `remote_image_id` (in the pool of `remote_io`) into
 /// `local`'s HEAD, `concurrency` objects at a time, calling `on_progress` as the contiguous
-/// prefix of done objects grows (and once at the end). Cancelling `cancel` stops it with an
-/// error after the objects in flight; the progress reported until then stays valid.
+/// prefix of done objects grows (and once at the end). Every object read from the remote
+/// image is charged to `bandwidth` (the caps wait before the next read). Cancelling `cancel`
+/// stops it with an error after the objects in flight; the progress reported until then
+/// stays valid.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_image(
     remote_io: &IoCtx,
@@ -114,6 +117,7 @@ pub async fn copy_image(
     range: &CopyRange,
     local_snapc: &LocalSnapContext,
     concurrency: usize,
+    bandwidth: &ImageBandwidth,
     on_progress: &mut (dyn FnMut(CopyProgress) + Send),
     cancel: &CancellationToken,
 ) -> Result<CopyStats> {
@@ -166,6 +170,7 @@ pub async fn copy_image(
         object_size: layout.object_size,
         writer: &writer,
         full_sync: range.remote_snap_id_start.is_none(),
+        bandwidth,
     };
 
     let actions = (range.start_object..object_count).filter_map(|o| {
@@ -394,11 +399,14 @@ struct ObjectCopier<'a> {
     /// Objects below this number of a clone read through to its parent when absent: an
     /// existing one stays, zeros and all (removed, the parent's data would show).
     parent_objects: u64,
+    /// The caps the remote reads are charged to.
+    bandwidth: &'a ImageBandwidth,
 }
 
 impl ObjectCopier<'_> {
     /// Reads object `object_no` whole; `None` when it does not exist. Every piece's read is
-    /// waited for, also after an error.
+    /// waited for, also after an error. The bytes read are charged to the bandwidth caps,
+    /// which may wait.
     async fn read(&self, io: &IoCtx, object_no: u64) -> Result<Option<ObjectData>> {
         let name = image_data_object_name(self.remote_prefix, object_no);
         let len = usize::try_from(self.object_size).unwrap_or(usize::MAX);
@@ -420,7 +428,9 @@ impl ObjectCopier<'_> {
                 Ok(_) => {}
             }
         }
-        Ok(Some(ObjectData(pieces)))
+        let data = ObjectData(pieces);
+        self.bandwidth.charge(data.len()).await;
+        Ok(Some(data))
     }
 
     async fn run(&self, object_no: u64, action: Action) -> Result<ObjectResult> {

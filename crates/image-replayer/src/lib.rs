@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use rados_ffi::{IoCtx, Rados};
 
+pub mod bandwidth;
 pub mod cls;
 pub mod config;
 mod copy;
@@ -36,6 +37,7 @@ mod snapshot;
 mod status;
 mod throttle;
 
+pub use bandwidth::{Bandwidth, ImageBandwidth};
 pub use config::{ConfigHandle, ConfigWatch, MirrorConfig};
 pub use copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 pub use error::{ErrorKind, ReplayError, Result};
@@ -83,6 +85,9 @@ pub struct PeerContext {
     pub config_watch: ConfigWatch,
     /// Bounds concurrent image syncs (`rbd_mirror_concurrent_image_syncs`).
     pub sync_slots: Arc<Throttle>,
+    /// The peer connection's bandwidth cap (`rbd_mirror_rs_peer_bandwidth_limit`), shared
+    /// by its image replayers.
+    pub bandwidth: Arc<Bandwidth>,
     /// The statuses written for this namespace's images, refreshed in batches
     /// ([`StatusBook::run`], started by whoever serves the namespace).
     pub statuses: Arc<StatusBook>,

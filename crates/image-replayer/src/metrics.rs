@@ -56,6 +56,16 @@ pub const SNAPSHOT_IMAGE_REPLAY_BYTES: &str = "ceph_rbd_mirror_snapshot_image_re
 /// Per image: snapshots synced.
 pub const SNAPSHOT_IMAGE_SNAPSHOTS: &str = "ceph_rbd_mirror_snapshot_image_snapshots";
 
+/// Per peer connection (`pool`, `peer` labels), computed at scrape time: the bandwidth cap
+/// `rbd_mirror_rs_peer_bandwidth_limit` in bytes/s (0: none).
+pub const PEER_BANDWIDTH_LIMIT: &str = "rbd_mirror_rs_peer_bandwidth_limit_bytes";
+/// Per peer connection, computed at scrape time: seconds its image replayers waited on a
+/// bandwidth cap (the peer's or an image's), summed over the replayers.
+pub const PEER_BANDWIDTH_WAIT: &str = "rbd_mirror_rs_peer_bandwidth_wait_seconds";
+/// Per peer connection, computed at scrape time: bytes read from the primary whose reader
+/// then waited on a bandwidth cap.
+pub const PEER_BANDWIDTH_THROTTLED_BYTES: &str = "rbd_mirror_rs_peer_bandwidth_throttled_bytes";
+
 /// Per pool (`pool` label): local non-primary images deleted because the peer stopped
 /// mirroring them.
 pub const IMAGE_DELETIONS: &str = "rbd_mirror_rs_image_deletions";

@@ -118,6 +118,8 @@ pub struct PoolState {
     pub deletions: BTreeMap<String, Deletions>,
     /// Who leads the pool's daemon instances (§5.5).
     pub leader: LeaderState,
+    /// The pool replayer's bandwidth cap (its limit and what it made readers wait).
+    pub bandwidth: Option<std::sync::Arc<crate::Bandwidth>>,
 }
 
 /// Who leads a pool's rbd-mirror instances, as this instance sees it.

@@ -72,6 +72,7 @@ async fn copy_to_the_end(
         range,
         snapc,
         concurrency,
+        &image_replayer::ImageBandwidth::unlimited(),
         &mut |p| last = p,
         &CancellationToken::new(),
     )
@@ -180,6 +181,7 @@ async fn copy_scenario(features: &str) {
         &range,
         &snapc,
         1,
+        &image_replayer::ImageBandwidth::unlimited(),
         &mut |p| {
             first.get_or_insert(p);
             c2.cancel();

@@ -9,6 +9,7 @@
 //! pool replayer, started once the old one has finished.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use image_replayer::{ConfigWatch, PoolState, Registry};
@@ -153,6 +154,8 @@ fn start(
     peer: &MirrorPeerSite,
     to: &Target<'_>,
 ) {
+    let limit = to.config.borrow().rbd_mirror_rs_peer_bandwidth_limit.0;
+    let bandwidth = Arc::new(image_replayer::Bandwidth::new(limit));
     let state = PoolState {
         pool_id: pool.id,
         peer_site: peer.site_name.clone(),
@@ -161,6 +164,7 @@ fn start(
         error: None,
         deletions: Default::default(),
         leader: Default::default(),
+        bandwidth: Some(bandwidth.clone()),
     };
     to.registry.add_pool(&pool.name, state);
     let span = tracing::info_span!("pool", pool = %pool.name, peer = %peer.site_name);
@@ -174,6 +178,7 @@ fn start(
         connect_timeout: to.connect_timeout,
         registry: to.registry.clone(),
         solo: key.solo,
+        bandwidth,
     };
     let token = to.cancel.child_token();
     let registry = to.registry.clone();

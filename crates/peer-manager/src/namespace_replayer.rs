@@ -56,6 +56,8 @@ pub(crate) struct PoolContext {
     /// The pool's sync slots, shared by its namespaces (`rbd_mirror_concurrent_image_syncs`
     /// per pool replayer, as stock's throttler).
     pub(crate) sync_slots: Arc<Throttle>,
+    /// The peer connection's bandwidth cap, shared by its namespaces' image replayers.
+    pub(crate) bandwidth: Arc<image_replayer::Bandwidth>,
     /// The state registry.
     pub(crate) registry: Registry,
     /// Who leads the pool's instances (this one maps images while it does).
@@ -137,6 +139,7 @@ impl NamespaceReplayer {
             remote_mirror_uuid: pool.remote_mirror_uuid.clone(),
             config_watch: pool.config.clone(),
             sync_slots: pool.sync_slots.clone(),
+            bandwidth: pool.bandwidth.clone(),
             statuses: Arc::new(image_replayer::StatusBook::default()),
         });
         let mut watcher = PoolWatcher::new(&ctx).await?;

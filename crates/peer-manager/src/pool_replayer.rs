@@ -40,6 +40,9 @@ pub(crate) struct PoolReplayer {
     /// without leader election: each pool replayer replays every image of its peer (the one
     /// whose peer is not primary stands aside), as this daemon did before election.
     pub(crate) solo: bool,
+    /// The peer's bandwidth cap, following `rbd_mirror_rs_peer_bandwidth_limit` (also in
+    /// the registry, for `/metrics`).
+    pub(crate) bandwidth: Arc<image_replayer::Bandwidth>,
 }
 
 impl PoolReplayer {
@@ -102,8 +105,10 @@ impl PoolReplayer {
             ))
         };
 
-        // The sync slots follow `rbd_mirror_concurrent_image_syncs` while running, as stock.
+        // The sync slots follow `rbd_mirror_concurrent_image_syncs` while running, as stock;
+        // the bandwidth cap `rbd_mirror_rs_peer_bandwidth_limit`.
         let mut config_changes = self.config.clone();
+        self.bandwidth.set_limit(config_changes.borrow().rbd_mirror_rs_peer_bandwidth_limit.0);
         let syncs = config_changes.borrow_and_update().rbd_mirror_concurrent_image_syncs;
         let syncs = usize::try_from(syncs).unwrap_or(usize::MAX);
         let pool = Arc::new(PoolContext {
@@ -115,6 +120,7 @@ impl PoolReplayer {
             remote_mirror_uuid: peer.remote_mirror_uuid,
             config: self.config.clone(),
             sync_slots: Arc::new(Throttle::new(syncs)),
+            bandwidth: self.bandwidth.clone(),
             registry: self.registry.clone(),
             leader: leader_rx,
             solo: self.solo,
@@ -141,8 +147,13 @@ impl PoolReplayer {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(config.rbd_mirror_rs_pool_refresh_interval) => {}
                 Ok(()) = config_changes.changed() => {
-                    let syncs = config_changes.borrow_and_update().rbd_mirror_concurrent_image_syncs;
-                    pool.sync_slots.resize(usize::try_from(syncs).unwrap_or(usize::MAX));
+                    let config = config_changes.borrow_and_update().clone();
+                    pool.sync_slots.resize(usize::try_from(config.rbd_mirror_concurrent_image_syncs).unwrap_or(usize::MAX));
+                    let limit = config.rbd_mirror_rs_peer_bandwidth_limit.0;
+                    if limit != self.bandwidth.limit() {
+                        tracing::info!(limit_bytes_per_s = limit, "peer bandwidth cap changed");
+                        self.bandwidth.set_limit(limit);
+                    }
                 }
             }
         }

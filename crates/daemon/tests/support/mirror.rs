@@ -99,6 +99,21 @@ impl Stock {
     }
 }
 
+/// `ceph --admin-daemon <asok> <words>` on our daemon at `site` (its first instance, the
+/// socket the lab's conf names); panics unless it succeeds; its stdout.
+pub fn admin_command(site: &lab::Site, words: &[&str]) -> String {
+    let id = site.name.trim_start_matches("site-");
+    let asok = site.dir.join(format!("run/client.rbd-mirror.{id}.asok"));
+    let out = std::process::Command::new("timeout")
+        .args(["30", "ceph", "--admin-daemon"])
+        .arg(&asok)
+        .args(words)
+        .output()
+        .expect("running ceph --admin-daemon");
+    assert!(out.status.success(), "ceph --admin-daemon {words:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `ceph osd blocklist ls` of `site`: the blocklisted client addresses.
 pub fn blocklist(site: &lab::Site) -> std::collections::BTreeSet<String> {
     // Pacific prints the address list, then the (range) list: two JSON arrays.

@@ -371,6 +371,7 @@ async fn sync_phase(
     let range = CopyRange { remote_snap_id_start: start, remote_snap_id_end: end, start_object: 0 };
     let progress = parking_lot::Mutex::new(CopyProgress::default());
     let mut on_progress = |p: CopyProgress| *progress.lock() = p;
+    let bandwidth = crate::bandwidth::for_image(ctx, &remote.image_id).await?;
     let copy = copy_image(
         &ctx.remote_io,
         &remote.image_id,
@@ -378,6 +379,7 @@ async fn sync_phase(
         &range,
         &snapc,
         SYNC_CONCURRENCY,
+        &bandwidth,
         &mut on_progress,
         cancel,
     );

@@ -102,6 +102,7 @@ pub(crate) async fn attempt(
     replayer.metrics = Some(metrics);
     replayer.operator = Some(status.image().control());
     replayer.replay_delay = crate::local::image_config(ctx, &local_id).await?.rbd_mirroring_replay_delay;
+    replayer.bandwidth = crate::bandwidth::for_image(ctx, remote_image_id).await?;
     if !replayer.replay_delay.is_zero() {
         tracing::info!(
             delay_s = replayer.replay_delay.as_secs(),

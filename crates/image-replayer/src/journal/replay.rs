@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::bootstrap::{local_tag_create, map_mirror_uuid};
 use super::commit_tracker::{CommitTracker, Durable};
 use super::wake_batch::{Batched, WakeBatch};
+use crate::bandwidth::ImageBandwidth;
 use crate::error::{ReplayError, Result};
 use crate::local::image::{LocalImage, PreparedObjectOps};
 use crate::local::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
@@ -151,6 +152,10 @@ pub struct JournalReplayer<'a> {
     /// `rbd_mirroring_replay_delay` of the image: an entry is applied no sooner than this
     /// long after the primary wrote it (zero: at once).
     pub replay_delay: Duration,
+    /// The bandwidth caps the entries taken from the tail are charged to (their payload).
+    pub bandwidth: ImageBandwidth,
+    /// Until when the caps hold the next entry back.
+    held_until: Option<tokio::time::Instant>,
 }
 
 /// Longest wait between two reads of the local journal header's state (resync requested,
@@ -161,6 +166,15 @@ const LOCAL_STATE_CHECK: Duration = Duration::from_secs(30);
 async fn next_watch_event(watch: &mut Option<rados_ffi::Watch>) -> Option<rados_ffi::WatchEvent> {
     match watch {
         Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at `until`; never without one. Nothing is made until polled (no timer per
+/// loop of replay while no cap holds entries back).
+async fn held(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }
@@ -198,6 +212,8 @@ impl<'a> JournalReplayer<'a> {
             newest_entry_time: None,
             last_commit: None,
             counters: ReplayCounters::default(),
+            bandwidth: ImageBandwidth::unlimited(),
+            held_until: None,
             accounted: ReplayCounters::default(),
             metrics: None,
             operator: None,
@@ -272,13 +288,15 @@ impl<'a> JournalReplayer<'a> {
         let mut local_notified = false;
         self.report(status, 0.0, 0.0).await;
         loop {
-            let room = self.open.as_ref().is_none_or(|w| !w.is_full());
+            let room = self.open.as_ref().is_none_or(|w| !w.is_full()) && self.held_until.is_none();
             let check_every = if local_watch.is_some() { LOCAL_STATE_CHECK } else { status_interval };
-            // Idle (nothing open, in flight or to commit): no 1 s tick, which would wake
-            // every idle image every second; the loop wakes for an entry, a notification,
+            // Idle (nothing open, in flight, held back or to commit): no 1 s tick, which would
+            // wake every idle image every second; the loop wakes for an entry, a notification,
             // the operator, or when the status or the local state is due.
-            let idle =
-                self.in_flight.is_empty() && self.open.is_none() && self.commits.uncommitted().is_none();
+            let idle = self.in_flight.is_empty()
+                && self.open.is_none()
+                && self.held_until.is_none()
+                && self.commits.uncommitted().is_none();
             let idle_wake = (last_status + status_interval).min(local_checked + check_every);
             let mut control = None;
             tokio::select! {
@@ -289,6 +307,11 @@ impl<'a> JournalReplayer<'a> {
                 }
                 entry = self.tail.next(), if room => {
                     let entry = entry?;
+                    // The bandwidth caps: the next entry waits (completions and commits go on).
+                    let wait = self.bandwidth.reserve(entry.entry.payload.len() as u64);
+                    if !wait.is_zero() {
+                        self.held_until = Some(tokio::time::Instant::now() + wait);
+                    }
                     if !self.replay_delay.is_zero() && self.wait_until_due(&entry.entry.payload, cancel, status).await? {
                         return Ok(ReplayEnd::Cancelled);
                     }
@@ -303,6 +326,9 @@ impl<'a> JournalReplayer<'a> {
                     commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
                 }
                 c = operator_changed(&mut self.operator), if idle => control = c,
+                _ = held(self.held_until), if self.held_until.is_some() => {
+                    self.held_until = None;
+                }
                 event = next_watch_event(&mut local_watch) => match event {
                     Some(rados_ffi::WatchEvent::Notify { .. }) => local_notified = true,
                     _ => {

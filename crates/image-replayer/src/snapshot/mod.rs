@@ -769,6 +769,7 @@ impl SnapshotReplayer<'_> {
         };
         let base = self.status(local_snaps, remote_snaps, Some(0), 1);
         let local_id = self.local.image_id().to_owned();
+        let bandwidth = crate::bandwidth::for_image(ctx, &self.remote.image_id).await?;
         let copy = copy_image(
             &ctx.remote_io,
             &self.remote.image_id,
@@ -776,6 +777,7 @@ impl SnapshotReplayer<'_> {
             range,
             &snapc,
             SYNC_CONCURRENCY,
+            &bandwidth,
             &mut on_progress,
             cancel,
         );
