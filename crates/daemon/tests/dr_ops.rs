@@ -451,7 +451,6 @@ fn forced_failover_with_site_a_frozen_reports_the_data_it_holds_then_failback_fr
     let expected: Vec<String> = specs.iter().map(|s| b.export_sha256(s)).collect();
     assert_eq!(roles(&a, &b, &specs), [(true, true), (true, true)], "split brain after site-a's return");
     // `failback` at site-a: its daemon resyncs site-a's copies; site-b's replays afterwards.
-    let _daemon_a = Daemon::start_at("site-a");
     let _daemon_b = Daemon::start();
     let mut args = vec!["failback", "--pool", lab::POOL, "--sync-timeout", "240"];
     args.extend(image_args(&specs));
@@ -467,6 +466,28 @@ fn forced_failover_with_site_a_frozen_reports_the_data_it_holds_then_failback_fr
     }
     assert_eq!(roles(&a, &b, &specs), [(true, true), (true, true)], "--dry-run changed a role");
     assert_eq!(traces(&a, &b, &specs), before, "--dry-run changed a snapshot");
+
+    // Without site-a's daemon the resync cannot happen: the journal image (first by name)
+    // is demoted with its resync requested, then times out; the other is not started.
+    let partial = ["failback", "--pool", lab::POOL, "--sync-timeout", "5", "--parallel", "1"];
+    let (code, report) = ours_json(&a, &[&partial[..], &image_args(&specs)].concat());
+    assert_eq!(code, 1, "{report:#}");
+    for (s, (outcome, here, there)) in
+        specs.iter().zip([("failed", "non-primary", "primary"), ("not-started", "primary", "primary")])
+    {
+        let i = image(&report, s);
+        assert_eq!(
+            (i["outcome"].as_str(), i["local_role"].as_str(), i["peer_role"].as_str()),
+            (Some(outcome), Some(here), Some(there)),
+            "{i:#}"
+        );
+    }
+    assert!(image(&report, &journal)["error"].as_str().unwrap_or_default().contains("not caught up"));
+    assert!(report["next_step"].as_str().unwrap_or_default().contains("run the same failback command again"));
+    assert_eq!(roles(&a, &b, &specs), [(false, true), (true, true)], "rbd info after the partial run");
+
+    // With the daemon the same command continues.
+    let _daemon_a = Daemon::start_at("site-a");
 
     let (code, report) = ours_json(&a, &args);
     assert_eq!(code, 0, "{report:#}");

@@ -18,8 +18,8 @@
 //!
 //! A resync copies the whole image from the peer (the daemon deletes the copy here and syncs
 //! a new one). Bytes copied are those the resynced copy holds once its sync completed: the
-//! allocated extents of the new image here (`rbd diff` of the whole image, runs the sync
-//! skipped as zeros not counted).
+//! allocated extents of the new image here (`rbd diff` of the whole image), for every copy
+//! replaced while this run waited.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -307,7 +307,8 @@ async fn local_id(pair: &PoolPair, global_id: &str) -> Result<Option<String>> {
 /// Waits until the copy here replays from the peer: its status is `up+replaying` (snapshot
 /// mode: with a complete non-primary snapshot), on an image other than `resynced_id` (the
 /// one a resync was requested on). A split-brain status on the way gets the resync
-/// requested. Returns the allocated bytes of the copy when it was resynced.
+/// requested. Returns the allocated bytes of the copy when it was replaced while waiting
+/// (a resync requested by this run or an earlier one).
 async fn wait_resynced(
     pair: &PoolPair,
     image: &MirroredImage,
@@ -318,6 +319,7 @@ async fn wait_resynced(
     let spec = format!("{}/{}", pair.pool, image.name);
     progress(&image.name, &format!("waiting until resynced from {}", pair.peer_site));
     let io = &pair.conn.local_io;
+    let found_id = local_id(pair, &image.global_id).await?;
     // The image the resync was requested on, once it was.
     let requested = std::sync::Mutex::new(resynced_id);
     let requested_on = || requested.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -353,7 +355,7 @@ async fn wait_resynced(
         }
     })
     .await?;
-    if requested_on().is_none() {
+    if requested_on().is_none() && found_id.as_deref() == Some(id.as_str()) {
         progress(&image.name, "replaying");
         return Ok(None);
     }
