@@ -203,6 +203,10 @@ pub enum Command {
     /// Move the primary of a pool's images from the peer to this site: demote there, wait
     /// until everything is replayed here, promote here. Safe to run again after a failure.
     Failover(FailoverArgs),
+    /// Run at the old primary's site after a forced failover: demote its split-brain images,
+    /// resync them from the peer (the daemon must run here), then fail over back as planned.
+    /// Reports the bytes copied. Safe to run again after a failure.
+    Failback(FailbackArgs),
     /// Compare this site's copy of each image with its primary at a consistent point, object
     /// by object, while replication goes on: exit 0 clean, 1 mismatch, 2 an image could not
     /// be compared, 3 the pool could not be reached.
@@ -312,6 +316,29 @@ pub struct FailoverArgs {
     #[arg(long, default_value = "600", value_parser = parse_secs)]
     pub sync_timeout: Duration,
     /// Images failed over at once.
+    #[arg(long, default_value = "8")]
+    pub parallel: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Plain)]
+    pub format: Format,
+}
+
+/// Arguments of `failback`.
+#[derive(Debug, clap::Args)]
+pub struct FailbackArgs {
+    /// The pool.
+    #[arg(long = "pool", short = 'p')]
+    pub pool: String,
+    /// Images to fail back (default: every mirrored image of the pool).
+    #[arg(long = "image")]
+    pub images: Vec<String>,
+    /// Print what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for one image's resync, and for its replay up to the demotion.
+    #[arg(long, default_value = "600", value_parser = parse_secs)]
+    pub sync_timeout: Duration,
+    /// Images handled at once.
     #[arg(long, default_value = "8")]
     pub parallel: usize,
     /// Output format.

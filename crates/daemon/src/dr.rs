@@ -1,4 +1,4 @@
-//! `rbd-mirror-rs lag`, `failover`, `verify` and `drill`: arguments in, `dr-ops` reports out, printed as text
+//! `rbd-mirror-rs lag`, `failover`, `failback`, `verify` and `drill`: arguments in, `dr-ops` reports out, printed as text
 //! or JSON. The logic is `dr-ops`'; this module only connects to the local cluster as the
 //! daemon does and prints.
 
@@ -7,13 +7,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dr_ops::{
-    DrillOptions, DrillOutcome, DrillReport, FailoverOptions, FailoverReport, ForcedOptions, ForcedReport,
-    LagOptions, LagReport, Level, Outcome, VerifyOptions, VerifyOutcome, VerifyReport,
+    DrillOptions, DrillOutcome, DrillReport, FailbackOptions, FailbackOutcome, FailbackReport,
+    FailoverOptions, FailoverReport, ForcedOptions, ForcedReport, LagOptions, LagReport, Level, Outcome,
+    VerifyOptions, VerifyOutcome, VerifyReport,
 };
 use rados_ffi::Rados;
 use rbd_types::encoding::UTime;
 
-use crate::cli::{Args, DrillArgs, FailoverArgs, Format, LagArgs, VerifyArgs};
+use crate::cli::{Args, DrillArgs, FailbackArgs, FailoverArgs, Format, LagArgs, VerifyArgs};
 
 /// `lag`: exit 0/1/2/3 for ok/warning/critical/unknown.
 pub async fn lag(args: &Args, lag: &LagArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -304,6 +305,80 @@ fn render_failover(r: &FailoverReport) -> String {
     let done = r.images.len() - r.failed;
     let _ =
         writeln!(s, "{done} of {} image(s) done, {} failed, {:.1} s", r.images.len(), r.failed, r.seconds);
+    if let Some(next) = &r.next_step {
+        let _ = writeln!(s, "next: {next}");
+    }
+    s
+}
+
+/// `failback`: exit 0 when every image is primary here (or would be, with `--dry-run`), 1
+/// when one failed or was not finished, 3 when the pool could not be reached.
+pub async fn failback(args: &Args, f: &FailbackArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let local = Rados::connect(&crate::check::local_config(args)).await?;
+    let opts = FailbackOptions {
+        pool: f.pool.clone(),
+        images: f.images.clone(),
+        dry_run: f.dry_run,
+        sync_timeout: f.sync_timeout,
+        concurrency: f.parallel,
+        connect_timeout: args.connect_timeout,
+    };
+    let report = match dr_ops::failback(&local, &opts, &progress_printer()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rbd-mirror-rs failback: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    match f.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Plain => print!("{}", render_failback(&report)),
+    }
+    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn render_failback(r: &FailbackReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}failback of pool {} from {} to this site:",
+        if r.dry_run { "DRY RUN: " } else { "" },
+        r.pool,
+        r.peer_site
+    );
+    for i in &r.images {
+        let outcome = match i.outcome {
+            FailbackOutcome::FailedBack => "failed back",
+            FailbackOutcome::AlreadyFailedBack => "already failed back",
+            FailbackOutcome::WouldFailBack => "would fail back",
+            FailbackOutcome::Failed => "FAILED",
+            FailbackOutcome::NotStarted => "not finished",
+        };
+        let _ = write!(s, "  {:<32} {:<8} {outcome:<20} {:>7.1} s", i.image, i.mode, i.seconds);
+        if let Some(bytes) = i.bytes_copied {
+            let _ = write!(s, "  {bytes} bytes copied");
+        }
+        let _ = writeln!(s, "  (here {}, {} {})", i.local_role.as_str(), r.peer_site, i.peer_role.as_str());
+        if !i.steps.is_empty() && i.outcome != FailbackOutcome::AlreadyFailedBack {
+            let _ = writeln!(s, "      steps: {}", i.steps.join(", "));
+        }
+        if let Some(status) = i.local_status.as_deref().filter(|_| i.outcome != FailbackOutcome::FailedBack) {
+            let _ = writeln!(s, "      status here: {status}");
+        }
+        if let Some(e) = &i.error {
+            let _ = writeln!(s, "      ERROR: {e}");
+        }
+    }
+    let done = r.images.len() - r.failed;
+    let _ = writeln!(
+        s,
+        "{done} of {} image(s) done, {} failed, {} bytes copied, {:.1} s",
+        r.images.len(),
+        r.failed,
+        r.bytes_copied,
+        r.seconds
+    );
     if let Some(next) = &r.next_step {
         let _ = writeln!(s, "next: {next}");
     }

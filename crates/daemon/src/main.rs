@@ -85,6 +85,7 @@ fn main() -> ExitCode {
             Some(cli::Command::Check(check_args)) => check::run(&args, check_args).await,
             Some(cli::Command::Lag(lag_args)) => dr::lag(&args, lag_args).await,
             Some(cli::Command::Failover(failover_args)) => dr::failover(&args, failover_args).await,
+            Some(cli::Command::Failback(failback_args)) => dr::failback(&args, failback_args).await,
             Some(cli::Command::Verify(verify_args)) => dr::verify(&args, verify_args).await,
             Some(cli::Command::Drill(drill_args)) => dr::drill(&args, drill_args).await,
             None | Some(cli::Command::Run) => run::run(&args, &mut process).await,

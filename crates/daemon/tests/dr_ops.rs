@@ -1,8 +1,9 @@
 //! The DR commands against the lab, run at site-b as the daemon runs there, checked with the
 //! stock `rbd` CLI: `lag` (levels and exit codes as a monitoring plugin), `failover
 //! --planned` (roles, content, `--dry-run`, re-runs), `verify` (a byte changed in a data
-//! object of site-b is found at its offset) and `drill` (a scratch copy, a command run
-//! against it, no trace left, replication going on).
+//! object of site-b is found at its offset), `drill` (a scratch copy, a command run
+//! against it, no trace left, replication going on), `failover --force` then `failback` run
+//! at site-a, and a planned failover that stops part-way.
 
 #[path = "../../../tests/support/lab.rs"]
 mod lab;
@@ -13,7 +14,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use mirror::{
-    image_name, image_status, mirror_snapshot, sites, snapshots, wait_replicated, wait_synced, Daemon, Images,
+    image_name, image_status, mirror_snapshot, resync, sites, snapshots, wait_replicated, wait_status,
+    wait_synced, Daemon, Images,
 };
 use serde_json::Value;
 
@@ -391,7 +393,7 @@ impl Drop for SiteFrozen {
 }
 
 #[test]
-fn forced_failover_with_site_a_frozen_reports_the_data_it_holds() {
+fn forced_failover_with_site_a_frozen_reports_the_data_it_holds_then_failback_from_site_a() {
     let (_serial, a, b) = sites();
     let daemon = Daemon::start();
     let (journal, snapshot, _images) = two_images(&a, "force");
@@ -440,5 +442,166 @@ fn forced_failover_with_site_a_frozen_reports_the_data_it_holds() {
     for s in &specs {
         assert_eq!(image(&report, s)["outcome"], "already-failed-over");
     }
+
+    // site-a returns, with its lost writes; site-b is written after the forced failover:
+    // both sites primary.
     drop(frozen);
+    b.bench(&journal, "rand", "4K", "256K");
+    b.bench(&snapshot, "rand", "4K", "256K");
+    let expected: Vec<String> = specs.iter().map(|s| b.export_sha256(s)).collect();
+    assert_eq!(roles(&a, &b, &specs), [(true, true), (true, true)], "split brain after site-a's return");
+    // `failback` at site-a: its daemon resyncs site-a's copies; site-b's replays afterwards.
+    let _daemon_b = Daemon::start();
+    let mut args = vec!["failback", "--pool", lab::POOL, "--sync-timeout", "240"];
+    args.extend(image_args(&specs));
+    let before = traces(&a, &b, &specs);
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let (code, report) = ours_json(&a, &dry);
+    assert_eq!(code, 0, "{report:#}");
+    for s in &specs {
+        let i = image(&report, s);
+        assert_eq!(i["outcome"], "would-fail-back", "{i:#}");
+        assert_eq!(i["split_brain"], true, "{i:#}");
+    }
+    assert_eq!(roles(&a, &b, &specs), [(true, true), (true, true)], "--dry-run changed a role");
+    assert_eq!(traces(&a, &b, &specs), before, "--dry-run changed a snapshot");
+
+    // Without site-a's daemon the resync cannot happen: the journal image (first by name)
+    // is demoted with its resync requested, then times out; the other is not started.
+    let partial = ["failback", "--pool", lab::POOL, "--sync-timeout", "5", "--parallel", "1"];
+    let (code, report) = ours_json(&a, &[&partial[..], &image_args(&specs)].concat());
+    assert_eq!(code, 1, "{report:#}");
+    for (s, (outcome, here, there)) in
+        specs.iter().zip([("failed", "non-primary", "primary"), ("not-started", "primary", "primary")])
+    {
+        let i = image(&report, s);
+        assert_eq!(
+            (i["outcome"].as_str(), i["local_role"].as_str(), i["peer_role"].as_str()),
+            (Some(outcome), Some(here), Some(there)),
+            "{i:#}"
+        );
+    }
+    assert!(image(&report, &journal)["error"].as_str().unwrap_or_default().contains("not caught up"));
+    assert!(report["next_step"].as_str().unwrap_or_default().contains("run the same failback command again"));
+    assert_eq!(roles(&a, &b, &specs), [(false, true), (true, true)], "rbd info after the partial run");
+
+    // With the daemon the same command continues.
+    let _daemon_a = Daemon::start_at("site-a");
+
+    let (code, report) = ours_json(&a, &args);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["failed"], 0);
+    for s in &specs {
+        let i = image(&report, s);
+        assert_eq!(i["outcome"], "failed-back", "{i:#}");
+        assert_eq!(
+            (i["local_role"].as_str(), i["peer_role"].as_str()),
+            (Some("primary"), Some("non-primary")),
+            "{i:#}"
+        );
+        // 1 MiB + 256 KiB of 4 KiB random writes on site-b's copy, at least.
+        assert!(i["bytes_copied"].as_u64().unwrap_or(0) >= 1 << 20, "{i:#}");
+        println!("{s}: failed back in {} s, {} bytes copied", i["seconds"], i["bytes_copied"]);
+    }
+    assert!(report["bytes_copied"].as_u64().unwrap_or(0) >= 2 << 20, "{report:#}");
+    assert_eq!(roles(&a, &b, &specs), [(true, false), (true, false)], "rbd info after the failback");
+    for (s, sha) in specs.iter().zip(&expected) {
+        assert_eq!(&a.export_sha256(s), sha, "{s}: site-a does not hold what site-b held");
+        wait_status(&b, s, "up+replaying", "");
+        assert_eq!(&b.export_sha256(s), sha, "{s}: site-b's copy changed");
+    }
+    // Replication site-a -> site-b goes on.
+    a.bench(&journal, "rand", "4K", "256K");
+    wait_replicated(&b, &journal, &a.export_sha256(&journal), Duration::from_secs(60));
+    // Again: nothing to do (the plain text this time).
+    let plain = ours(&a, &args);
+    assert_eq!(plain.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&plain.stdout);
+    for s in &specs {
+        let line = text.lines().find(|l| l.contains(image_name(s))).unwrap_or_default();
+        assert!(
+            line.contains("already failed back") && line.contains("(here primary, site-b non-primary)"),
+            "{text}"
+        );
+    }
+    assert!(text.contains("2 of 2 image(s) done, 0 failed, 0 bytes copied"), "{text}");
+}
+
+#[test]
+fn planned_failover_stops_at_a_split_brain_image_says_where_each_is_and_a_rerun_completes() {
+    let (_serial, a, b) = sites();
+    let _daemon = Daemon::start();
+    // Three snapshot-mode images whose names sort 1, 2, 3: with `--parallel 1` they are
+    // failed over in that order.
+    let base = lab::unique("partial");
+    let specs: Vec<String> = (1..=3).map(|n| format!("{}/{base}-{n}", lab::POOL)).collect();
+    let _images = Images(specs.clone());
+    for s in &specs {
+        a.rbd(&["create", "--size", "16M", s]);
+        a.bench(s, "rand", "4K", "256K");
+        a.rbd(&["mirror", "image", "enable", s, "snapshot"]);
+    }
+    for s in &specs {
+        let snap = mirror_snapshot(&a, s);
+        wait_synced(&b, s, snap, Duration::from_secs(120));
+    }
+    let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    // The cause: image 2 primary on site-b too.
+    b.rbd(&["mirror", "image", "promote", "--force", specs[1]]);
+    let mut args = vec!["failover", "--pool", lab::POOL, "--planned", "--parallel", "1"];
+    args.extend(image_args(&specs));
+
+    let (code, report) = ours_json(&b, &args);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["failed"], 2, "{report:#}");
+    let expect = [
+        ("failed-over", "primary", "non-primary"),
+        ("failed", "primary", "primary"),
+        ("not-started", "non-primary", "primary"),
+    ];
+    for (s, (outcome, here, there)) in specs.iter().zip(expect) {
+        let i = image(&report, s);
+        assert_eq!(
+            (i["outcome"].as_str(), i["local_role"].as_str(), i["peer_role"].as_str()),
+            (Some(outcome), Some(here), Some(there)),
+            "{i:#}"
+        );
+    }
+    let error = image(&report, specs[1])["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("split brain"), "{error}");
+    assert!(
+        report["next_step"].as_str().unwrap_or_default().contains("run the same failover command again"),
+        "{report:#}"
+    );
+    assert_eq!(roles(&a, &b, &specs), [(false, true), (true, true), (true, false)], "rbd info");
+    // The same in plain text: each image's roles on both sites, and how to go on.
+    let plain = ours(&b, &args);
+    assert_eq!(plain.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&plain.stdout);
+    for (s, words) in specs.iter().zip([
+        ["already failed over", "(here primary, site-a non-primary)"],
+        ["FAILED", "(here primary, site-a primary)"],
+        ["not started", "(here non-primary, site-a primary)"],
+    ]) {
+        let line = text.lines().find(|l| l.contains(image_name(s))).unwrap_or_default();
+        assert!(words.iter().all(|w| line.contains(w)), "{words:?} not in {line:?}");
+    }
+    assert!(text.contains("ERROR: ") && text.contains("split brain"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("next: ")), "{text}");
+
+    // The cause removed: site-b's copy of image 2 demoted and resynced from site-a.
+    b.rbd(&["mirror", "image", "demote", specs[1]]);
+    resync(&b, specs[1]);
+    let snap = mirror_snapshot(&a, specs[1]);
+    wait_synced(&b, specs[1], snap, Duration::from_secs(120));
+    let (code, report) = ours_json(&b, &args);
+    assert_eq!(code, 0, "{report:#}");
+    for (s, outcome) in specs.iter().zip(["already-failed-over", "failed-over", "failed-over"]) {
+        assert_eq!(image(&report, s)["outcome"], outcome, "{report:#}");
+    }
+    assert_eq!(roles(&a, &b, &specs), [(false, true), (false, true), (false, true)], "rbd info");
+    for s in &specs {
+        assert_eq!(a.export_sha256(s), b.export_sha256(s), "{s}: content differs after the failover");
+    }
 }

@@ -180,21 +180,8 @@ async fn one_image(
         }
     }
     // The roles as they are now, whatever happened.
-    if let Ok(r) = sites::role(&pair.conn.local_io, image.local_id.as_deref()).await {
-        out.local_role = r;
-    }
-    if let Ok(r) = sites::role(&pair.conn.remote_io, image.remote_id.as_deref()).await {
-        out.peer_role = r;
-    }
-    if let Some(id) = image.local_id.as_deref() {
-        out.local_status = sites::local_status(&pair.conn.local_io, id).await.ok().flatten().map(|(s, d)| {
-            if d.is_empty() {
-                s
-            } else {
-                format!("{s}, {d}")
-            }
-        });
-    }
+    (out.local_role, out.peer_role, out.local_status) =
+        sites::roles_now(pair, image.local_id.as_deref(), image.remote_id.as_deref()).await;
     out.seconds = start.elapsed().as_secs_f64();
     out
 }

@@ -12,6 +12,9 @@
 //!   from the roles found) and bounded in parallelism;
 //! * [`failover_forced`]: the peer unreachable, promote here with force and report from
 //!   this site alone what each image holds (the RPO suffered);
+//! * [`failback`]: run at the old primary's site after a forced failover and its return:
+//!   demote its split-brain images, have the daemon here resync them from the peer, then
+//!   [`failover_planned`] back; reports the bytes the resyncs copied;
 //! * [`verify`]: compare this site's copies with their primaries at a consistent point
 //!   (snapshot mode: the newest synced mirror snapshot; journal mode: a snapshot made on
 //!   the primary and replayed here) object by object, naming differing extents;
@@ -27,6 +30,7 @@
 mod consistent;
 mod drill;
 mod error;
+mod failback;
 mod failover;
 mod forced;
 mod journal;
@@ -36,6 +40,7 @@ mod verify;
 
 pub use drill::{drill, DrillOptions, DrillOutcome, DrillReport, ImageDrill};
 pub use error::{DrError, Result};
+pub use failback::{failback, FailbackOptions, FailbackOutcome, FailbackReport, ImageFailback};
 pub use failover::{failover_planned, FailoverOptions, FailoverReport, ImageFailover, Outcome};
 pub use forced::{failover_forced, ForcedOptions, ForcedReport, ImageForced};
 pub use lag::{lag, ImageLag, LagOptions, LagReport, Level};

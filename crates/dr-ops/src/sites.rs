@@ -190,3 +190,25 @@ pub(crate) async fn local_status(io: &IoCtx, id: &str) -> Result<Option<(String,
     let status = image.mirror_image_global_status().await?;
     Ok(status.local().map(|s| (s.state_string(), s.description.clone())))
 }
+
+/// The roles of an image on both sites and its local status (`up+replaying, description`)
+/// as they are now, for a report's end; what cannot be read is `Missing` / `None`.
+pub(crate) async fn roles_now(
+    pair: &PoolPair,
+    local_id: Option<&str>,
+    remote_id: Option<&str>,
+) -> (Role, Role, Option<String>) {
+    let local_role = role(&pair.conn.local_io, local_id).await.unwrap_or(Role::Missing);
+    let peer_role = role(&pair.conn.remote_io, remote_id).await.unwrap_or(Role::Missing);
+    let mut status = None;
+    if let Some(id) = local_id {
+        status = local_status(&pair.conn.local_io, id).await.ok().flatten().map(|(s, d)| {
+            if d.is_empty() {
+                s
+            } else {
+                format!("{s}, {d}")
+            }
+        });
+    }
+    (local_role, peer_role, status)
+}

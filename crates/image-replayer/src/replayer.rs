@@ -112,6 +112,11 @@ async fn attempt(
     cancel: &CancellationToken,
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
+    // As stock's bootstrap (PrepareRemoteImageRequest), the primary's image id is looked up
+    // by global id at every attempt: a peer that resynced its copy (a new image) and then
+    // promoted it has another id than when this replayer started.
+    let current_id = crate::cls::mirror_image_get_image_id(&ctx.remote_io, global_id).await?;
+    let remote_image_id = current_id.as_deref().unwrap_or(remote_image_id);
     let record = crate::cls::mirror_image_get(&ctx.remote_io, remote_image_id).await?;
     let mode = record.map_or(MirrorImageMode::Journal, |m| m.mode);
     let step = match mode {

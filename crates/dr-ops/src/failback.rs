@@ -1,0 +1,395 @@
+//! `failback`: after a forced failover to the peer and this site's return, make this site
+//! the primary again with the peer's data. Run at the old primary's site (this one), with
+//! the replication daemon running here: it is the daemon that resyncs the copies here.
+//!
+//! Per image, each step is decided from what is found, so a re-run continues where the last
+//! one stopped:
+//!
+//! | here | peer | step |
+//! |---|---|---|
+//! | primary | primary | split brain: demote here, request a resync here (`rbd mirror image resync`), wait until resynced, then switch |
+//! | non-primary (or none yet) | primary | wait until the copy here is replaying; when its status says split-brain, request the resync first; then switch |
+//! | non-primary | non-primary | (switch interrupted after the peer's demotion) switch |
+//! | primary | non-primary | done already |
+//!
+//! "Switch" is [`failover_planned`] of the images that got there: demote on the peer, wait
+//! until replayed up to the demotion, promote here. Images run in parallel up to a bound;
+//! after the first failure no further image is started and the switch is not started.
+//!
+//! A resync copies the whole image from the peer (the daemon deletes the copy here and syncs
+//! a new one). Bytes copied are those the resynced copy holds once its sync completed: the
+//! allocated extents of the new image here (`rbd diff` of the whole image), for every copy
+//! replaced while this run waited.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use rados_ffi::rbd::Image;
+use rados_ffi::Rados;
+use rbd_types::cls_rbd::MirrorImageMode;
+use serde::Serialize;
+
+use crate::consistent::{self, newest_complete_copy};
+use crate::error::{DrError, Result};
+use crate::failover::{failover_planned, FailoverOptions, Outcome};
+use crate::sites::{self, MirroredImage, PoolPair, Role};
+
+/// What `failback` works on.
+#[derive(Debug, Clone)]
+pub struct FailbackOptions {
+    /// The pool.
+    pub pool: String,
+    /// Image names (empty: every mirrored image of the pool).
+    pub images: Vec<String>,
+    /// Report what would be done, change nothing.
+    pub dry_run: bool,
+    /// Longest wait for one image's resync, and for its replay up to the peer's demotion.
+    pub sync_timeout: Duration,
+    /// Images handled at once.
+    pub concurrency: usize,
+    /// Time allowed to reach the peer.
+    pub connect_timeout: Duration,
+}
+
+/// How one image's failback ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailbackOutcome {
+    /// Resynced (if it had to be) and switched back: primary here now.
+    FailedBack,
+    /// Already primary here and non-primary on the peer.
+    AlreadyFailedBack,
+    /// `--dry-run`: the steps it would take are listed.
+    WouldFailBack,
+    /// A step failed (see the error).
+    Failed,
+    /// Not started, or stopped before the switch: another image failed.
+    NotStarted,
+}
+
+/// One image's failback.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageFailback {
+    /// Image name.
+    pub image: String,
+    /// Global image id.
+    pub global_id: String,
+    /// `journal` or `snapshot`.
+    pub mode: &'static str,
+    /// What happened.
+    pub outcome: FailbackOutcome,
+    /// Both sites were primary when found.
+    pub split_brain: bool,
+    /// The steps taken (or, with `--dry-run`, that would be).
+    pub steps: Vec<String>,
+    /// Bytes the resync copied here (allocated bytes of the resynced copy); `None` when no
+    /// resync was waited for by this run.
+    pub bytes_copied: Option<u64>,
+    /// Seconds this image took.
+    pub seconds: f64,
+    /// Role here at the end.
+    pub local_role: Role,
+    /// Role on the peer at the end.
+    pub peer_role: Role,
+    /// Local `rbd mirror image status` at the end.
+    pub local_status: Option<String>,
+    /// What failed.
+    pub error: Option<String>,
+}
+
+/// Everything `failback` did.
+#[derive(Debug, Serialize)]
+pub struct FailbackReport {
+    /// The pool.
+    pub pool: String,
+    /// The peer that is primary now (from the pool's peer record).
+    pub peer_site: String,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// One entry per image.
+    pub images: Vec<ImageFailback>,
+    /// Images failed or not finished.
+    pub failed: usize,
+    /// Sum of the images' `bytes_copied`.
+    pub bytes_copied: u64,
+    /// Total seconds.
+    pub seconds: f64,
+    /// How to go on after a failure.
+    pub next_step: Option<String>,
+}
+
+/// Fails the selected images of `opts.pool` back from the pool's peer to `local` (see the
+/// module documentation). `progress(image, message)` is told of each step and of waits.
+pub async fn failback(
+    local: &Rados,
+    opts: &FailbackOptions,
+    progress: &(dyn Fn(&str, &str) + Sync),
+) -> Result<FailbackReport> {
+    let start = Instant::now();
+    let pair = sites::connect_pool(local, &opts.pool, opts.connect_timeout).await?;
+    let images = sites::mirrored_images(&pair, &opts.images).await?;
+    let stop = AtomicBool::new(false);
+    let mut results: Vec<ImageFailback> = stream::iter(images)
+        .map(|image| prepare_image(&pair, image, opts, &stop, progress))
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    results.sort_by(|a, b| a.image.cmp(&b.image));
+    let to_switch: Vec<String> = results
+        .iter()
+        .filter(|r| r.outcome == FailbackOutcome::NotStarted && r.error.is_none() && !r.steps.is_empty())
+        .map(|r| r.image.clone())
+        .collect();
+    if !stop.load(Ordering::SeqCst) && !to_switch.is_empty() && !opts.dry_run {
+        let switch = FailoverOptions {
+            pool: opts.pool.clone(),
+            images: to_switch,
+            dry_run: false,
+            sync_timeout: opts.sync_timeout,
+            concurrency: opts.concurrency,
+            connect_timeout: opts.connect_timeout,
+        };
+        match failover_planned(local, &switch, progress).await {
+            Ok(report) => {
+                for f in report.images {
+                    let Some(r) = results.iter_mut().find(|r| r.image == f.image) else { continue };
+                    r.outcome = match f.outcome {
+                        Outcome::FailedOver | Outcome::AlreadyFailedOver => FailbackOutcome::FailedBack,
+                        Outcome::WouldFailOver | Outcome::NotStarted => FailbackOutcome::NotStarted,
+                        Outcome::Failed => FailbackOutcome::Failed,
+                    };
+                    r.error = f.error;
+                    r.seconds += f.seconds;
+                    (r.local_role, r.peer_role, r.local_status) = (f.local_role, f.peer_role, f.local_status);
+                }
+            }
+            Err(e) => {
+                for r in results.iter_mut().filter(|r| r.outcome == FailbackOutcome::NotStarted) {
+                    r.outcome = FailbackOutcome::Failed;
+                    r.error = Some(format!("planned switch: {e}"));
+                }
+            }
+        }
+    }
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.outcome, FailbackOutcome::Failed | FailbackOutcome::NotStarted))
+        .count();
+    let next_step = (failed > 0).then(|| {
+        format!(
+            "fix the error, then run the same failback command again here: images primary here are \
+             skipped, those being resynced are waited for (the replication daemon must run here), \
+             demoted ones on {} are waited for and promoted",
+            pair.peer_site
+        )
+    });
+    Ok(FailbackReport {
+        pool: pair.pool.clone(),
+        peer_site: pair.peer_site.clone(),
+        dry_run: opts.dry_run,
+        bytes_copied: results.iter().filter_map(|r| r.bytes_copied).sum(),
+        images: results,
+        failed,
+        seconds: start.elapsed().as_secs_f64(),
+        next_step,
+    })
+}
+
+/// Brings one image to "ready to switch" (outcome `NotStarted` with steps listed and no
+/// error), or to its final outcome.
+async fn prepare_image(
+    pair: &PoolPair,
+    image: MirroredImage,
+    opts: &FailbackOptions,
+    stop: &AtomicBool,
+    progress: &(dyn Fn(&str, &str) + Sync),
+) -> ImageFailback {
+    let start = Instant::now();
+    let mut out = ImageFailback {
+        image: image.name.clone(),
+        global_id: image.global_id.clone(),
+        mode: image.mode.as_str(),
+        outcome: FailbackOutcome::NotStarted,
+        split_brain: false,
+        steps: Vec::new(),
+        bytes_copied: None,
+        seconds: 0.0,
+        local_role: Role::Missing,
+        peer_role: Role::Missing,
+        local_status: None,
+        error: None,
+    };
+    if !stop.load(Ordering::SeqCst) {
+        match prepare(pair, &image, opts, &mut out, progress).await {
+            Ok(Some(outcome)) => out.outcome = outcome,
+            Ok(None) => {}
+            Err(e) => {
+                stop.store(true, Ordering::SeqCst);
+                progress(&image.name, &format!("FAILED: {e}"));
+                out.outcome = FailbackOutcome::Failed;
+                out.error = Some(e.to_string());
+            }
+        }
+    }
+    // The roles as they are now, whatever happened (the local id may be a new one).
+    let local_id = local_id(pair, &image.global_id).await.ok().flatten();
+    (out.local_role, out.peer_role, out.local_status) =
+        sites::roles_now(pair, local_id.as_deref(), image.remote_id.as_deref()).await;
+    out.seconds = start.elapsed().as_secs_f64();
+    out
+}
+
+/// The steps before the switch. `Some(outcome)`: final; `None`: ready to switch.
+async fn prepare(
+    pair: &PoolPair,
+    image: &MirroredImage,
+    opts: &FailbackOptions,
+    out: &mut ImageFailback,
+    progress: &(dyn Fn(&str, &str) + Sync),
+) -> Result<Option<FailbackOutcome>> {
+    let spec = format!("{}/{}", pair.pool, image.name);
+    let fail = |reason: String| DrError::Image { image: spec.clone(), reason };
+    let local_role = sites::role(&pair.conn.local_io, image.local_id.as_deref()).await?;
+    let peer_role = sites::role(&pair.conn.remote_io, image.remote_id.as_deref()).await?;
+    const SWITCH: &str = "switch: demote on the peer, wait until replayed up to the demotion, promote here";
+    let Some((demote, wait)) = plan(local_role, peer_role, &pair.peer_site).map_err(fail)? else {
+        return Ok(Some(FailbackOutcome::AlreadyFailedBack));
+    };
+    out.split_brain = demote;
+    if demote {
+        out.steps.push("split brain: demote here".into());
+        out.steps.push("request a resync here".into());
+    }
+    if wait {
+        out.steps.push(format!("wait until resynced from {} and replaying", pair.peer_site));
+    }
+    out.steps.push(SWITCH.replace("the peer", &pair.peer_site));
+    if opts.dry_run {
+        return Ok(Some(FailbackOutcome::WouldFailBack));
+    }
+    let mut resync_from = None;
+    if demote {
+        let local_name = pair.conn.local_io.image_name(image.local_id.as_deref().unwrap_or_default()).await?;
+        progress(&image.name, "both sites primary (split brain): demoting here");
+        pair.conn.local_io.mirror_image_demote(&local_name).await?;
+        progress(&image.name, &format!("requesting a resync from {}", pair.peer_site));
+        pair.conn.local_io.mirror_image_resync(&local_name).await?;
+        resync_from = image.local_id.clone();
+    }
+    if wait {
+        out.bytes_copied = wait_resynced(pair, image, resync_from, opts.sync_timeout, progress).await?;
+    }
+    Ok(None)
+}
+
+/// What the roles found call for (the module's table): `None` when already failed back,
+/// else whether to demote here (and request the resync) and whether to wait for the copy
+/// here to replay; an error when nothing can be done.
+fn plan(here: Role, peer: Role, peer_site: &str) -> Result<Option<(bool, bool)>, String> {
+    match (here, peer) {
+        (Role::Primary, Role::NonPrimary) => Ok(None),
+        (Role::Primary, Role::Primary) => Ok(Some((true, true))),
+        (Role::NonPrimary | Role::Missing, Role::Primary) => Ok(Some((false, true))),
+        (Role::NonPrimary, Role::NonPrimary) => Ok(Some((false, false))),
+        (_, Role::Missing) => Err(format!("no image on {peer_site}")),
+        (Role::Missing, Role::NonPrimary) => {
+            Err(format!("no image here and not primary on {peer_site}: nothing to sync from"))
+        }
+    }
+}
+
+/// The id here of the image `global_id`, if there is one.
+async fn local_id(pair: &PoolPair, global_id: &str) -> Result<Option<String>> {
+    Ok(sites::image_records(&pair.conn.local_io).await?.remove(global_id).map(|(id, _, _)| id))
+}
+
+/// Waits until the copy here replays from the peer: its status is `up+replaying` (snapshot
+/// mode: with a complete non-primary snapshot), on an image other than `resynced_id` (the
+/// one a resync was requested on). A split-brain status on the way gets the resync
+/// requested. Returns the allocated bytes of the copy when it was replaced while waiting
+/// (a resync requested by this run or an earlier one).
+async fn wait_resynced(
+    pair: &PoolPair,
+    image: &MirroredImage,
+    resynced_id: Option<String>,
+    timeout: Duration,
+    progress: &(dyn Fn(&str, &str) + Sync),
+) -> Result<Option<u64>> {
+    let spec = format!("{}/{}", pair.pool, image.name);
+    progress(&image.name, &format!("waiting until resynced from {}", pair.peer_site));
+    let io = &pair.conn.local_io;
+    let found_id = local_id(pair, &image.global_id).await?;
+    // The image the resync was requested on, once it was.
+    let requested = std::sync::Mutex::new(resynced_id);
+    let requested_on = || requested.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let id = consistent::wait_until(&spec, timeout, progress, &image.name, || {
+        let (requested, resynced_id) = (&requested, requested_on());
+        async move {
+            let Some(id) = local_id(pair, &image.global_id).await? else {
+                return Ok((None, "no image here yet (the daemon is creating it)".to_owned()));
+            };
+            if resynced_id.as_deref() == Some(id.as_str()) {
+                return Ok((None, format!("image {id} here not replaced yet (resync requested)")));
+            }
+            let Some((state, description)) = sites::local_status(io, &id).await? else {
+                return Ok((None, "no status here (is the replication daemon running here?)".to_owned()));
+            };
+            if description.contains("split-brain") && resynced_id.is_none() {
+                let name = io.image_name(&id).await?;
+                progress(&image.name, &format!("{state}, {description}: requesting a resync"));
+                io.mirror_image_resync(&name).await?;
+                *requested.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+                return Ok((None, "resync requested".to_owned()));
+            }
+            if state != "up+replaying" {
+                return Ok((None, format!("{state}, {description}")));
+            }
+            if image.mode == MirrorImageMode::Snapshot {
+                let snaps = Image::open_by_id(io, &id, None).await?.snapshots().await?;
+                if newest_complete_copy(&snaps).is_none() {
+                    return Ok((None, format!("{state}, no mirror snapshot synced yet")));
+                }
+            }
+            Ok((Some(id), String::new()))
+        }
+    })
+    .await?;
+    if requested_on().is_none() && found_id.as_deref() == Some(id.as_str()) {
+        progress(&image.name, "replaying");
+        return Ok(None);
+    }
+    let bytes = allocated_bytes(io, &id).await?;
+    progress(&image.name, &format!("resynced: {bytes} bytes copied"));
+    Ok(Some(bytes))
+}
+
+/// Bytes of image `id` that are allocated (`rbd diff` of the whole image at its head).
+async fn allocated_bytes(io: &rados_ffi::IoCtx, id: &str) -> Result<u64> {
+    let image = Image::open_by_id(io, id, None).await?;
+    let size = image.stat().await?.size;
+    let extents = image.diff_iterate(None, 0, size, false, false).await?;
+    Ok(extents.iter().filter(|e| e.exists).map(|e| e.len).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_follows_the_roles_found() {
+        use Role::{Missing, NonPrimary, Primary};
+        let p = |here, peer| plan(here, peer, "site-b");
+        assert_eq!(p(Primary, NonPrimary), Ok(None));
+        assert_eq!(p(Primary, Primary), Ok(Some((true, true))), "split brain: demote, resync, wait");
+        assert_eq!(p(NonPrimary, Primary), Ok(Some((false, true))), "demoted earlier: wait");
+        assert_eq!(p(Missing, Primary), Ok(Some((false, true))), "being resynced: wait");
+        assert_eq!(p(NonPrimary, NonPrimary), Ok(Some((false, false))), "switch interrupted: switch");
+        for (here, peer) in
+            [(Primary, Missing), (NonPrimary, Missing), (Missing, Missing), (Missing, NonPrimary)]
+        {
+            let e = p(here, peer).expect_err("nothing to do");
+            assert!(e.contains("site-b"), "{e}");
+        }
+    }
+}
