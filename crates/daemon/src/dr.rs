@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dr_ops::{
     DrillOptions, DrillOutcome, DrillReport, FailbackOptions, FailbackOutcome, FailbackReport,
     FailoverOptions, FailoverReport, ForcedOptions, ForcedReport, LagOptions, LagReport, Level, Outcome,
-    VerifyOptions, VerifyOutcome, VerifyReport,
+    Scope, VerifyOptions, VerifyOutcome, VerifyReport,
 };
 use rados_ffi::Rados;
 use rbd_types::encoding::UTime;
@@ -34,11 +34,7 @@ pub async fn lag(args: &Args, lag: &LagArgs) -> Result<ExitCode, Box<dyn std::er
         connect_timeout: args.connect_timeout,
     };
     let report = dr_ops::lag(&local, &opts).await;
-    match lag.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Plain => print!("{}", render_lag(&report)),
-    }
-    Ok(ExitCode::from(report.level.exit_code()))
+    finish("lag", lag.format, Ok(report), render_lag, |r| r.level.exit_code())
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -93,24 +89,91 @@ fn render_lag(r: &LagReport) -> String {
 }
 
 /// Progress on stderr. Not a TTY: one line per step, `[  12.3s] image: message`. On a TTY
-/// the steps scroll the same way (the time dimmed), and the images that wait (a step that
-/// starts with `waiting`, until their next step) are shown on one status line below them,
-/// redrawn in place four times a second with each wait's time, instead of a new line per
-/// "still waiting" report. The status line is cleared when the printer is dropped.
-fn progress_printer() -> impl Fn(&str, &str) + Sync {
-    let start = Instant::now();
-    let live = std::io::stderr().is_terminal().then(LiveLine::start);
-    move |image: &str, message: &str| {
-        let t = start.elapsed().as_secs_f64();
-        let Some(live) = &live else {
+/// the steps scroll the same way (the time dimmed), and a status line below them, redrawn in
+/// place four times a second, shows a bar of the images finished (once the command knows how
+/// many it works on) and the images that wait (a step that starts with `waiting`, until their
+/// next step) with each wait's time, instead of a new line per "still waiting" report. The
+/// status line is cleared when the printer is dropped.
+struct Printer {
+    start: Instant,
+    live: Option<LiveLine>,
+}
+
+fn progress_printer() -> Printer {
+    Printer { start: Instant::now(), live: std::io::stderr().is_terminal().then(LiveLine::start) }
+}
+
+impl dr_ops::Progress for Printer {
+    fn images(&self, count: usize) {
+        if let Some(live) = &self.live {
+            let mut waits = live.shared.lock().unwrap_or_else(|p| p.into_inner());
+            (waits.total, waits.finished) = (count, 0);
+        }
+    }
+
+    fn step(&self, image: &str, message: &str) {
+        let t = self.start.elapsed().as_secs_f64();
+        let Some(live) = &self.live else {
             eprintln!("[{t:6.1}s] {image}: {message}");
             return;
         };
         live.step(image, message, || format!("\x1b[2m[{t:6.1}s]\x1b[0m {image}: {message}"));
     }
+
+    fn finished(&self, image: &str) {
+        if let Some(live) = &self.live {
+            let mut waits = live.shared.lock().unwrap_or_else(|p| p.into_inner());
+            waits.waiting.remove(image);
+            waits.finished += 1;
+        }
+    }
 }
 
-/// The status line of a TTY's progress: the images waiting, redrawn by a thread of its own.
+/// The pool and images a DR command works on, from its arguments and the daemon's.
+fn scope(
+    args: &Args,
+    pool: &str,
+    images: &[String],
+    dry_run: bool,
+    sync_timeout: Duration,
+    parallel: usize,
+) -> Scope {
+    Scope {
+        pool: pool.to_owned(),
+        images: images.to_vec(),
+        dry_run,
+        sync_timeout,
+        concurrency: parallel,
+        connect_timeout: args.connect_timeout,
+    }
+}
+
+/// The end of a DR command: its report printed as `format` asks and its exit code (`exit`),
+/// or, when the command could not run at all (the pool unreachable), the error and exit 3.
+/// The progress printer is gone by then (its status line cleared).
+fn finish<R: serde::Serialize>(
+    command: &str,
+    format: Format,
+    report: dr_ops::Result<R>,
+    render: fn(&R) -> String,
+    exit: fn(&R) -> u8,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rbd-mirror-rs {command}: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Plain => print!("{}", render(&report)),
+    }
+    Ok(ExitCode::from(exit(&report)))
+}
+
+/// The status line of a TTY's progress: the images finished and waiting, redrawn by a thread
+/// of its own.
 struct LiveLine {
     shared: std::sync::Arc<std::sync::Mutex<Waits>>,
 }
@@ -119,23 +182,36 @@ struct LiveLine {
 #[derive(Default)]
 struct Waits {
     start: Option<Instant>,
+    /// Images of the command (of its current phase), and how many are finished.
+    total: usize,
+    finished: usize,
     waiting: std::collections::BTreeMap<String, (Instant, String)>,
     /// A status line is on the screen.
     shown: bool,
 }
 
 impl Waits {
-    /// `[  12.3s] waiting: a 10 s (replayed up to ...), b 5 s (...)`, cut to `width`.
+    /// `[  12.3s] [####----------------] 2/10 images; waiting: a 10 s (replayed up to ...),
+    /// b 5 s (...)` (the bar once the number of images is known), cut to `width`.
     fn line(&self, now: Instant, width: usize) -> String {
+        const BAR: usize = 20;
         let t = self.start.map_or(0.0, |s| now.duration_since(s).as_secs_f64());
-        let waits: Vec<String> = self
-            .waiting
-            .iter()
-            .map(|(image, (since, what))| {
-                format!("{image} {:.0} s ({what})", now.duration_since(*since).as_secs_f64())
-            })
-            .collect();
-        let text = format!("[{t:6.1}s] waiting: {}", waits.join(", "));
+        let mut text = format!("[{t:6.1}s]");
+        if let Some(full) = (self.finished.min(self.total) * BAR).checked_div(self.total) {
+            let bar = format!("{}{}", "#".repeat(full), "-".repeat(BAR - full));
+            text += &format!(" [{bar}] {}/{} images", self.finished, self.total);
+        }
+        if !self.waiting.is_empty() {
+            let waits: Vec<String> = self
+                .waiting
+                .iter()
+                .map(|(image, (since, what))| {
+                    format!("{image} {:.0} s ({what})", now.duration_since(*since).as_secs_f64())
+                })
+                .collect();
+            let sep = if self.total > 0 { ";" } else { "" };
+            text += &format!("{sep} waiting: {}", waits.join(", "));
+        }
         text.chars().take(width.saturating_sub(1)).collect()
     }
 
@@ -167,7 +243,7 @@ impl LiveLine {
             while let Some(shared) = weak.upgrade() {
                 {
                     let mut waits = shared.lock().unwrap_or_else(|p| p.into_inner());
-                    if !waits.waiting.is_empty() {
+                    if !waits.waiting.is_empty() || waits.total > 0 {
                         let line = waits.line(Instant::now(), width);
                         waits.redraw(Some(&line));
                     }
@@ -247,29 +323,9 @@ pub async fn failover(args: &Args, f: &FailoverArgs) -> Result<ExitCode, Box<dyn
     if f.force {
         return failover_forced(&local, f).await;
     }
-    let opts = FailoverOptions {
-        pool: f.pool.clone(),
-        images: f.images.clone(),
-        dry_run: f.dry_run,
-        sync_timeout: f.sync_timeout,
-        concurrency: f.parallel,
-        connect_timeout: args.connect_timeout,
-    };
-    let progress = progress_printer();
-    let report = dr_ops::failover_planned(&local, &opts, &progress).await;
-    drop(progress);
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rbd-mirror-rs failover: {e}");
-            return Ok(ExitCode::from(3));
-        }
-    };
-    match f.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Plain => print!("{}", render_failover(&report)),
-    }
-    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let opts: FailoverOptions = scope(args, &f.pool, &f.images, f.dry_run, f.sync_timeout, f.parallel);
+    let report = dr_ops::failover_planned(&local, &opts, &progress_printer()).await;
+    finish("failover", f.format, report, render_failover, |r| u8::from(r.failed > 0))
 }
 
 fn render_failover(r: &FailoverReport) -> String {
@@ -315,26 +371,9 @@ fn render_failover(r: &FailoverReport) -> String {
 /// when one failed or was not finished, 3 when the pool could not be reached.
 pub async fn failback(args: &Args, f: &FailbackArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
-    let opts = FailbackOptions {
-        pool: f.pool.clone(),
-        images: f.images.clone(),
-        dry_run: f.dry_run,
-        sync_timeout: f.sync_timeout,
-        concurrency: f.parallel,
-        connect_timeout: args.connect_timeout,
-    };
-    let report = match dr_ops::failback(&local, &opts, &progress_printer()).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rbd-mirror-rs failback: {e}");
-            return Ok(ExitCode::from(3));
-        }
-    };
-    match f.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Plain => print!("{}", render_failback(&report)),
-    }
-    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let opts: FailbackOptions = scope(args, &f.pool, &f.images, f.dry_run, f.sync_timeout, f.parallel);
+    let report = dr_ops::failback(&local, &opts, &progress_printer()).await;
+    finish("failback", f.format, report, render_failback, |r| u8::from(r.failed > 0))
 }
 
 fn render_failback(r: &FailbackReport) -> String {
@@ -396,32 +435,17 @@ fn utc(t: f64) -> String {
 /// reached.
 pub async fn verify(args: &Args, v: &VerifyArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
-    let opts = VerifyOptions {
-        pool: v.pool.clone(),
-        images: v.images.clone(),
-        dry_run: v.dry_run,
-        sync_timeout: v.sync_timeout,
-        concurrency: v.parallel,
-        connect_timeout: args.connect_timeout,
-    };
-    let report = match dr_ops::verify(&local, &opts, &progress_printer()).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rbd-mirror-rs verify: {e}");
-            return Ok(ExitCode::from(3));
+    let opts: VerifyOptions = scope(args, &v.pool, &v.images, v.dry_run, v.sync_timeout, v.parallel);
+    let report = dr_ops::verify(&local, &opts, &progress_printer()).await;
+    finish("verify", v.format, report, render_verify, |r| {
+        if r.mismatched > 0 {
+            1
+        } else if r.failed > 0 {
+            2
+        } else {
+            0
         }
-    };
-    match v.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Plain => print!("{}", render_verify(&report)),
-    }
-    Ok(ExitCode::from(if report.mismatched > 0 {
-        1
-    } else if report.failed > 0 {
-        2
-    } else {
-        0
-    }))
+    })
 }
 
 fn render_verify(r: &VerifyReport) -> String {
@@ -485,28 +509,13 @@ pub async fn drill(args: &Args, d: &DrillArgs) -> Result<ExitCode, Box<dyn std::
         exec_env.push(("RBD_MIRROR_DRILL_CONF".to_owned(), conf.display().to_string()));
     }
     let opts = DrillOptions {
-        pool: d.pool.clone(),
-        images: d.images.clone(),
+        scope: scope(args, &d.pool, &d.images, d.dry_run, d.sync_timeout, d.parallel),
         scratch_pool: d.scratch_pool.clone(),
         exec: d.exec.clone(),
         exec_env,
-        dry_run: d.dry_run,
-        sync_timeout: d.sync_timeout,
-        concurrency: d.parallel,
-        connect_timeout: args.connect_timeout,
     };
-    let report = match dr_ops::drill(&local, &opts, &progress_printer()).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rbd-mirror-rs drill: {e}");
-            return Ok(ExitCode::from(3));
-        }
-    };
-    match d.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Plain => print!("{}", render_drill(&report)),
-    }
-    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let report = dr_ops::drill(&local, &opts, &progress_printer()).await;
+    finish("drill", d.format, report, render_drill, |r| u8::from(r.failed > 0))
 }
 
 fn render_drill(r: &DrillReport) -> String {
@@ -560,18 +569,8 @@ async fn failover_forced(local: &Rados, f: &FailoverArgs) -> Result<ExitCode, Bo
         dry_run: f.dry_run,
         concurrency: f.parallel,
     };
-    let report = match dr_ops::failover_forced(local, &opts, &progress_printer()).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rbd-mirror-rs failover: {e}");
-            return Ok(ExitCode::from(3));
-        }
-    };
-    match f.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Plain => print!("{}", render_forced(&report)),
-    }
-    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let report = dr_ops::failover_forced(local, &opts, &progress_printer()).await;
+    finish("failover", f.format, report, render_forced, |r| u8::from(r.failed > 0))
 }
 
 fn render_forced(r: &ForcedReport) -> String {
@@ -641,5 +640,20 @@ mod tests {
         let now = t0 + Duration::from_secs(12);
         assert_eq!(waits.line(now, 200), "[  12.0s] waiting: a 12 s (replayed to 3/10), b 10 s (synced)");
         assert_eq!(waits.line(now, 21).chars().count(), 20);
+    }
+
+    #[test]
+    fn the_status_line_shows_a_bar_of_the_images_finished() {
+        let t0 = Instant::now();
+        let mut waits = Waits { start: Some(t0), total: 10, finished: 3, ..Default::default() };
+        let now = t0 + Duration::from_secs(5);
+        assert_eq!(waits.line(now, 200), "[   5.0s] [######--------------] 3/10 images");
+        waits.waiting.insert("c".into(), (t0, "synced".into()));
+        assert_eq!(
+            waits.line(now, 200),
+            "[   5.0s] [######--------------] 3/10 images; waiting: c 5 s (synced)"
+        );
+        waits.finished = 10;
+        assert!(waits.line(now, 200).starts_with("[   5.0s] [####################] 10/10 images"));
     }
 }

@@ -16,6 +16,7 @@ use rbd_types::cls_rbd::MirrorImageMode;
 use rbd_types::snap_namespace::{MirrorSnapshotState, SnapshotNamespace};
 
 use crate::error::{DrError, Result};
+use crate::progress::Progress;
 use crate::sites::{self, MirroredImage, PoolPair, Role};
 
 /// A snapshot with the same data on both sites.
@@ -71,7 +72,7 @@ pub(crate) async fn acquire(
     image: &MirroredImage,
     purpose: &str,
     timeout: Duration,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<ConsistentPoint> {
     let spec = format!("{}/{}", pair.pool, image.name);
     let (local_id, remote_id) = secondary_ids(pair, image).await?;
@@ -83,13 +84,13 @@ pub(crate) async fn acquire(
             let prefix = snap_prefix(purpose);
             for s in Image::open_by_id(&pair.conn.remote_io, remote_id, None).await?.snapshots().await? {
                 if is_user_snap(&s, &prefix) {
-                    progress(&image.name, &format!("removing {} left by an earlier run", s.name));
+                    progress.step(&image.name, &format!("removing {} left by an earlier run", s.name));
                     primary.snap_remove(&s.name).await?;
                 }
             }
             let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
             let name = format!("{prefix}{nanos}");
-            progress(&image.name, &format!("creating snapshot {name} on {}", pair.peer_site));
+            progress.step(&image.name, &format!("creating snapshot {name} on {}", pair.peer_site));
             primary.snap_create(&name).await?;
             let remote_snap =
                 find_user_snap(&pair.conn.remote_io, remote_id, &name).await?.ok_or_else(|| {
@@ -134,7 +135,7 @@ pub(crate) async fn release(
     image: &MirroredImage,
     point: &ConsistentPoint,
     timeout: Duration,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<()> {
     let Some(name) = &point.temporary else { return Ok(()) };
     let spec = format!("{}/{}", pair.pool, image.name);
@@ -142,7 +143,7 @@ pub(crate) async fn release(
         return Ok(());
     };
     let remote_name = pair.conn.remote_io.image_name(remote_id).await?;
-    progress(&image.name, &format!("removing snapshot {name} on {}", pair.peer_site));
+    progress.step(&image.name, &format!("removing snapshot {name} on {}", pair.peer_site));
     match ImageRw::open(&pair.conn.remote_io, &remote_name).await?.snap_remove(name).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {}
@@ -174,7 +175,7 @@ async fn find_user_snap(io: &rados_ffi::IoCtx, id: &str, name: &str) -> Result<O
 pub(crate) async fn wait_until<T, F, Fut>(
     spec: &str,
     timeout: Duration,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
     image: &str,
     mut probe: F,
 ) -> Result<T>
@@ -197,7 +198,7 @@ where
             });
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
-            progress(image, &format!("waiting ({:.0} s): {what}", start.elapsed().as_secs_f64()));
+            progress.step(image, &format!("waiting ({:.0} s): {what}", start.elapsed().as_secs_f64()));
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

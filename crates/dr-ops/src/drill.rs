@@ -10,7 +10,7 @@
 //! re-run cleans up. Pacific cannot clone from a mirror snapshot nor snapshot a
 //! non-primary image, hence a copy rather than a clone.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rados_ffi::rbd::{features, Image, ImageCreateOptions, ImageRw};
@@ -19,17 +19,17 @@ use serde::Serialize;
 
 use crate::consistent::{self, unix_secs};
 use crate::error::{DrError, Result};
+use crate::progress::{self, Progress};
 use crate::sites::{self, MirroredImage, PoolPair};
 use crate::verify::{CHUNK, OBJECTS_AT_ONCE};
 
 /// What `drill` does.
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
-    /// The pool.
-    pub pool: String,
-    /// Image names (empty: every mirrored image of the pool).
-    pub images: Vec<String>,
-    /// Pool of this site for the scratch images (default: `pool`).
+    /// The pool, its images, `--dry-run` (say what would be done, create nothing), the wait
+    /// for the replay of a journal-mode snapshot (created and removed), images drilled at once.
+    pub scope: crate::sites::Scope,
+    /// Pool of this site for the scratch images (default: the scope's pool).
     pub scratch_pool: Option<String>,
     /// Shell command run against each scratch image (`sh -c`), with
     /// `RBD_MIRROR_DRILL_SPEC=<scratch pool>/<scratch image>`, `RBD_MIRROR_DRILL_IMAGE=<pool>/<image>`
@@ -37,14 +37,6 @@ pub struct DrillOptions {
     pub exec: Option<String>,
     /// More environment for `exec` (the binary passes how to reach this cluster).
     pub exec_env: Vec<(String, String)>,
-    /// Say what would be done; create nothing.
-    pub dry_run: bool,
-    /// Longest wait for the replay of a journal-mode snapshot (created and removed).
-    pub sync_timeout: Duration,
-    /// Images drilled at once.
-    pub concurrency: usize,
-    /// Time allowed to reach the peer.
-    pub connect_timeout: Duration,
 }
 
 /// How one image's drill ended.
@@ -111,25 +103,24 @@ pub struct DrillReport {
     pub seconds: f64,
 }
 
-/// Drills the selected images of `opts.pool`.
-pub async fn drill(
-    local: &Rados,
-    opts: &DrillOptions,
-    progress: &(dyn Fn(&str, &str) + Sync),
-) -> Result<DrillReport> {
+/// Drills the selected images of `opts.scope.pool`.
+pub async fn drill(local: &Rados, opts: &DrillOptions, progress: &dyn Progress) -> Result<DrillReport> {
     let start = Instant::now();
-    let pair = sites::connect_pool(local, &opts.pool, opts.connect_timeout).await?;
+    let pair = sites::connect_pool(local, &opts.scope.pool, opts.scope.connect_timeout).await?;
     let own_scratch = match &opts.scratch_pool {
         Some(p) => Some(local.ioctx(p, "").await?),
         None => None,
     };
     let scratch_io = own_scratch.as_ref().unwrap_or(&pair.conn.local_io);
-    let images = sites::mirrored_images(&pair, &opts.images).await?;
-    let mut results: Vec<ImageDrill> = stream::iter(images)
-        .map(|image| one_image(&pair, scratch_io, image, opts, progress))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+    let images = sites::mirrored_images(&pair, &opts.scope.images).await?;
+    let mut results: Vec<ImageDrill> = progress::each(
+        images,
+        opts.scope.concurrency,
+        progress,
+        |i| i.name.clone(),
+        |image| one_image(&pair, scratch_io, image, opts, progress),
+    )
+    .await;
     results.sort_by(|a, b| a.image.cmp(&b.image));
     let failed = results
         .iter()
@@ -138,7 +129,7 @@ pub async fn drill(
     Ok(DrillReport {
         pool: pair.pool.clone(),
         peer_site: pair.peer_site.clone(),
-        dry_run: opts.dry_run,
+        dry_run: opts.scope.dry_run,
         images: results,
         failed,
         seconds: start.elapsed().as_secs_f64(),
@@ -155,7 +146,7 @@ async fn one_image(
     scratch_io: &IoCtx,
     image: MirroredImage,
     opts: &DrillOptions,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> ImageDrill {
     let start = Instant::now();
     let scratch = scratch_name(&image.name);
@@ -176,7 +167,7 @@ async fn one_image(
         error: None,
     };
     let result = steps(pair, scratch_io, &scratch, &image, opts, &mut out, progress).await;
-    if !opts.dry_run {
+    if !opts.scope.dry_run {
         match remove_scratch(scratch_io, &scratch).await {
             Ok(()) => out.removed = true,
             Err(e) => {
@@ -192,7 +183,7 @@ async fn one_image(
         Ok(outcome) if out.error.is_none() => out.outcome = outcome,
         Ok(_) => {}
         Err(e) => {
-            progress(&image.name, &format!("FAILED: {e}"));
+            progress.step(&image.name, &format!("FAILED: {e}"));
             out.error = Some(out.error.take().map_or(e.to_string(), |later| format!("{e}; {later}")));
             out.outcome = DrillOutcome::Failed;
         }
@@ -208,24 +199,24 @@ async fn steps(
     image: &MirroredImage,
     opts: &DrillOptions,
     out: &mut ImageDrill,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<DrillOutcome> {
     let (local_id, _) = consistent::secondary_ids(pair, image).await?;
-    if opts.dry_run {
+    if opts.scope.dry_run {
         return Ok(DrillOutcome::WouldDrill);
     }
     remove_scratch(scratch_io, scratch).await?;
-    let point = consistent::acquire(pair, image, "drill", opts.sync_timeout, progress).await?;
+    let point = consistent::acquire(pair, image, "drill", opts.scope.sync_timeout, progress).await?;
     out.point = Some(point.what.clone());
     out.point_time = point.time.map(unix_secs);
-    progress(&image.name, &format!("copying {} into {}", point.what, out.scratch));
+    progress.step(&image.name, &format!("copying {} into {}", point.what, out.scratch));
     let copied = copy(&pair.conn.local_io, local_id, point.local_snap_id, scratch_io, scratch, out).await;
-    let released = consistent::release(pair, image, &point, opts.sync_timeout, progress).await;
+    let released = consistent::release(pair, image, &point, opts.scope.sync_timeout, progress).await;
     copied?;
     released?;
-    progress(&image.name, &format!("copied {} bytes", out.bytes_copied));
+    progress.step(&image.name, &format!("copied {} bytes", out.bytes_copied));
     let Some(cmd) = &opts.exec else { return Ok(DrillOutcome::Passed) };
-    progress(&image.name, &format!("running: {cmd}"));
+    progress.step(&image.name, &format!("running: {cmd}"));
     let mut command = std::process::Command::new("sh");
     command
         .args(["-c", cmd])

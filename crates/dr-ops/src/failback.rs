@@ -24,7 +24,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
 use rados_ffi::rbd::Image;
 use rados_ffi::Rados;
 use rbd_types::cls_rbd::MirrorImageMode;
@@ -33,24 +32,12 @@ use serde::Serialize;
 use crate::consistent::{self, newest_complete_copy};
 use crate::error::{DrError, Result};
 use crate::failover::{failover_planned, FailoverOptions, Outcome};
+use crate::progress::{self, Progress};
 use crate::sites::{self, MirroredImage, PoolPair, Role};
 
-/// What `failback` works on.
-#[derive(Debug, Clone)]
-pub struct FailbackOptions {
-    /// The pool.
-    pub pool: String,
-    /// Image names (empty: every mirrored image of the pool).
-    pub images: Vec<String>,
-    /// Report what would be done, change nothing.
-    pub dry_run: bool,
-    /// Longest wait for one image's resync, and for its replay up to the peer's demotion.
-    pub sync_timeout: Duration,
-    /// Images handled at once.
-    pub concurrency: usize,
-    /// Time allowed to reach the peer.
-    pub connect_timeout: Duration,
-}
+/// What `failback` works on (`sync_timeout`: the wait for one image's resync, and then for
+/// its replay up to the peer's demotion).
+pub type FailbackOptions = crate::sites::Scope;
 
 /// How one image's failback ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -120,21 +107,24 @@ pub struct FailbackReport {
 }
 
 /// Fails the selected images of `opts.pool` back from the pool's peer to `local` (see the
-/// module documentation). `progress(image, message)` is told of each step and of waits.
+/// module documentation). `progress.step(image, message)` is told of each step and of waits.
 pub async fn failback(
     local: &Rados,
     opts: &FailbackOptions,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<FailbackReport> {
     let start = Instant::now();
     let pair = sites::connect_pool(local, &opts.pool, opts.connect_timeout).await?;
     let images = sites::mirrored_images(&pair, &opts.images).await?;
     let stop = AtomicBool::new(false);
-    let mut results: Vec<ImageFailback> = stream::iter(images)
-        .map(|image| prepare_image(&pair, image, opts, &stop, progress))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+    let mut results: Vec<ImageFailback> = progress::each(
+        images,
+        opts.concurrency,
+        progress,
+        |i| i.name.clone(),
+        |image| prepare_image(&pair, image, opts, &stop, progress),
+    )
+    .await;
     results.sort_by(|a, b| a.image.cmp(&b.image));
     let to_switch: Vec<String> = results
         .iter()
@@ -142,14 +132,7 @@ pub async fn failback(
         .map(|r| r.image.clone())
         .collect();
     if !stop.load(Ordering::SeqCst) && !to_switch.is_empty() && !opts.dry_run {
-        let switch = FailoverOptions {
-            pool: opts.pool.clone(),
-            images: to_switch,
-            dry_run: false,
-            sync_timeout: opts.sync_timeout,
-            concurrency: opts.concurrency,
-            connect_timeout: opts.connect_timeout,
-        };
+        let switch = FailoverOptions { images: to_switch, dry_run: false, ..opts.clone() };
         match failover_planned(local, &switch, progress).await {
             Ok(report) => {
                 for f in report.images {
@@ -203,7 +186,7 @@ async fn prepare_image(
     image: MirroredImage,
     opts: &FailbackOptions,
     stop: &AtomicBool,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> ImageFailback {
     let start = Instant::now();
     let mut out = ImageFailback {
@@ -226,7 +209,7 @@ async fn prepare_image(
             Ok(None) => {}
             Err(e) => {
                 stop.store(true, Ordering::SeqCst);
-                progress(&image.name, &format!("FAILED: {e}"));
+                progress.step(&image.name, &format!("FAILED: {e}"));
                 out.outcome = FailbackOutcome::Failed;
                 out.error = Some(e.to_string());
             }
@@ -246,7 +229,7 @@ async fn prepare(
     image: &MirroredImage,
     opts: &FailbackOptions,
     out: &mut ImageFailback,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<Option<FailbackOutcome>> {
     let spec = format!("{}/{}", pair.pool, image.name);
     let fail = |reason: String| DrError::Image { image: spec.clone(), reason };
@@ -271,9 +254,9 @@ async fn prepare(
     let mut resync_from = None;
     if demote {
         let local_name = pair.conn.local_io.image_name(image.local_id.as_deref().unwrap_or_default()).await?;
-        progress(&image.name, "both sites primary (split brain): demoting here");
+        progress.step(&image.name, "both sites primary (split brain): demoting here");
         pair.conn.local_io.mirror_image_demote(&local_name).await?;
-        progress(&image.name, &format!("requesting a resync from {}", pair.peer_site));
+        progress.step(&image.name, &format!("requesting a resync from {}", pair.peer_site));
         pair.conn.local_io.mirror_image_resync(&local_name).await?;
         resync_from = image.local_id.clone();
     }
@@ -314,10 +297,10 @@ async fn wait_resynced(
     image: &MirroredImage,
     resynced_id: Option<String>,
     timeout: Duration,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<Option<u64>> {
     let spec = format!("{}/{}", pair.pool, image.name);
-    progress(&image.name, &format!("waiting until resynced from {}", pair.peer_site));
+    progress.step(&image.name, &format!("waiting until resynced from {}", pair.peer_site));
     let io = &pair.conn.local_io;
     let found_id = local_id(pair, &image.global_id).await?;
     // The image the resync was requested on, once it was.
@@ -337,7 +320,7 @@ async fn wait_resynced(
             };
             if description.contains("split-brain") && resynced_id.is_none() {
                 let name = io.image_name(&id).await?;
-                progress(&image.name, &format!("{state}, {description}: requesting a resync"));
+                progress.step(&image.name, &format!("{state}, {description}: requesting a resync"));
                 io.mirror_image_resync(&name).await?;
                 *requested.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
                 return Ok((None, "resync requested".to_owned()));
@@ -356,11 +339,11 @@ async fn wait_resynced(
     })
     .await?;
     if requested_on().is_none() && found_id.as_deref() == Some(id.as_str()) {
-        progress(&image.name, "replaying");
+        progress.step(&image.name, "replaying");
         return Ok(None);
     }
     let bytes = allocated_bytes(io, &id).await?;
-    progress(&image.name, &format!("resynced: {bytes} bytes copied"));
+    progress.step(&image.name, &format!("resynced: {bytes} bytes copied"));
     Ok(Some(bytes))
 }
 

@@ -18,7 +18,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, StreamExt};
 use rados_ffi::rbd::Image;
 use rados_ffi::Rados;
 use rbd_types::cls_rbd::MirrorImageMode;
@@ -28,24 +27,12 @@ use serde::Serialize;
 use crate::consistent;
 use crate::error::{DrError, Result};
 use crate::journal;
+use crate::progress::{self, Progress};
 use crate::sites::{self, MirroredImage, PoolPair, Role};
 
-/// What `failover --planned` works on.
-#[derive(Debug, Clone)]
-pub struct FailoverOptions {
-    /// The pool.
-    pub pool: String,
-    /// Image names (empty: every mirrored image of the pool).
-    pub images: Vec<String>,
-    /// Report what would be done, change nothing.
-    pub dry_run: bool,
-    /// Longest wait for one image to be replayed up to its demotion.
-    pub sync_timeout: Duration,
-    /// Images failed over at once.
-    pub concurrency: usize,
-    /// Time allowed to reach the peer.
-    pub connect_timeout: Duration,
-}
+/// What `failover --planned` works on (`sync_timeout`: the wait for one image's replay up
+/// to its demotion).
+pub type FailoverOptions = crate::sites::Scope;
 
 /// How one image's failover ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,21 +97,24 @@ pub struct FailoverReport {
 }
 
 /// Fails the selected images of `opts.pool` over from the pool's peer to `local`.
-/// `progress(image, message)` is told of each step and, while waiting, every few seconds.
+/// `progress.step(image, message)` is told of each step and, while waiting, every few seconds.
 pub async fn failover_planned(
     local: &Rados,
     opts: &FailoverOptions,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<FailoverReport> {
     let start = Instant::now();
     let pair = sites::connect_pool(local, &opts.pool, opts.connect_timeout).await?;
     let images = sites::mirrored_images(&pair, &opts.images).await?;
     let stop = AtomicBool::new(false);
-    let mut results: Vec<ImageFailover> = stream::iter(images)
-        .map(|image| one_image(&pair, image, opts, &stop, progress))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+    let mut results: Vec<ImageFailover> = progress::each(
+        images,
+        opts.concurrency,
+        progress,
+        |i| i.name.clone(),
+        |image| one_image(&pair, image, opts, &stop, progress),
+    )
+    .await;
     results.sort_by(|a, b| a.image.cmp(&b.image));
     let failed =
         results.iter().filter(|r| matches!(r.outcome, Outcome::Failed | Outcome::NotStarted)).count();
@@ -152,7 +142,7 @@ async fn one_image(
     image: MirroredImage,
     opts: &FailoverOptions,
     stop: &AtomicBool,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> ImageFailover {
     let start = Instant::now();
     let mut out = ImageFailover {
@@ -173,7 +163,7 @@ async fn one_image(
             Ok(outcome) => out.outcome = outcome,
             Err(e) => {
                 stop.store(true, Ordering::SeqCst);
-                progress(&image.name, &format!("FAILED: {e}"));
+                progress.step(&image.name, &format!("FAILED: {e}"));
                 out.outcome = Outcome::Failed;
                 out.error = Some(e.to_string());
             }
@@ -191,7 +181,7 @@ async fn steps(
     image: &MirroredImage,
     opts: &FailoverOptions,
     out: &mut ImageFailover,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<Outcome> {
     let spec = format!("{}/{}", pair.pool, image.name);
     let fail = |reason: String| DrError::Image { image: spec.clone(), reason };
@@ -226,12 +216,12 @@ async fn steps(
         return Ok(Outcome::WouldFailOver);
     }
     if demote {
-        progress(&image.name, &format!("demoting on {}", pair.peer_site));
+        progress.step(&image.name, &format!("demoting on {}", pair.peer_site));
         pair.conn.remote_io.mirror_image_demote(&remote_name).await?;
     }
-    progress(&image.name, "waiting until replayed up to the demotion");
+    progress.step(&image.name, "waiting until replayed up to the demotion");
     wait_replayed(pair, image, &spec, opts.sync_timeout, progress).await?;
-    progress(&image.name, "promoting here");
+    progress.step(&image.name, "promoting here");
     pair.conn.local_io.mirror_image_promote(&local_name, false).await?;
     let local_role = sites::role(&pair.conn.local_io, image.local_id.as_deref()).await?;
     let peer_role = sites::role(&pair.conn.remote_io, image.remote_id.as_deref()).await?;
@@ -244,7 +234,7 @@ async fn steps(
         )));
     }
     out.rpo_seconds = Some(0.0);
-    progress(&image.name, "failed over");
+    progress.step(&image.name, "failed over");
     Ok(Outcome::FailedOver)
 }
 
@@ -254,7 +244,7 @@ async fn wait_replayed(
     image: &MirroredImage,
     spec: &str,
     timeout: Duration,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<()> {
     consistent::wait_until(spec, timeout, progress, &image.name, || async {
         let (done, what) = replayed_state(pair, image, spec).await?;

@@ -14,7 +14,6 @@
 
 use std::time::{Instant, SystemTime};
 
-use futures::stream::{self, StreamExt};
 use rados_ffi::rbd::Image;
 use rados_ffi::Rados;
 use rbd_types::cls_rbd::MirrorImageMode;
@@ -23,6 +22,7 @@ use serde::Serialize;
 use crate::consistent::{newest_complete_copy, unix_secs};
 use crate::error::{DrError, Result};
 use crate::failover::Outcome;
+use crate::progress::{self, Progress};
 use crate::sites::{self, Role};
 
 /// What `failover --force` works on.
@@ -86,7 +86,7 @@ pub struct ForcedReport {
 pub async fn failover_forced(
     local: &Rados,
     opts: &ForcedOptions,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<ForcedReport> {
     let start = Instant::now();
     let scan = peer_manager::discovery::mirrored_pools(local).await?;
@@ -113,8 +113,12 @@ pub async fn failover_forced(
     }
     images.sort_by(|a, b| a.2.cmp(&b.2));
     let io = &io;
-    let mut results: Vec<ImageForced> = stream::iter(images)
-        .map(|(global_id, id, name, mode)| async move {
+    let mut results: Vec<ImageForced> = progress::each(
+        images,
+        opts.concurrency,
+        progress,
+        |i| i.2.clone(),
+        |(global_id, id, name, mode)| async move {
             let t = Instant::now();
             let mut out = ImageForced {
                 image: name.clone(),
@@ -132,7 +136,7 @@ pub async fn failover_forced(
             match promote(io, &id, &name, mode, opts.dry_run, &mut out, progress).await {
                 Ok(o) => out.outcome = o,
                 Err(e) => {
-                    progress(&name, &format!("FAILED: {e}"));
+                    progress.step(&name, &format!("FAILED: {e}"));
                     out.error = Some(e.to_string());
                 }
             }
@@ -141,10 +145,9 @@ pub async fn failover_forced(
             }
             out.seconds = t.elapsed().as_secs_f64();
             out
-        })
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+        },
+    )
+    .await;
     results.sort_by(|a, b| a.image.cmp(&b.image));
     let failed = results.iter().filter(|r| r.outcome == Outcome::Failed).count();
     Ok(ForcedReport {
@@ -164,7 +167,7 @@ async fn promote(
     mode: MirrorImageMode,
     dry_run: bool,
     out: &mut ImageForced,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<Outcome> {
     if sites::role(io, Some(id)).await? == Role::Primary {
         return Ok(Outcome::AlreadyFailedOver);
@@ -209,7 +212,7 @@ async fn promote(
     if dry_run {
         return Ok(Outcome::WouldFailOver);
     }
-    progress(name, "promoting here with force");
+    progress.step(name, "promoting here with force");
     io.mirror_image_promote(name, true).await?;
     if sites::role(io, Some(id)).await? != Role::Primary {
         return Err(DrError::Image {
@@ -217,7 +220,7 @@ async fn promote(
             reason: "not primary after the promotion".into(),
         });
     }
-    progress(name, "promoted");
+    progress.step(name, "promoted");
     Ok(Outcome::FailedOver)
 }
 

@@ -35,6 +35,7 @@ mod failover;
 mod forced;
 mod journal;
 mod lag;
+mod progress;
 mod sites;
 mod verify;
 
@@ -44,5 +45,6 @@ pub use failback::{failback, FailbackOptions, FailbackOutcome, FailbackReport, I
 pub use failover::{failover_planned, FailoverOptions, FailoverReport, ImageFailover, Outcome};
 pub use forced::{failover_forced, ForcedOptions, ForcedReport, ImageForced};
 pub use lag::{lag, ImageLag, LagOptions, LagReport, Level};
-pub use sites::Role;
+pub use progress::Progress;
+pub use sites::{Role, Scope};
 pub use verify::{verify, Extent, ImageVerify, VerifyOptions, VerifyOutcome, VerifyReport};

@@ -12,6 +12,26 @@ use serde::Serialize;
 
 use crate::error::{DrError, Result};
 
+/// The images of one pool a DR command works on, and how: what `failover --planned`,
+/// `failback` and `verify` take, and `drill` with more.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The pool.
+    pub pool: String,
+    /// Image names (empty: every mirrored image of the pool).
+    pub images: Vec<String>,
+    /// Report what would be done; change and create nothing.
+    pub dry_run: bool,
+    /// Longest wait for one image: its replay up to the peer's demotion (failover), its
+    /// resync and then that replay (failback), the replay of a journal-mode snapshot made
+    /// for the command (verify, drill).
+    pub sync_timeout: Duration,
+    /// Images handled at once.
+    pub concurrency: usize,
+    /// Time allowed to reach the peer.
+    pub connect_timeout: Duration,
+}
+
 /// One pool of this site with its (single) receiving peer, connected.
 #[derive(Debug)]
 pub(crate) struct PoolPair {

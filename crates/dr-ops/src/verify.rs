@@ -8,7 +8,7 @@
 //! differing bytes, adjacent runs merged). Objects are compared in parallel up to a bound,
 //! images too. A size that differs is a mismatch of the tail.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rados_ffi::rbd::Image;
@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::consistent::{self, unix_secs};
 use crate::error::{DrError, Result};
+use crate::progress::{self, Progress};
 use crate::sites::{self, MirroredImage, PoolPair};
 
 /// The largest read of one side at once.
@@ -26,22 +27,9 @@ pub(crate) const OBJECTS_AT_ONCE: usize = 8;
 /// Mismatching extents listed per image (the count is always exact).
 const MAX_LISTED: usize = 1000;
 
-/// What `verify` compares.
-#[derive(Debug, Clone)]
-pub struct VerifyOptions {
-    /// The pool.
-    pub pool: String,
-    /// Image names (empty: every mirrored image of the pool).
-    pub images: Vec<String>,
-    /// Say how each image would be compared; create nothing.
-    pub dry_run: bool,
-    /// Longest wait for the replay of a journal-mode snapshot (created and removed).
-    pub sync_timeout: Duration,
-    /// Images compared at once.
-    pub concurrency: usize,
-    /// Time allowed to reach the peer.
-    pub connect_timeout: Duration,
-}
+/// What `verify` compares (`dry_run`: say how each image would be compared, create nothing;
+/// `sync_timeout`: the wait for the replay of a journal-mode snapshot, created and removed).
+pub type VerifyOptions = crate::sites::Scope;
 
 /// A byte range of the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,19 +105,18 @@ pub struct VerifyReport {
 }
 
 /// Verifies the selected images of `opts.pool`.
-pub async fn verify(
-    local: &Rados,
-    opts: &VerifyOptions,
-    progress: &(dyn Fn(&str, &str) + Sync),
-) -> Result<VerifyReport> {
+pub async fn verify(local: &Rados, opts: &VerifyOptions, progress: &dyn Progress) -> Result<VerifyReport> {
     let start = Instant::now();
     let pair = sites::connect_pool(local, &opts.pool, opts.connect_timeout).await?;
     let images = sites::mirrored_images(&pair, &opts.images).await?;
-    let mut results: Vec<ImageVerify> = stream::iter(images)
-        .map(|image| one_image(&pair, image, opts, progress))
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+    let mut results: Vec<ImageVerify> = progress::each(
+        images,
+        opts.concurrency,
+        progress,
+        |i| i.name.clone(),
+        |image| one_image(&pair, image, opts, progress),
+    )
+    .await;
     results.sort_by(|a, b| a.image.cmp(&b.image));
     let count = |o: VerifyOutcome| results.iter().filter(|r| r.outcome == o).count();
     Ok(VerifyReport {
@@ -147,7 +134,7 @@ async fn one_image(
     pair: &PoolPair,
     image: MirroredImage,
     opts: &VerifyOptions,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> ImageVerify {
     let start = Instant::now();
     let mut out = ImageVerify {
@@ -166,7 +153,7 @@ async fn one_image(
         error: None,
     };
     if let Err(e) = compare_image(pair, &image, opts, &mut out, progress).await {
-        progress(&image.name, &format!("FAILED: {e}"));
+        progress.step(&image.name, &format!("FAILED: {e}"));
         out.outcome = VerifyOutcome::Failed;
         out.error = Some(e.to_string());
     }
@@ -179,7 +166,7 @@ async fn compare_image(
     image: &MirroredImage,
     opts: &VerifyOptions,
     out: &mut ImageVerify,
-    progress: &(dyn Fn(&str, &str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<()> {
     if opts.dry_run {
         consistent::secondary_ids(pair, image).await?;
@@ -189,13 +176,13 @@ async fn compare_image(
     let point = consistent::acquire(pair, image, "verify", opts.sync_timeout, progress).await?;
     out.point = Some(point.what.clone());
     out.point_time = point.time.map(unix_secs);
-    progress(&image.name, &format!("comparing at {}", point.what));
+    progress.step(&image.name, &format!("comparing at {}", point.what));
     let compared = compare_at(pair, image, point.local_snap_id, point.remote_snap_id, out).await;
     let released = consistent::release(pair, image, &point, opts.sync_timeout, progress).await;
     compared?;
     released?;
     out.outcome = if out.mismatched_bytes == 0 { VerifyOutcome::Clean } else { VerifyOutcome::Mismatch };
-    progress(
+    progress.step(
         &image.name,
         &match out.outcome {
             VerifyOutcome::Clean => format!("clean ({} objects)", out.objects),
