@@ -21,6 +21,10 @@
 //! * [`drill`]: copy this site's copy at its newest consistent point into a scratch image,
 //!   run a command against it, remove it, without touching replication.
 //!
+//! Each command works on a [`Scope`] (the pool, its images, `--dry-run`, waits, parallelism)
+//! and tells a [`Progress`] listener how many images it has, each one's steps and when each is
+//! finished.
+//!
 //! It owns the DR logic and its reports (serialisable for `--format json`). It does not
 //! parse command lines, print, build a runtime or read process configuration (the `daemon`
 //! crate does), does not replicate (`image-replayer`), and calls librbd only through
