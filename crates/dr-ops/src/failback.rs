@@ -16,23 +16,37 @@
 //! until replayed up to the demotion, promote here. Images run in parallel up to a bound;
 //! after the first failure no further image is started and the switch is not started.
 //!
-//! A resync copies the whole image from the peer (the daemon deletes the copy here and syncs
-//! a new one). Bytes copied are those the resynced copy holds once its sync completed: the
-//! allocated extents of the new image here (`rbd diff` of the whole image), for every copy
-//! replaced while this run waited.
+//! In snapshot mode, a split brain needs no resync when the peer was promoted by
+//! `failover --force`, which recorded the snapshot of this site its promotion started from
+//! ([`crate::promotion`]), and that snapshot is still here and still linked to the peer (the
+//! peer's daemon had synced nothing newer). After the demotion here, the image here is
+//! rolled back to that snapshot (object by object, as `rbd snap rollback`) and linked to the
+//! peer's promotion snapshot (same content) by a complete non-primary mirror snapshot, as if
+//! synced from there; the daemon here then syncs only what changed on the peer since. Bytes
+//! copied are then those that sync reads: the objects the peer's fast-diff marks written
+//! between its promotion snapshot and the snapshot synced.
+//!
+//! Otherwise (journal mode, or no common snapshot) a resync copies the whole image from the
+//! peer (the daemon deletes the copy here and syncs a new one). Bytes copied are those the
+//! resynced copy holds once its sync completed: the allocated extents of the new image here
+//! (`rbd diff` of the whole image), for every copy replaced while this run waited.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rados_ffi::rbd::Image;
+use image_replayer::LocalImage;
+use rados_ffi::rbd::{Image, SnapInfo};
 use rados_ffi::Rados;
 use rbd_types::cls_rbd::MirrorImageMode;
+use rbd_types::{MirrorSnapshotNamespace, MirrorSnapshotState, SnapshotNamespace};
 use serde::Serialize;
 
 use crate::consistent::{self, newest_complete_copy};
 use crate::error::{DrError, Result};
 use crate::failover::{failover_planned, FailoverOptions, Outcome};
 use crate::progress::{self, Progress};
+use crate::promotion::{self, PromotionRecord};
 use crate::sites::{self, MirroredImage, PoolPair, Role};
 
 /// What `failback` works on (`sync_timeout`: the wait for one image's resync, and then for
@@ -122,7 +136,7 @@ pub async fn failback(
         opts.concurrency,
         progress,
         |i| i.name.clone(),
-        |image| prepare_image(&pair, image, opts, &stop, progress),
+        |image| prepare_image(local, &pair, image, opts, &stop, progress),
     )
     .await;
     results.sort_by(|a, b| a.image.cmp(&b.image));
@@ -182,6 +196,7 @@ pub async fn failback(
 /// Brings one image to "ready to switch" (outcome `NotStarted` with steps listed and no
 /// error), or to its final outcome.
 async fn prepare_image(
+    local: &Rados,
     pair: &PoolPair,
     image: MirroredImage,
     opts: &FailbackOptions,
@@ -204,7 +219,7 @@ async fn prepare_image(
         error: None,
     };
     if !stop.load(Ordering::SeqCst) {
-        match prepare(pair, &image, opts, &mut out, progress).await {
+        match prepare(local, pair, &image, opts, &mut out, progress).await {
             Ok(Some(outcome)) => out.outcome = outcome,
             Ok(None) => {}
             Err(e) => {
@@ -225,6 +240,7 @@ async fn prepare_image(
 
 /// The steps before the switch. `Some(outcome)`: final; `None`: ready to switch.
 async fn prepare(
+    local: &Rados,
     pair: &PoolPair,
     image: &MirroredImage,
     opts: &FailbackOptions,
@@ -240,11 +256,52 @@ async fn prepare(
         return Ok(Some(FailbackOutcome::AlreadyFailedBack));
     };
     out.split_brain = demote;
+    // Snapshot mode: the snapshot both sites hold, to sync from instead of a full resync.
+    let common = match (&image.mode, &image.local_id, &image.remote_id) {
+        (MirrorImageMode::Snapshot, Some(here), Some(peer)) if wait => {
+            match promotion::read(&pair.conn.remote_io, &image.global_id).await? {
+                Some(record) => {
+                    let here_snaps =
+                        Image::open_by_id(&pair.conn.local_io, here, None).await?.snapshots().await?;
+                    let peer_snaps =
+                        Image::open_by_id(&pair.conn.remote_io, peer, None).await?.snapshots().await?;
+                    let peer_uuid = pair
+                        .conn
+                        .local_io
+                        .mirror_peer_sites()
+                        .await?
+                        .into_iter()
+                        .find(|p| p.site_name == pair.peer_site)
+                        .map(|p| p.uuid)
+                        .unwrap_or_default();
+                    let here_ids = (pair.conn.local_mirror_uuid.as_str(), peer_uuid.as_str());
+                    common_snapshot(&here_snaps, &peer_snaps, &record, here_ids)
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
     if demote {
         out.steps.push("split brain: demote here".into());
-        out.steps.push("request a resync here".into());
     }
-    if wait {
+    match &common {
+        Some(c) => {
+            out.steps.push(format!(
+                "roll back here to mirror snapshot {} (id {}), which {}'s promotion snapshot {} holds",
+                c.local_name, c.local_id, pair.peer_site, c.peer_id
+            ));
+            out.steps.push(format!(
+                "link here to {}'s snapshot {}: the daemon here syncs only what changed since",
+                pair.peer_site, c.peer_id
+            ));
+        }
+        None if demote => out.steps.push("request a resync here".into()),
+        None => {}
+    }
+    if common.is_some() {
+        out.steps.push(format!("wait until synced from {} past that snapshot and replaying", pair.peer_site));
+    } else if wait {
         out.steps.push(format!("wait until resynced from {} and replaying", pair.peer_site));
     }
     out.steps.push(SWITCH.replace("the peer", &pair.peer_site));
@@ -256,14 +313,150 @@ async fn prepare(
         let local_name = pair.conn.local_io.image_name(image.local_id.as_deref().unwrap_or_default()).await?;
         progress.step(&image.name, "both sites primary (split brain): demoting here");
         pair.conn.local_io.mirror_image_demote(&local_name).await?;
-        progress.step(&image.name, &format!("requesting a resync from {}", pair.peer_site));
-        pair.conn.local_io.mirror_image_resync(&local_name).await?;
-        resync_from = image.local_id.clone();
+        if common.is_none() {
+            progress.step(&image.name, &format!("requesting a resync from {}", pair.peer_site));
+            pair.conn.local_io.mirror_image_resync(&local_name).await?;
+            resync_from = image.local_id.clone();
+        }
     }
-    if wait {
+    if let (Some(c), Some(here)) = (&common, &image.local_id) {
+        progress.step(&image.name, &format!("rolling back to the common snapshot {}", c.local_id));
+        link_to_common(local, pair, here, &image.global_id, c).await?;
+        promotion::remove(&pair.conn.remote_io, &image.global_id).await?;
+        out.bytes_copied = Some(wait_synced_past(pair, image, here, c, opts.sync_timeout, progress).await?);
+    } else if wait {
         out.bytes_copied = wait_resynced(pair, image, resync_from, opts.sync_timeout, progress).await?;
     }
     Ok(None)
+}
+
+/// A mirror snapshot here whose content a snapshot of the peer holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CommonSnapshot {
+    /// The primary mirror snapshot here: its name.
+    local_name: String,
+    /// Its id.
+    local_id: u64,
+    /// The peer's snapshot with the same content (its promotion snapshot).
+    peer_id: u64,
+}
+
+/// For an image primary here, or demoted here without the peer having synced the demotion
+/// (the two sides of a split brain), whose peer recorded its forced promotion: the snapshot
+/// here it started from, when it is still here, complete, and still linked to the peer
+/// (`here_ids`: this pool's mirror uuid and the peer's uuid here; a snapshot the peer synced
+/// past is unlinked by its daemon, so a promotion from a newer one than recorded is caught),
+/// and the peer still has its promotion snapshot. `None` otherwise.
+fn common_snapshot(
+    here: &[SnapInfo],
+    peer: &[SnapInfo],
+    record: &PromotionRecord,
+    (local_mirror_uuid, peer_uuid): (&str, &str),
+) -> Option<CommonSnapshot> {
+    let mirror = |s: &SnapInfo| match &s.namespace {
+        SnapshotNamespace::Mirror(m) => Some(m.clone()),
+        _ => None,
+    };
+    let (newest_id, newest) =
+        here.iter().filter_map(|s| Some((s.id, mirror(s)?))).max_by_key(|(id, _)| *id)?;
+    let peer_synced = |id: u64| {
+        peer.iter().filter_map(mirror).any(|m| {
+            m.state == MirrorSnapshotState::NonPrimaryDemoted
+                && m.complete
+                && m.primary_mirror_uuid == local_mirror_uuid
+                && m.primary_snap_id == id
+        })
+    };
+    match newest.state {
+        MirrorSnapshotState::Primary => {}
+        // The peer synced the demotion: a planned failover, no split brain.
+        MirrorSnapshotState::PrimaryDemoted if !peer_synced(newest_id) => {}
+        _ => return None,
+    }
+    if record.primary_mirror_uuid != local_mirror_uuid {
+        return None;
+    }
+    let snap = here.iter().find(|s| s.id == record.primary_snap_id)?;
+    let m = mirror(snap)?;
+    let usable = matches!(m.state, MirrorSnapshotState::Primary | MirrorSnapshotState::PrimaryDemoted)
+        && m.complete
+        && m.mirror_peer_uuids.contains(peer_uuid);
+    let promoted = peer.iter().any(|s| {
+        s.id == record.promoted_snap_id
+            && matches!(&s.namespace, SnapshotNamespace::Mirror(p) if p.state == MirrorSnapshotState::Primary)
+    });
+    (usable && promoted).then(|| CommonSnapshot {
+        local_name: snap.name.clone(),
+        local_id: snap.id,
+        peer_id: record.promoted_snap_id,
+    })
+}
+
+/// Rolls image `local_id` here (demoted: non-primary) back to the common snapshot and links it
+/// to the peer's copy with a complete non-primary mirror snapshot (librbd's name for one),
+/// from which the daemon here syncs on. Re-running it is harmless.
+async fn link_to_common(
+    local: &Rados,
+    pair: &PoolPair,
+    local_id: &str,
+    global_id: &str,
+    common: &CommonSnapshot,
+) -> Result<()> {
+    let image = LocalImage::open(local, &pair.pool, "", local_id).await?;
+    image.snap_rollback(&common.local_name).await?;
+    let ns = SnapshotNamespace::Mirror(MirrorSnapshotNamespace {
+        state: MirrorSnapshotState::NonPrimary,
+        complete: true,
+        mirror_peer_uuids: BTreeSet::new(),
+        primary_mirror_uuid: pair.conn.remote_mirror_uuid.clone(),
+        primary_snap_id: common.peer_id,
+        last_copied_object_number: image.layout().object_count(image.size()),
+        snap_seqs: BTreeMap::new(),
+    });
+    image.snap_create(&image_replayer::non_primary_snapshot_name(global_id), &ns).await?;
+    Ok(())
+}
+
+/// Waits until the image here (linked to the peer's snapshot `common.peer_id`) has synced a
+/// newer peer snapshot and replays; returns the bytes that sync read (whole objects).
+async fn wait_synced_past(
+    pair: &PoolPair,
+    image: &MirroredImage,
+    local_id: &str,
+    common: &CommonSnapshot,
+    timeout: Duration,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let spec = format!("{}/{}", pair.pool, image.name);
+    let io = &pair.conn.local_io;
+    progress.step(
+        &image.name,
+        &format!("waiting until synced from {} past its snapshot {}", pair.peer_site, common.peer_id),
+    );
+    let synced = consistent::wait_until(&spec, timeout, progress, &image.name, || async move {
+        let Some((state, description)) = sites::local_status(io, local_id).await? else {
+            return Ok((None, "no status here (is the replication daemon running here?)".to_owned()));
+        };
+        let snaps = Image::open_by_id(io, local_id, None).await?.snapshots().await?;
+        match newest_complete_copy(&snaps) {
+            Some((_, peer_snap)) if peer_snap > common.peer_id && state == "up+replaying" => {
+                Ok((Some(peer_snap), String::new()))
+            }
+            _ => Ok((None, format!("{state}, {description}"))),
+        }
+    })
+    .await?;
+    let peer_id = image.remote_id.as_deref().unwrap_or_default();
+    // When the peer's maps cannot say (or its snapshots went meanwhile): the data the copy
+    // here holds, at most what was read.
+    let read =
+        image_replayer::bytes_to_copy(&pair.conn.remote_io, peer_id, Some(common.peer_id), synced).await;
+    let bytes = match read.ok().flatten() {
+        Some(bytes) => bytes,
+        None => allocated_bytes(io, local_id).await?,
+    };
+    progress.step(&image.name, &format!("synced from the common snapshot: {bytes} bytes copied"));
+    Ok(bytes)
 }
 
 /// What the roles found call for (the module's table): `None` when already failed back,
@@ -342,7 +535,24 @@ async fn wait_resynced(
         progress.step(&image.name, "replaying");
         return Ok(None);
     }
-    let bytes = allocated_bytes(io, &id).await?;
+    // Snapshot mode: what the full sync read from the peer (as for a sync from a common
+    // snapshot); journal mode: the data the new copy holds.
+    let synced = match image.mode {
+        MirrorImageMode::Snapshot => {
+            newest_complete_copy(&Image::open_by_id(io, &id, None).await?.snapshots().await?).map(|(_, s)| s)
+        }
+        MirrorImageMode::Journal => None,
+    };
+    let read = match (synced, image.remote_id.as_deref()) {
+        (Some(end), Some(peer_id)) => {
+            image_replayer::bytes_to_copy(&pair.conn.remote_io, peer_id, None, end).await.ok().flatten()
+        }
+        _ => None,
+    };
+    let bytes = match read {
+        Some(bytes) => bytes,
+        None => allocated_bytes(io, &id).await?,
+    };
     progress.step(&image.name, &format!("resynced: {bytes} bytes copied"));
     Ok(Some(bytes))
 }
@@ -358,6 +568,61 @@ async fn allocated_bytes(io: &rados_ffi::IoCtx, id: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HERE: &str = "uuid-of-site-a";
+    const PEER: &str = "uuid-of-site-b-here";
+
+    fn mirror(id: u64, state: MirrorSnapshotState, peers: &[&str], primary: (&str, u64)) -> SnapInfo {
+        SnapInfo {
+            id,
+            name: format!(".mirror.{id}"),
+            size: 64 << 20,
+            namespace: SnapshotNamespace::Mirror(MirrorSnapshotNamespace {
+                state,
+                complete: true,
+                mirror_peer_uuids: peers.iter().map(|p| p.to_string()).collect(),
+                primary_mirror_uuid: primary.0.to_owned(),
+                primary_snap_id: primary.1,
+                ..Default::default()
+            }),
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn the_common_snapshot_is_the_recorded_one_while_still_linked_to_the_peer() {
+        use MirrorSnapshotState::{NonPrimaryDemoted, Primary, PrimaryDemoted};
+        // Site-a's primary snapshots 4 (synced by site-b, so unlinked), 6 (synced: still
+        // linked as the next sync's start) and 9 (taken after site-b's promotion, 31).
+        let mut here = vec![mirror(4, Primary, &[], ("", 0)), mirror(6, Primary, &[PEER], ("", 0))];
+        here.push(mirror(9, Primary, &[PEER], ("", 0)));
+        let peer = vec![mirror(31, Primary, &[HERE], ("", 0))];
+        let record =
+            PromotionRecord { primary_mirror_uuid: HERE.into(), primary_snap_id: 6, promoted_snap_id: 31 };
+        let ids = (HERE, PEER);
+        let c = common_snapshot(&here, &peer, &record, ids).expect("common");
+        assert_eq!((c.local_id, c.peer_id, c.local_name.as_str()), (6, 31, ".mirror.6"));
+
+        // Demoted here since (a split brain still: the peer never synced the demotion).
+        here.push(mirror(12, PrimaryDemoted, &[PEER], ("", 0)));
+        assert_eq!(common_snapshot(&here, &peer, &record, ids).map(|c| c.local_id), Some(6));
+        // The peer synced the demotion: a planned failover, nothing to roll back.
+        let mut synced = peer.clone();
+        synced.push(mirror(33, NonPrimaryDemoted, &[], (HERE, 12)));
+        assert_eq!(common_snapshot(&here, &synced, &record, ids), None);
+        // The copy here is the peer's already (linked or resynced): nothing to do.
+        let mut linked = here.clone();
+        linked.push(mirror(13, MirrorSnapshotState::NonPrimary, &[], ("uuid-of-site-b", 31)));
+        assert_eq!(common_snapshot(&linked, &peer, &record, ids), None);
+        // Recorded from snapshot 4, which the peer had synced past (unlinked): not trusted.
+        let older = PromotionRecord { primary_snap_id: 4, ..record.clone() };
+        assert_eq!(common_snapshot(&here, &peer, &older, ids), None);
+        // The snapshot here is gone, the promotion snapshot is gone, another site's record.
+        let pruned: Vec<SnapInfo> = here.iter().filter(|s| s.id != 6).cloned().collect();
+        assert_eq!(common_snapshot(&pruned, &peer, &record, ids), None);
+        assert_eq!(common_snapshot(&here, &[], &record, ids), None);
+        assert_eq!(common_snapshot(&here, &peer, &record, ("uuid-of-site-c", PEER)), None);
+    }
 
     #[test]
     fn plan_follows_the_roles_found() {

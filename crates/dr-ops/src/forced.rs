@@ -23,6 +23,7 @@ use crate::consistent::{newest_complete_copy, unix_secs};
 use crate::error::{DrError, Result};
 use crate::failover::Outcome;
 use crate::progress::{self, Progress};
+use crate::promotion::{self, PromotionRecord};
 use crate::sites::{self, Role};
 
 /// What `failover --force` works on.
@@ -133,7 +134,9 @@ pub async fn failover_forced(
                 seconds: 0.0,
                 error: None,
             };
-            match promote(io, &id, &name, mode, opts.dry_run, &mut out, progress).await {
+            match promote(io, (&id, &out.global_id.clone()), &name, mode, opts.dry_run, &mut out, progress)
+                .await
+            {
                 Ok(o) => out.outcome = o,
                 Err(e) => {
                     progress.step(&name, &format!("FAILED: {e}"));
@@ -162,7 +165,7 @@ pub async fn failover_forced(
 
 async fn promote(
     io: &rados_ffi::IoCtx,
-    id: &str,
+    (id, global_id): (&str, &str),
     name: &str,
     mode: MirrorImageMode,
     dry_run: bool,
@@ -173,9 +176,11 @@ async fn promote(
         return Ok(Outcome::AlreadyFailedOver);
     }
     let image = Image::open_by_id(io, id, None).await?;
+    let mut promoted_from = None;
     match mode {
         MirrorImageMode::Snapshot => {
             let snaps = image.snapshots().await?;
+            promoted_from = promotion::before_promotion(&snaps);
             if let Some((local_snap, primary_snap)) = newest_complete_copy(&snaps) {
                 let time = snaps.iter().find(|s| s.id == local_snap).and_then(|s| s.timestamp);
                 out.last_replayed = Some(format!(
@@ -221,6 +226,16 @@ async fn promote(
         });
     }
     progress.step(name, "promoted");
+    // For the failback: the old primary's snapshot this one started from.
+    if let Some((primary_mirror_uuid, primary_snap_id)) = promoted_from {
+        let snaps = Image::open_by_id(io, id, None).await?.snapshots().await?;
+        if let Some(promoted_snap_id) = promotion::promoted_snapshot(&snaps) {
+            let record = PromotionRecord { primary_mirror_uuid, primary_snap_id, promoted_snap_id };
+            if let Err(e) = promotion::write(io, global_id, &record).await {
+                progress.step(name, &format!("could not record the promotion for the failback: {e}"));
+            }
+        }
+    }
     Ok(Outcome::FailedOver)
 }
 

@@ -40,6 +40,7 @@ mod forced;
 mod journal;
 mod lag;
 mod progress;
+mod promotion;
 mod sites;
 mod verify;
 

@@ -267,6 +267,30 @@ fn check_layouts(remote: &ImageGeometry, local: &LocalImage) -> Result<Layout> {
     remote.layout()
 }
 
+/// The bytes a copy of image `image_id` from snapshot `start` (`None`: a full sync) to
+/// snapshot `end` reads: the sizes at `end` of the objects its fast-diff marks written.
+/// `None` when the object maps cannot say (the copy then reads every object).
+pub async fn bytes_to_copy(io: &IoCtx, image_id: &str, start: Option<u64>, end: u64) -> Result<Option<u64>> {
+    let remote = ImageGeometry::read(io, image_id).await?;
+    let layout = remote.layout()?;
+    let end_objects = layout.object_count(cls::get_size(io, image_id, end).await?);
+    let range = CopyRange { remote_snap_id_start: start, remote_snap_id_end: end, start_object: 0 };
+    let Some(diff) = plan(io, image_id, &remote, &layout, &range, end_objects).await? else {
+        return Ok(None);
+    };
+    let mut data = io.in_pool(remote.data_pool_id).await?;
+    data.set_snap_read(end);
+    let mut bytes = 0;
+    for (object_no, _) in diff.changed().filter(|(_, state)| *state == DiffState::Updated) {
+        match data.stat(&image_data_object_name(&remote.block_name_prefix, object_no)).await {
+            Ok(stat) => bytes += stat.size,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(bytes))
+}
+
 /// The fast-diff of the copy, or `None` when object maps cannot be used (then every object
 /// is compared, or, for a full sync, copied).
 async fn plan(

@@ -39,13 +39,13 @@ mod throttle;
 
 pub use bandwidth::{Bandwidth, ImageBandwidth};
 pub use config::{ConfigHandle, ConfigWatch, MirrorConfig};
-pub use copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
+pub use copy::{bytes_to_copy, copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext};
 pub use error::{ErrorKind, ReplayError, Result};
 pub use local::deleter::{
     decide, local_role, trash_move, trash_purge, trashed_images, Disposition, LocalRole, Trashed,
 };
 pub use local::image::LocalImage;
-pub use local::is_primary;
+pub use local::{is_primary, non_primary_snapshot_name};
 pub use registry::{
     Deletion, Deletions, ImageHandle, ImageKey, ImageState, LeaderState, PoolState, Registry,
 };

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::error::{ReplayError, Result};
+use crate::error::{ErrorKind, ReplayError, Result};
 use crate::local::{Found, RemoteImage};
 use crate::metrics::ImageMetrics;
 use crate::registry::{Control, ImageHandle};
@@ -74,7 +74,13 @@ pub async fn run(
                     status.image().update(|s| s.last_error = Some(e.kind()));
                     let description = e.to_string();
                     publish(&ctx, &mut status, State::Error, &description).await;
-                    ctx.config().rbd_mirror_rs_image_retry_interval
+                    // A conflict (split-brain, disconnected client) waits for an operator's
+                    // resync, demotion or (`failback`) relinking: looked for as often as roles.
+                    if e.kind() == ErrorKind::Conflict {
+                        ctx.config().rbd_mirror_rs_role_check_interval
+                    } else {
+                        ctx.config().rbd_mirror_rs_image_retry_interval
+                    }
                 }
             };
             tokio::select! {

@@ -369,6 +369,11 @@ pub(crate) async fn resync(
     Ok(Attempt::RetryAfter(Duration::from_secs(1)))
 }
 
+/// The name librbd gives a non-primary mirror snapshot of image `global_id`.
+pub fn non_primary_snapshot_name(global_id: &str) -> String {
+    format!(".mirror.non_primary.{global_id}.{}", random_uuid())
+}
+
 /// A random (version 4 format) uuid, as librbd puts in the names of the snapshots it makes
 /// (`.mirror.non_primary.<global id>.<uuid>`); randomness from std's per-process keyed hasher.
 pub(crate) fn random_uuid() -> String {

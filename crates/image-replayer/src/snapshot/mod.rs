@@ -27,7 +27,7 @@ use crate::cls;
 use crate::copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapContext, SYNC_CONCURRENCY};
 use crate::error::{ReplayError, Result};
 use crate::local::image::LocalImage;
-use crate::local::{random_uuid, CloneSource, Found, RemoteImage, IMAGE_META_PREFIX};
+use crate::local::{CloneSource, Found, RemoteImage, IMAGE_META_PREFIX};
 use crate::status::{publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use rbd_types::cls_rbd::{
@@ -567,7 +567,7 @@ impl SnapshotReplayer<'_> {
                         }
                     }
                 }
-                let name = format!(".mirror.non_primary.{}.{}", self.global_id, random_uuid());
+                let name = crate::local::non_primary_snapshot_name(&self.global_id);
                 let ns = SnapshotNamespace::Mirror(MirrorSnapshotNamespace {
                     state: if plan.end_demoted {
                         MirrorSnapshotState::NonPrimaryDemoted
