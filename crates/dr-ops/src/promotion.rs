@@ -86,3 +86,42 @@ pub(crate) async fn remove(io: &IoCtx, global_id: &str) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbd_types::MirrorSnapshotNamespace;
+
+    fn snap(id: u64, state: MirrorSnapshotState, complete: bool, primary_snap_id: u64) -> SnapInfo {
+        SnapInfo {
+            id,
+            name: format!("s{id}"),
+            size: 1 << 20,
+            namespace: SnapshotNamespace::Mirror(MirrorSnapshotNamespace {
+                state,
+                complete,
+                primary_mirror_uuid: "site-a".into(),
+                primary_snap_id,
+                ..Default::default()
+            }),
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn a_promotion_starts_from_the_newest_complete_copy_and_creates_the_newest_primary() {
+        use MirrorSnapshotState::{NonPrimary, Primary};
+        // Copies of site-a's 4 and 6 complete, of 9 still syncing (librbd rolls it back).
+        let before = vec![
+            snap(20, NonPrimary, true, 4),
+            snap(25, NonPrimary, true, 6),
+            snap(28, NonPrimary, false, 9),
+        ];
+        assert_eq!(before_promotion(&before), Some(("site-a".to_owned(), 6)));
+        assert_eq!(before_promotion(&before[2..]), None, "nothing complete: no record");
+        let user = SnapInfo { namespace: SnapshotNamespace::User, ..snap(40, Primary, true, 0) };
+        let after = vec![snap(31, Primary, true, 0), user];
+        assert_eq!(promoted_snapshot(&after), Some(31));
+        assert_eq!(promoted_snapshot(&before), None);
+    }
+}
