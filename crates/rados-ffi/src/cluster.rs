@@ -380,10 +380,15 @@ pub(crate) unsafe fn take_buffer(ptr: *mut c_char, len: usize) -> Bytes {
 }
 
 /// Options whose Ceph default (Pacific) we change unless the conf or `CEPH_ARGS` set them:
-/// (name, Ceph's default, ours). `ms_async_op_threads`: messenger worker threads of a
-/// handle; each has its own buffers and stack, and one keeps up with a daemon's traffic to
-/// one cluster (benches/results/TUNING.md).
-const CLIENT_DEFAULTS: &[(&str, &str, &str)] = &[("ms_async_op_threads", "3", "1")];
+/// (name, Ceph's default as `rados_conf_get` prints it, ours). `ms_async_op_threads`:
+/// messenger worker threads of a handle; each has its own buffers and stack, and one keeps
+/// up with a daemon's traffic to one cluster (benches/results/TUNING.md).
+/// `objecter_tick_interval`: the objecter pings every watch once a tick; a daemon holds
+/// about two watches per mirrored image, and the OSD drops a watch only after
+/// `osd_client_watch_timeout` (30 s) without a ping, so 10 s still pings three times in
+/// that window and halves the pings of an idle daemon (issue 16's idle goal).
+const CLIENT_DEFAULTS: &[(&str, &str, &str)] =
+    &[("ms_async_op_threads", "3", "1"), ("objecter_tick_interval", "5.000000", "10")];
 
 fn conf_set(raw: librados::rados_t, target: &str, key: &str, value: &str) -> Result<()> {
     let k = cstring("conf option", key)?;

@@ -287,6 +287,7 @@ impl<'a> JournalReplayer<'a> {
         let mut local_checked = Instant::now();
         let mut local_notified = false;
         self.report(status, 0.0, 0.0).await;
+        let mut reported_entries = self.counters.entries;
         loop {
             let room = self.open.as_ref().is_none_or(|w| !w.is_full()) && self.held_until.is_none();
             let check_every = if local_watch.is_some() { LOCAL_STATE_CHECK } else { status_interval };
@@ -297,7 +298,12 @@ impl<'a> JournalReplayer<'a> {
                 && self.open.is_none()
                 && self.held_until.is_none()
                 && self.commits.uncommitted().is_none();
-            let idle_wake = (last_status + status_interval).min(local_checked + check_every);
+            // Idle with nothing replayed since the last report, the journal quiet too: the
+            // status would be the same (new entries wake the loop), so it is looked at again
+            // only with the local state, not every status interval (issue 16's idle goal).
+            let quiet = idle && self.counters.entries == reported_entries && self.tail.is_idle();
+            let status_due = last_status + if quiet { LOCAL_STATE_CHECK } else { status_interval };
+            let idle_wake = status_due.min(local_checked + check_every);
             let mut control = None;
             tokio::select! {
                 biased;
@@ -372,6 +378,7 @@ impl<'a> JournalReplayer<'a> {
                 rate_mark = (Instant::now(), self.counters.entries, self.counters.bytes);
                 self.report(status, rates.0, rates.1).await;
                 last_status = Instant::now();
+                reported_entries = self.counters.entries;
                 // The header as the tail last read it (the primary notifies a change).
                 let ours = self.tail.header().clients.get(&self.ctx.local_mirror_uuid);
                 if ours.is_some_and(|c| c.state == rbd_types::cls_journal::ClientState::Disconnected) {
