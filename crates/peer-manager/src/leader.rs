@@ -84,11 +84,25 @@ impl LeaderWatcher {
     /// Takes part in the election until `cancel`; as leader at shutdown, releases the lock and
     /// says so (another instance takes over at once, no blocklist).
     pub(crate) async fn run(self, mut release: watch::Receiver<u64>, cancel: CancellationToken) {
+        // The last failure: logged as a warning once, then (every second) at debug level.
+        let mut failing: Option<String> = None;
         loop {
             match self.serve(&mut release, &cancel).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "leader watcher failed; watching rbd_mirror_leader again")
+                    let error = format!("leader election: {e}");
+                    if failing.as_deref() == Some(error.as_str()) {
+                        tracing::debug!(error = %e, "leader watcher failed again");
+                    } else {
+                        tracing::warn!(error = %e, "leader watcher failed; watching rbd_mirror_leader again every 1s");
+                        self.registry.set_pool_error(
+                            &self.pool,
+                            &self.peer_site,
+                            "leader",
+                            Some(error.clone()),
+                        );
+                        failing = Some(error);
+                    }
                 }
             }
             self.publish(false, None, Vec::new());
@@ -122,6 +136,7 @@ impl LeaderWatcher {
         create.create(false);
         self.io.operate(RBD_MIRROR_LEADER, create).await?;
         let mut watch = self.io.watch(RBD_MIRROR_LEADER).await?;
+        self.registry.set_pool_error(&self.pool, &self.peer_site, "leader", None);
         let lock = ManagedLock::new(self.io.clone(), RBD_MIRROR_LEADER);
         let me = self.instance_id();
         let mut follower = Follower::default();
