@@ -131,7 +131,7 @@ impl fmt::Display for Errno {
         let text = match self.0 {
             libc::EDQUOT => format!("{text}: pool full, its quota reached (ceph osd pool get-quota)"),
             libc::ENOSPC => format!("{text}: pool or cluster full (ceph df)"),
-            libc::EPERM => format!("{text}: this client's caps do not allow it (ceph auth get)"),
+            libc::EPERM => format!("{text}: usually this client's caps (ceph auth get)"),
             _ => text.to_owned(),
         };
         if name.is_empty() {
@@ -186,7 +186,7 @@ mod tests {
         assert!(Errno(libc::ENOSPC).to_string().contains("pool or cluster full"));
         assert!(Errno(libc::EPERM)
             .to_string()
-            .starts_with("EPERM (Operation not permitted: this client's caps"));
+            .starts_with("EPERM (Operation not permitted: usually this client's caps"));
     }
 
     #[test]
