@@ -111,8 +111,12 @@ pub struct PoolState {
     pub peer_uuid: String,
     /// The client the daemon is at the peer (`client.rbd-mirror-peer`).
     pub peer_client: String,
-    /// A pool-level problem (peer unreachable, ...), if any.
+    /// A pool-level problem (peer unreachable, leader election or a namespace failing: what
+    /// `error_sources` hold, joined), if any.
     pub error: Option<String>,
+    /// The pool-level problems by where they arose (`peer`, `leader`, `namespace <ns>`):
+    /// each part sets and clears its own.
+    pub error_sources: BTreeMap<String, String>,
     /// The image deleters' queues, per RADOS namespace ("" for the default) served
     /// (`rbd mirror deletion status <pool>`).
     pub deletions: BTreeMap<String, Deletions>,
@@ -312,11 +316,18 @@ impl Registry {
         self.inner.lock().pools.insert(key, state);
     }
 
-    /// Sets (or clears) the pool-level error of the pool replayer of `pool` and `peer_site`.
-    pub fn set_pool_error(&self, pool: &str, peer_site: &str, error: Option<String>) {
+    /// Sets (or clears) the pool-level error that `source` (`peer`, `leader`, `namespace
+    /// <ns>`) of the pool replayer of `pool` and `peer_site` reports; the pool's error is
+    /// every source's, joined.
+    pub fn set_pool_error(&self, pool: &str, peer_site: &str, source: &str, error: Option<String>) {
         let key = (pool.to_owned(), peer_site.to_owned());
         if let Some(p) = self.inner.lock().pools.get_mut(&key) {
-            p.error = error;
+            match error {
+                Some(e) => p.error_sources.insert(source.to_owned(), e),
+                None => p.error_sources.remove(source),
+            };
+            p.error = (!p.error_sources.is_empty())
+                .then(|| p.error_sources.values().cloned().collect::<Vec<_>>().join("; "));
         }
     }
 
@@ -475,8 +486,17 @@ mod tests {
         // A stopped replayer's late update does not bring it back.
         a.update(|s| s.entries_replayed = 11);
         assert_eq!(r.snapshot().images.len(), 2);
-        r.set_pool_error("mirror", "site-a", Some("peer unreachable".into()));
+        r.set_pool_error("mirror", "site-a", "peer", Some("peer unreachable".into()));
         assert_eq!(r.snapshot().pools[0].1.error.as_deref(), Some("peer unreachable"));
+        r.set_pool_error("mirror", "site-a", "leader", Some("leader election: EPERM".into()));
+        assert_eq!(
+            r.snapshot().pools[0].1.error.as_deref(),
+            Some("leader election: EPERM; peer unreachable")
+        );
+        r.set_pool_error("mirror", "site-a", "peer", None);
+        assert_eq!(r.snapshot().pools[0].1.error.as_deref(), Some("leader election: EPERM"));
+        r.set_pool_error("mirror", "site-a", "leader", None);
+        assert_eq!(r.snapshot().pools[0].1.error, None);
         r.remove_pool("mirror", "site-a");
         let snap = r.snapshot();
         assert!(snap.pools.is_empty());

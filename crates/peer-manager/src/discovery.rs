@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rados_ffi::rbd::MirrorPeerSite;
-use rados_ffi::{ClusterConfig, IoCtx, Rados, Result};
+use rados_ffi::{ClusterConfig, IoCtx, Rados, RadosError, Result};
 use rbd_types::MirrorMode;
 
 /// A pool of the local cluster with mirroring enabled.
@@ -119,7 +119,22 @@ pub async fn connect_peer(
     let local_io = local.ioctx(pool, namespace).await?;
     let cfg = peer_cluster_config(&local_io, peer, connect_timeout).await?;
     let remote = Rados::connect(&cfg).await?;
-    let remote_io = remote.ioctx(pool, namespace).await?;
+    // A peer record of another cluster (a token of the wrong site) reaches a cluster
+    // without this pool: say which cluster that was.
+    let remote_io = remote.ioctx(pool, namespace).await.map_err(|e| match e {
+        RadosError::Call { op, errno: libc::ENOENT, .. } => RadosError::Call {
+            op,
+            target: format!(
+                "pool {pool} at peer {} (fsid {}, mon_host {}), a cluster without this pool \
+                 (a peer token of another cluster?)",
+                peer.site_name,
+                remote.fsid(),
+                cfg.mon_host.as_deref().unwrap_or("from its conf")
+            ),
+            errno: libc::ENOENT,
+        },
+        e => e,
+    })?;
     let local_mirror_uuid = local_io.mirror_uuid().await?;
     let remote_mirror_uuid = remote_io.mirror_uuid().await?;
     Ok(PeerConnection { remote, local_io, remote_io, local_mirror_uuid, remote_mirror_uuid })

@@ -31,6 +31,9 @@ use crate::managed_lock::{Holder, ManagedLock};
 /// How long a notification waits for acks (librbd's `Notifier::NOTIFY_TIMEOUT`).
 pub(crate) const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A leader watcher failing the same way again is warned of once a minute at most.
+const WARN_AGAIN_AFTER: Duration = Duration::from_secs(60);
+
 /// The leader watcher of one pool (default namespace of the local cluster).
 pub(crate) struct LeaderWatcher {
     pub(crate) local: Rados,
@@ -84,11 +87,23 @@ impl LeaderWatcher {
     /// Takes part in the election until `cancel`; as leader at shutdown, releases the lock and
     /// says so (another instance takes over at once, no blocklist).
     pub(crate) async fn run(self, mut release: watch::Receiver<u64>, cancel: CancellationToken) {
+        // The last failure warned of, and when: the same failure again within a minute (it
+        // is retried every second) is logged at debug level only.
+        let mut warned: Option<(String, Instant)> = None;
         loop {
             match self.serve(&mut release, &cancel).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "leader watcher failed; watching rbd_mirror_leader again")
+                    let error = format!("leader election: {e}");
+                    let repeated =
+                        warned.as_ref().is_some_and(|(w, at)| *w == error && at.elapsed() < WARN_AGAIN_AFTER);
+                    if repeated {
+                        tracing::debug!(error = %e, "leader watcher failed again");
+                    } else {
+                        tracing::warn!(error = %e, "leader watcher failed; watching rbd_mirror_leader again every 1s");
+                        warned = Some((error.clone(), Instant::now()));
+                    }
+                    self.registry.set_pool_error(&self.pool, &self.peer_site, "leader", Some(error));
                 }
             }
             self.publish(false, None, Vec::new());
@@ -122,6 +137,7 @@ impl LeaderWatcher {
         create.create(false);
         self.io.operate(RBD_MIRROR_LEADER, create).await?;
         let mut watch = self.io.watch(RBD_MIRROR_LEADER).await?;
+        self.registry.set_pool_error(&self.pool, &self.peer_site, "leader", None);
         let lock = ManagedLock::new(self.io.clone(), RBD_MIRROR_LEADER);
         let me = self.instance_id();
         let mut follower = Follower::default();

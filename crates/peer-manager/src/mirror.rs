@@ -162,6 +162,7 @@ fn start(
         peer_uuid: peer.uuid.clone(),
         peer_client: peer.client_name.clone(),
         error: None,
+        error_sources: Default::default(),
         deletions: Default::default(),
         leader: Default::default(),
         bandwidth: Some(bandwidth.clone()),

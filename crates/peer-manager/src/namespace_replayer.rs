@@ -100,6 +100,11 @@ impl NamespaceReplayer {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "namespace replayer failed; retrying later");
+                    self.report_error(Some(if self.namespace.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("namespace {}: {e}", self.namespace)
+                    }));
                     self.pool.config.borrow().rbd_mirror_rs_pool_retry_interval
                 }
             };
@@ -108,7 +113,14 @@ impl NamespaceReplayer {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        self.report_error(None);
         self.pool.registry.remove_namespace(&self.pool.pool, &self.pool.peer_site, &self.namespace);
+    }
+
+    /// Sets or clears this namespace's part of the pool's error (the service map's callout).
+    fn report_error(&self, error: Option<String>) {
+        let source = format!("namespace {}", self.namespace);
+        self.pool.registry.set_pool_error(&self.pool.pool, &self.pool.peer_site, &source, error);
     }
 
     async fn serve(&self, cancel: &CancellationToken) -> image_replayer::Result<Ended> {
@@ -181,6 +193,7 @@ impl NamespaceReplayer {
             ));
         }
         tracing::info!("serving the namespace");
+        self.report_error(None);
         let mut images = InstanceReplayer::new(ctx.clone(), pool.registry.clone());
         // Local copies of images the peer stopped mirroring are deleted by their own task.
         let (deletions, deleter_requests) = mpsc::unbounded_channel();

@@ -53,7 +53,8 @@ impl PoolReplayer {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::error!(error = %e, "pool replayer failed; retrying later");
-                    self.registry.set_pool_error(&self.pool, &self.peer.site_name, Some(e.to_string()));
+                    let error = format!("peer {}: {e}", self.peer.site_name);
+                    self.registry.set_pool_error(&self.pool, &self.peer.site_name, "peer", Some(error));
                 }
             }
             let retry = self.config.borrow().rbd_mirror_rs_pool_retry_interval;
@@ -72,7 +73,7 @@ impl PoolReplayer {
             remote_mirror_uuid = %peer.remote_mirror_uuid,
             "connected to the peer"
         );
-        self.registry.set_pool_error(&self.pool, &self.peer.site_name, None);
+        self.registry.set_pool_error(&self.pool, &self.peer.site_name, "peer", None);
 
         // Leader election (§5.5): this instance competes for the pool's leader lock on
         // `rbd_mirror_leader` (default namespace) for as long as it serves the pool; the

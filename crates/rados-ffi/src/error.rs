@@ -127,6 +127,13 @@ impl fmt::Display for Errno {
         let text = std::io::Error::from_raw_os_error(self.0).to_string();
         // io::Error appends " (os error N)"; keep just the description.
         let text = text.split(" (os error").next().unwrap_or(&text);
+        // What the OSDs mean by these (a write to a full pool, see `IoCtx::open`).
+        let text = match self.0 {
+            libc::EDQUOT => format!("{text}: pool full, its quota reached (ceph osd pool get-quota)"),
+            libc::ENOSPC => format!("{text}: pool or cluster full (ceph df)"),
+            libc::EPERM => format!("{text}: usually this client's caps (ceph auth get)"),
+            _ => text.to_owned(),
+        };
         if name.is_empty() {
             write!(f, "errno {} ({text})", self.0)
         } else {
@@ -162,6 +169,24 @@ mod tests {
         };
         assert_eq!(e.to_string(), "rados_aio_read object mirror/foo: ENOENT (No such file or directory)");
         assert!(e.is_not_found());
+    }
+
+    #[test]
+    fn a_full_pool_is_named() {
+        let e = RadosError::Call {
+            op: "write_op_operate",
+            target: "object mirror/x".into(),
+            errno: libc::EDQUOT,
+        };
+        assert_eq!(
+            e.to_string(),
+            "write_op_operate object mirror/x: EDQUOT (Disk quota exceeded: pool full, its quota \
+             reached (ceph osd pool get-quota))"
+        );
+        assert!(Errno(libc::ENOSPC).to_string().contains("pool or cluster full"));
+        assert!(Errno(libc::EPERM)
+            .to_string()
+            .starts_with("EPERM (Operation not permitted: usually this client's caps"));
     }
 
     #[test]

@@ -127,6 +127,12 @@ impl IoCtx {
             check(ret, "rados_ioctx_create", || format!("pool {pool} in cluster {}", cluster.name))?;
             // SAFETY: freshly created ioctx, not shared yet: setting the namespace is safe.
             unsafe { librados::rados_ioctx_set_namespace(raw, c_ns.as_ptr()) };
+            // Writes to a full pool (`ceph osd pool set-quota`, or a full cluster) fail with
+            // EDQUOT / ENOSPC instead of waiting, unsent, until it is no longer full: the
+            // caller says why it stopped and retries. Writes that add no data (omap: mirror
+            // statuses, journal commit positions; watches) still succeed there.
+            // SAFETY: freshly created ioctx, not shared yet: setting its op flags is safe.
+            unsafe { librados::rados_set_pool_full_try(raw) };
             Ok(IoCtx {
                 handle: Arc::new(IoCtxHandle { raw, cluster, pool, namespace, reads: Arc::default() }),
             })
