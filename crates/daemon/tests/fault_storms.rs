@@ -67,6 +67,42 @@ impl Random {
     }
 }
 
+/// Waits (2 min at most) until the site-b daemon's log after its first `from` bytes has a
+/// line containing `needle`; returns it (the status of `spec` on failure).
+fn wait_logged(b: &lab::Site, spec: &str, from: usize, needle: &str) -> String {
+    lab::wait_for(&format!("{needle:?} in the log"), Duration::from_secs(120), || {
+        let log = daemon_log_since(from);
+        match log.lines().find(|l| l.contains(needle)) {
+            Some(line) => Ok(line.to_owned()),
+            None => Err(image_status(b, spec).map(|s| format!("{s:?}")).unwrap_or_else(|e| e)),
+        }
+    })
+}
+
+/// One life of the daemon in a storm, ready for its kill.
+struct Life {
+    daemon: Daemon,
+    /// Where its log starts in the daemon's log file.
+    log_from: usize,
+    /// From its start until the awaited line was logged.
+    until_logged: Duration,
+    /// How long it then ran before the kill.
+    delay: Duration,
+}
+
+/// Starts the daemon (quick takeover), waits until its log has a line containing `needle`,
+/// then lets it run a random 0.3-3.3 s.
+fn start_and_wait(b: &lab::Site, spec: &str, needle: &str, random: &mut Random) -> Life {
+    let log_from = daemon_log().len();
+    let started = Instant::now();
+    let daemon = Daemon::start_with(QUICK_TAKEOVER);
+    wait_logged(b, spec, log_from, needle);
+    let until_logged = started.elapsed();
+    let delay = random.delay(Duration::from_millis(300), Duration::from_secs(3));
+    std::thread::sleep(delay);
+    Life { daemon, log_from, until_logged, delay }
+}
+
 /// The commit position of journal client `client` of `spec`'s journal on `a` (`rbd journal
 /// status`): (tag tid, the newest entry tid of its object positions).
 fn commit_position(a: &lab::Site, spec: &str, client: &str) -> (u64, u64) {
@@ -122,19 +158,8 @@ fn kill_9_storm_during_journal_replay() {
     let mut rows = Vec::new();
     for kill in 1..=storm {
         let (_, start) = commit_position(&a, &spec, &client);
-        let log_from = daemon_log().len();
-        let restarted = Instant::now();
-        let daemon = Daemon::start_with(QUICK_TAKEOVER);
-        lab::wait_for("replay resumed", Duration::from_secs(120), || {
-            let log = daemon_log_since(log_from);
-            match log.lines().find(|l| l.contains("replaying from the committed position")) {
-                Some(line) => Ok(line.to_owned()),
-                None => Err(image_status(&b, &spec).map(|s| format!("{s:?}")).unwrap_or_else(|e| e)),
-            }
-        });
-        let resumed_after = restarted.elapsed();
-        let delay = random.delay(Duration::from_millis(300), Duration::from_secs(3));
-        std::thread::sleep(delay);
+        let Life { daemon, log_from, until_logged: resumed_after, delay } =
+            start_and_wait(&b, &spec, "replaying from the committed position", &mut random);
         let applied = b.metric("ceph_rbd_mirror_image_replay", &label).unwrap_or(0.0) as u64;
         let full_syncs = b.metric("rbd_mirror_rs_image_full_syncs", &label).unwrap_or(0.0);
         let resumed = b.metric("rbd_mirror_rs_image_replay_resumed", &label).unwrap_or(0.0);
@@ -255,20 +280,9 @@ fn kill_9_storm_during_snapshot_sync() {
             primary = mirror_snapshot(&a, &spec);
         }
         let recorded_before = non_primary(&b, &spec, primary).map(|(_, n)| n);
-        let log_from = daemon_log().len();
-        let restarted = Instant::now();
-        let daemon = Daemon::start_with(QUICK_TAKEOVER);
         // This daemon's sync started (the status may still be the killed one's).
-        lab::wait_for("a sync under way", Duration::from_secs(120), || {
-            let log = daemon_log_since(log_from);
-            match log.lines().find(|l| l.contains("syncing snapshot")) {
-                Some(line) => Ok(line.to_owned()),
-                None => Err(image_status(&b, &spec).map(|s| format!("{s:?}")).unwrap_or_else(|e| e)),
-            }
-        });
-        let syncing_after = restarted.elapsed();
-        let delay = random.delay(Duration::from_millis(300), Duration::from_secs(3));
-        std::thread::sleep(delay);
+        let Life { daemon, log_from, until_logged: syncing_after, delay } =
+            start_and_wait(&b, &spec, "syncing snapshot", &mut random);
         full_syncs += b
             .metric("rbd_mirror_rs_image_full_syncs", &format!("image=\"{}\"", image_name(&spec)))
             .unwrap_or(0.0);
@@ -317,7 +331,7 @@ fn kill_9_storm_during_snapshot_sync() {
     assert_eq!(local_id.as_deref(), Some(image_id(&b, &spec).as_str()), "site-b's image was recreated");
     println!(
         "\n{storm} kills during the snapshot syncs of {spec} (256 MiB, {objects} objects, cap {cap} B/s; \
-         progress recorded every 0.5 s):"
+         progress reported every 1 s or 64 objects):"
     );
     println!(
         "| kill | pid | syncing after start | killed after | primary snap | recorded at start | \
@@ -351,15 +365,23 @@ fn kill_9_storm_during_snapshot_sync() {
 // a clear status (or is handled as stock handles it), the others go on, nothing panics.
 
 /// A victim and a healthy journal-mode image of site-a, both replaying at site-b; the
-/// daemon stopped again.
-fn victim_and_healthy_journal_images(a: &lab::Site, b: &lab::Site, case: &str) -> [(String, Images); 2] {
+/// daemon stopped again; then 16 writes of 4 KiB to the victim, whose newest journal entry
+/// is returned.
+fn victim_and_healthy_journal_images(
+    a: &lab::Site,
+    b: &lab::Site,
+    case: &str,
+) -> ([(String, Images); 2], mirror::JournalEntryAt) {
     let victim = mirrored_journal_image(a, &format!("{case}-victim"));
     let healthy = mirrored_journal_image(a, &format!("{case}-healthy"));
-    let _daemon = Daemon::start();
+    let daemon = Daemon::start();
     for (spec, _) in [&victim, &healthy] {
         wait_status(b, spec, "up+replaying", "");
     }
-    [victim, healthy]
+    drop(daemon);
+    a.bench(&victim.0, "seq", "4K", "64K");
+    let newest = mirror::newest_journal_entry(a, &victim.0);
+    ([victim, healthy], newest)
 }
 
 /// The healthy image goes on: new writes replicate, its status `up+replaying`; the daemon
@@ -373,6 +395,17 @@ fn healthy_goes_on(a: &lab::Site, b: &lab::Site, spec: &str, log_from: usize) {
     println!("{spec}: the other image replicated (sha256 equal on both sites, up+replaying)");
 }
 
+/// Starts the daemon and waits (2 min at most) until `victim` is `up+error` at site-b: the
+/// guard, where its log starts, the status description.
+fn start_until_error(b: &lab::Site, victim: &str) -> (Daemon, usize, String) {
+    let log_from = daemon_log().len();
+    let daemon = Daemon::start();
+    let (_, description) =
+        wait_image_status(b, victim, "the victim in error", Duration::from_secs(120), |s, _| s == "up+error");
+    println!("site-b {victim}: up+error, {description}");
+    (daemon, log_from, description)
+}
+
 /// librbd's event type of an `AioWrite`; and one no release defines.
 const AIO_WRITE: u32 = 1;
 const UNKNOWN_EVENT_TYPE: u32 = 99;
@@ -384,11 +417,9 @@ const UNKNOWN_EVENT_TYPE: u32 = 99;
 #[test]
 fn an_unknown_journal_event_type_is_skipped_as_librbd_does() {
     let (_serial, a, b) = sites();
-    let [(victim, _v), (healthy, _h)] = victim_and_healthy_journal_images(&a, &b, "unknown-event");
-    a.bench(&victim, "seq", "4K", "64K");
+    let ([(victim, _v), (healthy, _h)], entry) = victim_and_healthy_journal_images(&a, &b, "unknown-event");
     // Turn the newest write into an event of type 99: the payload starts with the
     // `EventEntry` envelope (struct_v, compat, u32 length), then the u32 event type.
-    let entry = mirror::newest_journal_entry(&a, &victim);
     let mut bytes = mirror::object_read(&a, &entry.object, entry.offset as u64, entry.len);
     let at = 29 + 6;
     assert_eq!(bytes[at..at + 4], AIO_WRITE.to_le_bytes(), "{entry:?} is an AioWrite");
@@ -404,11 +435,7 @@ fn an_unknown_journal_event_type_is_skipped_as_librbd_does() {
 
     let log_from = daemon_log().len();
     let _daemon = Daemon::start();
-    let skipped = lab::wait_for("the unknown event skipped", Duration::from_secs(120), || {
-        let log = daemon_log_since(log_from);
-        let line = log.lines().find(|l| l.contains("unknown type")).map(str::to_owned);
-        line.ok_or_else(|| image_status(&b, &victim).map(|s| format!("{s:?}")).unwrap_or_else(|e| e))
-    });
+    let skipped = wait_logged(&b, &victim, log_from, "unknown type");
     println!("logged: {skipped}");
     assert!(
         skipped.contains("WARN") && skipped.contains(&format!("event_type={UNKNOWN_EVENT_TYPE}")),
@@ -443,20 +470,12 @@ fn an_unknown_journal_event_type_is_skipped_as_librbd_does() {
 #[test]
 fn a_truncated_journal_object_stops_only_its_image() {
     let (_serial, a, b) = sites();
-    let [(victim, _v), (healthy, _h)] = victim_and_healthy_journal_images(&a, &b, "truncated");
-    a.bench(&victim, "seq", "4K", "64K");
-    let entry = mirror::newest_journal_entry(&a, &victim);
+    let ([(victim, _v), (healthy, _h)], entry) = victim_and_healthy_journal_images(&a, &b, "truncated");
     let cut = entry.offset + 40;
     a.rados(&["-p", lab::POOL, "truncate", &entry.object, &cut.to_string()]);
     println!("{} truncated to {cut} bytes, inside the entry at offset {}", entry.object, entry.offset);
 
-    let log_from = daemon_log().len();
-    let _daemon = Daemon::start();
-    let (_, description) =
-        wait_image_status(&b, &victim, "the victim in error", Duration::from_secs(120), |s, _| {
-            s == "up+error"
-        });
-    println!("site-b {victim}: up+error, {description}");
+    let (_daemon, log_from, description) = start_until_error(&b, &victim);
     assert!(
         description.contains("truncated journal object") && description.contains(&entry.object),
         "{description}"
@@ -526,13 +545,7 @@ fn a_mirror_snapshot_whose_namespace_does_not_decode_stops_only_its_image() {
         record.len()
     );
 
-    let log_from = daemon_log().len();
-    let _daemon = Daemon::start();
-    let (_, description) =
-        wait_image_status(&b, &victim, "the victim in error", Duration::from_secs(120), |s, _| {
-            s == "up+error"
-        });
-    println!("site-b {victim}: up+error, {description}");
+    let (_daemon, log_from, description) = start_until_error(&b, &victim);
     assert!(description.contains(&format!("snapshot {snap_id}")), "{description}");
     assert!(description.contains("does not decode"), "{description}");
     // The other image goes on.
@@ -587,13 +600,7 @@ fn an_instance_record_that_does_not_decode_is_logged_and_removed() {
 
     let log_from = daemon_log().len();
     let _daemon = Daemon::start();
-    let line = lab::wait_for("the record logged", Duration::from_secs(120), || {
-        let log = daemon_log_since(log_from);
-        log.lines()
-            .find(|l| l.contains("does not decode"))
-            .map(str::to_owned)
-            .ok_or_else(|| "not yet".to_owned())
-    });
+    let line = wait_logged(&b, &spec, log_from, "does not decode");
     println!("logged: {line}");
     assert!(line.contains("ERROR") && line.contains("instance_\\xff\\xfebad"), "{line}");
     lab::wait_for("the record removed", Duration::from_secs(30), || {
