@@ -8,6 +8,10 @@
 #
 #   RBD_MIRROR_LAB_KEEP=1 tests/run.sh   leave the lab running afterwards
 #   RBD_MIRROR_LAB_DIR=/path             lab state directory (default /tmp/rbd-mirror-rs-lab)
+#   RBD_MIRROR_FAULT_KILLS=20 tests/run.sh   the kill -9 storms of fault_storms.rs with 20 kills
+#                                        each (default 5; alone, 7-8 min on the lab:
+#                                        RBD_MIRROR_FAULT_KILLS=20 cargo test -p daemon
+#                                        --test fault_storms -- --nocapture storm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -10,9 +10,11 @@ mod mirror;
 use std::time::Duration;
 
 use mirror::{
-    blocklist, daemon_log, daemon_log_since, enable_snapshot_mirroring, image_id, image_name, image_status,
-    kill_9_daemon, mirror_snapshot, resync, signal_daemon, sites, wait_image_status, wait_new_image_id,
-    wait_replicated, wait_status, wait_synced, Daemon, Images, Stock,
+    blocklist, daemon_log, daemon_log_since, enable_journal_mirroring as enable, enable_snapshot_mirroring,
+    image_id, image_name, image_status, journaling_image, kill_9_daemon, mirror_snapshot,
+    mirrored_journal_image as mirrored_image, newest_journal_entry, object_read, object_write, resync,
+    signal_daemon, sites, wait_image_status, wait_new_image_id, wait_replicated, wait_same_content,
+    wait_status, wait_synced, Daemon, Images, Stock,
 };
 
 /// Every feature journal replay maintains.
@@ -144,73 +146,18 @@ fn journal_image_replicates_with_stock_tools_agreeing() {
     });
 }
 
-/// Creates an image with `features` on site-a, removed at the end with the guard.
-fn journaling_image(a: &lab::Site, prefix: &str, size: &str, features: &str) -> (String, Images) {
-    let spec = format!("{}/{}", lab::POOL, lab::unique(prefix));
-    a.rbd(&["create", "--size", size, "--image-feature", features, &spec]);
-    let images = Images(vec![spec.clone()]);
-    (spec, images)
-}
-
-/// Enables journal mirroring of `spec` on site-a.
-fn enable(a: &lab::Site, spec: &str) {
-    a.rbd(&["mirror", "image", "enable", spec, "journal"]);
-}
-
-/// Creates a 64 MiB journaling image on site-a, mirrored in journal mode.
-fn mirrored_image(a: &lab::Site, prefix: &str) -> (String, Images) {
-    let (spec, images) = journaling_image(a, prefix, "64M", "layering,exclusive-lock,journaling");
-    enable(a, &spec);
-    (spec, images)
-}
-
 fn wait_replaying(b: &lab::Site, spec: &str) {
     wait_status(b, spec, "up+replaying", "");
-}
-
-fn wait_same_content(a: &lab::Site, b: &lab::Site, spec: &str) {
-    let primary = a.export_sha256(spec);
-    lab::wait_for(&format!("{spec}: equal content on both sites"), Duration::from_secs(240), || {
-        let (state, description) = image_status(b, spec)?;
-        assert!(!state.ends_with("error"), "replay of {spec} failed: {state}: {description}");
-        let s = b.export_sha256(spec);
-        if s == primary {
-            Ok(())
-        } else {
-            Err(format!("site-a {primary}, site-b {s}"))
-        }
-    });
 }
 
 /// Flips one payload byte of the newest write entry in the primary's journal of `spec`;
 /// returns the data object and the entry's offset.
 fn corrupt_newest_entry(a: &lab::Site, spec: &str) -> (String, usize) {
-    use journal_reader::entry::decode_object;
-    use rbd_types::cls_journal::data_object_name;
-    let image_id = a.rbd_json(&["info", spec])["id"].as_str().expect("image id").to_owned();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let rados = rados_ffi::Rados::connect(&a.admin_config()).await.expect("connect site-a");
-        let io = rados.ioctx(lab::POOL, "").await.expect("pool");
-        let header = journal_reader::tail::read_header(&io, &image_id).await.expect("journal header");
-        let width = u64::from(header.splay_width);
-        let mut newest: Option<(u64, u64, String, usize)> = None;
-        for n in header.active_set * width..(header.active_set + 1) * width {
-            let name = data_object_name(io.pool_id(), &image_id, n);
-            let Ok(bytes) = io.read_full(&name).await else { continue };
-            let entries = decode_object(&name, &bytes).expect("journal object decodes").entries;
-            for e in entries.into_iter().filter(|e| e.payload.len() > 1024) {
-                if newest.as_ref().is_none_or(|(t, x, _, _)| (e.tag_tid, e.entry_tid) > (*t, *x)) {
-                    newest = Some((e.tag_tid, e.entry_tid, name.clone(), e.offset));
-                }
-            }
-        }
-        let (_, _, object, offset) = newest.expect("the journal has entries");
-        let at = (offset + 29 + 40) as u64;
-        let byte = io.read(&object, at, 1).await.expect("read a payload byte");
-        io.write(&object, at, &[byte[0] ^ 0xff]).await.expect("flip it");
-        (object, offset)
-    })
+    let newest = newest_journal_entry(a, spec);
+    let at = (newest.offset + 29 + 40) as u64;
+    let byte = object_read(a, &newest.object, at, 1);
+    object_write(a, &newest.object, at, &[byte[0] ^ 0xff]);
+    (newest.object, newest.offset)
 }
 
 /// A journal entry with a bad CRC stops that image with a clear error; another image of the

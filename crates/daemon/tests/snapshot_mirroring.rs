@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use mirror::{
     daemon_log, daemon_log_since, enable_snapshot_mirroring as enable, image_id, image_name, image_status,
-    kill_9_daemon, mirror_snapshot, resync, sites, snapshots, wait_image_status, wait_new_image_id,
-    wait_synced, Daemon, Images, Stock,
+    kill_9_daemon, log_field, mirror_snapshot, resync, sites, snapshots, wait_image_status,
+    wait_new_image_id, wait_synced, Daemon, Images, Stock,
 };
 use serde_json::Value;
 
@@ -234,20 +234,13 @@ fn kill_9_during_a_full_sync_resumes() {
         .find(|l| l.contains("resuming the interrupted snapshot sync"))
         .unwrap_or_else(|| panic!("no resume in the log:\n{log}"));
     println!("{resumed}");
-    let start_object: u64 = field(resumed, "start_object");
+    let start_object: u64 = log_field(resumed, "start_object");
     assert!(start_object > 0, "{resumed}");
     let done = log.lines().find(|l| l.contains("image copy done")).expect("copy done in the log");
     println!("{done}");
-    let copied: u64 = field(done, "bytes_copied");
+    let copied: u64 = log_field(done, "bytes_copied");
     assert!(copied < 1 << 30, "resumed copy read {copied} bytes, the whole image is 1 GiB");
     assert_same(&a, &b, &spec);
-}
-
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}= in {line}"))
 }
 
 /// Failover to site-b and failback to site-a, the stock daemon running at site-a and ours

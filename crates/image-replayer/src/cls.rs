@@ -179,25 +179,54 @@ pub async fn mirror_image_status_remove_down(io: &IoCtx) -> Result<()> {
 }
 
 /// The daemon instances registered in `io`'s `rbd_mirror_leader` (§5.5); none when it does
-/// not exist yet.
+/// not exist yet. A record whose id is not UTF-8 (no instance wrote it: ids are the
+/// decimal RADOS instance ids) is logged and removed; the others are listed.
 pub async fn mirror_instances_list(io: &IoCtx) -> Result<Vec<String>> {
-    match io.exec(RBD_MIRROR_LEADER, "rbd", "mirror_instances_list", &[]).await {
+    let raw = match io.exec(RBD_MIRROR_LEADER, "rbd", "mirror_instances_list", &[]).await {
         Ok(reply) => args::mirror_instances_list_reply(&reply)
-            .map_err(|e| ReplayError::decode(format!("instance list of {}", io.pool_name()), e)),
-        Err(e) if e.is_not_found() => Ok(Vec::new()),
-        Err(e) => Err(e.into()),
+            .map_err(|e| ReplayError::decode(format!("instance list of {}", io.pool_name()), e))?,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut ids = Vec::with_capacity(raw.len());
+    for id in raw {
+        match std::str::from_utf8(&id) {
+            Ok(id) => ids.push(id.to_owned()),
+            Err(_) => {
+                let key = format!("instance_{}", id.escape_ascii());
+                tracing::error!(
+                    pool = io.pool_name(),
+                    key,
+                    "instance record {key} of {RBD_MIRROR_LEADER} does not decode (its id is not UTF-8): removing it"
+                );
+                if let Err(e) = instances_remove(io, &id).await {
+                    tracing::error!(key, error = %e, "cannot remove the instance record");
+                }
+            }
+        }
     }
+    Ok(ids)
 }
 
 /// Registers daemon instance `instance_id` in `rbd_mirror_leader`.
 pub async fn mirror_instances_add(io: &IoCtx, instance_id: &str) -> Result<()> {
-    io.exec_write(RBD_MIRROR_LEADER, "rbd", "mirror_instances_add", &args::mirror_instance_id(instance_id))
-        .await?;
+    io.exec_write(
+        RBD_MIRROR_LEADER,
+        "rbd",
+        "mirror_instances_add",
+        &args::mirror_instance_id(instance_id.as_bytes()),
+    )
+    .await?;
     Ok(())
 }
 
 /// Unregisters daemon instance `instance_id` from `rbd_mirror_leader`.
 pub async fn mirror_instances_remove(io: &IoCtx, instance_id: &str) -> Result<()> {
+    instances_remove(io, instance_id.as_bytes()).await
+}
+
+/// Removes the instance record of id `instance_id` (its bytes) from `rbd_mirror_leader`.
+async fn instances_remove(io: &IoCtx, instance_id: &[u8]) -> Result<()> {
     io.exec_write(
         RBD_MIRROR_LEADER,
         "rbd",
@@ -353,6 +382,13 @@ pub async fn snapshots(io: &IoCtx, image_id: &str) -> Result<Vec<SnapshotInfo>> 
         let reply = match io.exec(&header, "rbd", "snapshot_get", &args::snapshot_get(id)).await {
             Ok(r) => r,
             Err(e) if e.is_not_found() => continue,
+            // cls `rbd` answers EIO for a record it cannot decode.
+            Err(e) if e.errno() == Some(libc::EIO) => {
+                return Err(ReplayError::Invalid(format!(
+                    "snapshot {id} of {header}: its record (omap key snapshot_{id:016x}) does not \
+                     decode ({e})"
+                )))
+            }
             Err(e) => return Err(e.into()),
         };
         let info = args::snapshot_get_reply(&reply)

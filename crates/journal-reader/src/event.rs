@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use rbd_types::encoding::{Decode, DecodeError, DecodeResult, Decoder, Encode, Encoder, UTime};
+use rbd_types::encoding::{Decode, DecodeResult, Decoder, Encode, Encoder, UTime};
 use rbd_types::SnapshotNamespace;
 
 // ---------------------------------------------------------------------------
@@ -164,6 +164,12 @@ pub enum Event {
         /// Data to write, a zero-copy slice.
         write_data: Bytes,
     },
+    /// An event type this decoder does not know (librbd's `UnknownEvent`: its body skipped,
+    /// and its replay does nothing, so that an entry of a newer writer does not stop replay).
+    Unknown {
+        /// The `u32` event type found.
+        event_type: u32,
+    },
 }
 
 /// Event type numbers (`librbd::journal::EventType`).
@@ -216,6 +222,7 @@ impl Event {
             Event::MetadataRemove { .. } => t::METADATA_REMOVE,
             Event::AioWriteSame { .. } => t::AIO_WRITESAME,
             Event::AioCompareAndWrite { .. } => t::AIO_COMPARE_AND_WRITE,
+            Event::Unknown { event_type } => *event_type,
         }
     }
 
@@ -240,7 +247,7 @@ impl Event {
         }
     }
 
-    fn decode_body(d: &mut Decoder<'_>, v: u8, ty: u32, at: usize) -> DecodeResult<Self> {
+    fn decode_body(d: &mut Decoder<'_>, v: u8, ty: u32) -> DecodeResult<Self> {
         use self::event_type as t;
         let snap = |d: &mut Decoder<'_>, v: u8, create: bool| -> DecodeResult<SnapEvent> {
             let op_tid = d.u64("op_tid")?;
@@ -313,7 +320,8 @@ impl Event {
                 cmp_data: d.bytes("cmp_data")?,
                 write_data: d.bytes("write_data")?,
             },
-            event_type => return Err(DecodeError::UnknownEvent { event_type, offset: at }),
+            // The envelope skips the body it does not know, as librbd's `DECODE_FINISH`.
+            event_type => Event::Unknown { event_type },
         })
     }
 
@@ -335,7 +343,8 @@ impl Event {
                 e.u64(*length);
                 e.bytes(data);
             }
-            Event::AioFlush | Event::DemotePromote => {}
+            // An unknown event's body is not known: none is written.
+            Event::AioFlush | Event::DemotePromote | Event::Unknown { .. } => {}
             Event::OpFinish { op_tid, r } => {
                 e.u64(*op_tid);
                 e.u64(*op_tid);
@@ -433,9 +442,8 @@ impl EventEntry {
 impl Decode for EventEntry {
     fn decode(d: &mut Decoder<'_>) -> DecodeResult<Self> {
         let (event, v) = d.envelope("EventEntry", 1, |d, v| {
-            let at = d.offset();
             let t = d.u32("event_type")?;
-            Ok((Event::decode_body(d, v, t, at)?, v))
+            Ok((Event::decode_body(d, v, t)?, v))
         })?;
         let timestamp = if v >= 4 {
             d.envelope("EventEntry metadata", 1, |d, _| d.utime("timestamp"))?

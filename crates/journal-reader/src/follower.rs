@@ -75,6 +75,20 @@ pub enum FollowError {
     /// A data object holds a corrupt entry.
     #[error(transparent)]
     Entry(#[from] EntryError),
+    /// A data object ends in the middle of an entry. librbd appends whole entries, one
+    /// RADOS append each, so the object was cut short (truncated) after it was written.
+    #[error(
+        "{object}: truncated journal object: it ends in a partial entry at offset {offset} \
+         ({bytes} bytes)"
+    )]
+    Truncated {
+        /// Data object name.
+        object: String,
+        /// Offset of the partial entry.
+        offset: u64,
+        /// Its bytes in the object.
+        bytes: usize,
+    },
     /// Entries are missing from the sequence.
     #[error("journal {object}: {source}")]
     Player {
@@ -322,7 +336,7 @@ impl JournalFollower {
         cached.read_closed = closed;
         cached.tags_read_below = if cached.more { 0 } else { newest_tag };
         if bytes.is_empty() {
-            return Ok(());
+            return self.check_end(object_number, name);
         }
         let got = bytes.len() as u64;
         let base = cached.read - cached.partial.len() as u64;
@@ -348,7 +362,19 @@ impl JournalFollower {
             left = piece.slice(decoded.consumed..);
         }
         cached.partial = left;
-        Ok(())
+        self.check_end(object_number, name)
+    }
+
+    /// After a short read (the object's end): a partial entry left there, beyond padding,
+    /// is a truncated object, never one still being written (appends are whole entries).
+    fn check_end(&mut self, object_number: u64, object: String) -> Result<(), FollowError> {
+        let Some(cached) = self.objects.get(&object_number) else { return Ok(()) };
+        if cached.more || cached.partial.iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        let bytes = cached.partial.len();
+        self.pass = None;
+        Err(FollowError::Truncated { object, offset: cached.read - bytes as u64, bytes })
     }
 
     fn width(&self) -> u64 {
@@ -512,6 +538,41 @@ fn join(a: &Bytes, b: &Bytes) -> Bytes {
 mod tests {
     use super::*;
     use crate::entry::{decode_object, encode_entry};
+
+    fn follower(fetch_bytes: usize) -> JournalFollower {
+        let mut header = JournalHeader { order: 24, splay_width: 1, pool_id: -1, ..Default::default() };
+        let client = rbd_types::cls_journal::Client { id: "c".into(), ..Default::default() };
+        header.clients.insert("c".into(), client);
+        JournalFollower::new("id", "c", 2, header, ObjectSetPosition::default(), fetch_bytes)
+    }
+
+    #[test]
+    fn an_object_that_ends_in_a_partial_entry_is_truncated() {
+        let mut object = BytesMut::new();
+        for tid in 0..3 {
+            encode_entry(&mut object, 1, tid, &[7; 3000]);
+        }
+        let object = object.freeze();
+        let cut = object.len() - 100;
+        // Read whole at once (a short read: the object's end).
+        let err = follower(1 << 20).object_read(0, object.slice(..cut)).unwrap_err();
+        let FollowError::Truncated { offset, bytes, .. } = &err else { panic!("{err:?}") };
+        assert_eq!((*offset as usize + bytes, *bytes), (cut, cut - 2 * (object.len() / 3)));
+        assert!(err.to_string().contains("truncated journal object"), "{err}");
+        // Read in chunks: the partial entry is only an error once a read comes back short.
+        let mut f = follower(4096);
+        assert!(f.object_read(0, object.slice(..4096)).is_ok(), "a full read may end inside an entry");
+        assert!(f.object_read(0, object.slice(4096..8192)).is_ok(), "a full read may end inside an entry");
+        assert!(
+            f.object_read(0, object.slice(8192..cut)).is_err(),
+            "the short read after them ends the object"
+        );
+        assert!(follower(1 << 20).object_read(0, object.clone()).is_ok(), "whole entries");
+        // Padding zeros after the last entry are not an entry.
+        let mut padded = BytesMut::from(&object[..]);
+        padded.extend_from_slice(&[0; 4]);
+        assert!(follower(1 << 20).object_read(0, padded.freeze()).is_ok());
+    }
 
     #[test]
     fn only_the_straddling_entry_is_joined() {

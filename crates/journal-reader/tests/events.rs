@@ -228,8 +228,11 @@ fn newer_writer_tail_is_skipped() {
 
 #[test]
 fn unknown_event_and_unsupported_compat() {
-    let b = old_entry(5, 99, |_| {}, true);
-    assert_eq!(EventEntry::decode_payload(&b), Err(DecodeError::UnknownEvent { event_type: 99, offset: 6 }));
+    // As librbd's `UnknownEvent`: its body skipped, the timestamp after it still read.
+    let b = old_entry(5, 99, |e| e.u64(0xdead_beef), true);
+    let ev = EventEntry::decode_payload(&b).unwrap();
+    assert_eq!(ev.event, Event::Unknown { event_type: 99 });
+    assert_eq!(ev.timestamp, UTime { sec: 3, nsec: 4 });
     let mut e = Encoder::new();
     e.envelope(6, 2, |e| e.u32(2));
     let err = EventEntry::decode_payload(&e.into_bytes()).unwrap_err();

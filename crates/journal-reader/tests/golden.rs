@@ -146,6 +146,7 @@ fn every_entry_matches_rbd_journal_inspect() {
                 assert_eq!(data.len() as u64, *length, "{ctx}");
             }
             Event::AioFlush => assert_eq!(ty, "AioFlush", "{ctx}"),
+            Event::Unknown { event_type } => panic!("{ctx}: unknown event type {event_type}"),
             Event::OpFinish { op_tid, r } => {
                 assert_eq!(ty, "OpFinish", "{ctx}");
                 assert_eq!(*op_tid, u(&f["op_tid"]), "{ctx}");

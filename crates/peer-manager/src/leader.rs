@@ -276,7 +276,11 @@ impl LeaderWatcher {
         }
         // The registered instances are alive until they miss the timeout.
         let mut alive: BTreeMap<String, Instant> = BTreeMap::new();
-        for id in cls::mirror_instances_list(&self.io).await.unwrap_or_default() {
+        let listed = cls::mirror_instances_list(&self.io).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot list the registered instances");
+            Vec::new()
+        });
+        for id in listed {
             if id != me {
                 alive.insert(id, Instant::now());
             }

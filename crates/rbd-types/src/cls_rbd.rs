@@ -732,14 +732,17 @@ pub mod args {
 
     // ---- rbd_mirror_leader ----------------------------------------------
 
-    /// `mirror_instances_list` reply: `vector<string>` instance ids.
-    pub fn mirror_instances_list_reply(out: &Bytes) -> Result<Vec<String>> {
-        Decoder::new(out).vec("instance_ids", |d| d.string("instance_id"))
+    /// `mirror_instances_list` reply: `vector<string>` instance ids, each as the bytes of its
+    /// omap key after `instance_` (cls `rbd` does not check them: a record no instance
+    /// wrote may not be UTF-8, and is removed by these bytes).
+    pub fn mirror_instances_list_reply(out: &Bytes) -> Result<Vec<Bytes>> {
+        Decoder::new(out).vec("instance_ids", |d| d.bytes("instance_id"))
     }
 
-    /// `mirror_instances_add` / `mirror_instances_remove` input: `string instance_id`.
-    pub fn mirror_instance_id(instance_id: &str) -> Bytes {
-        string_arg(instance_id)
+    /// `mirror_instances_add` / `mirror_instances_remove` input: `string instance_id` (its
+    /// bytes: see [`mirror_instances_list_reply`]).
+    pub fn mirror_instance_id(instance_id: &[u8]) -> Bytes {
+        build(|e| e.bytes(instance_id))
     }
 
     /// `mirror_image_map_list` input: `string start_after, u64 max_return`.
@@ -1267,7 +1270,9 @@ mod tests {
             e.string("1");
             e.string("22");
         });
-        assert_eq!(mirror_instances_list_reply(&ids).unwrap(), ["1", "22"]);
+        assert_eq!(mirror_instances_list_reply(&ids).unwrap(), [&b"1"[..], b"22"]);
+        assert_eq!(mirror_instance_id(b"\xff1"), build(|e| e.bytes(b"\xff1")));
+        assert_eq!(mirror_instance_id(b"1"), build(|e| e.string("1")));
     }
 
     #[test]

@@ -80,14 +80,6 @@ pub enum DecodeError {
         /// Offset of the string's length prefix.
         offset: usize,
     },
-    /// An `EventEntry` with an event type this decoder does not know.
-    #[error("unknown journal event type {event_type} at offset {offset}")]
-    UnknownEvent {
-        /// The `u32` event type found.
-        event_type: u32,
-        /// Offset of the event type field.
-        offset: usize,
-    },
     /// An enum field holds a value outside the known range.
     #[error("invalid {field} value {value} at offset {offset}")]
     InvalidValue {

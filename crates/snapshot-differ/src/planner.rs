@@ -203,13 +203,17 @@ pub fn plan(local: &[Snap], remote: &[Snap], who: Identity<'_>) -> Step {
                 if ns.mirror_peer_uuids.is_empty() {
                     prune.insert(snap.id);
                 }
+            } else if ns.last_copied_object_number == 0 && scan.start.is_some() {
+                // May lack its image state or object map: recreate it, and prune only it,
+                // since the sync needs the complete snapshot before it (stock's rule; the
+                // first non-primary snapshot is well-formed and resumed instead). Pruning
+                // that one too made the restart a full sync.
+                prune.clear();
+                prune.insert(snap.id);
+                break;
             } else {
                 scan.end = Some(snap.id);
-                if ns.last_copied_object_number == 0 {
-                    // May lack its image state or object map: recreate it.
-                    prune.insert(snap.id);
-                    break;
-                }
+                break;
             }
         } else if ns.state.is_primary() {
             if !ns.complete {
@@ -221,7 +225,8 @@ pub fn plan(local: &[Snap], remote: &[Snap], who: Identity<'_>) -> Step {
             return Step::Stop(Stop::InvalidLocalState);
         }
     }
-    if let (Some(start), None) = (scan.start, scan.end) {
+    // The start is needed by a delta sync, an interrupted one too.
+    if let Some(start) = scan.start {
         prune.remove(&start);
     }
     if let Some(&id) = prune.iter().next() {
@@ -488,10 +493,11 @@ mod tests {
 
     #[test]
     fn an_interrupted_sync_resumes_from_its_progress() {
-        // As the stock daemon, the previous complete snapshot is pruned first (the copy
-        // reads the remote snapshots only).
+        // The complete snapshot it started from is kept (stock).
         let local = [non_primary(10, 4, true, 9), non_primary(12, 7, false, 33)];
-        assert_eq!(plan(&local, &[primary(4), primary(7)], who()), Step::PruneLocal(10));
+        let p = sync(plan(&local, &[primary(4), primary(7)], who()));
+        assert_eq!((p.remote_start, p.local_start), (Some(4), Some(10)));
+        assert_eq!(p.resume.map(|r| (r.local_snap_id, r.last_copied_object_number)), Some((12, 33)));
         let local = [non_primary(12, 7, false, 33)];
         let p = sync(plan(&local, &[primary(4), primary(7)], who()));
         assert_eq!(p.remote_start, Some(4));
@@ -507,8 +513,18 @@ mod tests {
 
     #[test]
     fn an_interrupted_sync_without_progress_is_recreated() {
-        let local = [non_primary(12, 7, false, 0)];
+        // Only it is pruned, never the complete snapshot the sync starts from: pruning both
+        // (one at a time) left no local snapshot, and the restart was a full sync (found by
+        // fault_storms.rs's kill -9 storm).
+        let local = [non_primary(10, 4, true, 9), non_primary(12, 7, false, 0)];
         assert_eq!(plan(&local, &[primary(4), primary(7)], who()), Step::PruneLocal(12));
+        let local = [non_primary(10, 4, true, 9)];
+        let p = sync(plan(&local, &[primary(4), primary(7)], who()));
+        assert_eq!((p.remote_start, p.local_start, p.resume), (Some(4), Some(10), None));
+        // The first non-primary snapshot is resumed from object 0 (stock: it is well-formed).
+        let local = [non_primary(12, 7, false, 0)];
+        let p = sync(plan(&local, &[primary(4), primary(7)], who()));
+        assert_eq!(p.resume.map(|r| (r.local_snap_id, r.last_copied_object_number)), Some((12, 0)));
     }
 
     #[test]

@@ -309,3 +309,114 @@ pub fn enable_snapshot_mirroring(a: &lab::Site, spec: &str) -> u64 {
         .max()
         .expect("the enable took a mirror snapshot")
 }
+
+/// Creates an image with `features` on site-a, removed at the end with the guard.
+pub fn journaling_image(a: &lab::Site, prefix: &str, size: &str, features: &str) -> (String, Images) {
+    let spec = format!("{}/{}", lab::POOL, lab::unique(prefix));
+    a.rbd(&["create", "--size", size, "--image-feature", features, &spec]);
+    let images = Images(vec![spec.clone()]);
+    (spec, images)
+}
+
+/// Enables journal mirroring of `spec` on site-a.
+pub fn enable_journal_mirroring(a: &lab::Site, spec: &str) {
+    a.rbd(&["mirror", "image", "enable", spec, "journal"]);
+}
+
+/// Creates a 64 MiB journaling image on site-a, mirrored in journal mode.
+pub fn mirrored_journal_image(a: &lab::Site, prefix: &str) -> (String, Images) {
+    let (spec, images) = journaling_image(a, prefix, "64M", "layering,exclusive-lock,journaling");
+    enable_journal_mirroring(a, &spec);
+    (spec, images)
+}
+
+/// Waits (4 min at most) until site-b's copy of `spec` reads as site-a's (`rbd export |
+/// sha256sum`); an error status fails at once.
+pub fn wait_same_content(a: &lab::Site, b: &lab::Site, spec: &str) {
+    let primary = a.export_sha256(spec);
+    lab::wait_for(&format!("{spec}: equal content on both sites"), Duration::from_secs(240), || {
+        let (state, description) = image_status(b, spec)?;
+        assert!(!state.ends_with("error"), "replay of {spec} failed: {state}: {description}");
+        let s = b.export_sha256(spec);
+        if s == primary {
+            Ok(())
+        } else {
+            Err(format!("site-a {primary}, site-b {s}"))
+        }
+    });
+}
+
+/// The value of `name=<number>` in a log line; panics without one.
+pub fn log_field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in {line}"))
+}
+
+/// Where one entry of a primary journal lies (see [`newest_journal_entry`]).
+#[derive(Debug, Clone)]
+pub struct JournalEntryAt {
+    /// The journal data object.
+    pub object: String,
+    /// The entry's offset in it.
+    pub offset: usize,
+    /// Its encoded length (header, payload and CRC).
+    pub len: usize,
+    /// Its tag and entry tids.
+    pub tag_tid: u64,
+    pub entry_tid: u64,
+}
+
+/// The newest entry (by tag, then entry tid) whose payload exceeds 1 KiB (a write's) in the
+/// active object set of the primary journal of `spec` on `a`.
+pub fn newest_journal_entry(a: &lab::Site, spec: &str) -> JournalEntryAt {
+    use journal_reader::entry::decode_object;
+    use rbd_types::cls_journal::data_object_name;
+    let image_id = a.rbd_json(&["info", spec])["id"].as_str().expect("image id").to_owned();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let rados = rados_ffi::Rados::connect(&a.admin_config()).await.expect("connect");
+        let io = rados.ioctx(lab::POOL, "").await.expect("pool");
+        let header = journal_reader::tail::read_header(&io, &image_id).await.expect("journal header");
+        let width = u64::from(header.splay_width);
+        let mut newest: Option<JournalEntryAt> = None;
+        for n in header.active_set * width..(header.active_set + 1) * width {
+            let name = data_object_name(io.pool_id(), &image_id, n);
+            let Ok(bytes) = io.read_full(&name).await else { continue };
+            let entries = decode_object(&name, &bytes).expect("journal object decodes").entries;
+            for e in entries.into_iter().filter(|e| e.payload.len() > 1024) {
+                if newest.as_ref().is_none_or(|x| (e.tag_tid, e.entry_tid) > (x.tag_tid, x.entry_tid)) {
+                    newest = Some(JournalEntryAt {
+                        object: name.clone(),
+                        offset: e.offset,
+                        len: e.encoded_len(),
+                        tag_tid: e.tag_tid,
+                        entry_tid: e.entry_tid,
+                    });
+                }
+            }
+        }
+        newest.expect("the journal has entries")
+    })
+}
+
+/// `len` bytes at `at` of RADOS object `object` of the lab's pool on `site`.
+pub fn object_read(site: &lab::Site, object: &str, at: u64, len: usize) -> Vec<u8> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let rados = rados_ffi::Rados::connect(&site.admin_config()).await.expect("connect");
+        let io = rados.ioctx(lab::POOL, "").await.expect("pool");
+        io.read(object, at, len).await.expect("read").to_vec()
+    })
+}
+
+/// Writes `bytes` at `at` of RADOS object `object` of the lab's pool on `site`.
+pub fn object_write(site: &lab::Site, object: &str, at: u64, bytes: &[u8]) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let rados = rados_ffi::Rados::connect(&site.admin_config()).await.expect("connect");
+        let io = rados.ioctx(lab::POOL, "").await.expect("pool");
+        io.write(object, at, bytes).await.expect("write");
+    })
+}

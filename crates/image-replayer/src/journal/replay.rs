@@ -641,6 +641,15 @@ impl<'a> JournalReplayer<'a> {
                 self.commits.push_entry(position);
             }
             Err(event) => {
+                if let Event::Unknown { event_type } = event {
+                    tracing::warn!(
+                        event_type,
+                        tag_tid = position.tag_tid,
+                        entry_tid = position.entry_tid,
+                        object_number = position.object_number,
+                        "skipping a journal event of an unknown type (as librbd replays an UnknownEvent)"
+                    );
+                }
                 // Everything else sees all earlier IO applied.
                 self.flush().await?;
                 let seq = self.commits.push_entry(position);
@@ -693,8 +702,9 @@ impl<'a> JournalReplayer<'a> {
                 let wrote = self.local.compare_and_write(offset, &cmp_data, &write_data).await?;
                 Ok(if wrote { write_data.len() as u64 } else { 0 })
             }
-            // IO events are durable when they complete; nothing more to flush.
-            Event::AioFlush | Event::DemotePromote => Ok(0),
+            // IO events are durable when they complete; nothing more to flush. An unknown
+            // event does nothing, as in librbd's replay (`handle` logged it).
+            Event::AioFlush | Event::DemotePromote | Event::Unknown { .. } => Ok(0),
             Event::OpFinish { op_tid, r } => {
                 match self.pending_ops.remove(&op_tid) {
                     Some(op) if r >= 0 => self.apply_op(op).await?,
@@ -817,5 +827,6 @@ pub fn event_name(e: &Event) -> &'static str {
         Event::MetadataRemove { .. } => "MetadataRemove",
         Event::AioWriteSame { .. } => "AioWriteSame",
         Event::AioCompareAndWrite { .. } => "AioCompareAndWrite",
+        Event::Unknown { .. } => "Unknown",
     }
 }

@@ -82,7 +82,16 @@ impl RemoteImage {
     /// Reads what bootstrap needs of the remote image, through one open of it; also says
     /// whether it is currently primary (its newest journal tag is local).
     pub async fn read(io: &IoCtx, image_id: &str, global_id: &str) -> Result<(RemoteImage, bool)> {
-        let image = Image::open_by_id(io, image_id, None).await?;
+        let image = match Image::open_by_id(io, image_id, None).await {
+            Ok(image) => image,
+            // librbd says only EIO when a record of the image header does not decode (cls
+            // `rbd` cannot decode it either): name the snapshot record, if it is one.
+            Err(e) if e.errno() == Some(libc::EIO) => {
+                crate::cls::snapshots(io, image_id).await?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let name = image.name().await?;
         let geometry = ImageGeometry::of(&image).await?;
         let primary = image.mirror_image_info().await?.primary;
