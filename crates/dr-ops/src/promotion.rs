@@ -32,22 +32,11 @@ pub(crate) struct PromotionRecord {
 /// The record of a snapshot-mode image about to be force-promoted: its newest complete
 /// non-primary snapshot (what librbd's promotion rolls back to). `None` without one.
 pub(crate) fn before_promotion(snaps: &[SnapInfo]) -> Option<(String, u64)> {
-    snaps
-        .iter()
-        .filter_map(|s| match &s.namespace {
-            SnapshotNamespace::Mirror(m)
-                if m.complete
-                    && matches!(
-                        m.state,
-                        MirrorSnapshotState::NonPrimary | MirrorSnapshotState::NonPrimaryDemoted
-                    ) =>
-            {
-                Some((s.id, m.primary_mirror_uuid.clone(), m.primary_snap_id))
-            }
-            _ => None,
-        })
-        .max_by_key(|(id, _, _)| *id)
-        .map(|(_, uuid, snap)| (uuid, snap))
+    let (id, primary_snap_id) = crate::consistent::newest_complete_copy(snaps)?;
+    match &snaps.iter().find(|s| s.id == id)?.namespace {
+        SnapshotNamespace::Mirror(m) => Some((m.primary_mirror_uuid.clone(), primary_snap_id)),
+        _ => None,
+    }
 }
 
 /// The primary mirror snapshot a promotion just created: the newest primary one.
