@@ -265,16 +265,7 @@ async fn prepare(
                         Image::open_by_id(&pair.conn.local_io, here, None).await?.snapshots().await?;
                     let peer_snaps =
                         Image::open_by_id(&pair.conn.remote_io, peer, None).await?.snapshots().await?;
-                    let peer_uuid = pair
-                        .conn
-                        .local_io
-                        .mirror_peer_sites()
-                        .await?
-                        .into_iter()
-                        .find(|p| p.site_name == pair.peer_site)
-                        .map(|p| p.uuid)
-                        .unwrap_or_default();
-                    let here_ids = (pair.conn.local_mirror_uuid.as_str(), peer_uuid.as_str());
+                    let here_ids = (pair.conn.local_mirror_uuid.as_str(), pair.peer_uuid.as_str());
                     common_snapshot(&here_snaps, &peer_snaps, &record, here_ids)
                 }
                 None => None,
@@ -418,7 +409,7 @@ async fn link_to_common(
 }
 
 /// Waits until the image here (linked to the peer's snapshot `common.peer_id`) has synced a
-/// newer peer snapshot and replays; returns the bytes that sync read (whole objects).
+/// newer peer snapshot and replays; returns the bytes that sync read.
 async fn wait_synced_past(
     pair: &PoolPair,
     image: &MirroredImage,

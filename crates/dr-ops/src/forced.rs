@@ -134,9 +134,7 @@ pub async fn failover_forced(
                 seconds: 0.0,
                 error: None,
             };
-            match promote(io, (&id, &out.global_id.clone()), &name, mode, opts.dry_run, &mut out, progress)
-                .await
-            {
+            match promote(io, &id, &name, mode, opts.dry_run, &mut out, progress).await {
                 Ok(o) => out.outcome = o,
                 Err(e) => {
                     progress.step(&name, &format!("FAILED: {e}"));
@@ -165,7 +163,7 @@ pub async fn failover_forced(
 
 async fn promote(
     io: &rados_ffi::IoCtx,
-    (id, global_id): (&str, &str),
+    id: &str,
     name: &str,
     mode: MirrorImageMode,
     dry_run: bool,
@@ -231,7 +229,7 @@ async fn promote(
         let snaps = Image::open_by_id(io, id, None).await?.snapshots().await?;
         if let Some(promoted_snap_id) = promotion::promoted_snapshot(&snaps) {
             let record = PromotionRecord { primary_mirror_uuid, primary_snap_id, promoted_snap_id };
-            if let Err(e) = promotion::write(io, global_id, &record).await {
+            if let Err(e) = promotion::write(io, &out.global_id, &record).await {
                 progress.step(name, &format!("could not record the promotion for the failback: {e}"));
             }
         }

@@ -39,6 +39,8 @@ pub(crate) struct PoolPair {
     pub pool: String,
     /// The peer's site name.
     pub peer_site: String,
+    /// The peer's uuid in this pool's peer list (what this site's mirror snapshots link).
+    pub peer_uuid: String,
     /// Both pools and mirror uuids.
     pub conn: PeerConnection,
 }
@@ -82,7 +84,12 @@ pub(crate) async fn connect_pools(
             }
         };
         match discovery::connect_peer(local, &pool.name, "", peer, connect_timeout).await {
-            Ok(conn) => pairs.push(PoolPair { pool: pool.name, peer_site: peer.site_name.clone(), conn }),
+            Ok(conn) => pairs.push(PoolPair {
+                pool: pool.name,
+                peer_site: peer.site_name.clone(),
+                peer_uuid: peer.uuid.clone(),
+                conn,
+            }),
             Err(e) => errors
                 .push(DrError::Pool { pool: pool.name, reason: format!("peer {}: {e}", peer.site_name) }),
         }
