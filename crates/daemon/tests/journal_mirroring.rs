@@ -1020,43 +1020,84 @@ fn images_with_a_separate_data_pool_replicate_into_that_pool_in_both_modes() {
     println!("site-b {elsewhere}: no data pool (site-b has no {only_a})");
 }
 
-/// What this daemon does not mirror yet is refused with a clear error before anything is
-/// written at site-b, the other images unaffected: a clone (of a mirrored parent, which
-/// replicates).
+/// The `rbd_data.` objects of `spec` on `site` (`rados ls` of the image's pool).
+fn data_objects(site: &lab::Site, spec: &str) -> usize {
+    let info = site.rbd_json(&["info", spec]);
+    let prefix = format!("{}.", info["block_name_prefix"].as_str().expect("block_name_prefix"));
+    site.rados(&["-p", lab::POOL, "ls"]).lines().filter(|l| l.starts_with(&prefix)).count()
+}
+
+/// A journal-mode clone (issue 17), as stock mirrors it: site-b's copy is a clone of the local
+/// copy of the parent snapshot (`rbd info` names it), and the initial sync copies only the
+/// clone's own objects. Journal replay then copies the parent's data up before changing an
+/// object the clone has not written yet (librbd's copy-up on the primary: a 4 KiB write, a
+/// write-same, a compare-and-write keep the rest of the parent's object), an object
+/// discarded whole inside the overlap stays (empty: the parent's data does not show again),
+/// a shrink drops the overlap for good, and `rbd flatten` on the primary flattens site-b's
+/// copy (no parent; the parent snapshot has no children left). Both sites read the same
+/// after each step (`rbd export | sha256sum`), and hold the same objects (`rados ls`).
 #[test]
-fn clones_are_refused_clearly_and_the_rest_replicates() {
+fn a_journal_clone_is_a_clone_of_the_local_parent_with_copy_up_and_flatten_replayed() {
     let (_serial, a, b) = sites();
-    let features = "layering,exclusive-lock,journaling";
+    let features = "layering,exclusive-lock,object-map,fast-diff,journaling";
     let parent = format!("{}/{}", lab::POOL, lab::unique("parent"));
     let clone = format!("{}/{}", lab::POOL, lab::unique("clone"));
     let _images = Images(vec![clone.clone(), parent.clone()]);
+    let base = format!("{parent}@base");
 
-    a.rbd(&["create", "--size", "16M", "--image-feature", features, &parent]);
-    a.rbd(&["mirror", "image", "enable", &parent, "journal"]);
-    a.bench(&parent, "rand", "4K", "512K");
-    a.rbd(&["snap", "create", &format!("{parent}@base")]);
-    a.rbd(&["snap", "protect", &format!("{parent}@base")]);
-    a.rbd(&["clone", "--image-feature", features, &format!("{parent}@base"), &clone]);
-    a.rbd(&["mirror", "image", "enable", &clone, "journal"]);
+    // Pattern bytes in all 8 objects of the parent (zeros would not show a missing copy-up).
+    a.rbd(&["create", "--size", "32M", "--image-feature", features, &parent]);
+    a.rbdio(&parent, &["write", "0", "33554432", "7"]);
+    enable(&a, &parent);
+    a.rbd(&["snap", "create", &base]);
+    a.rbd(&["snap", "protect", &base]);
+    a.rbd(&["clone", "--image-feature", features, &base, &clone]);
+    // Before mirroring: a 4 KiB write into object 0 (copied up on the primary).
+    a.rbdio(&clone, &["write", "4096", "4096", "1"]);
+    enable(&a, &clone);
 
     let _daemon = Daemon::start();
-    // No local image to name at site-b: the status as the primary's site shows it.
-    let peer_status = |spec: &str, wanted: &str| {
-        lab::wait_for(&format!("{spec}: site-b's status at site-a"), Duration::from_secs(120), || {
-            let v = a.rbd_json(&["mirror", "image", "status", spec]);
-            let peer = v["peer_sites"].as_array().and_then(|p| p.first()).cloned().unwrap_or_default();
-            let (state, description) = (peer["state"].as_str(), peer["description"].as_str().unwrap_or(""));
-            if state == Some("up+error") && description.contains(wanted) {
-                Ok(description.to_owned())
-            } else {
-                Err(format!("{v}"))
-            }
-        })
-    };
-    println!("{}", peer_status(&clone, "the primary is a clone"));
-    assert!(!b.rbd_ok(&["info", &clone]), "no local image for a refused clone");
-    wait_replaying(&b, &parent);
-    wait_same_content(&a, &b, &parent);
+    wait_replicated(&b, &parent, &a.export_sha256(&parent), Duration::from_secs(180));
+    wait_replicated(&b, &clone, &a.export_sha256(&clone), Duration::from_secs(180));
+    let info = b.rbd_json(&["info", &clone]);
+    assert_eq!(info["parent"]["image"], image_name(&parent), "site-b's clone has the local parent: {info}");
+    assert_eq!(info["parent"]["snapshot"], "base", "{info}");
+    assert_eq!(data_objects(&b, &clone), 1, "the initial sync copied only the clone's own object");
+
+    // Replayed: copy-ups of objects 5, 3 and 6, object 2 discarded whole, object 4 zeroed in
+    // part (a copy-up too).
+    a.rbdio(&clone, &["write", "20975616", "4096", "2"]);
+    a.rbdio(&clone, &["write-same", "12587008", "8192"]);
+    a.rbdio(&clone, &["compare-and-write", "25165824"]);
+    a.rbdio(&clone, &["discard", "8388608", "4194304"]);
+    a.rbdio(&clone, &["write-zeroes", "16781312", "65536"]);
+    wait_same_content(&a, &b, &clone);
+    let (own_a, own_b) = (data_objects(&a, &clone), data_objects(&b, &clone));
+    println!("{clone}: parent {} at site-b; {own_b} own objects of 8 (site-a {own_a})", info["parent"]);
+    assert_eq!(own_a, own_b, "site-b's clone holds the objects the primary clone holds");
+
+    // A shrink to 24 MiB and a grow back: object 7 reads zeros, not the parent's data.
+    a.rbd(&["resize", "--size", "24M", "--allow-shrink", "--no-progress", &clone]);
+    a.rbd(&["resize", "--size", "32M", "--no-progress", &clone]);
+    a.rbdio(&clone, &["write", "29360128", "4096", "5"]);
+    wait_same_content(&a, &b, &clone);
+
+    // `rbd flatten` on the primary, replayed: no parent at site-b, the same content, and
+    // site-b's parent snapshot has no child left.
+    a.rbd(&["flatten", "--no-progress", &clone]);
+    lab::wait_for(&format!("{clone} flattened at site-b"), Duration::from_secs(120), || {
+        let info = b.rbd_json(&["info", &clone]);
+        if info.get("parent").is_none() {
+            Ok(())
+        } else {
+            Err(format!("{info}"))
+        }
+    });
+    wait_same_content(&a, &b, &clone);
+    let children = b.rbd(&["children", &base]);
+    assert!(children.trim().is_empty(), "site-b's {base} has no child after the flatten: {children}");
+    assert_eq!(data_objects(&b, &clone), data_objects(&a, &clone), "flattened: every object its own");
+    println!("{clone}: flattened on site-a and at site-b; {} objects", data_objects(&b, &clone));
 }
 
 /// Issue 18, journal replay: the primary image's own cap (`rbd image-meta set <image>

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::error::{ErrorKind, ReplayError, Result};
+use crate::error::{ErrorKind, Result};
 use crate::local::{Found, RemoteImage};
 use crate::metrics::ImageMetrics;
 use crate::registry::{Control, ImageHandle};
@@ -144,15 +144,6 @@ async fn attempt(
         s.name = remote.name.clone();
         s.mode = Some(mode);
     });
-    // What this build cannot replay yet is refused before anything is written: journal
-    // replay writes objects directly, without librbd's copy-up of a clone's parent data.
-    if remote.parent.is_some() && mode == MirrorImageMode::Journal {
-        return Err(ReplayError::Unsupported(
-            "the primary is a clone: mirroring clones in journal mode is not supported yet (rbd flatten it \
-             on the primary, or mirror it in snapshot mode)"
-                .into(),
-        ));
-    }
     // A clone to create here: cloned from the local copy of its parent snapshot, once that
     // is there (until then the status says what it waits for).
     let clone = match (&remote.parent, &local_id) {

@@ -60,6 +60,9 @@ pub const OBJECT_EXISTS_CLEAN: u8 = 3;
 
 /// The pool's (namespace's) image directory: names to ids (`RBD_DIRECTORY`).
 pub const RBD_DIRECTORY: &str = "rbd_directory";
+/// Clone v1's children index of a pool (`RBD_CHILDREN`): which images are cloned from which
+/// parent snapshot.
+pub const RBD_CHILDREN: &str = "rbd_children";
 /// The pool's (namespace's) trash: image ids to [`TrashImageSpec`]s in its omap (`RBD_TRASH`).
 pub const RBD_TRASH: &str = "rbd_trash";
 
@@ -996,6 +999,42 @@ pub mod args {
         })
     }
 
+    /// `child_detach` input (clone v2, on the parent's header): `snapid_t snap_id,
+    /// ChildImageSpec {int64 pool_id, string image_id, string pool_namespace}` (envelope 2, 1;
+    /// cls_rbd_types.cc).
+    pub fn child_detach(
+        snap_id: u64,
+        child_pool_id: i64,
+        child_namespace: &str,
+        child_image_id: &str,
+    ) -> Bytes {
+        build(|e| {
+            e.u64(snap_id);
+            e.envelope(2, 1, |e| {
+                e.i64(child_pool_id);
+                e.string(child_image_id);
+                e.string(child_namespace);
+            });
+        })
+    }
+
+    /// `remove_child` input (clone v1, on the child pool's `rbd_children`): the parent as
+    /// `int64 pool_id, string image_id, snapid_t snap_id`, then `string child_image_id`
+    /// (cls_rbd_client.cc).
+    pub fn remove_child(
+        parent_pool_id: i64,
+        parent_image_id: &str,
+        parent_snap_id: u64,
+        child_image_id: &str,
+    ) -> Bytes {
+        build(|e| {
+            e.i64(parent_pool_id);
+            e.string(parent_image_id);
+            e.u64(parent_snap_id);
+            e.string(child_image_id);
+        })
+    }
+
     /// `dir_rename_image` input (on `rbd_directory`): `string src, string dest, string id`
     /// (cls_rbd_client.cc).
     pub fn dir_rename_image(src: &str, dest: &str, id: &str) -> Bytes {
@@ -1477,5 +1516,26 @@ mod tests {
         h.envelope(1, 1, |h| h.u64(u64::MAX));
         e.bytes(&h.into_bytes());
         assert!(matches!(object_map_load_reply(&e.into_bytes()), Err(DecodeError::LengthOutOfBounds { .. })));
+    }
+    #[test]
+    fn child_detach_and_remove_child_inputs_as_cls_rbd_client_encodes_them() {
+        let v2 = args::child_detach(5, 2, "", "abc");
+        let mut want = 5u64.to_le_bytes().to_vec();
+        want.extend([2, 1]);
+        want.extend(19u32.to_le_bytes());
+        want.extend(2i64.to_le_bytes());
+        want.extend(3u32.to_le_bytes());
+        want.extend(b"abc");
+        want.extend(0u32.to_le_bytes());
+        assert_eq!(&v2[..], &want[..]);
+
+        let v1 = args::remove_child(2, "p1", 7, "c1");
+        let mut want = 2i64.to_le_bytes().to_vec();
+        want.extend(2u32.to_le_bytes());
+        want.extend(b"p1");
+        want.extend(7u64.to_le_bytes());
+        want.extend(2u32.to_le_bytes());
+        want.extend(b"c1");
+        assert_eq!(&v1[..], &want[..]);
     }
 }

@@ -145,11 +145,13 @@ pub(crate) async fn check_epoch_link(
 
 /// The local image of `remote` in journal mode (`local::ensure_local_image`): created with
 /// the primary journal's order and splay width, and owned by the remote from the start (its
-/// newest journal tag names the remote pool).
+/// newest journal tag names the remote pool). A clone is cloned from `clone`, the local copy of
+/// its parent snapshot.
 pub(crate) async fn ensure_local_image(
     ctx: &PeerContext,
     remote: &RemoteImage,
     remote_journal: &JournalHeader,
+    clone: Option<&crate::local::CloneSource>,
 ) -> Result<(String, bool)> {
     let options = ImageCreateOptions {
         journal_order: Some(remote_journal.order),
@@ -157,7 +159,7 @@ pub(crate) async fn ensure_local_image(
         ..Default::default()
     };
     let owner = TagData { mirror_uuid: ctx.remote_mirror_uuid.clone(), ..Default::default() };
-    crate::local::ensure_local_image(ctx, remote, MirrorImageMode::Journal, options, None, |id| async move {
+    crate::local::ensure_local_image(ctx, remote, MirrorImageMode::Journal, options, clone, |id| async move {
         local_tag_create(&ctx.local_io, &id, &owner).await
     })
     .await

@@ -34,7 +34,7 @@ pub(crate) async fn attempt(
     cancel: &CancellationToken,
     status: &mut StatusPublisher,
 ) -> Result<Attempt> {
-    let Found { remote, remote_primary, .. } = found;
+    let Found { remote, remote_primary, clone, .. } = found;
     let remote_image_id = remote.image_id.as_str();
     if !remote_primary {
         publish(ctx, status, State::Unknown, "remote image is non-primary").await;
@@ -44,7 +44,7 @@ pub(crate) async fn attempt(
     // The primary's journal header, as the bootstrap steps below need it (the tail reads
     // it again when it opens, after our client is registered).
     let remote_journal = read_header(&ctx.remote_io, remote_image_id).await?;
-    let (local_id, created) = ensure_local_image(ctx, &remote, &remote_journal).await?;
+    let (local_id, created) = ensure_local_image(ctx, &remote, &remote_journal, clone.as_ref()).await?;
     if !created && crate::local::resync_requested(&ctx.local_io, &local_id, MirrorImageMode::Journal).await? {
         return crate::local::resync(ctx, &local_id, status).await;
     }

@@ -755,9 +755,9 @@ impl<'a> JournalReplayer<'a> {
             Event::UpdateFeatures { features, enabled, .. } => {
                 self.local.update_features(features, enabled).await
             }
-            // The local copy of a clone is created flat (the initial sync reads through the
-            // parent): flattening the primary changes nothing here.
-            Event::Flatten { .. } => Ok(()),
+            // The local copy of a clone is a clone of the local parent: flattened as librbd
+            // does (every object copied up, then detached from the parent).
+            Event::Flatten { .. } => self.local.flatten().await,
             Event::SnapProtect(e) => {
                 self.local.snap_set_protection(&e.snap_name, ProtectionStatus::Protected).await
             }

@@ -4,7 +4,9 @@
 //! §8.2), so data goes straight to the image's `rbd_data.<id>.<object>` objects through
 //! librados, with the image's snapshot context, after marking the objects as existing in the
 //! HEAD object map (what librbd's object-map pre-update does) when the image has one.
-//! Metadata changes (size, image-meta) are cls `rbd` calls on its header.
+//! Metadata changes (size, image-meta) are cls `rbd` calls on its header. A clone's object
+//! that still reads through to its parent gets the parent's data first (librbd's copy-up),
+//! so a write to part of it keeps the rest as the clone reads it.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::future::try_join_all;
 use parking_lot::Mutex;
-use rados_ffi::rbd::Image;
+use rados_ffi::rbd::{Image, ParentSpec};
 use rados_ffi::{IoCtx, ObjectBuffer, Rados, WriteOp};
 
 use crate::cls;
@@ -20,10 +22,11 @@ use crate::error::{ReplayError, Result};
 use crate::local::write_batch::{pattern_fill, ObjectGroup, ObjectStep};
 use rbd_types::cls_rbd::{
     args, header_object_name, id_object_name, image_data_object_name, object_map_name, SnapshotInfo,
-    OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT, RBD_DIRECTORY,
+    OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT, RBD_CHILDREN, RBD_DIRECTORY,
 };
-use rbd_types::striping::{image_to_object_extents, Layout, ObjectExtent};
+use rbd_types::striping::{image_to_object_extents, object_to_image_extents, Layout, ObjectExtent};
 use rbd_types::{features, ProtectionStatus, SnapshotNamespace};
+use snapshot_differ::{data_runs, ZERO_GRANULARITY};
 
 /// What is fixed about an image for the life of a replayer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,14 +253,48 @@ pub struct LocalImage {
     features: AtomicU64,
     /// Objects already marked `EXISTS` in the HEAD object map by us.
     marked: Mutex<BTreeSet<u64>>,
+    /// A clone's parent, when the image was one at open.
+    copy_up: Option<CopyUp>,
+}
+
+/// A clone's parent as copy-up reads it (librbd's `CopyupRequest`): the local parent image,
+/// open read-only at the parent snapshot. Journal replay writes objects directly, so before
+/// the first change to an object of a clone that still reads through to the parent, the
+/// parent's data of that object is written into it, as librbd did on the primary.
+#[derive(Debug)]
+struct CopyUp {
+    /// The parent at the parent snapshot.
+    parent: Image,
+    /// The parent's pool (and namespace).
+    parent_io: IoCtx,
+    /// Which parent snapshot (for detaching the clone from it).
+    spec: ParentSpec,
+    /// HEAD's parent overlap: image bytes below it read through to the parent when their
+    /// object does not exist (0 once flattened).
+    overlap: AtomicU64,
+    /// Objects known to be the clone's own (they exist, or were copied up here).
+    own: Mutex<BTreeSet<u64>>,
 }
 
 impl LocalImage {
     /// Opens image `image_id` of `pool`/`namespace` for raw writes.
     pub async fn open(rados: &Rados, pool: &str, namespace: &str, image_id: &str) -> Result<LocalImage> {
         let meta = rados.ioctx(pool, namespace).await?;
-        let geometry = ImageGeometry::read(&meta, image_id).await?;
+        let image = Image::open_by_id(&meta, image_id, None).await?;
+        let geometry = ImageGeometry::of(&image).await?;
         let layout = geometry.layout()?;
+        let copy_up = match image.parent().await? {
+            Some(spec) => {
+                let overlap = image.overlap().await?;
+                let parent_io = rados.ioctx(&spec.pool_name, &spec.pool_namespace).await?;
+                let parent = Image::open_by_id_at_snap_id(&parent_io, &spec.image_id, spec.snap_id).await?;
+                tracing::debug!(parent = %spec.image_name, snap = %spec.snap_name, overlap, "the local image is a clone");
+                let own = Mutex::new(BTreeSet::new());
+                Some(CopyUp { parent, parent_io, spec, overlap: AtomicU64::new(overlap), own })
+            }
+            None => None,
+        };
+        drop(image);
         let data = match geometry.data_pool_id {
             id if id == meta.pool_id() => None,
             id => Some(meta.in_pool(id).await?),
@@ -273,6 +310,7 @@ impl LocalImage {
             geometry,
             layout,
             marked: Mutex::new(BTreeSet::new()),
+            copy_up,
         })
     }
 
@@ -288,12 +326,154 @@ impl LocalImage {
         Ok(Image::open_by_id(&io, &self.image_id, None).await?.has_parent().await?)
     }
 
-    /// Detaches a clone's HEAD from its parent (cls `parent_detach`, as librbd's
-    /// `DetachParentRequest`): snapshots taken before keep theirs. Every object must be the
-    /// image's own by then (a flatten).
+    /// Detaches a clone's HEAD from its parent, as librbd's flatten does: cls `parent_detach`
+    /// on its header (snapshots taken before keep theirs without deep-flatten; the clone-child
+    /// operation feature goes once none does), then, when no snapshot refers to the parent
+    /// any more, the parent forgets the child (`child_detach` on the parent's header for a
+    /// clone v2, `remove_child` from the pool's `rbd_children` for v1), so that the parent
+    /// snapshot can be unprotected and removed. Every object must be the image's own by then.
     pub async fn detach_parent(&self) -> Result<()> {
         let io = self.io.read().await;
-        io.exec_write(&header_object_name(&self.image_id), "rbd", "parent_detach", &[]).await?;
+        let header = header_object_name(&self.image_id);
+        let image = Image::open_by_id(&io, &self.image_id, None).await?;
+        let parent = image.parent().await?;
+        let v2 = image.op_features().await? & features::OPERATION_CLONE_CHILD != 0;
+        drop(image);
+        // After a restart between the two steps the header has no parent any more: the one
+        // read at open is still detached from.
+        let Some(c) = &self.copy_up else {
+            if parent.is_some() {
+                io.exec_write(&header, "rbd", "parent_detach", &[]).await?;
+            }
+            return Ok(());
+        };
+        let parent = parent.unwrap_or_else(|| c.spec.clone());
+        match io.exec_write(&header, "rbd", "parent_detach", &[]).await {
+            // Detached already (a replay of the same flatten after a restart).
+            Err(e) if e.is_not_found() => {}
+            other => other?,
+        }
+        c.overlap.store(0, Ordering::Release);
+        let image = Image::open_by_id(&io, &self.image_id, None).await?;
+        let still_referenced = if v2 {
+            image.op_features().await? & features::OPERATION_CLONE_CHILD != 0
+        } else {
+            !cls::get_snapcontext(&io, &self.image_id).await?.1.is_empty()
+        };
+        drop(image);
+        if still_referenced {
+            tracing::info!(parent = %parent.image_name, snap = %parent.snap_name, "detached from the parent; snapshots still refer to it");
+            return Ok(());
+        }
+        let result = if v2 {
+            let arg = args::child_detach(parent.snap_id, io.pool_id(), io.namespace(), &self.image_id);
+            c.parent_io.exec_write(&header_object_name(&parent.image_id), "rbd", "child_detach", &arg).await
+        } else {
+            let arg = args::remove_child(parent.pool_id, &parent.image_id, parent.snap_id, &self.image_id);
+            io.exec_write(RBD_CHILDREN, "rbd", "remove_child", &arg).await
+        };
+        match result {
+            Err(e) if e.is_not_found() => {}
+            other => other?,
+        }
+        tracing::info!(parent = %parent.image_name, snap = %parent.snap_name, "detached from the parent");
+        Ok(())
+    }
+
+    /// Whether object `object_no` reads through to the parent when it does not exist: the
+    /// image is a clone and part of the object lies below the parent overlap.
+    fn in_parent_overlap(&self, object_no: u64) -> bool {
+        self.copy_up.as_ref().is_some_and(|c| !self.parent_extents(c, object_no).is_empty())
+    }
+
+    /// The parts of object `object_no` below the parent overlap, as `(object offset, image
+    /// offset, length)`.
+    fn parent_extents(&self, c: &CopyUp, object_no: u64) -> Vec<(u64, u64, u64)> {
+        let overlap = c.overlap.load(Ordering::Acquire);
+        if overlap == 0 {
+            return Vec::new();
+        }
+        let mut at = 0u64;
+        let mut out = Vec::new();
+        for (image_offset, len) in
+            object_to_image_extents(&self.layout, object_no, 0, self.layout.object_size)
+        {
+            let object_offset = at;
+            at += len;
+            if image_offset < overlap {
+                out.push((object_offset, image_offset, len.min(overlap - image_offset)));
+            }
+        }
+        out
+    }
+
+    /// Before a change to object `object_no` of a clone: when the object still reads
+    /// through to the parent (below the overlap, not existing), writes the parent's data of
+    /// it into it (zero runs left holes), so that the change applies to the object as the
+    /// clone reads it (librbd's copy-up). Nothing to do for an image without a parent.
+    async fn copy_up(&self, object_no: u64) -> Result<()> {
+        let Some(c) = &self.copy_up else { return Ok(()) };
+        let extents = self.parent_extents(c, object_no);
+        if extents.is_empty() || c.own.lock().contains(&object_no) {
+            return Ok(());
+        }
+        let name = self.object_name(object_no);
+        let exists = match self.io.read().await.data().stat(&name).await {
+            Ok(_) => true,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !exists {
+            let mut op = WriteOp::new();
+            op.create(true);
+            let mut bytes = 0usize;
+            for (object_offset, image_offset, len) in extents {
+                let data = c.parent.read(image_offset, usize::try_from(len).unwrap_or(usize::MAX)).await?;
+                for run in data_runs(&data, ZERO_GRANULARITY) {
+                    bytes += run.len();
+                    op.write(object_offset + run.start as u64, &data[run]);
+                }
+            }
+            self.mark_exists(object_no).await?;
+            match self.io.read().await.data().operate(&name, op).await {
+                // Created meanwhile: its own data stays.
+                Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                other => other?,
+            }
+            tracing::debug!(object_no, bytes, "copied up the parent's data");
+        }
+        c.own.lock().insert(object_no);
+        Ok(())
+    }
+
+    /// An object of a clone emptied whole (a discard of all of it, or a removal below the
+    /// parent overlap): it stays, empty, so that the parent's data no longer shows (librbd's
+    /// discard truncates instead of removing there).
+    async fn hide_parent_object(&self, object_no: u64) -> Result<()> {
+        let mut op = WriteOp::new();
+        op.create(false).truncate(0);
+        self.mark_exists(object_no).await?;
+        self.io.read().await.data().operate(&self.object_name(object_no), op).await?;
+        if let Some(c) = &self.copy_up {
+            c.own.lock().insert(object_no);
+        }
+        Ok(())
+    }
+
+    /// Flattens the clone as librbd's flatten does: every object still reading through to
+    /// the parent is copied up, then the image is detached from its parent. Nothing to do
+    /// for an image without a parent.
+    pub async fn flatten(&self) -> Result<()> {
+        let Some(c) = &self.copy_up else { return Ok(()) };
+        let objects = self.layout.object_count(c.overlap.load(Ordering::Acquire));
+        use futures::StreamExt;
+        let mut copies = futures::stream::iter((0..objects).map(|n| self.copy_up(n))).buffer_unordered(8);
+        while let Some(r) = copies.next().await {
+            r?;
+        }
+        drop(copies);
+        self.detach_parent().await?;
+        tracing::info!(objects, "flattened the local image");
         Ok(())
     }
 
@@ -361,6 +541,7 @@ impl LocalImage {
                     data.len()
                 ))
             })?;
+            self.copy_up(x.object_no).await?;
             self.mark_exists(x.object_no).await?;
             self.io.read().await.data().write(&self.object_name(x.object_no), x.offset, piece).await?;
             Ok::<_, ReplayError>(())
@@ -378,6 +559,12 @@ impl LocalImage {
             let name = self.object_name(x.object_no);
             let mut op = WriteOp::new();
             let whole = x.offset == 0 && x.length >= object_size;
+            if self.in_parent_overlap(x.object_no) {
+                if whole {
+                    return self.hide_parent_object(x.object_no).await;
+                }
+                self.copy_up(x.object_no).await?;
+            }
             if whole {
                 op.remove();
             } else if x.offset + x.length >= object_size {
@@ -409,6 +596,7 @@ impl LocalImage {
         try_join_all(extents.into_iter().map(|x| async move {
             // Phase of the pattern at this extent's first byte.
             let buf = pattern_fill(pattern, x.buffer_offset, x.length);
+            self.copy_up(x.object_no).await?;
             self.mark_exists(x.object_no).await?;
             self.io.read().await.data().write(&self.object_name(x.object_no), x.offset, &buf).await?;
             Ok::<_, ReplayError>(())
@@ -422,7 +610,15 @@ impl LocalImage {
     pub async fn apply_prepared(&self, prepared: PreparedObjectOps) -> Result<()> {
         let object_no = prepared.object_no;
         let name = self.object_name(object_no);
+        let clone_object = self.in_parent_overlap(object_no);
         for op in prepared.ops {
+            if clone_object {
+                if let PreparedOp::Remove(_) = op {
+                    self.hide_parent_object(object_no).await?;
+                    continue;
+                }
+                self.copy_up(object_no).await?;
+            }
             match op {
                 PreparedOp::Data(op) => {
                     self.mark_exists(object_no).await?;
@@ -449,6 +645,8 @@ impl LocalImage {
     pub async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
         let mut out = vec![0u8; usize::try_from(length).unwrap_or(0)];
         for x in self.extents(offset, length) {
+            // A clone's object that reads through to the parent is read as the clone reads it.
+            self.copy_up(x.object_no).await?;
             let read = self
                 .io
                 .read()
@@ -485,6 +683,11 @@ impl LocalImage {
     pub async fn resize(&self, size: u64) -> Result<()> {
         let old = self.size();
         if size < old {
+            // A clone's overlap shrinks with it (cls `set_size` does the same to the header):
+            // the objects past the new size are removed, not kept to hide the parent.
+            if let Some(c) = &self.copy_up {
+                c.overlap.fetch_min(size, Ordering::AcqRel);
+            }
             self.discard(size, old - size).await?;
         }
         self.set_size(size).await
@@ -623,6 +826,10 @@ impl LocalImage {
         if snap.image_size != current {
             cls::set_size(&io, &self.image_id, snap.image_size).await?;
             self.size.store(snap.image_size, Ordering::Release);
+        }
+        if let Some(c) = &self.copy_up {
+            // Objects absent at the snapshot are gone again: they read through once more.
+            c.own.lock().clear();
         }
         if self.has_object_map() {
             let map = io.read_full(&object_map_name(&self.image_id, Some(snap.id))).await?;
