@@ -292,6 +292,24 @@ fn a_lost_journal_header_watch_is_watched_again() {
     wait_same_content(&a, &b, &spec);
 }
 
+/// Steady state of an rx-tx setup: the stock daemon at site-a has registered its journal
+/// client on site-b's copy of `spec` (it keeps site-b's tags from expiring, which its
+/// split-brain check needs after a failover).
+fn wait_site_a_client_on_site_b(a: &lab::Site, b: &lab::Site, spec: &str) {
+    let site_a_uuid =
+        a.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
+    let client = format!("[id={},", site_a_uuid.trim());
+    let name = image_name(spec);
+    lab::wait_for("site-a's client on site-b's journal", Duration::from_secs(120), || {
+        let status = b.rbd(&["journal", "status", "--pool", lab::POOL, "--image", name]);
+        if status.contains(&client) {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+}
+
 /// Orderly failover with the stock daemon at the other site: ours replicates site-a to
 /// site-b; site-a is demoted and site-b promoted (no force); writes on site-b then reach
 /// site-a through the STOCK daemon, which accepts the tag chain our replay wrote. Then the
@@ -309,21 +327,7 @@ fn failover_to_site_b_then_stock_replicates_back_then_failback() {
     wait_replaying(&b, &spec);
     wait_same_content(&a, &b, &spec);
 
-    // Steady state of an rx-tx setup: the stock daemon at site-a has registered its journal
-    // client on site-b's image (it keeps site-b's tags from expiring, which its split-brain
-    // check needs after the failover).
-    let site_a_uuid =
-        a.rados(&["-p", lab::POOL, "getomapval", "rbd_mirroring", "mirror_uuid", "/dev/stdout"]);
-    let client = format!("[id={},", site_a_uuid.trim());
-    let name = image_name(&spec);
-    lab::wait_for("site-a's client on site-b's journal", Duration::from_secs(120), || {
-        let status = b.rbd(&["journal", "status", "--pool", lab::POOL, "--image", name]);
-        if status.contains(&client) {
-            Ok(())
-        } else {
-            Err(status)
-        }
-    });
+    wait_site_a_client_on_site_b(&a, &b, &spec);
 
     a.rbd(&["mirror", "image", "demote", &spec]);
     wait_status(&b, &spec, "up+unknown", "remote image is non-primary");
@@ -1033,12 +1037,18 @@ fn data_objects(site: &lab::Site, spec: &str) -> usize {
 /// object the clone has not written yet (librbd's copy-up on the primary: a 4 KiB write, a
 /// write-same, a compare-and-write keep the rest of the parent's object), an object
 /// discarded whole inside the overlap stays (empty: the parent's data does not show again),
-/// a shrink drops the overlap for good, and `rbd flatten` on the primary flattens site-b's
-/// copy (no parent; the parent snapshot has no children left). Both sites read the same
-/// after each step (`rbd export | sha256sum`), and hold the same objects (`rados ls`).
+/// a shrink drops the overlap for good. Interop with the stock daemon at site-a: failed over
+/// (site-a demoted, site-b promoted), librbd at site-b agrees with the object map replay kept
+/// (`rbd object-map check`) and copies up from site-b's parent, and the STOCK daemon
+/// replicates that back into site-a's clone; failed back, ours replicates again. Last, `rbd
+/// flatten` on the primary flattens site-b's copy (no parent; the parent snapshot has no
+/// children left). Both sites read the same after each step (`rbd export | sha256sum`), and
+/// hold the same objects (`rados ls`).
 #[test]
-fn a_journal_clone_is_a_clone_of_the_local_parent_with_copy_up_and_flatten_replayed() {
+fn a_journal_clone_is_a_clone_of_the_local_parent_with_copy_up_failover_and_flatten() {
     let (_serial, a, b) = sites();
+    // rx-tx peering, as for a failover: the stock daemon at site-a.
+    let _stock = Stock::start("site-a");
     let features = "layering,exclusive-lock,object-map,fast-diff,journaling";
     let parent = format!("{}/{}", lab::POOL, lab::unique("parent"));
     let clone = format!("{}/{}", lab::POOL, lab::unique("clone"));
@@ -1081,6 +1091,32 @@ fn a_journal_clone_is_a_clone_of_the_local_parent_with_copy_up_and_flatten_repla
     a.rbd(&["resize", "--size", "32M", "--no-progress", &clone]);
     a.rbdio(&clone, &["write", "29360128", "4096", "5"]);
     wait_same_content(&a, &b, &clone);
+
+    // Failover; librbd at site-b copies object 1 up from site-b's parent; the stock daemon
+    // replays that into site-a's clone; failback.
+    wait_site_a_client_on_site_b(&a, &b, &clone);
+    a.rbd(&["mirror", "image", "demote", &clone]);
+    wait_status(&b, &clone, "up+unknown", "remote image is non-primary");
+    b.rbd(&["mirror", "image", "promote", &clone]);
+    let check = b.command_output("rbd", &["object-map", "check", &clone]);
+    assert!(check.is_ok(), "rbd object-map check at site-b: {check:?}");
+    b.rbdio(&clone, &["write", "4198400", "4096", "3"]);
+    let primary = b.export_sha256(&clone);
+    lab::wait_for("site-b's clone writes on site-a (stock daemon)", Duration::from_secs(180), || {
+        let s = a.export_sha256(&clone);
+        if s == primary {
+            Ok(())
+        } else {
+            Err(format!("site-b {primary}, site-a {s}; site-a status {:?}", image_status(&a, &clone)))
+        }
+    });
+    b.rbd(&["mirror", "image", "demote", &clone]);
+    wait_status(&a, &clone, "up+unknown", "");
+    a.rbd(&["mirror", "image", "promote", &clone]);
+    a.rbdio(&clone, &["write", "4202496", "4096", "6"]);
+    wait_replaying(&b, &clone);
+    wait_same_content(&a, &b, &clone);
+    println!("{clone}: failed over, replicated back by the stock daemon, failed back");
 
     // `rbd flatten` on the primary, replayed: no parent at site-b, the same content, and
     // site-b's parent snapshot has no child left.
