@@ -200,6 +200,45 @@ fn snapshot_image_replicates_phase_by_phase() {
     assert!(json["last_snapshot_bytes"].as_u64().is_some(), "{json}");
 }
 
+/// Feature changes on the primary follow with the next mirror snapshot (issue 17, stock's
+/// image state): object-map and fast-diff disabled, then enabled again (`rbd info` at site-b
+/// shows the primary's features, plus `non-primary`, each time); the content stays equal,
+/// synced without the object maps in between.
+#[test]
+fn feature_changes_on_the_primary_follow_with_the_next_mirror_snapshot() {
+    let (_serial, a, b) = sites();
+    let (spec, _images) = new_image(&a, "features", "32M");
+    a.bench(&spec, "rand", "4K", "1M");
+    let (_, _daemon) = enable_and_sync(&a, &b, &spec, Duration::from_secs(120));
+    let features = |s: &lab::Site| -> Vec<String> {
+        let info = s.rbd_json(&["info", &spec]);
+        let mut f: Vec<String> = info["features"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str())
+                    .filter(|x| *x != "non-primary")
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        f.sort();
+        f
+    };
+    assert_eq!(features(&a), features(&b), "features after the first sync");
+    for (verb, what) in [("disable", ["fast-diff", "object-map"]), ("enable", ["object-map", "fast-diff"])] {
+        a.rbd(&["feature", verb, &spec, what[0], what[1]]);
+        a.bench(&spec, "rand", "4K", "256K");
+        let id = mirror_snapshot(&a, &spec);
+        wait_synced(&b, &spec, id, Duration::from_secs(120));
+        let (fa, fb) = (features(&a), features(&b));
+        println!("{verb}d {what:?}: site-a {fa:?}, site-b {fb:?}");
+        assert_eq!(fa, fb, "site-b follows the primary's {verb} of {what:?}");
+        assert_eq!(fb.contains(&"object-map".to_owned()), verb == "enable", "{fb:?}");
+        assert_same(&a, &b, &spec);
+    }
+}
+
 /// `kill -9` during the full sync of a 1 GiB image: the restarted daemon resumes from the
 /// progress recorded in the non-primary snapshot (it copies less than the image), and the
 /// content is equal.

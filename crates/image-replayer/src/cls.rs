@@ -363,6 +363,17 @@ pub async fn get_size(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u64> {
     Ok(size)
 }
 
+/// The image's feature bits (cls `get_features`, as a read-only client asks).
+pub async fn get_features(io: &IoCtx, image_id: &str) -> Result<u64> {
+    let header = header_object_name(image_id);
+    let reply = io
+        .exec(&header, "rbd", "get_features", &args::get_features(rbd_types::cls_rbd::CEPH_NOSNAP, true))
+        .await?;
+    let (features, _) = args::get_features_reply(&reply)
+        .map_err(|e| ReplayError::decode(format!("features in {header}"), e))?;
+    Ok(features)
+}
+
 /// The image's flags (`RBD_FLAG_*`) at snapshot `snap_id` ([`rbd_types::cls_rbd::CEPH_NOSNAP`]
 /// for HEAD).
 pub async fn get_flags(io: &IoCtx, image_id: &str, snap_id: u64) -> Result<u64> {

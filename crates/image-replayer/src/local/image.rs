@@ -487,6 +487,11 @@ impl LocalImage {
         &self.geometry
     }
 
+    /// The current feature bits.
+    pub fn features(&self) -> u64 {
+        self.features.load(Ordering::Acquire)
+    }
+
     /// The current size.
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)

@@ -613,6 +613,7 @@ impl SnapshotReplayer<'_> {
             self.local.finish_snapshot_object_map(local_end).await?;
         }
         self.follow_flatten(plan.remote_end).await?;
+        self.follow_features().await?;
         cls::mirror_image_snapshot_set_copy_progress(
             &ctx.local_io,
             self.local.image_id(),
@@ -682,6 +683,27 @@ impl SnapshotReplayer<'_> {
             remote_snap_id = remote_end,
             "the primary was flattened: detached the local image from its parent"
         );
+        Ok(())
+    }
+
+    /// Feature changes on the primary (`rbd feature enable|disable`): the local image takes
+    /// the mutable ones (exclusive-lock, object-map, fast-diff; deep-flatten can only go),
+    /// as stock's image state applies the primary's features to its non-primary image.
+    async fn follow_features(&self) -> Result<()> {
+        use rbd_types::features::{DEEP_FLATTEN, EXCLUSIVE_LOCK, FAST_DIFF, OBJECT_MAP};
+        const FOLLOWED: u64 = EXCLUSIVE_LOCK | OBJECT_MAP | FAST_DIFF | DEEP_FLATTEN;
+        let remote = cls::get_features(&self.ctx.remote_io, &self.remote.image_id).await?;
+        let local = self.local.features();
+        let disable = local & !remote & FOLLOWED;
+        let enable = remote & !local & FOLLOWED & !DEEP_FLATTEN;
+        if disable != 0 {
+            tracing::info!(features = disable, "features disabled on the primary: disabling them here");
+            self.local.update_features(disable, false).await?;
+        }
+        if enable != 0 {
+            tracing::info!(features = enable, "features enabled on the primary: enabling them here");
+            self.local.update_features(enable, true).await?;
+        }
         Ok(())
     }
 
