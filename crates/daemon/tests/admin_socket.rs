@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use mirror::{image_name, sites, wait_status, Daemon, Images};
+use mirror::{image_id, image_name, sites, wait_new_image_id, wait_status, Daemon, Images};
 
 /// `ceph --admin-daemon <asok> <words>`: exit code and stdout + stderr.
 fn asok(path: &PathBuf, words: &[&str]) -> (Option<i32>, String) {
@@ -162,8 +162,16 @@ fn the_stock_cli_reads_status_and_config_through_the_admin_socket() {
     let primary = a.export_sha256(&spec);
     std::thread::sleep(Duration::from_secs(4));
     assert_ne!(b.export_sha256(&spec), primary, "nothing replayed while stopped");
+    // A resync requested while the image replayer is stopped (issue 17) is done when it
+    // starts again: a new local image.
+    let old_id = image_id(&b, &spec);
+    b.rbd(&["mirror", "image", "resync", &spec]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(image_id(&b, &spec), old_id, "nothing done while the replayer is stopped");
     let (code, _) = asok(&path, &["rbd", "mirror", "start", &spec]);
     assert_eq!(code, Some(0));
+    let new_id = wait_new_image_id(&b, &spec, &old_id);
+    println!("resync requested while stopped: local image {old_id} replaced by {new_id} after the start");
     lab::wait_for("replay after start", Duration::from_secs(120), || {
         let copy = b.export_sha256(&spec);
         if copy == primary {
