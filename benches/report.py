@@ -233,9 +233,9 @@ def svg(d, samples, title):
             if gy is not None:
                 parts.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#2ca02c" stroke-dasharray="4,3"/>' % (x0, sy(gy), x0 + PW, sy(gy)))
         for i, (name, pts) in enumerate(series):
-            ly = T + 16 + 16 * i
-            parts.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>' % (x0 + 10, ly - 4, x0 + 30, ly - 4, COLORS[name]))
-            parts.append('<text x="%d" y="%d">%s%s</text>' % (x0 + 35, ly, name, "" if pts else " (no data)"))
+            ly, lx = T + 16 + 16 * i, x0 + (10 if logx else PW - 110)   # the legend where the curves are not
+            parts.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>' % (lx, ly - 4, lx + 20, ly - 4, COLORS[name]))
+            parts.append('<text x="%d" y="%d">%s%s</text>' % (lx + 25, ly, name, "" if pts else " (no data)"))
             if pts:
                 path = " ".join("%.1f,%.1f" % (sx(x), sy(y)) for x, y in pts)
                 parts.append('<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>' % (COLORS[name], path))
