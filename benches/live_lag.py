@@ -25,11 +25,13 @@ DRAIN (env LAG_DRAIN_S, 60) seconds have passed; sentinels not seen by then are 
 lag is at least (the reader's end - acknowledged), and a percentile on or above such a lower
 bound is printed as ">=value". "stuck=1": sentinels are missing and none became readable after
 the writes ended (the replica stopped following, not merely slow).
-Exit status 0, or 1 on a setup error; the caller judges the figures.
+Exit status 0, or 1 on a setup error; the caller judges the figures. SIGALRM ends a run that
+takes more than 3 x SECS + DRAIN + 120 s (a hung cluster).
 """
 import os
 import random
 import select
+import signal
 import struct
 import sys
 import threading
@@ -59,6 +61,7 @@ def fmt(v):
 def reader(conf_b, pool, image, poll, drain, stop_fd, out):
     """Reads block 0 of site-b's copy until the writer's last sentinel is readable (the writer
     sends its count when done) or DRAIN s after that; reports to OUT."""
+    signal.alarm(int(drain * 2 + 600))   # (alarms are not inherited across fork)
     site_b = rados.Rados(clustername="site-b", conffile=conf_b)
     site_b.connect()
     io_b = site_b.open_ioctx(pool)
@@ -111,6 +114,12 @@ def main(argv):
     if rate <= 0 or every <= 0 or secs <= 0:
         sys.exit("live_lag.py: SECS, RATE and EVERY must be positive")
 
+    # Ctrl-C or a kill ends both processes at once (Python's own SIGINT handling waits for the
+    # main thread, which may be blocked in librbd); the shell that started them cleans up
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # a bound on the whole run, as timeout(1) would give: SIGALRM ends it (the reader sets its own)
+    signal.alarm(int(secs * 3 + drain + 120))
     # the reader is its own process (forked before any librados thread exists), so that the
     # writer's pacing and completions never delay its reads, nor it the writer
     to_reader_r, to_reader_w = os.pipe()

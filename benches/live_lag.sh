@@ -90,8 +90,14 @@ run_daemon() {
 
   # live lag under a steady load
   c0=$(cpu_ticks "$pid"); t1=$(now)
-  line=$(timeout $((SECS * 3 + 180)) "$PY" "$LAG_PY" "$(conf site-a)" "$(conf site-b)" "$POOL" "$img" \
-    "$SECS" "$RATE" "$EVERY" "$samples") || { log "ERROR: $d: live_lag.py failed"; line=; }
+  # (no timeout(1): it would put live_lag.py in a process group of its own, out of reach of a
+  # Ctrl-C; the program bounds itself with alarm(2))
+  local rc=0
+  line=$("$PY" "$LAG_PY" "$(conf site-a)" "$(conf site-b)" "$POOL" "$img" "$SECS" "$RATE" "$EVERY" "$samples") || rc=$?
+  # killed by SIGINT or SIGTERM (a Ctrl-C, a kill of the process group): stop, cleaning up (bash
+  # itself would carry on: it ignores a SIGINT its foreground child did not die of)
+  ((rc != 130 && rc != 143)) || exit 130
+  ((rc == 0)) || { log "ERROR: $d: live_lag.py failed (exit $rc)"; line=; }
   t2=$(now)
   if [[ -d /proc/$pid ]]; then c1=$(cpu_ticks "$pid"); hwm=$(kib "$pid" VmHWM); else
     log "ERROR: $d daemon (pid $pid) exited during the load"; c1=$c0; hwm=0; FAILED=1; fi

@@ -65,10 +65,15 @@ step() {
   [[ " $ONLY " == *" $name "* ]] || { log "skipping $name (BENCH_ONLY)"; return 0; }
   log "==== $script ($(date -u +%TZ), load $(load))"
   t0=$(now)
+  # the copy to the log ignores INT and TERM: a Ctrl-C or a kill of the process group must not
+  # take it away while the bench still writes (its exit trap cleaning up)
   set +e
-  env "$@" "$REPO/benches/$script" 2>&1 | tee "$DIR/${script%.sh}.log"
-  rc=${PIPESTATUS[0]}
+  env "$@" "$REPO/benches/$script" > >(trap '' INT TERM; exec tee "$DIR/${script%.sh}.log") 2>&1
+  rc=$?
+  wait   # for the copy to the log (bash >= 5.1 waits for a process substitution too)
   set -e
+  # 130: the bench was interrupted (lib.sh's INT/TERM trap) and has cleaned up; so stop here
+  ((rc != 130)) || die "$script interrupted"
   rec meta "${name}_rc" "$rc" exit "$script: $(calc "$(now) - $t0" 0) s, load after $(load)"
   ((rc == 0)) || { FAILED=1; log "WARNING: $script exited $rc (see $DIR/${script%.sh}.log)"; }
 }
