@@ -32,6 +32,9 @@
 #   RBD_MIRROR_LAB_DIR       lab state (default as lab.sh: /tmp/rbd-mirror-rs-lab, or
 #                            /tmp/rbd-mirror-rs-lab<N> for instance N > 0)
 #   BENCH_OUT                TSV path (default benches/results/journal_replay-<UTC date>.tsv)
+#   BENCH_SERIES             file to append the replay's progress to, one line per look at the
+#                            peer's commit position: daemon, seconds since mirror-start, tag,
+#                            entry_tid (for benches/report.py's throughput plot; default none)
 #
 # Signals, and their limits:
 #  * commit catch-up = the site-b peer's journal client on site-a (id = site-b's pool mirror
@@ -71,6 +74,7 @@ VERIFY=${BENCH_VERIFY:-600}
 IDLE_WINDOW=2
 FEATURES=layering,exclusive-lock,object-map,fast-diff,journaling
 OUT=${BENCH_OUT:-$REPO/benches/results/journal_replay-$STAMP.tsv}
+SERIES=${BENCH_SERIES:-}
 
 # ---- preconditions -----------------------------------------------------------------------------
 check_lab rbd rados jq awk timeout sha256sum numfmt getconf
@@ -169,6 +173,7 @@ run_daemon() {
     pos=$(position "$img" "$PEER_UUID") || pos=unreadable
     t1=$(now)
     if [[ $pos =~ ^[0-9]+\ [0-9]+$ && $pos != "$last" && -z $t_first ]]; then t_first=$t1; pos_first=$pos; fi
+    [[ -z $SERIES || ! $pos =~ ^[0-9]+\ [0-9]+$ ]] || printf '%s\t%s\t%s\n' "$d" "$(calc "$t1 - $t0")" "${pos/ /$'\t'}" >>"$SERIES"
     last=$pos
     if pos_ge "$pos" "$target"; then caught=1; break; fi
     (($(date +%s) < end)) || { log "ERROR: $d did not catch up within ${CATCHUP_TIMEOUT}s (peer position $pos, target $target)"; break; }

@@ -62,21 +62,24 @@ check_lab() {
   rbdc site-b mirror pool info "$POOL" >/dev/null 2>&1 || die "site-b pool $POOL unreachable (lab down?)"
 }
 
-# rbd bench writes of 4M: prints the bandwidth rbd bench reports at the end, in MiB/s
-# (its last line reads "elapsed: 3  ops: 256  ops/sec: 80  bytes/sec: 320 MiB/s")
-bench_4m() {  # site image pattern total
-  rbdc "$1" bench --io-type write --io-size 4M --io-pattern "$3" --io-threads 16 \
-    --io-total "$4" "$POOL/$2" >"$WORK/bench.txt" 2>&1 || { cat "$WORK/bench.txt" >&2; die "rbd bench on $1 failed"; }
+# rbd bench of 4M writes (or IO_TYPE, e.g. read): prints the bandwidth rbd bench reports at the
+# end, in MiB/s (its last line reads "elapsed: 3  ops: 256  ops/sec: 80  bytes/sec: 320 MiB/s");
+# two may run at once on different images
+bench_4m() {  # site image pattern total [io-type]
+  local f=$WORK/bench-$1-$2.txt
+  rbdc "$1" bench --io-type "${5:-write}" --io-size 4M --io-pattern "$3" --io-threads 16 \
+    --io-total "$4" "$POOL/$2" >"$f" 2>&1 || { cat "$f" >&2; die "rbd bench on $1 failed"; }
   awk '/^elapsed:/ { for (i = 1; i < NF; i++) if ($i == "bytes/sec:") { v = $(i + 1); u = $(i + 2) } }
     END { if (v == "") exit 1
           m = (u ~ /^GiB/) ? 1024 : (u ~ /^MiB/) ? 1 : (u ~ /^KiB/) ? 1 / 1024 : 1 / 1048576
           printf "%.1f\n", v * m }' \
-    "$WORK/bench.txt" || die "cannot parse rbd bench output: $(cat "$WORK/bench.txt")"
+    "$f" || die "cannot parse rbd bench output: $(cat "$f")"
 }
 
 # ---- benches of a daemon at site-b (stock rbd-mirror or ours) ----------------------------------
 # daemon_bench DAEMONS: checks the daemon names (stock, ours), finds our binary (OURS_BIN:
-# RBD_MIRROR_RS_BIN, else <repo>/target/release/rbd-mirror-rs, built when missing) when "ours"
+# RBD_MIRROR_RS_BIN, else ${CARGO_TARGET_DIR:-<repo>/target}/release/rbd-mirror-rs, built when
+# missing) when "ours"
 # is among them, sets HZ, PIDFILE, DLOG, starts OUT (a TSV for `rec`) and makes the exit trap
 # stop the site-b daemon.
 daemon_bench() {
@@ -87,10 +90,11 @@ daemon_bench() {
       OURS_BIN=$(readlink -f "$RBD_MIRROR_RS_BIN") || die "RBD_MIRROR_RS_BIN=$RBD_MIRROR_RS_BIN not found"
       [[ -x $OURS_BIN ]] || die "RBD_MIRROR_RS_BIN=$RBD_MIRROR_RS_BIN is not an executable file"
     else
-      OURS_BIN=$REPO/target/release/rbd-mirror-rs
+      local target=${CARGO_TARGET_DIR:-$REPO/target}
+      OURS_BIN=$target/release/rbd-mirror-rs
       if [[ ! -x $OURS_BIN ]]; then
         log "building $OURS_BIN (cargo build --release -p daemon)"
-        (cd "$REPO" && CARGO_TARGET_DIR=$REPO/target cargo build --release -p daemon >&2) || die "build failed"
+        (cd "$REPO" && CARGO_TARGET_DIR=$target cargo build --release -p daemon >&2) || die "build failed"
       fi
     fi
   fi
