@@ -5,14 +5,39 @@
 //! [`MirroringWatch`], the watch of a pool's `rbd_mirroring` kept up on either site.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_replayer::{cls, PeerContext};
 use rados_ffi::{IoCtx, Watch, WatchEvent};
 use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageState, RBD_MIRRORING};
+use tokio::task::JoinHandle;
 
 /// How often a lost `rbd_mirroring` watch is tried again.
 const REWATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which cluster's `rbd_mirroring` a [`MirroringWatch`] watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Local,
+    Peer,
+}
+
+impl Side {
+    fn io(self, ctx: &PeerContext) -> &IoCtx {
+        match self {
+            Side::Local => &ctx.local_io,
+            Side::Peer => &ctx.remote_io,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Side::Local => "local",
+            Side::Peer => "peer",
+        }
+    }
+}
 
 /// A watch of a pool's `rbd_mirroring` object, made again when it is lost. The OSD counts
 /// the watchers of that object: this daemon's image statuses in the pool read as `up` only
@@ -21,47 +46,60 @@ const REWATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// restart); librados then reports `ENOTCONN` and does not make it again itself.
 pub(crate) struct MirroringWatch {
     watch: Option<Watch>,
+    /// A watch being made again, as a task of its own: `rados_watch3` waits for ever for a
+    /// cluster out of reach, and a cancelled [`Self::notified`] must not abandon it (the
+    /// registration would be made and never removed). Dropped, the task goes on and drops
+    /// (unregisters) the watch it makes.
+    making: Option<JoinHandle<rados_ffi::Result<Watch>>>,
     /// When a lost watch is tried again.
     rewatch_at: Instant,
-    /// `local` or `peer`, for the log.
-    site: &'static str,
+    side: Side,
 }
 
 impl std::fmt::Debug for MirroringWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MirroringWatch")
-            .field("site", &self.site)
+            .field("side", &self.side)
             .field("watching", &self.watch.is_some())
             .finish()
     }
 }
 
 impl MirroringWatch {
-    /// Watches `rbd_mirroring` of `io`'s pool and namespace.
-    pub(crate) async fn new(io: &IoCtx, site: &'static str) -> rados_ffi::Result<Self> {
-        Ok(MirroringWatch { watch: Some(io.watch(RBD_MIRRORING).await?), rewatch_at: Instant::now(), site })
+    /// Watches `rbd_mirroring` of the context's pool and namespace on `side`.
+    pub(crate) async fn new(ctx: &PeerContext, side: Side) -> rados_ffi::Result<Self> {
+        let watch = side.io(ctx).watch(RBD_MIRRORING).await?;
+        Ok(MirroringWatch { watch: Some(watch), making: None, rewatch_at: Instant::now(), side })
     }
 
     /// Waits for a notification of the object, or for the watch to be back after it was
     /// lost (notifications may have been missed meanwhile); a lost watch is tried again
-    /// every [`REWATCH_INTERVAL`]. Cancel-safe but for a watch being made when cancelled,
-    /// which is made again at the next call.
-    pub(crate) async fn notified(&mut self, io: &IoCtx) {
+    /// every [`REWATCH_INTERVAL`]. Cancel-safe.
+    pub(crate) async fn notified(&mut self, ctx: &Arc<PeerContext>) {
+        let side = self.side;
         loop {
-            let Some(watch) = &mut self.watch else {
-                tokio::time::sleep_until(self.rewatch_at.into()).await;
-                self.rewatch_at = Instant::now() + REWATCH_INTERVAL;
-                match io.watch(RBD_MIRRORING).await {
-                    Ok(watch) => {
-                        tracing::info!(pool = %io.pool_name(), site = self.site, "rbd_mirroring watched again");
+            if let Some(making) = &mut self.making {
+                let made = making.await;
+                self.making = None;
+                match made {
+                    Ok(Ok(watch)) => {
+                        tracing::info!(pool = %side.io(ctx).pool_name(), site = side.name(), "rbd_mirroring watched again");
                         self.watch = Some(watch);
                         return;
                     }
-                    Err(e) => {
-                        tracing::debug!(pool = %io.pool_name(), site = self.site, error = %e, "cannot watch rbd_mirroring yet");
-                        continue;
+                    Ok(Err(e)) => {
+                        tracing::debug!(pool = %side.io(ctx).pool_name(), site = side.name(), error = %e, "cannot watch rbd_mirroring yet");
                     }
+                    Err(e) => tracing::debug!(error = %e, "the rbd_mirroring watch task failed"),
                 }
+                continue;
+            }
+            let Some(watch) = &mut self.watch else {
+                tokio::time::sleep_until(self.rewatch_at.into()).await;
+                self.rewatch_at = Instant::now() + REWATCH_INTERVAL;
+                let ctx = ctx.clone();
+                self.making = Some(tokio::spawn(async move { side.io(&ctx).watch(RBD_MIRRORING).await }));
+                continue;
             };
             match watch.next().await {
                 Some(WatchEvent::Notify { .. }) => return,
@@ -71,8 +109,8 @@ impl MirroringWatch {
                         _ => 0,
                     };
                     tracing::warn!(
-                        pool = %io.pool_name(),
-                        site = self.site,
+                        pool = %side.io(ctx).pool_name(),
+                        site = side.name(),
                         errno,
                         "rbd_mirroring watch lost (this daemon's statuses there read as down until it is back); watching it again"
                     );
@@ -100,7 +138,7 @@ impl PoolWatcher {
     /// Watches `rbd_mirroring` of the peer pool. (Watching it also makes our statuses `up`
     /// on the peer: the OSD counts the watchers of that object.)
     pub(crate) async fn new(ctx: &PeerContext) -> rados_ffi::Result<Self> {
-        Ok(PoolWatcher { watch: MirroringWatch::new(&ctx.remote_io, "peer").await? })
+        Ok(PoolWatcher { watch: MirroringWatch::new(ctx, Side::Peer).await? })
     }
 
     /// The peer's images to replay: mirroring enabled, in journal or snapshot mode (global
@@ -122,7 +160,7 @@ impl PoolWatcher {
 
     /// Waits for a notification of the peer's `rbd_mirroring` (image enabled, disabled,
     /// removed), or for its watch to be back after it was lost ([`MirroringWatch`]).
-    pub(crate) async fn notified(&mut self, ctx: &PeerContext) {
-        self.watch.notified(&ctx.remote_io).await;
+    pub(crate) async fn notified(&mut self, ctx: &Arc<PeerContext>) {
+        self.watch.notified(ctx).await;
     }
 }
