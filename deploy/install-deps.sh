@@ -2,12 +2,13 @@
 # deploy/install-deps.sh — everything rbd-mirror-rs needs on Debian 12, installed only when
 # missing: the Ceph Pacific packages (daemons for the lab, CLI, librados/librbd headers and
 # libraries, librados' C++ headers for rados-ffi's shim), the lab's small tools, C and C++
-# compilers, and the pinned Rust toolchain (rustup).
+# compilers, iptables (net_faults.rs cuts the daemon off from a cluster with its cgroup match)
+# and the pinned Rust toolchain (rustup).
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common rbd-mirror librados-dev librbd-dev libradospp-dev
-  jq uuid-runtime gcc g++ make libc6-dev curl ca-certificates)
+  jq uuid-runtime gcc g++ make libc6-dev curl ca-certificates iptables)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -22,8 +22,14 @@
 #                                RBD_MIRROR_LAB_MIRROR_INSTANCE=N (2..9): another instance at
 #                                that site, --id rbd-mirror.<a|b>N (user made on first use),
 #                                metrics on port <prefix>2(87+N)
+#                                RBD_MIRROR_LAB_MIRROR_CGROUP=DIR: started in that cgroup-v2
+#                                directory (written to DIR/cgroup.procs before the exec), so
+#                                netfilter's cgroup match sees only its sockets (net_faults.rs)
 #        lab.sh mirror-stop [SITE|all]   (default all; every instance of the site, or only
 #                                RBD_MIRROR_LAB_MIRROR_INSTANCE's)
+#        lab.sh osd-stop SITE    stop SITE's OSD (SIGTERM, as "down" stops it)
+#        lab.sh osd-start SITE   start it again as "up" does; waits until it is up and the
+#                                placement groups are active
 #        lab.sh peer-token SITE  print a `rbd mirror pool peer bootstrap create` token of SITE
 #        lab.sh peer-import SITE FILE    import a token into SITE (rx-tx)
 #        lab.sh peer-c           add site-c as site-a's second peer on pool mirror and
@@ -135,7 +141,9 @@ start_daemon() {  # start_daemon SITE NAME BINARY ARGS...
   local s=$1 name=$2 bin; bin=$(command -v "$3") || die "$3 not found"; shift 3
   local d; d=$(site_dir "$s"); local pidfile=$d/run/$name.pid
   is_running "$pidfile" && return 0
-  (cd "$d" && exec setsid "$bin" --cluster "$s" -c "$(conf "$s")" -f "$@" \
+  # START_CGROUP: a cgroup-v2 directory the daemon starts in (its sockets carry it)
+  (cd "$d" && if [[ -n ${START_CGROUP:-} ]]; then echo "$BASHPID" >"$START_CGROUP/cgroup.procs"; fi &&
+    exec setsid "$bin" --cluster "$s" -c "$(conf "$s")" -f "$@" \
     >>"log/$name.stdout" 2>&1 </dev/null) &
   echo "$! $(readlink -f "$bin")" >"$pidfile"
   sleep 0.3
@@ -481,7 +489,8 @@ cmd_mirror_start() {
     local more=()   # another instance: its own log and admin socket (the conf names the first's)
     [[ -n $n ]] && more=(--log-file "$(site_dir "$s")/log/client.rbd-mirror.$id.log" --admin-socket "$asok")
     # shellcheck disable=SC2086 # RBD_MIRROR_LAB_MIRROR_ARGS: several arguments
-    start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id" "${more[@]}" ${RBD_MIRROR_LAB_MIRROR_ARGS:-}
+    START_CGROUP=${RBD_MIRROR_LAB_MIRROR_CGROUP:-} \
+      start_daemon "$s" "rbd-mirror.$id" "${MIRROR_BIN:-rbd-mirror}" --id "rbd-mirror.$id" "${more[@]}" ${RBD_MIRROR_LAB_MIRROR_ARGS:-}
     if [[ -z $MIRROR_BIN ]]; then
       wait_until "$s rbd-mirror admin socket" timeout 10 ceph --admin-daemon "$asok" version
     fi
@@ -499,6 +508,23 @@ cmd_mirror_stop() {
   done
 }
 
+one_site() { case ${1:-} in site-a | site-b | site-c) [[ -f $(site_dir "$1")/.created ]] || die "$1 does not exist; run: $0 up" ;; *) die "usage: lab.sh $2 site-a|site-b|site-c" ;; esac; }
+
+cmd_osd_stop() {
+  one_site "${1:-}" osd-stop
+  stop_daemon "$1" "osd.$(cat "$(site_dir "$1")/osd-id")"
+  log "$1: osd stopped"
+}
+
+cmd_osd_start() {
+  one_site "${1:-}" osd-start
+  local osd; osd=$(cat "$(site_dir "$1")/osd-id")
+  start_daemon "$1" "osd.$osd" ceph-osd -i "$osd"
+  wait_until "$1 osd.$osd up" osd_up "$1"
+  wait_until "$1 placement groups active" pgs_active "$1"
+  log "$1: osd.$osd up"
+}
+
 cmd_purge() { cmd_down; rm -rf "$STATE"; log "removed $STATE"; }
 
 case ${1:-} in
@@ -509,6 +535,8 @@ case ${1:-} in
   dir) echo "$STATE" ;;
   mirror-start) cmd_mirror_start "${2:-}" ;;
   mirror-stop) cmd_mirror_stop "${2:-}" ;;
+  osd-stop) cmd_osd_stop "${2:-}" ;;
+  osd-start) cmd_osd_start "${2:-}" ;;
   peer-token) site_ip "${2:-}" >/dev/null && peer_token "$2" ;;
   peer-c) peer_a_c ;;
   unpeer-c) unpeer_a_c ;;
@@ -516,5 +544,5 @@ case ${1:-} in
     [[ -n ${2:-} && -f ${3:-} ]] || die "usage: lab.sh peer-import SITE FILE"
     site_ip "$2" >/dev/null && peer_import "$2" "$3" ;;
   purge) cmd_purge ;;
-  *) sed -n '11,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '11,44p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

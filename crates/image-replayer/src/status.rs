@@ -32,6 +32,10 @@ pub struct ReplayProgress {
     pub entries_per_second: f64,
     /// Bytes replayed per second (recent).
     pub bytes_per_second: f64,
+    /// How long the primary has not answered a read of its journal, once that is long
+    /// (`journal/replay.rs`' `PRIMARY_SILENT`): `primary_unreachable_seconds` in
+    /// the description (ours; stock says nothing while librados waits).
+    pub primary_unreachable: Option<Duration>,
 }
 
 impl ReplayProgress {
@@ -68,6 +72,9 @@ impl ReplayProgress {
         if behind > 0 && self.entries_per_second > 0.0 {
             v["seconds_until_synced"] = json!((behind as f64 / self.entries_per_second).ceil() as u64);
         }
+        if let Some(silent) = self.primary_unreachable {
+            v["primary_unreachable_seconds"] = json!(silent.as_secs());
+        }
         format!("replaying, {v}")
     }
 }
@@ -102,6 +109,12 @@ const REFRESH_BATCH: usize = 100;
 
 /// How often the book looks for statuses to refresh.
 const REFRESH_TICK: Duration = Duration::from_secs(5);
+
+/// How long a status write may wait, to either pool: librados waits for ever for a cluster
+/// it cannot reach, and a status is advisory (the next change or refresh writes it again).
+/// Without the bound, one write to an unreachable cluster held the book's lock, and with it
+/// every publisher of the namespace and their replay loops, until it answered.
+const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The statuses this daemon wrote for the images of one pool namespace (as written to the
 /// local pool), while their replayers run: [`StatusBook::run`] rewrites those older than
@@ -163,11 +176,17 @@ impl StatusBook {
                             "rbd",
                             "mirror_image_status_set",
                             &args::mirror_image_status_set(global_id, &status),
-                        )?;
+                        )
+                        .map_err(|e| e.to_string())?;
                     }
-                    io.operate(RBD_MIRRORING, op).await?;
+                    tokio::time::timeout(STATUS_WRITE_TIMEOUT, io.operate(RBD_MIRRORING, op))
+                        .await
+                        .map_err(|_| {
+                            format!("no answer from pool {} within {STATUS_WRITE_TIMEOUT:?}", io.pool_name())
+                        })?
+                        .map_err(|e| e.to_string())?;
                 }
-                Ok::<(), rados_ffi::RadosError>(())
+                Ok::<(), String>(())
             };
             match written.await {
                 Ok(()) => {
@@ -223,13 +242,31 @@ impl StatusPublisher {
         let global_id = &self.image.key().global_id;
         {
             let _order = self.book.order.read().await;
-            if let Err(e) = cls::mirror_image_status_set(local, global_id, &status).await {
-                tracing::warn!(%global_id, error = %e, "cannot write the local mirror image status");
+            match tokio::time::timeout(
+                STATUS_WRITE_TIMEOUT,
+                cls::mirror_image_status_set(local, global_id, &status),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(%global_id, error = %e, "cannot write the local mirror image status")
+                }
+                Err(_) => tracing::debug!(%global_id, "no answer to the local mirror image status write"),
             }
             self.book.entries().insert(global_id.clone(), (status.clone(), Instant::now()));
             status.mirror_uuid = self.local_mirror_uuid.clone();
-            if let Err(e) = cls::mirror_image_status_set(remote, global_id, &status).await {
-                tracing::debug!(%global_id, error = %e, "cannot write the remote mirror image status");
+            match tokio::time::timeout(
+                STATUS_WRITE_TIMEOUT,
+                cls::mirror_image_status_set(remote, global_id, &status),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%global_id, error = %e, "cannot write the remote mirror image status")
+                }
+                Err(_) => tracing::debug!(%global_id, "no answer to the remote mirror image status write"),
             }
         }
         self.image.update(|s| {
@@ -275,6 +312,7 @@ mod tests {
             non_primary_position: p(1, 4),
             entries_per_second: 2.0,
             bytes_per_second: 8192.0,
+            primary_unreachable: None,
         };
         let d = progress.description();
         let json: serde_json::Value =
@@ -283,6 +321,12 @@ mod tests {
         assert_eq!(json["seconds_until_synced"], 3);
         assert_eq!(json["primary_position"]["entry_tid"], 10);
         assert!(ReplayProgress::default().description().contains("\"primary_position\":{}"));
+        assert!(!d.contains("primary_unreachable_seconds"), "{d}");
+        let silent = ReplayProgress { primary_unreachable: Some(Duration::from_millis(35_400)), ..progress };
+        let json: serde_json::Value =
+            serde_json::from_str(silent.description().strip_prefix("replaying, ").expect("prefix"))
+                .expect("json");
+        assert_eq!(json["primary_unreachable_seconds"], 35);
     }
 
     #[test]

@@ -154,6 +154,9 @@ pub struct JournalTail {
     next_look: Option<Instant>,
     /// Looks in a row that found nothing.
     empty_looks: u32,
+    /// Since when a request to the primary (the read under way, or watching the header
+    /// again) has waited for its answer; none while nothing waits.
+    waiting_since: Option<Instant>,
 }
 
 /// A read of the journal under way, owned by the tail (see the module documentation).
@@ -224,6 +227,7 @@ impl JournalTail {
             rewatch_at: None,
             next_look: None,
             empty_looks: 0,
+            waiting_since: None,
         })
     }
 
@@ -270,6 +274,7 @@ impl JournalTail {
             if let Some(Reading(reading)) = slot.as_mut() {
                 let read = reading.await;
                 *slot = None;
+                self.waiting_since = None;
                 match read {
                     Read::Header(header) => self.follower.header_read(header?)?,
                     Read::Data(reads) => {
@@ -316,8 +321,16 @@ impl JournalTail {
         }
     }
 
+    /// How long a request to the primary (a read of its journal, or watching its header
+    /// again) has waited for its answer; none while nothing waits. librados waits for ever
+    /// for an OSD it cannot reach: a long wait means the primary does not answer.
+    pub fn primary_waiting_for(&self) -> Option<Duration> {
+        self.waiting_since.map(|t| t.elapsed())
+    }
+
     /// Makes `read` the read under way.
     fn start(&mut self, read: impl Future<Output = Read> + Send + 'static) {
+        self.waiting_since = Some(Instant::now());
         *self.reading.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(Reading(Box::pin(read)));
     }
 
@@ -354,7 +367,12 @@ impl JournalTail {
         let interval = self.options.poll_interval;
         if self.watch.is_none() && self.rewatch_at.is_none_or(|at| Instant::now() >= at) {
             self.rewatch_at = Some(Instant::now() + interval);
-            match self.header_io.watch(&self.header_object).await {
+            // Since the first of the attempts cancelled while waiting (no read is under way
+            // while the tail waits).
+            self.waiting_since.get_or_insert_with(Instant::now);
+            let watched = self.header_io.watch(&self.header_object).await;
+            self.waiting_since = None;
+            match watched {
                 Ok(watch) => {
                     tracing::info!(object = %self.header_object, "journal header watched again");
                     self.watch = Some(watch);

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use image_replayer::cls;
 use image_replayer::{ConfigWatch, LeaderState, PeerContext, Registry, Throttle};
 use rados_ffi::Rados;
-use rbd_types::cls_rbd::RBD_MIRRORING;
 use rbd_types::MirrorMode;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +28,7 @@ use crate::image_deleter::{self, Request};
 use crate::image_map::Mapper;
 use crate::instance_replayer::InstanceReplayer;
 use crate::instance_watcher::{ImageRequest, InstanceWatcher};
-use crate::pool_watcher::PoolWatcher;
+use crate::pool_watcher::{MirroringWatch, PoolWatcher, Side};
 
 /// How long a scan waits after a notification of the peer's `rbd_mirroring`, for the
 /// notifications that follow it.
@@ -139,7 +138,6 @@ impl NamespaceReplayer {
                 tracing::debug!(pool = %io.pool_name(), error = %e, "status_remove_down failed");
             }
         }
-        let _local_watch = local_io.watch(RBD_MIRRORING).await?;
         let ctx = Arc::new(PeerContext {
             local: pool.local.clone(),
             remote: pool.remote.clone(),
@@ -154,6 +152,7 @@ impl NamespaceReplayer {
             bandwidth: pool.bandwidth.clone(),
             statuses: Arc::new(image_replayer::StatusBook::default()),
         });
+        let mut local_watch = MirroringWatch::new(&ctx, Side::Local).await?;
         let mut watcher = PoolWatcher::new(&ctx).await?;
         // This daemon as an instance of the namespace: the leader's requests arrive here.
         let (request_tx, mut requests) = mpsc::unbounded_channel();
@@ -248,7 +247,9 @@ impl NamespaceReplayer {
                     }
                 }
                 Ok(()) = leader.changed() => next_scan = Instant::now(),
-                () = watcher.notified() => next_scan = next_scan.min(Instant::now() + NOTIFY_DEBOUNCE),
+                () = watcher.notified(&ctx) => next_scan = next_scan.min(Instant::now() + NOTIFY_DEBOUNCE),
+                // Kept up so that this daemon's statuses stay `up`; its notifications need nothing.
+                () = local_watch.notified(&ctx) => {}
                 _ = tokio::time::sleep_until(next_scan.into()) => {}
             }
         }

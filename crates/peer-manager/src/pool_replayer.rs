@@ -24,6 +24,10 @@ use crate::leader::LeaderWatcher;
 use crate::namespace_replayer::{mirroring_namespaces, NamespaceReplayer, PoolContext};
 use crate::tasks::Tasks;
 
+/// How long the peer pool may take to answer `mirror_peer_ping` before the pool's health
+/// says it does not answer (and how often it is pinged again until it does).
+const PEER_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One pool and one peer it receives from.
 #[derive(Debug)]
 pub(crate) struct PoolReplayer {
@@ -128,13 +132,46 @@ impl PoolReplayer {
         });
         let mut namespaces: Tasks<String> = Tasks::new();
         let mut last_ping: Option<Instant> = None;
+        let mut peer_silent = false;
         loop {
             let config = self.config.borrow().clone();
-            if last_ping.is_none_or(|t| t.elapsed() >= config.rbd_mirror_rs_peer_ping_interval) {
-                if let Err(e) =
-                    cls::mirror_peer_ping(&peer.remote_io, &self.site_name, &pool.local_mirror_uuid).await
-                {
-                    tracing::debug!(error = %e, "mirror_peer_ping failed");
+            // While the peer does not answer, pinged again every PEER_PING_TIMEOUT.
+            let ping_every =
+                if peer_silent { PEER_PING_TIMEOUT } else { config.rbd_mirror_rs_peer_ping_interval };
+            if last_ping.is_none_or(|t| t.elapsed() >= ping_every) {
+                let ping = cls::mirror_peer_ping(&peer.remote_io, &self.site_name, &pool.local_mirror_uuid);
+                match tokio::time::timeout(PEER_PING_TIMEOUT, ping).await {
+                    Ok(answered) => {
+                        if let Err(e) = answered {
+                            tracing::debug!(error = %e, "mirror_peer_ping failed");
+                        }
+                        if std::mem::take(&mut peer_silent) {
+                            tracing::info!("the peer answers again");
+                            self.registry.set_pool_error(&self.pool, &self.peer.site_name, "peer ping", None);
+                        }
+                    }
+                    // Its OSD or the network does not answer (librados waits for ever): said
+                    // in the pool's health (the service map), as stock says nothing.
+                    Err(_) => {
+                        if !peer_silent {
+                            tracing::warn!(
+                                timeout = ?PEER_PING_TIMEOUT,
+                                "the peer does not answer mirror_peer_ping: unreachable? (replay waits for it)"
+                            );
+                        }
+                        peer_silent = true;
+                        let error = format!(
+                            "peer {}: no answer to mirror_peer_ping within {}s (unreachable?)",
+                            self.peer.site_name,
+                            PEER_PING_TIMEOUT.as_secs()
+                        );
+                        self.registry.set_pool_error(
+                            &self.pool,
+                            &self.peer.site_name,
+                            "peer ping",
+                            Some(error),
+                        );
+                    }
                 }
                 last_ping = Some(Instant::now());
             }

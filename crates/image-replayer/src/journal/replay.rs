@@ -162,6 +162,17 @@ pub struct JournalReplayer<'a> {
 /// promoted here) while it is watched.
 const LOCAL_STATE_CHECK: Duration = Duration::from_secs(30);
 
+/// A read of the primary's journal unanswered for this long means the primary does not
+/// answer (librados waits for ever for an OSD it cannot reach): the status says so
+/// (`primary_unreachable_seconds`) and the lag is at least that long.
+const PRIMARY_SILENT: Duration = Duration::from_secs(10);
+
+/// How long writing the commit position to the primary, and reading the local journal's
+/// state, may wait: unanswered, the position stays uncommitted for the next commit, the state
+/// is read at the next check. (A cluster out of reach held the replay loop, and with it the
+/// image's status and metrics, in the call until it answered.)
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The next event of `watch`; never resolves without one. Cancel-safe.
 async fn next_watch_event(watch: &mut Option<rados_ffi::Watch>) -> Option<rados_ffi::WatchEvent> {
     match watch {
@@ -229,7 +240,14 @@ impl<'a> JournalReplayer<'a> {
             non_primary_position: self.commits.committable().front().copied(),
             entries_per_second,
             bytes_per_second,
+            primary_unreachable: self.primary_silent(),
         }
+    }
+
+    /// How long the primary has not answered a read of its journal, once that is
+    /// [`PRIMARY_SILENT`] or longer.
+    fn primary_silent(&self) -> Option<Duration> {
+        self.tail.primary_waiting_for().filter(|waited| *waited >= PRIMARY_SILENT)
     }
 
     /// Runs until `cancel` fires or the primary is demoted, publishing `replaying` with
@@ -301,7 +319,10 @@ impl<'a> JournalReplayer<'a> {
             // Idle with nothing replayed since the last report, the journal quiet too: the
             // status would be the same (new entries wake the loop), so it is looked at again
             // only with the local state, not every status interval (issue 16's idle goal).
-            let quiet = idle && self.counters.entries == reported_entries && self.tail.is_idle();
+            let quiet = idle
+                && self.counters.entries == reported_entries
+                && self.tail.is_idle()
+                && self.tail.primary_waiting_for().is_none();
             let status_due = last_status + if quiet { LOCAL_STATE_CHECK } else { status_interval };
             let idle_wake = status_due.min(local_checked + check_every);
             let mut control = None;
@@ -388,8 +409,13 @@ impl<'a> JournalReplayer<'a> {
             if local_notified || local_checked.elapsed() >= check_every {
                 local_notified = false;
                 local_checked = Instant::now();
-                let (resync, owner) =
-                    crate::local::local_journal_state(&self.ctx.local_io, self.local.image_id()).await?;
+                // Unanswered (site-b out of reach), looked at again at the next check.
+                let state = crate::local::local_journal_state(&self.ctx.local_io, self.local.image_id());
+                let Ok(state) = tokio::time::timeout(ANSWER_TIMEOUT, state).await else {
+                    tracing::debug!("no answer to reading the local journal state; looking again later");
+                    continue;
+                };
+                let (resync, owner) = state?;
                 if resync {
                     return Ok(ReplayEnd::ResyncRequested);
                 }
@@ -412,6 +438,9 @@ impl<'a> JournalReplayer<'a> {
             }
             _ => 0.0,
         };
+        // The primary does not answer: what it wrote meanwhile is unknown, the copy may be
+        // as old as the unanswered read (the most it can be behind, for the lag alerts).
+        let lag = progress.primary_unreachable.map_or(lag, |silent| lag.max(silent.as_secs_f64()));
         self.account(status.image());
         let last_commit = self.last_commit;
         status.image().update(|s| {
@@ -439,12 +468,32 @@ impl<'a> JournalReplayer<'a> {
         });
     }
 
-    /// Writes the committable position to the primary's journal.
+    /// Writes the committable position to the primary's journal; unanswered within
+    /// [`ANSWER_TIMEOUT`], it stays uncommitted for the next commit.
     pub async fn commit(&mut self) -> Result<()> {
+        self.commit_within(Some(ANSWER_TIMEOUT)).await
+    }
+
+    /// Writes the committable position to the primary's journal, waiting at most `limit`
+    /// for the answer (for ever without one: the operator's flush returns once written).
+    async fn commit_within(&mut self, limit: Option<Duration>) -> Result<()> {
         let Some(position) = self.commits.uncommitted().cloned() else {
             return Ok(());
         };
-        self.tail.commit(&position).await?;
+        let commit = self.tail.commit(&position);
+        match limit {
+            None => commit.await?,
+            Some(limit) => match tokio::time::timeout(limit, commit).await {
+                Ok(committed) => committed?,
+                Err(_) => {
+                    tracing::debug!(
+                        ?position,
+                        "no answer to the commit from the primary; committing it later"
+                    );
+                    return Ok(());
+                }
+            },
+        }
         self.commits.committed();
         self.last_commit = Some(SystemTime::now());
         self.counters.commits += 1;
@@ -589,7 +638,7 @@ impl<'a> JournalReplayer<'a> {
         while let Some(entry) = self.tail.try_next().await? {
             if self.handle(entry.position(), &entry.entry.payload).await? {
                 self.flush().await?;
-                self.commit().await?;
+                self.commit_within(None).await?;
                 return Ok(true);
             }
             // Full windows are applied one at a time: this is the operator's path.
@@ -598,7 +647,7 @@ impl<'a> JournalReplayer<'a> {
             }
         }
         self.flush().await?;
-        self.commit().await?;
+        self.commit_within(None).await?;
         Ok(false)
     }
 
