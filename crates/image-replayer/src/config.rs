@@ -361,7 +361,7 @@ options! {
     /// found nothing; before, `rbd_mirror_journal_poll_age`). The primary's own commits,
     /// every `rbd_journal_commit_age` (5 s) while it writes, notify its journal header and
     /// wake replay at once, so this is only the safety net.
-    rbd_mirror_rs_journal_idle_poll_age: Duration = Duration::from_secs(30),
+    rbd_mirror_rs_journal_idle_poll_age: Duration = Duration::from_secs(120),
         min Some(0.1), max None, allowed NONE, runtime true;
     /// Ours: wait before an image whose replay failed is tried again.
     rbd_mirror_rs_image_retry_interval: Duration = Duration::from_secs(30),

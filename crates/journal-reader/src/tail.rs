@@ -6,8 +6,11 @@
 //! journal player uses (ceph-formats.md §2.7), doing the reads a [`JournalFollower`] asks for
 //! (only the bytes appended to each data object since the last look; the reads of one look
 //! at once); it is woken by watch notifications on the header and otherwise looks again
-//! after [`TailOptions::poll_interval`], or, once [`TailOptions::idle_after`] looks in a row
-//! found nothing, after [`TailOptions::idle_poll_interval`]: an idle journal costs almost
+//! soon after a look that found entries: [`TailOptions::min_poll_interval`], doubling with
+//! every look in a row that finds nothing up to [`TailOptions::poll_interval`] (a steady
+//! writer's entries are replayed within milliseconds of their append, which no notification
+//! announces), and, once the journal stayed quiet for [`TailOptions::idle_after`] poll
+//! intervals, after [`TailOptions::idle_poll_interval`]: an idle journal costs almost
 //! nothing, and the writer's next entries still wake the tail within the writer's commit
 //! interval, because `journal::JournalMetadata` notifies the header when it commits its own
 //! position (librbd: every `rbd_journal_commit_age`, 5 s, while it writes). The time of the
@@ -39,10 +42,13 @@ use crate::player::PlayedEntry;
 use rbd_types::cls_journal::{args, header_object_name, HeaderError, JournalHeader, ObjectSetPosition};
 
 /// Default [`TailOptions::idle_poll_interval`]: the safety net behind header notifications.
-pub const DEFAULT_IDLE_POLL_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_POLL_INTERVAL: Duration = Duration::from_secs(120);
 
 /// Default [`TailOptions::idle_after`].
 pub const DEFAULT_IDLE_AFTER: u32 = 3;
+
+/// Default [`TailOptions::min_poll_interval`].
+pub const DEFAULT_MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How the tail reads.
 #[derive(Debug, Clone)]
@@ -50,10 +56,14 @@ pub struct TailOptions {
     /// Longest wait between two looks at the data objects when no notification arrives
     /// (Ceph's `rbd_mirror_journal_poll_age` is 5 s).
     pub poll_interval: Duration,
+    /// Wait after the first look that finds nothing once entries came; each further empty
+    /// look doubles it, up to `poll_interval`.
+    pub min_poll_interval: Duration,
     /// Longest wait between two looks once the journal is idle (see `idle_after`); a header
     /// notification still wakes the tail at once.
     pub idle_poll_interval: Duration,
-    /// Empty looks in a row after which the journal is idle (0: never idle).
+    /// Poll intervals without an entry (or a notification) after which the journal is
+    /// idle (0: never idle).
     pub idle_after: u32,
     /// Bytes read per data-object read (default [`DEFAULT_FETCH_BYTES`]); what is read but
     /// not yet replayed is what the tail holds in memory, at most two object sets' worth of
@@ -65,6 +75,7 @@ impl Default for TailOptions {
     fn default() -> Self {
         TailOptions {
             poll_interval: Duration::from_secs(1),
+            min_poll_interval: DEFAULT_MIN_POLL_INTERVAL,
             idle_poll_interval: DEFAULT_IDLE_POLL_INTERVAL,
             idle_after: DEFAULT_IDLE_AFTER,
             fetch_bytes: None,
@@ -157,6 +168,8 @@ pub struct JournalTail {
     /// Since when a request to the primary (the read under way, or watching the header
     /// again) has waited for its answer; none while nothing waits.
     waiting_since: Option<Instant>,
+    /// Since when looks found nothing (`None` after an entry or a notification).
+    quiet_since: Option<Instant>,
 }
 
 /// A read of the journal under way, owned by the tail (see the module documentation).
@@ -228,6 +241,7 @@ impl JournalTail {
             next_look: None,
             empty_looks: 0,
             waiting_since: None,
+            quiet_since: None,
         })
     }
 
@@ -251,19 +265,23 @@ impl JournalTail {
                 return Ok(e);
             }
             self.empty_looks = self.empty_looks.saturating_add(1);
-            let idle = self.options.idle_after > 0 && self.empty_looks >= self.options.idle_after;
-            let interval = if idle {
+            let now = Instant::now();
+            self.quiet_since.get_or_insert(now);
+            let interval = if self.is_idle() {
                 self.options.idle_poll_interval.max(self.options.poll_interval)
             } else {
-                self.options.poll_interval
+                let doublings = self.empty_looks.saturating_sub(1).min(16);
+                self.options.min_poll_interval.saturating_mul(1 << doublings).min(self.options.poll_interval)
             };
-            self.next_look = Some(Instant::now() + interval);
+            self.next_look = Some(now + interval);
         }
     }
 
-    /// Whether the journal is idle: the last [`TailOptions::idle_after`] looks found nothing.
+    /// Whether the journal is idle: looks found nothing for [`TailOptions::idle_after`] poll
+    /// intervals.
     pub fn is_idle(&self) -> bool {
-        self.options.idle_after > 0 && self.empty_looks >= self.options.idle_after
+        let quiet_for = self.options.poll_interval.saturating_mul(self.options.idle_after);
+        self.options.idle_after > 0 && self.quiet_since.is_some_and(|t| t.elapsed() >= quiet_for)
     }
 
     /// The next entry if one is already written, without waiting. Cancel-safe: dropped
@@ -294,6 +312,7 @@ impl JournalTail {
                 Want::Entry(e) => {
                     self.progressed = true;
                     self.empty_looks = 0;
+                    self.quiet_since = None;
                     return Ok(Some(e));
                 }
                 Want::Wait => return Ok(None),
@@ -397,6 +416,7 @@ impl JournalTail {
                 Ok(Some(WatchEvent::Notify { .. })) => {
                     self.header_notified = true;
                     self.empty_looks = 0;
+                    self.quiet_since = None;
                 }
                 Ok(event) => self.watch_lost(event),
                 Err(_) => {}

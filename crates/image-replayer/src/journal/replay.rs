@@ -159,8 +159,9 @@ pub struct JournalReplayer<'a> {
 }
 
 /// Longest wait between two reads of the local journal header's state (resync requested,
-/// promoted here) while it is watched.
-const LOCAL_STATE_CHECK: Duration = Duration::from_secs(30);
+/// promoted here) while it is watched: `rbd mirror image resync` and a promotion notify the
+/// watch, so this is only the safety net (as the idle journal poll and snapshot mode's).
+const LOCAL_STATE_CHECK: Duration = Duration::from_secs(120);
 
 /// A read of the primary's journal unanswered for this long means the primary does not
 /// answer (librados waits for ever for an OSD it cannot reach): the status says so
