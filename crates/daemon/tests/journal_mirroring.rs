@@ -282,11 +282,19 @@ fn a_lost_journal_header_watch_is_watched_again() {
     // reconnects (the same cookie: which one happens depends on timing). Replay goes on.
     let after = watchers(true, "", "the journal header watched again");
     println!("after: {after}");
-    let log = daemon_log_since(log_before);
     if after.contains(&cookie) {
         println!("librados re-established the same watch ({cookie})");
     } else {
-        assert!(log.contains("journal header watched again"), "a new watch, not logged: {log}");
+        // The OSD lists the new watch as soon as it registers it, a moment before the
+        // daemon's watch call returns and logs it.
+        lab::wait_for("the new watch in the daemon's log", Duration::from_secs(30), || {
+            let log = daemon_log_since(log_before);
+            if log.contains("journal header watched again") {
+                Ok(())
+            } else {
+                Err(format!("a new watch, not logged: {log}"))
+            }
+        });
     }
     a.bench(&spec, "rand", "4K", "4M");
     wait_same_content(&a, &b, &spec);

@@ -170,6 +170,10 @@ pub struct JournalTail {
     waiting_since: Option<Instant>,
     /// Since when looks found nothing (`None` after an entry or a notification).
     quiet_since: Option<Instant>,
+    /// Watching the header again, as a task of its own: a caller that drops [`Self::next`]
+    /// while the OSD has not answered yet does not abandon a registration that would then
+    /// never be removed; the next wait takes the task's result.
+    rewatching: Option<tokio::task::JoinHandle<Result<Watch, RadosError>>>,
 }
 
 /// A read of the journal under way, owned by the tail (see the module documentation).
@@ -242,6 +246,7 @@ impl JournalTail {
             empty_looks: 0,
             waiting_since: None,
             quiet_since: None,
+            rewatching: None,
         })
     }
 
@@ -384,15 +389,21 @@ impl JournalTail {
     /// second): nothing is lost, and the look stays due when it was.
     async fn wait(&mut self) {
         let interval = self.options.poll_interval;
-        if self.watch.is_none() && self.rewatch_at.is_none_or(|at| Instant::now() >= at) {
-            self.rewatch_at = Some(Instant::now() + interval);
+        let rewatch_due = self.rewatch_at.is_none_or(|at| Instant::now() >= at);
+        if self.watch.is_none() && (self.rewatching.is_some() || rewatch_due) {
             // Since the first of the attempts cancelled while waiting (no read is under way
             // while the tail waits).
             self.waiting_since.get_or_insert_with(Instant::now);
-            let watched = self.header_io.watch(&self.header_object).await;
+            let task = self.rewatching.get_or_insert_with(|| {
+                let (io, object) = (self.header_io.clone(), self.header_object.clone());
+                tokio::spawn(async move { io.watch(&object).await })
+            });
+            let watched = task.await;
+            self.rewatching = None;
+            self.rewatch_at = Some(Instant::now() + interval);
             self.waiting_since = None;
             match watched {
-                Ok(watch) => {
+                Ok(Ok(watch)) => {
                     tracing::info!(object = %self.header_object, "journal header watched again");
                     self.watch = Some(watch);
                     // Updates may have gone unnoticed meanwhile.
@@ -400,8 +411,11 @@ impl JournalTail {
                     self.next_look = None;
                     return;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(object = %self.header_object, error = %e, "cannot watch the journal header yet")
+                }
+                Err(e) => {
+                    tracing::debug!(object = %self.header_object, error = %e, "the task watching the journal header ended")
                 }
             }
         }
