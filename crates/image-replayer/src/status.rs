@@ -242,31 +242,13 @@ impl StatusPublisher {
         let global_id = &self.image.key().global_id;
         {
             let _order = self.book.order.read().await;
-            match tokio::time::timeout(
-                STATUS_WRITE_TIMEOUT,
-                cls::mirror_image_status_set(local, global_id, &status),
-            )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(%global_id, error = %e, "cannot write the local mirror image status")
-                }
-                Err(_) => tracing::debug!(%global_id, "no answer to the local mirror image status write"),
+            if let Err(e) = write_status(local, global_id, &status).await {
+                tracing::warn!(%global_id, error = %e, "cannot write the local mirror image status");
             }
             self.book.entries().insert(global_id.clone(), (status.clone(), Instant::now()));
             status.mirror_uuid = self.local_mirror_uuid.clone();
-            match tokio::time::timeout(
-                STATUS_WRITE_TIMEOUT,
-                cls::mirror_image_status_set(remote, global_id, &status),
-            )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(%global_id, error = %e, "cannot write the remote mirror image status")
-                }
-                Err(_) => tracing::debug!(%global_id, "no answer to the remote mirror image status write"),
+            if let Err(e) = write_status(remote, global_id, &status).await {
+                tracing::debug!(%global_id, error = %e, "cannot write the remote mirror image status");
             }
         }
         self.image.update(|s| {
@@ -276,6 +258,17 @@ impl StatusPublisher {
                 s.last_error = None;
             }
         });
+    }
+}
+
+/// One status write, given up after [`STATUS_WRITE_TIMEOUT`] (statuses are advisory: the
+/// next change or refresh writes it again).
+async fn write_status(io: &IoCtx, global_id: &str, status: &MirrorImageSiteStatus) -> Result<(), String> {
+    match tokio::time::timeout(STATUS_WRITE_TIMEOUT, cls::mirror_image_status_set(io, global_id, status))
+        .await
+    {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", STATUS_WRITE_TIMEOUT.as_secs())),
     }
 }
 
