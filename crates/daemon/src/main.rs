@@ -91,6 +91,10 @@ fn main() -> ExitCode {
             None | Some(cli::Command::Run) => run::run(&args, &mut process).await,
         }
     });
+    // What still runs is given up: positions were committed within the shutdown grace, and
+    // a blocking librados call (a connection to a peer whose monitors do not answer) would
+    // otherwise hold the exit until it returns.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -70,7 +70,13 @@ impl PoolReplayer {
     }
 
     async fn serve(&self, cancel: &CancellationToken) -> rados_ffi::Result<()> {
-        let peer = connect_peer(&self.local, &self.pool, "", &self.peer, self.connect_timeout).await?;
+        // A peer whose monitors do not answer takes the whole connect timeout: a shutdown
+        // meanwhile does not wait for it (the connection is given up).
+        let connect = connect_peer(&self.local, &self.pool, "", &self.peer, self.connect_timeout);
+        let peer = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            peer = connect => peer?,
+        };
         tracing::info!(
             remote_fsid = %peer.remote.fsid(),
             local_mirror_uuid = %peer.local_mirror_uuid,
