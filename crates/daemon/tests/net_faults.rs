@@ -364,8 +364,16 @@ fn a_partition_from_site_a_is_reported_and_replay_resumes_by_itself() {
     );
     let mut looks = Vec::new();
     let mut health = None;
+    let mut snapshot_silent = None;
     while cut_at.elapsed() < PARTITION {
         looks.push(look(cut_at, &a, &b, &journal));
+        if snapshot_silent.is_none() {
+            let label = format!("image=\"{}\"", image_name(&snapshot));
+            snapshot_silent = statuses(&b, &snapshot)
+                .ok()
+                .filter(|((_, description), _)| description.contains("primary_unreachable_seconds"))
+                .map(|(own, _)| (cut_at.elapsed(), own, b.metric("rbd_mirror_rs_image_lag_seconds", &label)));
+        }
         assert!(alive(pid), "the daemon exited during the partition");
         if health.is_none() {
             let pool = bounded(&b, 10, "rbd", &["mirror", "pool", "status", lab::POOL, "--verbose"]);
@@ -397,6 +405,17 @@ fn a_partition_from_site_a_is_reported_and_replay_resumes_by_itself() {
         silent.lag
     );
     println!("{:.0} s into the partition, site-b's status: {}", silent.at, silent.status);
+    // The snapshot-mode image too (the pool's pings go unanswered: at most the ping
+    // interval, 30 s, + their 10 s timeout into the partition).
+    let (at, (state, description), lag) = snapshot_silent
+        .expect("site-b's status of the snapshot-mode image never said that the primary does not answer");
+    println!(
+        "{at:.1?} into the partition, the snapshot-mode image: {state}: {description}; lag_seconds {lag:?}"
+    );
+    assert!(
+        lag.is_some_and(|lag| lag > 0.0),
+        "lag_seconds {lag:?} of the snapshot-mode image while the primary was silent"
+    );
 
     wait_same_content(&a, &b, &journal);
     let journal_after = healed_at.elapsed();
@@ -462,6 +481,15 @@ fn a_partition_from_site_b_is_reported_and_replay_resumes_by_itself() {
     // Site-b: our watch of its `rbd_mirroring` timed out, so `down+`; `/metrics` (local)
     // answered at every look.
     assert!(looks.iter().any(|l| l.status.starts_with("down+")), "site-b never showed its daemon down");
+    // The lag metric went on growing while replay waited for site-b (written at the start
+    // of the partition, the entries are older than 30 s at its end).
+    let last = looks.last().expect("looks");
+    assert!(
+        last.lag.is_some_and(|lag| lag >= 30.0),
+        "lag_seconds {:?} {:.0} s into the partition from site-b",
+        last.lag,
+        last.at
+    );
     println!(
         "packets dropped: {dropped}; commit position before {before}, at the end of the partition {held}"
     );

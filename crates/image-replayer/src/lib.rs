@@ -91,6 +91,10 @@ pub struct PeerContext {
     /// The statuses written for this namespace's images, refreshed in batches
     /// ([`StatusBook::run`], started by whoever serves the namespace).
     pub statuses: Arc<StatusBook>,
+    /// Since when the primary's cluster has not answered the pool's `mirror_peer_ping`
+    /// (none while it answers; the pool replayer pings it): snapshot replay says so in the
+    /// image's status while it waits for the primary.
+    pub primary_silent: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
 }
 
 impl PeerContext {

@@ -64,6 +64,9 @@ pub(crate) struct PoolContext {
     /// No leader election (a pool with several receiving peers, see `PoolReplayer::solo`):
     /// every image of the peer is replayed here, without instance registration or image map.
     pub(crate) solo: bool,
+    /// Since when the peer has not answered the pool replayer's `mirror_peer_ping` (none
+    /// while it answers): the image replayers say so in their statuses.
+    pub(crate) peer_silent: watch::Receiver<Option<Instant>>,
 }
 
 /// One namespace of a pool replayer.
@@ -151,6 +154,7 @@ impl NamespaceReplayer {
             sync_slots: pool.sync_slots.clone(),
             bandwidth: pool.bandwidth.clone(),
             statuses: Arc::new(image_replayer::StatusBook::default()),
+            primary_silent: pool.peer_silent.clone(),
         });
         let mut local_watch = MirroringWatch::new(&ctx, Side::Local).await?;
         let mut watcher = PoolWatcher::new(&ctx).await?;

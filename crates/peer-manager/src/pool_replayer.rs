@@ -122,6 +122,7 @@ impl PoolReplayer {
         self.bandwidth.set_limit(config_changes.borrow().rbd_mirror_rs_peer_bandwidth_limit.0);
         let syncs = config_changes.borrow_and_update().rbd_mirror_concurrent_image_syncs;
         let syncs = usize::try_from(syncs).unwrap_or(usize::MAX);
+        let (silent_tx, silent_rx) = watch::channel(None);
         let pool = Arc::new(PoolContext {
             local: self.local.clone(),
             remote: peer.remote,
@@ -135,6 +136,7 @@ impl PoolReplayer {
             registry: self.registry.clone(),
             leader: leader_rx,
             solo: self.solo,
+            peer_silent: silent_rx,
         });
         let mut namespaces: Tasks<String> = Tasks::new();
         let mut last_ping: Option<Instant> = None;
@@ -145,6 +147,7 @@ impl PoolReplayer {
             let ping_every =
                 if peer_silent { PEER_PING_TIMEOUT } else { config.rbd_mirror_rs_peer_ping_interval };
             if last_ping.is_none_or(|t| t.elapsed() >= ping_every) {
+                let pinged = Instant::now();
                 let ping = cls::mirror_peer_ping(&peer.remote_io, &self.site_name, &pool.local_mirror_uuid);
                 match tokio::time::timeout(PEER_PING_TIMEOUT, ping).await {
                     Ok(answered) => {
@@ -152,6 +155,7 @@ impl PoolReplayer {
                             tracing::debug!(error = %e, "mirror_peer_ping failed");
                         }
                         if std::mem::take(&mut peer_silent) {
+                            silent_tx.send_replace(None);
                             tracing::info!("the peer answers again");
                             self.registry.set_pool_error(&self.pool, &self.peer.site_name, "peer ping", None);
                         }
@@ -166,6 +170,10 @@ impl PoolReplayer {
                             );
                         }
                         peer_silent = true;
+                        // Since the first unanswered ping.
+                        if silent_tx.borrow().is_none() {
+                            silent_tx.send_replace(Some(pinged));
+                        }
                         let error = format!(
                             "peer {}: no answer to mirror_peer_ping within {}s (unreachable?)",
                             self.peer.site_name,

@@ -83,8 +83,16 @@ pub(crate) async fn attempt(
     let peer_uuid = remote_peer_uuid(ctx).await?;
     let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
     publish(ctx, status, State::StartingReplay, "starting replay").await;
-    let mut replayer =
-        SnapshotReplayer { ctx, remote, local, peer_uuid, global_id, rates: Rates::default(), watches: None };
+    let mut replayer = SnapshotReplayer {
+        ctx,
+        remote,
+        local,
+        peer_uuid,
+        global_id,
+        rates: Rates::default(),
+        watches: None,
+        last_status: None,
+    };
     replayer.run(cancel, status).await
 }
 
@@ -233,6 +241,9 @@ pub struct SnapshotReplayStatus {
     pub pending_snapshots: u64,
     /// Duration and bytes of the last snapshot sync.
     pub last_sync: Option<(u64, u64)>,
+    /// Seconds the primary's cluster has not answered (see [`PeerContext::primary_silent`]):
+    /// `primary_unreachable_seconds` in the description, and the least lag.
+    pub primary_unreachable: Option<u64>,
 }
 
 fn round2(x: f64) -> f64 {
@@ -243,12 +254,16 @@ impl SnapshotReplayStatus {
     /// Seconds the secondary is behind at `now`: while a newer primary snapshot waits or
     /// syncs, the age of the primary snapshot last synced (unknown before the first sync);
     /// caught up, 0.
+    /// While the primary does not answer, at least as long as it has not (what it wrote
+    /// meanwhile is unknown).
     pub fn lag_seconds(&self, now: SystemTime) -> Option<f64> {
+        let silent = self.primary_unreachable.map(|s| s as f64);
         if !self.syncing && self.pending_snapshots == 0 {
-            return Some(0.0);
+            return Some(silent.unwrap_or(0.0));
         }
         let synced = UNIX_EPOCH + Duration::from_secs(self.local_snapshot_timestamp?);
-        Some(now.duration_since(synced).map_or(0.0, |d| d.as_secs_f64()))
+        let lag = now.duration_since(synced).map_or(0.0, |d| d.as_secs_f64());
+        Some(silent.map_or(lag, |s| lag.max(s)))
     }
 
     /// `"replaying, {json}"` as the stock daemon writes it (keys sorted, as json_spirit's
@@ -271,11 +286,60 @@ impl SnapshotReplayStatus {
             v["last_snapshot_sync_seconds"] = json!(seconds);
             v["last_snapshot_bytes"] = json!(bytes);
         }
+        if let Some(silent) = self.primary_unreachable {
+            v["primary_unreachable_seconds"] = json!(silent);
+        }
         if self.bytes_per_second > 0.0 && self.pending_snapshots > 0 {
             let pending = self.bytes_per_snapshot * self.pending_snapshots as f64;
             v["seconds_until_synced"] = json!((pending / self.bytes_per_second) as u64);
         }
         format!("replaying, {v}")
+    }
+}
+
+/// How long the primary's cluster has not answered the pool's pings, if it does not.
+fn silent_for(ctx: &PeerContext) -> Option<u64> {
+    ctx.primary_silent.borrow().map(|since| since.elapsed().as_secs())
+}
+
+/// Publishes `last` (the status published last) again, saying how long the primary has not
+/// answered; nothing while it answers, or before a first status.
+async fn publish_silent(
+    ctx: &PeerContext,
+    last: Option<&SnapshotReplayStatus>,
+    status: &mut StatusPublisher,
+) {
+    let (Some(silent), Some(last)) = (silent_for(ctx), last) else { return };
+    let s = SnapshotReplayStatus { primary_unreachable: Some(silent), ..last.clone() };
+    let lag = s.lag_seconds(SystemTime::now());
+    status.image().update(|i| i.lag_seconds = lag);
+    publish(ctx, status, State::Replaying, &s.description()).await;
+}
+
+/// Awaits `request`, a call to the primary (librados waits for ever for a cluster it cannot
+/// reach); while the primary's cluster does not answer the pool's pings, the image's status
+/// (`last`, the one published last) says so, refreshed every status interval.
+async fn from_primary<T>(
+    ctx: &PeerContext,
+    last: Option<&SnapshotReplayStatus>,
+    status: &mut StatusPublisher,
+    request: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(request);
+    let mut silent = ctx.primary_silent.clone();
+    let mut followed = true;
+    if silent.borrow().is_some() {
+        publish_silent(ctx, last, status).await;
+    }
+    loop {
+        let is_silent = silent.borrow_and_update().is_some();
+        let every = ctx.config().rbd_mirror_rs_status_interval;
+        tokio::select! {
+            answer = &mut request => return answer,
+            changed = silent.changed(), if followed => followed = changed.is_ok(),
+            _ = tokio::time::sleep(every), if is_silent => {}
+        }
+        publish_silent(ctx, last, status).await;
     }
 }
 
@@ -298,6 +362,8 @@ struct SnapshotReplayer<'a> {
     global_id: String,
     rates: Rates,
     watches: Option<Watches>,
+    /// The status last published, for saying meanwhile that the primary does not answer.
+    last_status: Option<SnapshotReplayStatus>,
 }
 
 impl SnapshotReplayer<'_> {
@@ -324,7 +390,8 @@ impl SnapshotReplayer<'_> {
                 return crate::local::resync(ctx, &id, status).await;
             }
             let local_snaps = cls::snapshots(&ctx.local_io, self.local.image_id()).await?;
-            let remote_snaps = cls::snapshots(&ctx.remote_io, &self.remote.image_id).await?;
+            let listed = cls::snapshots(&ctx.remote_io, &self.remote.image_id);
+            let remote_snaps = from_primary(ctx, self.last_status.as_ref(), status, listed).await?;
             let l: Vec<Snap> = local_snaps.iter().map(planner_snap).collect();
             let r: Vec<Snap> = remote_snaps.iter().map(planner_snap).collect();
             let step = planner::plan(&l, &r, self.who());
@@ -355,7 +422,9 @@ impl SnapshotReplayer<'_> {
                 }
                 Step::WaitRemoteComplete | Step::Idle => {
                     if self.watches.is_none() {
-                        self.watches = Some(self.watch().await?);
+                        let watched =
+                            from_primary(ctx, self.last_status.as_ref(), status, self.watch()).await?;
+                        self.watches = Some(watched);
                         continue; // re-plan: a snapshot may have come before the watch
                     }
                     if last_status.is_none_or(|t| t.elapsed() >= ctx.config().rbd_mirror_rs_status_interval) {
@@ -363,6 +432,7 @@ impl SnapshotReplayer<'_> {
                         let lag = s.lag_seconds(SystemTime::now());
                         status.image().update(|i| i.lag_seconds = lag);
                         publish(ctx, status, State::Replaying, &s.description()).await;
+                        self.last_status = Some(s);
                         last_status = Some(Instant::now());
                     }
                     // Idle: both headers are watched (a new remote snapshot, a resync request
@@ -408,11 +478,19 @@ impl SnapshotReplayer<'_> {
     /// cancelled.
     async fn wait(&mut self, cancel: &CancellationToken, poll: Duration) -> bool {
         let Some(w) = self.watches.as_mut() else { return !cancel.is_cancelled() };
+        // The primary's cluster going silent (or answering again) is said at once, and
+        // while it is silent the status is refreshed every status interval.
+        let mut silent = self.ctx.primary_silent.clone();
+        let poll = match *silent.borrow_and_update() {
+            Some(_) => poll.min(self.ctx.config().rbd_mirror_rs_status_interval),
+            None => poll,
+        };
         let broken = tokio::select! {
             _ = cancel.cancelled() => return false,
             e = w.remote.next() => e.is_none(),
             e = w.local.next() => e.is_none(),
             _ = tokio::time::sleep(poll) => false,
+            Ok(()) = silent.changed() => false,
         };
         if broken || w.remote.check().is_err() || w.local.check().is_err() {
             self.watches = None; // re-watched on the next idle pass
@@ -451,6 +529,7 @@ impl SnapshotReplayer<'_> {
             bytes_per_snapshot: self.rates.bytes_per_snapshot(),
             pending_snapshots: pending,
             last_sync: self.rates.last_sync,
+            primary_unreachable: silent_for(self.ctx),
         }
     }
 
@@ -812,7 +891,14 @@ impl SnapshotReplayer<'_> {
             let mut last_bytes = 0u64;
             let mut last_pct = None;
             loop {
-                if rx.changed().await.is_err() {
+                // The copy waits for the primary while its cluster does not answer: said in
+                // the status, as the other waits for it (`from_primary`).
+                let progressed = {
+                    let mut s = base.clone();
+                    s.syncing_percent = last_pct.or(Some(0));
+                    from_primary(ctx, Some(&s), status, rx.changed()).await
+                };
+                if progressed.is_err() {
                     // The copy ended: this arm never completes.
                     return std::future::pending::<std::convert::Infallible>().await;
                 }
@@ -893,6 +979,28 @@ mod tests {
         assert_eq!(j["syncing_snapshot_timestamp"], 5);
         assert_eq!(j["seconds_until_synced"], 20);
         assert!(j.get("local_snapshot_timestamp").is_none());
+    }
+
+    #[test]
+    fn a_silent_primary_is_in_the_status_and_the_lag() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let idle = SnapshotReplayStatus {
+            remote_snapshot_timestamp: 1_700_000_000,
+            local_snapshot_timestamp: Some(1_700_000_000),
+            ..Default::default()
+        };
+        assert_eq!(idle.lag_seconds(now), Some(0.0));
+        assert!(!idle.description().contains("primary_unreachable_seconds"));
+        let silent = SnapshotReplayStatus { primary_unreachable: Some(35), ..idle.clone() };
+        assert_eq!(silent.lag_seconds(now), Some(35.0));
+        assert!(
+            silent.description().contains("\"primary_unreachable_seconds\":35"),
+            "{}",
+            silent.description()
+        );
+        // Syncing since a snapshot 100 s old: the larger of the two.
+        let syncing = SnapshotReplayStatus { syncing: true, syncing_percent: Some(10), ..silent };
+        assert_eq!(syncing.lag_seconds(now), Some(100.0));
     }
 
     #[test]
