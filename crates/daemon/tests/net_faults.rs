@@ -335,41 +335,126 @@ fn two_images(a: &lab::Site, prefix: &str) -> (String, String, Images) {
     (journal, snapshot, images)
 }
 
+/// The common part of the two partition cases: a journal-mode and a snapshot-mode image
+/// replicated by our daemon, started in a cgroup of its own; then, the daemon cut off from
+/// one site, site-a's clients write to both images and take a mirror snapshot.
+struct CutOff {
+    /// Dropped first (fields drop in order): the rules go before the daemon and its cgroup.
+    partition: Partition,
+    daemon: Daemon,
+    cgroup: Cgroup,
+    journal: String,
+    snapshot: String,
+    _images: Images,
+    log_from: usize,
+    pid: u32,
+    /// The journal image's commit position on site-a before the partition.
+    before: Value,
+    cut_at: Instant,
+    /// The mirror snapshot taken during the partition.
+    snap_id: u64,
+}
+
+impl CutOff {
+    fn new(a: &lab::Site, b: &lab::Site, prefix: &str, from: &lab::Site) -> CutOff {
+        let (journal, snapshot, images) = two_images(a, prefix);
+        let cgroup = Cgroup::create();
+        let log_from = mirror::daemon_log().len();
+        let daemon = start_in(&cgroup, &[]);
+        let pid = daemon_pid();
+        wait_same_content(a, b, &journal);
+        wait_same_content(a, b, &snapshot);
+        let before = commit_position(a, &journal).expect("commit position");
+
+        let partition = Partition::cut(&cgroup, from);
+        let cut_at = Instant::now();
+        // Site-a's own traffic goes on: its clients write.
+        a.bench(&journal, "rand", "4K", "4M");
+        let written = cut_at.elapsed();
+        a.bench(&snapshot, "rand", "4M", "16M");
+        let snap_id = mirror_snapshot(a, &snapshot);
+        println!(
+            "during the partition, site-a's journal-image writes took {written:.1?}, the snapshot-image writes \
+             and mirror snapshot {:.1?}",
+            cut_at.elapsed() - written
+        );
+        CutOff {
+            partition,
+            daemon,
+            cgroup,
+            journal,
+            snapshot,
+            _images: images,
+            log_from,
+            pid,
+            before,
+            cut_at,
+            snap_id,
+        }
+    }
+
+    /// Ends the partition once it has lasted [`PARTITION`]; the packets it dropped.
+    fn heal(&mut self) -> u64 {
+        let dropped = self.partition.dropped();
+        self.partition.heal();
+        println!("packets dropped: {dropped}");
+        assert!(dropped > 0, "the partition dropped nothing");
+        assert!(alive(self.pid), "the daemon exited during the partition");
+        dropped
+    }
+
+    /// After [`Self::heal`]: both images equal on both sites (the snapshot image up to the
+    /// snapshot taken during the partition), then both sites' views of the journal image
+    /// `up+replaying`; the daemon the same process, no panic in its log.
+    fn recovers(self, a: &lab::Site, b: &lab::Site, healed_at: Instant) {
+        wait_same_content(a, b, &self.journal);
+        let journal_after = healed_at.elapsed();
+        wait_synced(b, &self.snapshot, self.snap_id, Duration::from_secs(180));
+        wait_same_content(a, b, &self.snapshot);
+        let snapshot_after = healed_at.elapsed();
+        // The commit position moves on (both partitions held it).
+        let moved = lab::wait_for("the commit position to move on", Duration::from_secs(60), || {
+            let now = commit_position(a, &self.journal)?;
+            if now != self.before {
+                Ok(now)
+            } else {
+                Err(format!("still {now}"))
+            }
+        });
+        // Our watches of `rbd_mirroring` timed out during the partition: `down+` until
+        // they are made again.
+        let up_after = wait_up_on_both(a, b, &self.journal);
+        println!(
+            "healed: journal image equal after {journal_after:.1?}, snapshot image (snapshot {}) after \
+             {snapshot_after:.1?}, up+replaying on both sites after {up_after:.1?}; commit position {} -> {moved}",
+            self.snap_id, self.before
+        );
+        assert_eq!(daemon_pid(), self.pid, "the daemon was restarted");
+        let log = daemon_log_since(self.log_from);
+        assert!(!log.contains("panicked"), "the daemon panicked: {log}");
+        let CutOff { partition, daemon, cgroup, .. } = self;
+        drop(partition);
+        drop(daemon);
+        drop(cgroup);
+    }
+}
+
 /// Cut off from the peer site-a for 60 s while site-a writes to a journal-mode and a
 /// snapshot-mode image: the daemon stays up, says so, and afterwards replays what was
 /// written meanwhile by itself; content equal.
 #[test]
 fn a_partition_from_site_a_is_reported_and_replay_resumes_by_itself() {
     let (_serial, a, b) = sites();
-    let (journal, snapshot, _images) = two_images(&a, "cut-a");
-    let cgroup = Cgroup::create();
-    let log_from = mirror::daemon_log().len();
-    let daemon = start_in(&cgroup, &[]);
-    let pid = daemon_pid();
-    wait_same_content(&a, &b, &journal);
-    wait_same_content(&a, &b, &snapshot);
-    let before = commit_position(&a, &journal).expect("commit position");
-
-    let mut partition = Partition::cut(&cgroup, &a);
-    let cut_at = Instant::now();
-    // Site-a's own traffic goes on: its clients write.
-    a.bench(&journal, "rand", "4K", "4M");
-    let written = cut_at.elapsed();
-    a.bench(&snapshot, "rand", "4M", "16M");
-    let snap_id = mirror_snapshot(&a, &snapshot);
-    println!(
-        "during the partition, site-a's journal-image writes took {written:.1?}, the snapshot-image writes and \
-         mirror snapshot {:.1?}",
-        cut_at.elapsed() - written
-    );
+    let mut cut = CutOff::new(&a, &b, "cut-a", &a);
+    let (cut_at, pid) = (cut.cut_at, cut.pid);
     let mut looks = Vec::new();
     let mut health = None;
     let mut snapshot_silent = None;
+    let label = format!("image=\"{}\"", image_name(&cut.snapshot));
     while cut_at.elapsed() < PARTITION {
-        looks.push(look(cut_at, &a, &b, &journal));
+        looks.push(look(cut_at, &a, &b, &cut.journal));
         if snapshot_silent.is_none() {
-            let label = format!("image=\"{}\"", image_name(&snapshot));
-            snapshot_silent = statuses(&b, &snapshot)
+            snapshot_silent = statuses(&b, &cut.snapshot)
                 .ok()
                 .filter(|((_, description), _)| description.contains("primary_unreachable_seconds"))
                 .map(|(own, _)| (cut_at.elapsed(), own, b.metric("rbd_mirror_rs_image_lag_seconds", &label)));
@@ -381,13 +466,9 @@ fn a_partition_from_site_a_is_reported_and_replay_resumes_by_itself() {
         }
         std::thread::sleep(Duration::from_secs(5));
     }
-    let dropped = partition.dropped();
-    partition.heal();
+    cut.heal();
     let healed_at = Instant::now();
     print_looks("journal image during the partition from site-a:", &looks);
-    println!("packets dropped: {dropped}");
-    assert!(dropped > 0, "the partition dropped nothing");
-    assert!(alive(pid), "the daemon exited during the partition");
     // The pool's health (service map) names the silent peer.
     let (at, pool) =
         health.expect("`rbd mirror pool status --verbose` on site-b never named the silent peer");
@@ -416,68 +497,27 @@ fn a_partition_from_site_a_is_reported_and_replay_resumes_by_itself() {
         lag.is_some_and(|lag| lag > 0.0),
         "lag_seconds {lag:?} of the snapshot-mode image while the primary was silent"
     );
-
-    wait_same_content(&a, &b, &journal);
-    let journal_after = healed_at.elapsed();
-    wait_synced(&b, &snapshot, snap_id, Duration::from_secs(180));
-    wait_same_content(&a, &b, &snapshot);
-    let snapshot_after = healed_at.elapsed();
-    let moved = lab::wait_for("the commit position to move on", Duration::from_secs(60), || {
-        let now = commit_position(&a, &journal)?;
-        if now != before {
-            Ok(now)
-        } else {
-            Err(format!("still {now}"))
-        }
-    });
-    let up_after = wait_up_on_both(&a, &b, &journal);
-    println!(
-        "healed: journal image equal after {journal_after:.1?}, snapshot image (snapshot {snap_id}) after \
-         {snapshot_after:.1?}, up+replaying on both sites after {up_after:.1?}; commit position {before} -> {moved}"
-    );
-    assert_eq!(daemon_pid(), pid, "the daemon was restarted");
-    let log = daemon_log_since(log_from);
-    assert!(!log.contains("panicked"), "the daemon panicked: {log}");
-    drop(daemon);
+    cut.recovers(&a, &b, healed_at);
 }
 
 /// Cut off from its own cluster site-b for 60 s while site-a writes: the daemon stays up
-/// (its `/metrics` answer throughout), and afterwards writes what it could not and
-/// publishes its status again by itself; content equal.
+/// (its `/metrics` answer throughout, the lag growing), and afterwards writes what it could
+/// not and publishes its status again by itself; content equal.
 #[test]
 fn a_partition_from_site_b_is_reported_and_replay_resumes_by_itself() {
     let (_serial, a, b) = sites();
-    let (journal, snapshot, _images) = two_images(&a, "cut-b");
-    let cgroup = Cgroup::create();
-    let log_from = mirror::daemon_log().len();
-    let daemon = start_in(&cgroup, &[]);
-    let pid = daemon_pid();
-    wait_same_content(&a, &b, &journal);
-    wait_same_content(&a, &b, &snapshot);
-    let before = commit_position(&a, &journal).expect("commit position");
-
-    let mut partition = Partition::cut(&cgroup, &b);
-    let cut_at = Instant::now();
-    a.bench(&journal, "rand", "4K", "4M");
-    let written = cut_at.elapsed();
-    a.bench(&snapshot, "rand", "4M", "16M");
-    let snap_id = mirror_snapshot(&a, &snapshot);
-    println!(
-        "during the partition, site-a's journal-image writes took {written:.1?}, the snapshot-image writes and \
-         mirror snapshot {:.1?}",
-        cut_at.elapsed() - written
-    );
+    let mut cut = CutOff::new(&a, &b, "cut-b", &b);
     let mut looks = Vec::new();
-    while cut_at.elapsed() < PARTITION {
-        looks.push(look(cut_at, &a, &b, &journal));
-        assert!(alive(pid), "the daemon exited during the partition");
+    while cut.cut_at.elapsed() < PARTITION {
+        looks.push(look(cut.cut_at, &a, &b, &cut.journal));
+        assert!(alive(cut.pid), "the daemon exited during the partition");
         std::thread::sleep(Duration::from_secs(5));
     }
-    let held = commit_position(&a, &journal).expect("commit position");
-    let dropped = partition.dropped();
-    partition.heal();
+    let held = commit_position(&a, &cut.journal).expect("commit position");
+    cut.heal();
     let healed_at = Instant::now();
     print_looks("journal image during the partition from site-b:", &looks);
+    println!("commit position before {}, at the end of the partition {held}", cut.before);
     // Site-b: our watch of its `rbd_mirroring` timed out, so `down+`; `/metrics` (local)
     // answered at every look.
     assert!(looks.iter().any(|l| l.status.starts_with("down+")), "site-b never showed its daemon down");
@@ -490,27 +530,7 @@ fn a_partition_from_site_b_is_reported_and_replay_resumes_by_itself() {
         last.lag,
         last.at
     );
-    println!(
-        "packets dropped: {dropped}; commit position before {before}, at the end of the partition {held}"
-    );
-    assert!(dropped > 0, "the partition dropped nothing");
-
-    wait_same_content(&a, &b, &journal);
-    let journal_after = healed_at.elapsed();
-    wait_synced(&b, &snapshot, snap_id, Duration::from_secs(180));
-    wait_same_content(&a, &b, &snapshot);
-    let snapshot_after = healed_at.elapsed();
-    // Its watch of site-b's `rbd_mirroring` timed out during the partition: `down+`
-    // until it is made again.
-    let up_after = wait_up_on_both(&a, &b, &journal);
-    println!(
-        "healed: journal image equal after {journal_after:.1?}, snapshot image (snapshot {snap_id}) after \
-         {snapshot_after:.1?}, up+replaying on both sites after {up_after:.1?}"
-    );
-    assert_eq!(daemon_pid(), pid, "the daemon was restarted");
-    let log = daemon_log_since(log_from);
-    assert!(!log.contains("panicked"), "the daemon panicked: {log}");
-    drop(daemon);
+    cut.recovers(&a, &b, healed_at);
 }
 
 /// A site's OSD stopped (`lab.sh osd-stop`) for the life of the guard; started again on
