@@ -318,6 +318,44 @@ fn broken_peers_are_reported_by_cause_while_the_other_pool_replicates() {
     );
 }
 
+/// SIGTERM while a pool replayer is still connecting to a peer whose monitor never answers
+/// (an address nothing routes to): the daemon stops within seconds, not after the connect
+/// timeout (it was killed by `lab.sh mirror-stop` after 20 s, the connection attempt not
+/// cancellable and the runtime waiting for the blocking librados call).
+#[test]
+fn a_stop_does_not_wait_for_a_peer_connection_under_way() {
+    let (_serial, a, b) = sites();
+    let pool = ScratchPool::create(&b, "faults-peer-dark");
+    let key = a.rbd(&["mirror", "pool", "peer", "bootstrap", "create", "--site-name", "site-a", lab::POOL]);
+    let token: Value = {
+        let out = Command::new("bash")
+            .args(["-c", &format!("echo '{}' | base64 -d", key.trim())])
+            .output()
+            .expect("base64 -d");
+        serde_json::from_slice(&out.stdout).expect("the token is base64 JSON")
+    };
+    let token_key = token["key"].as_str().expect("key");
+    // TEST-NET-1 (RFC 5737): packets to it go nowhere, the monitor session never answers.
+    pool.add_peer("client.rbd-mirror-peer@site-a", "192.0.2.1:6789", token_key);
+    let log_from = mirror::daemon_log().len();
+    let daemon = Daemon::start_with(&["--connect-timeout", "120"]);
+    lab::wait_for("the pool replayer connecting", Duration::from_secs(30), || {
+        let log = daemon_log_since(log_from);
+        log.lines()
+            .any(|l| l.contains("pool=faults-peer-dark") && l.contains("starting the pool replayer"))
+            .then_some(())
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let stopping = Instant::now();
+    drop(daemon);
+    let took = stopping.elapsed();
+    let log = daemon_log_since(log_from);
+    println!("stopped in {took:.1?} while connecting to the dark peer");
+    assert!(log.contains("all image replayers stopped"), "no clean stop in the log: {log}");
+    assert!(took < Duration::from_secs(10), "the stop took {took:.1?}");
+}
+
 /// Our binary at site-b run in the foreground as the lab runs it, with `extra` arguments;
 /// its own log, admin socket and metrics address, so it does not meet the lab's daemon's.
 fn foreground(b: &lab::Site, extra: &[&str]) -> Command {
