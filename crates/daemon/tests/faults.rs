@@ -225,6 +225,16 @@ impl Drop for ScratchPool {
 /// A key cephx never issued.
 const WRONG_KEY: &str = "AQBUEQlrAAAAABAAwTCV1/uNxnNPjaVaj2xZ2w==";
 
+/// Site-a's peer bootstrap token for pool `mirror`, decoded (client id, key, mon_host).
+fn bootstrap_token(a: &lab::Site) -> Value {
+    let token = a.rbd(&["mirror", "pool", "peer", "bootstrap", "create", "--site-name", "site-a", lab::POOL]);
+    let out = Command::new("bash")
+        .args(["-c", &format!("echo '{}' | base64 -d", token.trim())])
+        .output()
+        .expect("base64 -d");
+    serde_json::from_slice(&out.stdout).expect("the token is base64 JSON")
+}
+
 /// Three scratch pools on site-b, each with a broken peer: a wrong key, a peer token of
 /// another cluster (site-a's token for pool `mirror`, which site-a has no counterpart of
 /// here), an unreachable monitor. Each is reported by its cause in `rbd mirror pool status`
@@ -238,14 +248,7 @@ fn broken_peers_are_reported_by_cause_while_the_other_pool_replicates() {
     let other_pool = ScratchPool::create(&b, "faults-peer-other");
     let gone_pool = ScratchPool::create(&b, "faults-peer-gone");
     // site-a's bootstrap token for pool mirror: a valid client and key of site-a.
-    let token = a.rbd(&["mirror", "pool", "peer", "bootstrap", "create", "--site-name", "site-a", lab::POOL]);
-    let token: Value = {
-        let out = Command::new("bash")
-            .args(["-c", &format!("echo '{}' | base64 -d", token.trim())])
-            .output()
-            .expect("base64 -d");
-        serde_json::from_slice(&out.stdout).expect("the token is base64 JSON")
-    };
+    let token = bootstrap_token(&a);
     let (token_mon, token_key) =
         (token["mon_host"].as_str().expect("mon_host"), token["key"].as_str().expect("key"));
     let token_client = format!("client.{}", token["client_id"].as_str().expect("client_id"));
@@ -326,14 +329,7 @@ fn broken_peers_are_reported_by_cause_while_the_other_pool_replicates() {
 fn a_stop_does_not_wait_for_a_peer_connection_under_way() {
     let (_serial, a, b) = sites();
     let pool = ScratchPool::create(&b, "faults-peer-dark");
-    let key = a.rbd(&["mirror", "pool", "peer", "bootstrap", "create", "--site-name", "site-a", lab::POOL]);
-    let token: Value = {
-        let out = Command::new("bash")
-            .args(["-c", &format!("echo '{}' | base64 -d", key.trim())])
-            .output()
-            .expect("base64 -d");
-        serde_json::from_slice(&out.stdout).expect("the token is base64 JSON")
-    };
+    let token = bootstrap_token(&a);
     let token_key = token["key"].as_str().expect("key");
     // TEST-NET-1 (RFC 5737): packets to it go nowhere, the monitor session never answers.
     pool.add_peer("client.rbd-mirror-peer@site-a", "192.0.2.1:6789", token_key);
