@@ -364,6 +364,11 @@ impl CutOff {
         let pid = daemon_pid();
         wait_same_content(a, b, &journal);
         wait_same_content(a, b, &snapshot);
+        // Replaying, not still finishing the initial sync: equal content alone raced the
+        // journal image's last bootstrap step (its client state on site-a), which then
+        // waited for the whole partition as `IMAGE_SYNC/COPY_IMAGE 0%`.
+        wait_up_on_both(a, b, &journal);
+        wait_up_on_both(a, b, &snapshot);
         let before = commit_position(a, &journal).expect("commit position");
 
         let partition = Partition::cut(&cgroup, from);
