@@ -140,8 +140,9 @@ impl PoolReplayer {
         });
         let mut namespaces: Tasks<String> = Tasks::new();
         let mut last_ping: Option<Instant> = None;
-        let mut peer_silent = false;
         loop {
+            // Since when the peer has not answered (the first unanswered ping), if it does not.
+            let peer_silent = silent_tx.borrow().is_some();
             let config = self.config.borrow().clone();
             // While the peer does not answer, pinged again every PEER_PING_TIMEOUT.
             let ping_every =
@@ -154,7 +155,7 @@ impl PoolReplayer {
                         if let Err(e) = answered {
                             tracing::debug!(error = %e, "mirror_peer_ping failed");
                         }
-                        if std::mem::take(&mut peer_silent) {
+                        if peer_silent {
                             silent_tx.send_replace(None);
                             tracing::info!("the peer answers again");
                             self.registry.set_pool_error(&self.pool, &self.peer.site_name, "peer ping", None);
@@ -168,10 +169,6 @@ impl PoolReplayer {
                                 timeout = ?PEER_PING_TIMEOUT,
                                 "the peer does not answer mirror_peer_ping: unreachable? (replay waits for it)"
                             );
-                        }
-                        peer_silent = true;
-                        // Since the first unanswered ping.
-                        if silent_tx.borrow().is_none() {
                             silent_tx.send_replace(Some(pinged));
                         }
                         let error = format!(
