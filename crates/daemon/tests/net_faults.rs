@@ -336,7 +336,8 @@ fn two_images(a: &lab::Site, prefix: &str) -> (String, String, Images) {
 }
 
 /// The common part of the two partition cases: a journal-mode and a snapshot-mode image
-/// replicated by our daemon, started in a cgroup of its own; then, the daemon cut off from
+/// replicated by our daemon, started in a cgroup of its own; with `syncing`, a third
+/// (journal-mode) image in the middle of its initial sync; then, the daemon cut off from
 /// one site, site-a's clients write to both images and take a mirror snapshot.
 struct CutOff {
     /// Dropped first (fields drop in order): the rules go before the daemon and its cgroup.
@@ -345,6 +346,8 @@ struct CutOff {
     cgroup: Cgroup,
     journal: String,
     snapshot: String,
+    /// The journal-mode image still in its initial sync when the partition began.
+    syncing: Option<String>,
     _images: Images,
     log_from: usize,
     pid: u32,
@@ -356,8 +359,31 @@ struct CutOff {
 }
 
 impl CutOff {
-    fn new(a: &lab::Site, b: &lab::Site, prefix: &str, from: &lab::Site) -> CutOff {
-        let (journal, snapshot, images) = two_images(a, prefix);
+    fn new(a: &lab::Site, b: &lab::Site, prefix: &str, from: &lab::Site, syncing: bool) -> CutOff {
+        let (journal, snapshot, mut images) = two_images(a, prefix);
+        // 32 MiB written, its sync capped at 1 MiB/s (about 32 s): enabled once the others
+        // replay, the partition begins in the middle of its copy.
+        let syncing = syncing.then(|| {
+            let spec = format!("{}/{}", lab::POOL, lab::unique(&format!("{prefix}-sync")));
+            a.rbd(&[
+                "create",
+                "--size",
+                "64M",
+                "--image-feature",
+                "layering,exclusive-lock,journaling",
+                &spec,
+            ]);
+            images.0.push(spec.clone());
+            a.bench(&spec, "seq", "4M", "32M");
+            a.rbd(&[
+                "image-meta",
+                "set",
+                &spec,
+                "rbd_mirror_rs_image_bandwidth_limit",
+                &(1u64 << 20).to_string(),
+            ]);
+            spec
+        });
         let cgroup = Cgroup::create();
         let log_from = mirror::daemon_log().len();
         let daemon = start_in(&cgroup, &[]);
@@ -370,6 +396,17 @@ impl CutOff {
         wait_up_on_both(a, b, &journal);
         wait_up_on_both(a, b, &snapshot);
         let before = commit_position(a, &journal).expect("commit position");
+        if let Some(spec) = &syncing {
+            enable_journal_mirroring(a, spec);
+            let at =
+                lab::wait_for("the third image's initial sync", Duration::from_secs(60), || match statuses(
+                    b, spec,
+                )? {
+                    ((state, d), _) if d.contains("COPY_IMAGE") => Ok(format!("{state}: {d}")),
+                    (own, _) => Err(format!("{own:?}")),
+                });
+            println!("the partition begins with the third image at {at}");
+        }
 
         let partition = Partition::cut(&cgroup, from);
         let cut_at = Instant::now();
@@ -389,6 +426,7 @@ impl CutOff {
             cgroup,
             journal,
             snapshot,
+            syncing,
             _images: images,
             log_from,
             pid,
@@ -414,6 +452,12 @@ impl CutOff {
     fn recovers(self, a: &lab::Site, b: &lab::Site, healed_at: Instant) {
         wait_same_content(a, b, &self.journal);
         let journal_after = healed_at.elapsed();
+        if let Some(spec) = &self.syncing {
+            // Its sync goes on by itself, then its replay (no write since its sync point).
+            wait_up_on_both(a, b, spec);
+            wait_same_content(a, b, spec);
+            println!("healed: the third image synced and up+replaying after {:.1?}", healed_at.elapsed());
+        }
         wait_synced(b, &self.snapshot, self.snap_id, Duration::from_secs(180));
         wait_same_content(a, b, &self.snapshot);
         let snapshot_after = healed_at.elapsed();
@@ -450,14 +494,17 @@ impl CutOff {
 #[test]
 fn a_partition_from_site_a_is_reported_and_replay_resumes_by_itself() {
     let (_serial, a, b) = sites();
-    let mut cut = CutOff::new(&a, &b, "cut-a", &a);
+    let mut cut = CutOff::new(&a, &b, "cut-a", &a, true);
     let (cut_at, pid) = (cut.cut_at, cut.pid);
     let mut looks = Vec::new();
+    let mut syncing_looks = Vec::new();
     let mut health = None;
     let mut snapshot_silent = None;
     let label = format!("image=\"{}\"", image_name(&cut.snapshot));
+    let syncing = cut.syncing.clone().expect("the syncing image");
     while cut_at.elapsed() < PARTITION {
         looks.push(look(cut_at, &a, &b, &cut.journal));
+        syncing_looks.push(look(cut_at, &a, &b, &syncing));
         if snapshot_silent.is_none() {
             snapshot_silent = statuses(&b, &cut.snapshot)
                 .ok()
@@ -474,6 +521,7 @@ fn a_partition_from_site_a_is_reported_and_replay_resumes_by_itself() {
     cut.heal();
     let healed_at = Instant::now();
     print_looks("journal image during the partition from site-a:", &looks);
+    print_looks("journal image in its initial sync during the partition from site-a:", &syncing_looks);
     // The pool's health (service map) names the silent peer.
     let (at, pool) =
         health.expect("`rbd mirror pool status --verbose` on site-b never named the silent peer");
@@ -491,6 +539,13 @@ fn a_partition_from_site_a_is_reported_and_replay_resumes_by_itself() {
         silent.lag
     );
     println!("{:.0} s into the partition, site-b's status: {}", silent.at, silent.status);
+    // The image in its initial sync: still syncing, and the status says why it does not
+    // move on.
+    let silent = syncing_looks.iter().find(|l| l.status.contains("primary_unreachable_seconds"));
+    let silent = silent
+        .expect("the status of the image in its initial sync never said that the primary does not answer");
+    assert!(silent.status.starts_with("up+syncing"), "{}", silent.status);
+    println!("{:.0} s into the partition, the image in its initial sync: {}", silent.at, silent.status);
     // The snapshot-mode image too (the pool's pings go unanswered: at most the ping
     // interval, 30 s, + their 10 s timeout into the partition).
     let (at, (state, description), lag) = snapshot_silent
@@ -511,7 +566,7 @@ fn a_partition_from_site_a_is_reported_and_replay_resumes_by_itself() {
 #[test]
 fn a_partition_from_site_b_is_reported_and_replay_resumes_by_itself() {
     let (_serial, a, b) = sites();
-    let mut cut = CutOff::new(&a, &b, "cut-b", &b);
+    let mut cut = CutOff::new(&a, &b, "cut-b", &b, false);
     let mut looks = Vec::new();
     while cut.cut_at.elapsed() < PARTITION {
         looks.push(look(cut.cut_at, &a, &b, &cut.journal));

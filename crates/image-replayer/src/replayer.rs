@@ -14,7 +14,7 @@ use crate::error::{ErrorKind, Result};
 use crate::local::{Found, RemoteImage};
 use crate::metrics::ImageMetrics;
 use crate::registry::{Control, ImageHandle};
-use crate::status::{publish, StatusPublisher};
+use crate::status::{bootstrap_step, publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 
 /// Runs the replayer of remote image `remote_image_id` until `cancel` fires, reporting in
@@ -121,15 +121,22 @@ async fn attempt(
     // As stock's bootstrap (PrepareRemoteImageRequest), the primary's image id is looked up
     // by global id at every attempt: a peer that resynced its copy (a new image) and then
     // promoted it has another id than when this replayer started.
-    let current_id = crate::cls::mirror_image_get_image_id(&ctx.remote_io, global_id).await?;
-    let remote_image_id = current_id.as_deref().unwrap_or(remote_image_id);
-    let record = crate::cls::mirror_image_get(&ctx.remote_io, remote_image_id).await?;
-    let mode = record.map_or(MirrorImageMode::Journal, |m| m.mode);
+    let prepared = async {
+        let current_id = crate::cls::mirror_image_get_image_id(&ctx.remote_io, global_id).await?;
+        let remote_image_id = current_id.as_deref().unwrap_or(remote_image_id);
+        let record = crate::cls::mirror_image_get(&ctx.remote_io, remote_image_id).await?;
+        let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
+        Ok::<_, crate::ReplayError>((
+            record.map_or(MirrorImageMode::Journal, |m| m.mode),
+            remote,
+            remote_primary,
+        ))
+    };
+    let (mode, remote, remote_primary) = bootstrap_step(ctx, status, prepared).await?;
     let step = match mode {
         MirrorImageMode::Journal => "bootstrapping, PREPARE_REMOTE_IMAGE",
         MirrorImageMode::Snapshot => "bootstrapping, PREPARE_LOCAL_IMAGE",
     };
-    let (remote, remote_primary) = RemoteImage::read(&ctx.remote_io, remote_image_id, global_id).await?;
     let local_id = crate::cls::mirror_image_get_image_id(&ctx.local_io, global_id).await?;
     // A pool with several peers: the image is its primary peer's replayer's (and so is its
     // status), not this one's, whose remote is not primary.

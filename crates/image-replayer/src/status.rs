@@ -279,6 +279,89 @@ impl Drop for StatusPublisher {
     }
 }
 
+/// How long (whole seconds) the primary's cluster has not answered the pool's pings, if it
+/// does not ([`PeerContext::primary_silent`]).
+pub(crate) fn primary_silent_for(ctx: &PeerContext) -> Option<u64> {
+    ctx.primary_silent.borrow().map(|since| since.elapsed().as_secs())
+}
+
+/// A bootstrap step's description (`description`), saying that the primary has not
+/// answered for `silent` seconds (replay's JSON descriptions carry the key in the JSON).
+pub(crate) fn with_silence(description: &str, silent: u64) -> String {
+    format!("{description}; primary_unreachable_seconds: {silent}")
+}
+
+/// What an image's status says while a call to the primary waits and the primary's cluster
+/// does not answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SilentStatus {
+    pub state: MirrorImageStatusState,
+    pub description: String,
+    /// The image's lag, when the silence makes it known (left as it is otherwise).
+    pub lag_seconds: Option<f64>,
+}
+
+/// Awaits `request`, a call to the primary (librados waits for ever for a cluster it cannot
+/// reach). While the primary's cluster does not answer the pool's pings, the image's status
+/// is `silent(seconds)`, published at once and again every status interval.
+pub(crate) async fn from_primary<T>(
+    ctx: &PeerContext,
+    status: &mut StatusPublisher,
+    silent: impl Fn(u64) -> Option<SilentStatus>,
+    request: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(request);
+    // The request is sent first (a call to a cluster that answers is not held up by the
+    // status writes below, which wait for the silent cluster up to their timeout).
+    tokio::select! {
+        biased;
+        answer = &mut request => return answer,
+        () = std::future::ready(()) => {}
+    }
+    let mut since = ctx.primary_silent.clone();
+    let mut followed = true;
+    loop {
+        let silent_for = since.borrow_and_update().map(|at| at.elapsed().as_secs());
+        if let Some(s) = silent_for.and_then(&silent) {
+            if let Some(lag) = s.lag_seconds {
+                status.image().update(|i| i.lag_seconds = Some(lag));
+            }
+            publish(ctx, status, s.state, &s.description).await;
+        }
+        let every = ctx.config().rbd_mirror_rs_status_interval;
+        tokio::select! {
+            biased;
+            answer = &mut request => return answer,
+            changed = since.changed(), if followed => followed = changed.is_ok(),
+            () = tokio::time::sleep(every), if silent_for.is_some() => {}
+        }
+    }
+}
+
+/// Awaits `request`, a bootstrap step that calls the primary ([`from_primary`]): while the
+/// primary's cluster does not answer, the status written last (or `starting_replay,
+/// bootstrapping`) says so ([`with_silence`]); once it answers, that status is written again.
+pub(crate) async fn bootstrap_step<T>(
+    ctx: &PeerContext,
+    status: &mut StatusPublisher,
+    request: impl std::future::Future<Output = T>,
+) -> T {
+    let (state, description) = status
+        .written
+        .clone()
+        .unwrap_or((MirrorImageStatusState::StartingReplay, "bootstrapping".to_owned()));
+    let said = std::sync::atomic::AtomicBool::new(false);
+    let silent = |seconds| {
+        said.store(true, std::sync::atomic::Ordering::Relaxed);
+        Some(SilentStatus { state, description: with_silence(&description, seconds), lag_seconds: None })
+    };
+    let answer = from_primary(ctx, status, silent, request).await;
+    if said.into_inner() {
+        publish(ctx, status, state, &description).await;
+    }
+    answer
+}
+
 /// Publishes the image's status on the local pool (and the remote one, see
 /// [`StatusPublisher::publish`]) through the pool's connections.
 pub(crate) async fn publish(

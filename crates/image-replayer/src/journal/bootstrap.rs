@@ -18,7 +18,7 @@ use crate::copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapConte
 use crate::error::{ReplayError, Result};
 use crate::local::image::LocalImage;
 use crate::local::{newest_image_tag, random_uuid, RemoteImage};
-use crate::status::StatusPublisher;
+use crate::status::{bootstrap_step, primary_silent_for, with_silence, StatusPublisher};
 use crate::PeerContext;
 use rbd_types::cls_rbd::{MirrorImageMode, MirrorImageStatusState};
 
@@ -280,7 +280,6 @@ pub async fn initial_sync(
     // The primary is open read-write (its exclusive lock possibly ours) only for the sync
     // point's creation and removal, not for the whole copy: a daemon killed meanwhile leaves
     // no lock for the primary's next writer to break (and our client blocklisted).
-    ImageRw::open(&ctx.remote_io, &remote.name).await?.snap_create(&snap_name).await?;
     let mut meta = MirrorPeerClientMeta {
         image_id: local.image_id().to_owned(),
         state: MirrorPeerState::Syncing,
@@ -293,9 +292,13 @@ pub async fn initial_sync(
         }],
         snap_seqs: Default::default(),
     };
-    update_remote_client(ctx, remote, &meta).await?;
-
-    let snaps = cls::snapshots(&ctx.remote_io, &remote.image_id).await?;
+    // Each step that calls the primary says so in the status while its cluster is silent.
+    let snaps = bootstrap_step(ctx, status, async {
+        ImageRw::open(&ctx.remote_io, &remote.name).await?.snap_create(&snap_name).await?;
+        update_remote_client(ctx, remote, &meta).await?;
+        cls::snapshots(&ctx.remote_io, &remote.image_id).await
+    })
+    .await?;
     let sync_id = snaps.iter().find(|s| s.name == snap_name).map(|s| s.id).ok_or_else(|| {
         ReplayError::NotFound(format!("sync point {snap_name} of {} vanished", remote.name))
     })?;
@@ -322,7 +325,12 @@ pub async fn initial_sync(
             bytes += stats.bytes_written;
         }
         local.snap_create(&snap.name, &SnapshotNamespace::User).await?;
-        let protection = cls::get_protection_status(&ctx.remote_io, &remote.image_id, snap.id).await?;
+        let protection = bootstrap_step(
+            ctx,
+            status,
+            cls::get_protection_status(&ctx.remote_io, &remote.image_id, snap.id),
+        )
+        .await?;
         if protection == ProtectionStatus::Protected {
             local.snap_set_protection(&snap.name, ProtectionStatus::Protected).await?;
         }
@@ -343,11 +351,20 @@ pub async fn initial_sync(
 
     meta.state = MirrorPeerState::Replaying;
     meta.sync_points.clear();
-    update_remote_client(ctx, remote, &meta).await?;
-    let removed = match ImageRw::open(&ctx.remote_io, &remote.name).await {
-        Ok(primary) => primary.snap_remove(&snap_name).await,
-        Err(e) => Err(e),
-    };
+    // (stock's step names)
+    status
+        .publish(
+            &ctx.local_io,
+            &ctx.remote_io,
+            MirrorImageStatusState::Syncing,
+            "bootstrapping, IMAGE_SYNC/PRUNE_SYNC_POINTS",
+        )
+        .await;
+    bootstrap_step(ctx, status, update_remote_client(ctx, remote, &meta)).await?;
+    let removed = bootstrap_step(ctx, status, async {
+        ImageRw::open(&ctx.remote_io, &remote.name).await?.snap_remove(&snap_name).await
+    })
+    .await;
     if let Err(e) = removed {
         tracing::warn!(image = %remote.name, snap = %snap_name, error = %e, "cannot remove the sync point");
     }
@@ -395,7 +412,11 @@ async fn sync_phase(
                 let p = *progress.lock();
                 let within = (p.objects_done * 100).checked_div(p.object_count).unwrap_or(0);
                 let pct = (phase * 100 + within) / phases.max(1);
-                let description = format!("bootstrapping, IMAGE_SYNC/COPY_IMAGE {pct}%");
+                let mut description = format!("bootstrapping, IMAGE_SYNC/COPY_IMAGE {pct}%");
+                // The copy waits for the primary while its cluster does not answer.
+                if let Some(silent) = primary_silent_for(ctx) {
+                    description = with_silence(&description, silent);
+                }
                 status
                     .publish(&ctx.local_io, &ctx.remote_io, MirrorImageStatusState::Syncing, &description)
                     .await;

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::local::image::LocalImage;
 use crate::local::Found;
 use crate::metrics::ImageMetrics;
-use crate::status::{publish, StatusPublisher};
+use crate::status::{bootstrap_step, publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use bootstrap::{check_epoch_link, ensure_local_image, ensure_remote_client, initial_sync, EpochLink};
 use replay::{JournalReplayer, ReplayEnd};
@@ -43,16 +43,23 @@ pub(crate) async fn attempt(
     let metrics = ImageMetrics::new(&ctx.pool, &ctx.namespace, &remote.name);
     // The primary's journal header, as the bootstrap steps below need it (the tail reads
     // it again when it opens, after our client is registered).
-    let remote_journal = read_header(&ctx.remote_io, remote_image_id).await?;
-    let (local_id, created) = ensure_local_image(ctx, &remote, &remote_journal, clone.as_ref()).await?;
+    // (Each step that calls the primary says so in the status while its cluster is silent.)
+    let remote_journal = bootstrap_step(ctx, status, read_header(&ctx.remote_io, remote_image_id)).await?;
+    let (local_id, created) =
+        bootstrap_step(ctx, status, ensure_local_image(ctx, &remote, &remote_journal, clone.as_ref()))
+            .await?;
     if !created && crate::local::resync_requested(&ctx.local_io, &local_id, MirrorImageMode::Journal).await? {
         return crate::local::resync(ctx, &local_id, status).await;
     }
-    let client = ensure_remote_client(ctx, &remote, &remote_journal, &local_id, created).await?;
+    let client =
+        bootstrap_step(ctx, status, ensure_remote_client(ctx, &remote, &remote_journal, &local_id, created))
+            .await?;
     if client.disconnected {
         return disconnected(ctx, &local_id, status).await;
     }
-    if !created && check_epoch_link(ctx, &remote, &remote_journal, &local_id).await? == EpochLink::SplitBrain
+    if !created
+        && bootstrap_step(ctx, status, check_epoch_link(ctx, &remote, &remote_journal, &local_id)).await?
+            == EpochLink::SplitBrain
     {
         // As stock: nothing is written until `rbd mirror image resync` (checked first above).
         tracing::error!("split-brain detected -- skipping image replay");
@@ -92,8 +99,8 @@ pub(crate) async fn attempt(
         remote_image_id,
         &ctx.local_mirror_uuid,
         options,
-    )
-    .await?;
+    );
+    let tail = bootstrap_step(ctx, status, tail).await?;
     tracing::info!(position = ?tail.position(), resumed, "replaying from the committed position");
     if resumed {
         metrics.replay_resumed.increment(1);

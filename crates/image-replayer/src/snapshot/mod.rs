@@ -28,7 +28,7 @@ use crate::copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapConte
 use crate::error::{ReplayError, Result};
 use crate::local::image::LocalImage;
 use crate::local::{CloneSource, Found, RemoteImage, IMAGE_META_PREFIX};
-use crate::status::{publish, StatusPublisher};
+use crate::status::{bootstrap_step, primary_silent_for, publish, SilentStatus, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use rbd_types::cls_rbd::{
     args, header_object_name, MirrorImageMode, MirrorImageStatusState as State, SnapshotInfo,
@@ -75,12 +75,13 @@ pub(crate) async fn attempt(
             return Ok(Attempt::RetryAfter(ctx.config().rbd_mirror_rs_role_check_interval));
         }
     }
-    let (local_id, created) = ensure_local_image(ctx, &remote, clone.as_ref()).await?;
+    let (local_id, created) =
+        bootstrap_step(ctx, status, ensure_local_image(ctx, &remote, clone.as_ref())).await?;
     if !created && crate::local::resync_requested(&ctx.local_io, &local_id, MirrorImageMode::Snapshot).await?
     {
         return crate::local::resync(ctx, &local_id, status).await;
     }
-    let peer_uuid = remote_peer_uuid(ctx).await?;
+    let peer_uuid = bootstrap_step(ctx, status, remote_peer_uuid(ctx)).await?;
     let local = LocalImage::open(&ctx.local, &ctx.pool, &ctx.namespace, &local_id).await?;
     publish(ctx, status, State::StartingReplay, "starting replay").await;
     let mut replayer = SnapshotReplayer {
@@ -297,50 +298,28 @@ impl SnapshotReplayStatus {
     }
 }
 
-/// How long the primary's cluster has not answered the pool's pings, if it does not.
-fn silent_for(ctx: &PeerContext) -> Option<u64> {
-    ctx.primary_silent.borrow().map(|since| since.elapsed().as_secs())
+impl SnapshotReplayStatus {
+    /// This status, saying that the primary has not answered for `silent` seconds (in the
+    /// description and the lag).
+    fn silent(&self, silent: u64) -> SilentStatus {
+        let s = SnapshotReplayStatus { primary_unreachable: Some(silent), ..self.clone() };
+        SilentStatus {
+            state: State::Replaying,
+            description: s.description(),
+            lag_seconds: s.lag_seconds(SystemTime::now()),
+        }
+    }
 }
 
-/// Publishes `last` (the status published last) again, saying how long the primary has not
-/// answered; nothing while it answers, or before a first status.
-async fn publish_silent(
-    ctx: &PeerContext,
-    last: Option<&SnapshotReplayStatus>,
-    status: &mut StatusPublisher,
-) {
-    let (Some(silent), Some(last)) = (silent_for(ctx), last) else { return };
-    let s = SnapshotReplayStatus { primary_unreachable: Some(silent), ..last.clone() };
-    let lag = s.lag_seconds(SystemTime::now());
-    status.image().update(|i| i.lag_seconds = lag);
-    publish(ctx, status, State::Replaying, &s.description()).await;
-}
-
-/// Awaits `request`, a call to the primary (librados waits for ever for a cluster it cannot
-/// reach); while the primary's cluster does not answer the pool's pings, the image's status
-/// (`last`, the one published last) says so, refreshed every status interval.
+/// Awaits `request`, a call to the primary; while the primary's cluster does not answer,
+/// the image's status (`last`, the one published last) says so ([`status::from_primary`]).
 async fn from_primary<T>(
     ctx: &PeerContext,
     last: Option<&SnapshotReplayStatus>,
     status: &mut StatusPublisher,
     request: impl std::future::Future<Output = T>,
 ) -> T {
-    tokio::pin!(request);
-    let mut silent = ctx.primary_silent.clone();
-    let mut followed = true;
-    if silent.borrow().is_some() {
-        publish_silent(ctx, last, status).await;
-    }
-    loop {
-        let is_silent = silent.borrow_and_update().is_some();
-        let every = ctx.config().rbd_mirror_rs_status_interval;
-        tokio::select! {
-            answer = &mut request => return answer,
-            changed = silent.changed(), if followed => followed = changed.is_ok(),
-            _ = tokio::time::sleep(every), if is_silent => {}
-        }
-        publish_silent(ctx, last, status).await;
-    }
+    crate::status::from_primary(ctx, status, |silent| last.map(|l| l.silent(silent)), request).await
 }
 
 fn secs(t: rbd_types::UTime) -> u64 {
@@ -529,7 +508,7 @@ impl SnapshotReplayer<'_> {
             bytes_per_snapshot: self.rates.bytes_per_snapshot(),
             pending_snapshots: pending,
             last_sync: self.rates.last_sync,
-            primary_unreachable: silent_for(self.ctx),
+            primary_unreachable: primary_silent_for(self.ctx),
         }
     }
 
