@@ -361,7 +361,7 @@ struct CutOff {
 impl CutOff {
     fn new(a: &lab::Site, b: &lab::Site, prefix: &str, from: &lab::Site, syncing: bool) -> CutOff {
         let (journal, snapshot, mut images) = two_images(a, prefix);
-        // 32 MiB written, its sync capped at 1 MiB/s (about 32 s): enabled once the others
+        // 16 MiB written, its sync capped at 1 MiB/s (about 16 s): enabled once the others
         // replay, the partition begins in the middle of its copy.
         let syncing = syncing.then(|| {
             let spec = format!("{}/{}", lab::POOL, lab::unique(&format!("{prefix}-sync")));
@@ -374,7 +374,7 @@ impl CutOff {
                 &spec,
             ]);
             images.0.push(spec.clone());
-            a.bench(&spec, "seq", "4M", "32M");
+            a.bench(&spec, "seq", "4M", "16M");
             a.rbd(&[
                 "image-meta",
                 "set",
