@@ -99,7 +99,9 @@ fn registry_gauges(out: &mut String, snapshot: &Snapshot, daemon: &str) {
     let _ = writeln!(out, "# HELP {IMAGE_LAG_SECONDS} Seconds the secondary image is behind the primary");
     let _ = writeln!(out, "# TYPE {IMAGE_LAG_SECONDS} gauge");
     for (k, s) in &snapshot.images {
-        if let Some(lag) = s.lag_seconds {
+        // Computed now (the registry keeps since when the copy is behind), to the millisecond.
+        if let Some(lag) = s.lag_seconds() {
+            let lag = (lag * 1000.0).round() / 1000.0;
             let _ = writeln!(out, "{IMAGE_LAG_SECONDS}{{{}}} {lag}", image_labels(k, &s.name));
         }
     }
@@ -292,7 +294,9 @@ mod tests {
             s.name = "a\"b".into();
             s.state = MirrorImageStatusState::Replaying;
             s.entries_behind_primary = 7;
-            s.lag_seconds = Some(1.5);
+            // Behind since 90 s ago: 90 s when scraped (the lag grows until updated).
+            s.lag =
+                image_replayer::registry::Lag::Since(std::time::SystemTime::now() - Duration::from_secs(90));
             s.last_snapshot_sync = Some((std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000), 4096));
             s.replay_latency = (4, Duration::from_millis(1500));
         });
@@ -303,7 +307,13 @@ mod tests {
             out.contains(&format!("rbd_mirror_rs_image_entries_behind_primary{{{labels}}} 7\n")),
             "{out}"
         );
-        assert!(out.contains(&format!("rbd_mirror_rs_image_lag_seconds{{{labels}}} 1.5\n")), "{out}");
+        let lag = format!("rbd_mirror_rs_image_lag_seconds{{{labels}}} ");
+        let lag: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&lag))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no lag in {out}"));
+        assert!((90.0..91.0).contains(&lag), "{out}");
         assert!(
             out.contains(&format!("rbd_mirror_rs_image_state{{{labels},state=\"replaying\"}} 1\n")),
             "{out}"

@@ -47,7 +47,7 @@ pub use local::deleter::{
 pub use local::image::LocalImage;
 pub use local::{is_primary, non_primary_snapshot_name};
 pub use registry::{
-    Deletion, Deletions, ImageHandle, ImageKey, ImageState, LeaderState, PoolState, Registry,
+    Deletion, Deletions, ImageHandle, ImageKey, ImageState, Lag, LeaderState, PoolState, Registry,
 };
 pub use replayer::run;
 pub use status::StatusBook;

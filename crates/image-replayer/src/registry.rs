@@ -37,6 +37,41 @@ impl ImageKey {
     }
 }
 
+/// How far behind the primary an image's copy is (`rbd_mirror_rs_image_lag_seconds`). Kept
+/// as a time, not a number of seconds: read at any moment, the lag is current, also while
+/// the replayer waits for a cluster that does not answer and updates nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Lag {
+    /// Not known yet.
+    #[default]
+    Unknown,
+    /// Nothing the primary wrote is missing from the copy.
+    CaughtUp,
+    /// The copy lacks what the primary wrote at this time (and after).
+    Since(SystemTime),
+}
+
+impl Lag {
+    /// Seconds behind at `now`; none while unknown.
+    pub fn seconds(self, now: SystemTime) -> Option<f64> {
+        match self {
+            Lag::Unknown => None,
+            Lag::CaughtUp => Some(0.0),
+            Lag::Since(t) => Some(now.duration_since(t).map_or(0.0, |d| d.as_secs_f64())),
+        }
+    }
+
+    /// This lag, at least as long as one since `t` (what the primary wrote since `t` may be
+    /// missing: it has not answered since). An unknown lag stays unknown.
+    pub fn at_least_since(self, t: SystemTime) -> Lag {
+        match self {
+            Lag::Unknown => Lag::Unknown,
+            Lag::CaughtUp => Lag::Since(t),
+            Lag::Since(s) => Lag::Since(s.min(t)),
+        }
+    }
+}
+
 /// What one image replayer last reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageState {
@@ -65,10 +100,10 @@ pub struct ImageState {
     pub entries_behind_primary: u64,
     /// When a commit position was last written to the primary's journal.
     pub last_commit: Option<SystemTime>,
-    /// How far behind the primary the secondary is, in seconds, when known (journal mode:
-    /// age of the oldest entry not replayed; snapshot mode: age of the primary snapshot last
-    /// synced while a newer one waits).
-    pub lag_seconds: Option<f64>,
+    /// How far behind the primary the secondary is (journal mode: since the entry taken
+    /// last while entries wait; snapshot mode: since the primary snapshot synced last while
+    /// a newer one waits); see [`ImageState::lag_seconds`].
+    pub lag: Lag,
     /// When the last mirror snapshot sync finished, and the bytes it copied (snapshot mode).
     pub last_snapshot_sync: Option<(SystemTime, u64)>,
     /// The last of the operator's flushes ([`Control::flushes`]) that replay has served.
@@ -92,11 +127,18 @@ impl Default for ImageState {
             replay_latency: (0, std::time::Duration::ZERO),
             entries_behind_primary: 0,
             last_commit: None,
-            lag_seconds: None,
+            lag: Lag::Unknown,
             last_snapshot_sync: None,
             flushed: 0,
             updated: SystemTime::UNIX_EPOCH,
         }
+    }
+}
+
+impl ImageState {
+    /// The lag now, in seconds, when known.
+    pub fn lag_seconds(&self) -> Option<f64> {
+        self.lag.seconds(SystemTime::now())
     }
 }
 
@@ -454,6 +496,25 @@ impl ImageHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kept as a time, the lag grows while nothing updates it (a replayer waiting for a
+    /// cluster that does not answer), and a silence since `t` makes it at least that long.
+    #[test]
+    fn the_lag_is_current_when_read() {
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let behind = Lag::Since(at(0));
+        assert_eq!(behind.seconds(at(5)), Some(5.0));
+        assert_eq!(behind.seconds(at(65)), Some(65.0));
+        assert_eq!(Lag::CaughtUp.seconds(at(65)), Some(0.0));
+        assert_eq!(Lag::Unknown.seconds(at(65)), None);
+        // A clock that went back: 0, never negative.
+        assert_eq!(Lag::Since(at(10)).seconds(at(5)), Some(0.0));
+        assert_eq!(Lag::CaughtUp.at_least_since(at(30)), Lag::Since(at(30)));
+        assert_eq!(behind.at_least_since(at(30)), behind);
+        assert_eq!(Lag::Since(at(40)).at_least_since(at(30)), Lag::Since(at(30)));
+        assert_eq!(Lag::Unknown.at_least_since(at(30)), Lag::Unknown);
+    }
 
     #[test]
     fn images_are_registered_updated_listed_and_removed() {

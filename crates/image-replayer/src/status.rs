@@ -298,7 +298,7 @@ pub(crate) struct SilentStatus {
     pub state: MirrorImageStatusState,
     pub description: String,
     /// The image's lag, when the silence makes it known (left as it is otherwise).
-    pub lag_seconds: Option<f64>,
+    pub lag: Option<crate::registry::Lag>,
 }
 
 /// Awaits `request`, a call to the primary (librados waits for ever for a cluster it cannot
@@ -323,8 +323,8 @@ pub(crate) async fn from_primary<T>(
     loop {
         let silent_for = since.borrow_and_update().map(|at| at.elapsed().as_secs());
         if let Some(s) = silent_for.and_then(&silent) {
-            if let Some(lag) = s.lag_seconds {
-                status.image().update(|i| i.lag_seconds = Some(lag));
+            if let Some(lag) = s.lag {
+                status.image().update(|i| i.lag = lag);
             }
             publish(ctx, status, s.state, &s.description).await;
         }
@@ -353,7 +353,7 @@ pub(crate) async fn bootstrap_step<T>(
     let said = std::sync::atomic::AtomicBool::new(false);
     let silent = |seconds| {
         said.store(true, std::sync::atomic::Ordering::Relaxed);
-        Some(SilentStatus { state, description: with_silence(&description, seconds), lag_seconds: None })
+        Some(SilentStatus { state, description: with_silence(&description, seconds), lag: None })
     };
     let answer = from_primary(ctx, status, silent, request).await;
     if said.into_inner() {

@@ -33,7 +33,7 @@ use crate::error::{ReplayError, Result};
 use crate::local::image::{LocalImage, PreparedObjectOps};
 use crate::local::write_batch::{IoEvent, ObjectGroup, WindowPlanner};
 use crate::metrics::ImageMetrics;
-use crate::registry::Control;
+use crate::registry::{Control, Lag};
 use crate::status::{ReplayProgress, StatusPublisher};
 use crate::PeerContext;
 use rbd_types::cls_rbd::MirrorImageStatusState;
@@ -156,9 +156,10 @@ pub struct JournalReplayer<'a> {
     pub bandwidth: ImageBandwidth,
     /// Until when the caps hold the next entry back.
     held_until: Option<tokio::time::Instant>,
-    /// The image's registry entry (from [`Self::run`]'s publisher): its lag is kept current
-    /// while the loop waits for IO ([`Self::drain`]).
+    /// The image's registry entry (from [`Self::run`]'s publisher), where its lag is kept.
     registry: Option<crate::registry::ImageHandle>,
+    /// The lag as last set in the registry.
+    published_lag: Lag,
 }
 
 /// Longest wait between two reads of the local journal header's state (resync requested,
@@ -171,36 +172,11 @@ const LOCAL_STATE_CHECK: Duration = Duration::from_secs(120);
 /// (`primary_unreachable_seconds`) and the lag is at least that long.
 const PRIMARY_SILENT: Duration = Duration::from_secs(10);
 
-/// How often the registry's lag is brought up to date while replay waits for IO to finish.
-const LAG_REFRESH: Duration = Duration::from_secs(1);
-
 /// How long writing the commit position to the primary, and reading the local journal's
 /// state, may wait: unanswered, the position stays uncommitted for the next commit, the state
 /// is read at the next check. (A cluster out of reach held the replay loop, and with it the
 /// image's status and metrics, in the call until it answered.)
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Awaits `work`, keeping the lag in `registry` (metrics, admin socket) current every
-/// [`LAG_REFRESH`] meanwhile: the copy lacks at least the entry the primary wrote at `since`.
-async fn keeping_lag<T>(
-    registry: Option<&crate::registry::ImageHandle>,
-    since: UTime,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    tokio::pin!(work);
-    let mut stalled = tokio::time::interval_at(tokio::time::Instant::now() + LAG_REFRESH, LAG_REFRESH);
-    loop {
-        tokio::select! {
-            done = &mut work => return done,
-            _ = stalled.tick() => {
-                let lag = SystemTime::now().duration_since(since.to_system_time()).map_or(0.0, |d| d.as_secs_f64());
-                if let Some(registry) = registry {
-                    registry.update(|s| s.lag_seconds = Some(s.lag_seconds.unwrap_or(0.0).max(lag)));
-                }
-            }
-        }
-    }
-}
 
 /// The next event of `watch`; never resolves without one. Cancel-safe.
 async fn next_watch_event(watch: &mut Option<rados_ffi::Watch>) -> Option<rados_ffi::WatchEvent> {
@@ -259,6 +235,7 @@ impl<'a> JournalReplayer<'a> {
             operator: None,
             replay_delay: Duration::ZERO,
             registry: None,
+            published_lag: Lag::Unknown,
         }
     }
 
@@ -462,44 +439,48 @@ impl<'a> JournalReplayer<'a> {
         let progress = self.progress(entries_per_second, bytes_per_second);
         let behind = progress.entries_behind_primary();
         let lag = self.lag(&progress);
+        self.published_lag = lag;
         self.account(status.image());
         let last_commit = self.last_commit;
         status.image().update(|s| {
             s.entries_behind_primary = behind;
             s.last_commit = last_commit;
-            s.lag_seconds = Some(lag);
+            s.lag = lag;
         });
         let (local, remote) = (&self.ctx.local_io, &self.ctx.remote_io);
         status.publish(local, remote, MirrorImageStatusState::Replaying, &progress.description()).await;
     }
 
-    /// Seconds the copy is behind, given `progress`: while entries wait (behind the primary's
-    /// commit position as last read, or taken and not applied yet), the age of the newest
-    /// entry taken (the oldest waiting one is older); none when caught up; at least as long
-    /// as the primary has not answered (what it wrote meanwhile is unknown, the copy may be
-    /// as old as the unanswered read: the most it can be behind, for the lag alerts).
-    fn lag(&self, progress: &ReplayProgress) -> f64 {
+    /// How far the copy is behind, given `progress`: while entries wait (behind the
+    /// primary's commit position as last read, or taken and not applied yet), since the
+    /// newest entry taken (the oldest waiting one is older); caught up otherwise; at least
+    /// since the primary stopped answering (what it wrote meanwhile is unknown, the copy may
+    /// be as old as the unanswered read: the most it can be behind, for the lag alerts).
+    fn lag(&self, progress: &ReplayProgress) -> Lag {
         let waiting =
             progress.entries_behind_primary() > 0 || !self.in_flight.is_empty() || self.open.is_some();
         let lag = match self.newest_entry_time {
-            Some(t) if waiting => {
-                SystemTime::now().duration_since(t.to_system_time()).map_or(0.0, |d| d.as_secs_f64())
-            }
-            _ => 0.0,
+            Some(t) if waiting => Lag::Since(t.to_system_time()),
+            _ => Lag::CaughtUp,
         };
-        progress.primary_unreachable.map_or(lag, |silent| lag.max(silent.as_secs_f64()))
+        match progress.primary_unreachable {
+            Some(silent) => lag.at_least_since(SystemTime::now() - silent),
+            None => lag,
+        }
     }
 
-    /// Brings the registry's lag (metrics, admin socket) up to date without writing the
-    /// status: while the loop waits for site-b to answer, what it last reported would stay.
-    fn refresh_lag(&self) {
+    /// Sets the registry's lag (metrics, admin socket) and entries behind as they are now,
+    /// without writing the status. (Stored as a time, the lag then grows by itself while
+    /// the loop waits, e.g. for site-b to answer.)
+    fn refresh_lag(&mut self) {
         let Some(registry) = &self.registry else { return };
         let progress = self.progress(0.0, 0.0);
         let (behind, lag) = (progress.entries_behind_primary(), self.lag(&progress));
         registry.update(|s| {
             s.entries_behind_primary = behind;
-            s.lag_seconds = Some(lag);
+            s.lag = lag;
         });
+        self.published_lag = lag;
     }
 
     /// Adds to the image's registry entry what was replayed since the last time: its counts
@@ -612,7 +593,12 @@ impl<'a> JournalReplayer<'a> {
                 self.add_latency(durable.window_entries, opened);
             }
         }
+        let window_durable = durable.window_entries > 0;
         self.count(durable);
+        if window_durable {
+            // The lag moves on (to caught up, once nothing waits) with each window applied.
+            self.refresh_lag();
+        }
         Ok(())
     }
 
@@ -640,21 +626,13 @@ impl<'a> JournalReplayer<'a> {
     }
 
     /// Waits for every object operation in flight or queued (the open window is not
-    /// submitted: see [`Self::flush`]). The registry's lag is refreshed every
-    /// [`LAG_REFRESH`] meanwhile: site-b out of reach holds the loop here.
+    /// submitted: see [`Self::flush`]). (Site-b out of reach holds the loop here; the lag in
+    /// the registry grows meanwhile.)
     async fn drain(&mut self) -> Result<()> {
         let mut first_error = None;
-        let mut stalled = tokio::time::interval_at(tokio::time::Instant::now() + LAG_REFRESH, LAG_REFRESH);
-        stalled.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                done = self.in_flight.next() => {
-                    let Some((window, object, r)) = done else { break };
-                    if let Err(e) = self.complete(window, object, r) {
-                        first_error.get_or_insert(e);
-                    }
-                }
-                _ = stalled.tick() => self.refresh_lag(),
+        while let Some((window, object, r)) = self.in_flight.next().await {
+            if let Err(e) = self.complete(window, object, r) {
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -721,12 +699,17 @@ impl<'a> JournalReplayer<'a> {
         // Error context is formatted on the error path only: this runs for every entry.
         let entry = EventEntry::decode_payload(payload)
             .map_err(|e| ReplayError::decode(event_context(&self.remote_image_id, position), e))?;
+        if self.published_lag == Lag::CaughtUp {
+            // The copy lacks this entry from now on: the registry's lag grows from it, also
+            // while the calls below wait (site-b out of reach).
+            self.published_lag = Lag::Since(entry.timestamp.to_system_time());
+            if let Some(registry) = &self.registry {
+                registry.update(|s| s.lag = self.published_lag);
+            }
+        }
         if self.current_tag != Some(position.tag_tid) {
             self.flush().await?;
-            // Site-b out of reach holds the loop in the local tag's creation: the copy
-            // lacks this entry meanwhile.
-            let registry = self.registry.clone();
-            keeping_lag(registry.as_ref(), entry.timestamp, self.enter_tag(position.tag_tid)).await?;
+            self.enter_tag(position.tag_tid).await?;
         }
         self.newest_entry_time = Some(entry.timestamp);
         let seq = self.commits.next_seq();
@@ -939,27 +922,5 @@ pub fn event_name(e: &Event) -> &'static str {
         Event::AioWriteSame { .. } => "AioWriteSame",
         Event::AioCompareAndWrite { .. } => "AioCompareAndWrite",
         Event::Unknown { .. } => "Unknown",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::{ImageHandle, ImageKey};
-
-    /// A call that does not return (site-b out of reach) does not freeze the lag: it grows
-    /// from the entry the copy lacks.
-    #[tokio::test]
-    async fn the_lag_grows_while_a_call_waits() {
-        let registry = ImageHandle::detached(ImageKey::new("pool", "", "global"));
-        registry.update(|s| s.lag_seconds = Some(0.5));
-        let since = UTime::from_system_time(SystemTime::now() - Duration::from_secs(100));
-        let waited = keeping_lag(Some(&registry), since, async {
-            tokio::time::sleep(LAG_REFRESH + Duration::from_millis(200)).await;
-            registry.get().lag_seconds
-        })
-        .await;
-        let lag = waited.expect("a lag");
-        assert!((100.0..110.0).contains(&lag), "lag {lag}");
     }
 }

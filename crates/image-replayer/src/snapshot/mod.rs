@@ -28,6 +28,7 @@ use crate::copy::{copy_image, CopyProgress, CopyRange, CopyStats, LocalSnapConte
 use crate::error::{ReplayError, Result};
 use crate::local::image::LocalImage;
 use crate::local::{CloneSource, Found, RemoteImage, IMAGE_META_PREFIX};
+use crate::registry::Lag;
 use crate::status::{bootstrap_step, primary_silent_for, publish, SilentStatus, StatusPublisher};
 use crate::{Attempt, PeerContext};
 use rbd_types::cls_rbd::{
@@ -252,19 +253,20 @@ fn round2(x: f64) -> f64 {
 }
 
 impl SnapshotReplayStatus {
-    /// Seconds the secondary is behind at `now`: while a newer primary snapshot waits or
-    /// syncs, the age of the primary snapshot last synced (unknown before the first sync);
-    /// caught up, 0.
-    /// While the primary does not answer, at least as long as it has not (what it wrote
-    /// meanwhile is unknown).
-    pub fn lag_seconds(&self, now: SystemTime) -> Option<f64> {
-        let silent = self.primary_unreachable.map(|s| s as f64);
-        if !self.syncing && self.pending_snapshots == 0 {
-            return Some(silent.unwrap_or(0.0));
+    /// How far the secondary is behind, at `now`: while a newer primary snapshot waits or
+    /// syncs, since the primary snapshot last synced (unknown before the first sync); caught
+    /// up otherwise. While the primary does not answer, at least since it stopped (what it
+    /// wrote meanwhile is unknown).
+    pub fn lag(&self, now: SystemTime) -> Lag {
+        let lag = match self.local_snapshot_timestamp {
+            _ if !self.syncing && self.pending_snapshots == 0 => Lag::CaughtUp,
+            Some(synced) => Lag::Since(UNIX_EPOCH + Duration::from_secs(synced)),
+            None => Lag::Unknown,
+        };
+        match self.primary_unreachable {
+            Some(silent) => lag.at_least_since(now - Duration::from_secs(silent)),
+            None => lag,
         }
-        let synced = UNIX_EPOCH + Duration::from_secs(self.local_snapshot_timestamp?);
-        let lag = now.duration_since(synced).map_or(0.0, |d| d.as_secs_f64());
-        Some(silent.map_or(lag, |s| lag.max(s)))
     }
 
     /// `"replaying, {json}"` as the stock daemon writes it (keys sorted, as json_spirit's
@@ -306,7 +308,7 @@ impl SnapshotReplayStatus {
         SilentStatus {
             state: State::Replaying,
             description: s.description(),
-            lag_seconds: s.lag_seconds(SystemTime::now()),
+            lag: Some(s.lag(SystemTime::now())),
         }
     }
 }
@@ -408,8 +410,8 @@ impl SnapshotReplayer<'_> {
                     }
                     if last_status.is_none_or(|t| t.elapsed() >= ctx.config().rbd_mirror_rs_status_interval) {
                         let s = self.status(&local_snaps, &remote_snaps, None, 0);
-                        let lag = s.lag_seconds(SystemTime::now());
-                        status.image().update(|i| i.lag_seconds = lag);
+                        let lag = s.lag(SystemTime::now());
+                        status.image().update(|i| i.lag = lag);
                         publish(ctx, status, State::Replaying, &s.description()).await;
                         self.last_status = Some(s);
                         last_status = Some(Instant::now());
@@ -902,8 +904,8 @@ impl SnapshotReplayer<'_> {
                     let mut s = base.clone();
                     s.syncing_percent = Some(pct);
                     s.bytes_per_second = rates.bytes_per_second();
-                    let lag = s.lag_seconds(SystemTime::now());
-                    status.image().update(|i| i.lag_seconds = lag);
+                    let lag = s.lag(SystemTime::now());
+                    status.image().update(|i| i.lag = lag);
                     publish(ctx, status, State::Replaying, &s.description()).await;
                     last_pct = Some(pct);
                 }
@@ -968,10 +970,10 @@ mod tests {
             local_snapshot_timestamp: Some(1_700_000_000),
             ..Default::default()
         };
-        assert_eq!(idle.lag_seconds(now), Some(0.0));
+        assert_eq!(idle.lag(now), Lag::CaughtUp);
         assert!(!idle.description().contains("primary_unreachable_seconds"));
         let silent = SnapshotReplayStatus { primary_unreachable: Some(35), ..idle.clone() };
-        assert_eq!(silent.lag_seconds(now), Some(35.0));
+        assert_eq!(silent.lag(now).seconds(now), Some(35.0));
         assert!(
             silent.description().contains("\"primary_unreachable_seconds\":35"),
             "{}",
@@ -979,7 +981,12 @@ mod tests {
         );
         // Syncing since a snapshot 100 s old: the larger of the two.
         let syncing = SnapshotReplayStatus { syncing: true, syncing_percent: Some(10), ..silent };
-        assert_eq!(syncing.lag_seconds(now), Some(100.0));
+        assert_eq!(syncing.lag(now).seconds(now), Some(100.0));
+        // It grows while nothing updates it (a sync waiting for site-b).
+        assert_eq!(syncing.lag(now).seconds(now + Duration::from_secs(60)), Some(160.0));
+        // Unknown before the first sync, silent or not.
+        let first = SnapshotReplayStatus { local_snapshot_timestamp: None, ..syncing };
+        assert_eq!(first.lag(now), Lag::Unknown);
     }
 
     #[test]
