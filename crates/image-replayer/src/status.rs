@@ -285,10 +285,15 @@ pub(crate) fn primary_silent_for(ctx: &PeerContext) -> Option<u64> {
     ctx.primary_silent.borrow().map(|since| since.elapsed().as_secs())
 }
 
-/// A bootstrap step's description (`description`), saying that the primary has not
-/// answered for `silent` seconds (replay's JSON descriptions carry the key in the JSON).
+/// What [`with_silence`] adds to a description.
+const SILENCE_SUFFIX: &str = "; primary_unreachable_seconds: ";
+
+/// A bootstrap step's description (`description`, without what an earlier silence added to
+/// it), saying that the primary has not answered for `silent` seconds (replay's JSON
+/// descriptions carry the key in the JSON).
 pub(crate) fn with_silence(description: &str, silent: u64) -> String {
-    format!("{description}; primary_unreachable_seconds: {silent}")
+    let step = description.split(SILENCE_SUFFIX).next().unwrap_or(description);
+    format!("{step}{SILENCE_SUFFIX}{silent}")
 }
 
 /// What an image's status says while a call to the primary waits and the primary's cluster
@@ -403,6 +408,15 @@ mod tests {
             serde_json::from_str(silent.description().strip_prefix("replaying, ").expect("prefix"))
                 .expect("json");
         assert_eq!(json["primary_unreachable_seconds"], 35);
+    }
+
+    #[test]
+    fn a_silence_is_said_once_at_the_end_of_a_bootstrap_description() {
+        let step = "bootstrapping, IMAGE_SYNC/COPY_IMAGE 40%";
+        let said = with_silence(step, 20);
+        assert_eq!(said, "bootstrapping, IMAGE_SYNC/COPY_IMAGE 40%; primary_unreachable_seconds: 20");
+        // Said again (a later step began while the primary was silent): replaced, not added.
+        assert_eq!(with_silence(&said, 30), format!("{step}; primary_unreachable_seconds: 30"));
     }
 
     #[test]
