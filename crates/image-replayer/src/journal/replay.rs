@@ -139,6 +139,9 @@ pub struct JournalReplayer<'a> {
     window_opened: HashMap<u64, Instant>,
     /// When the primary wrote the newest entry taken (its event timestamp).
     newest_entry_time: Option<UTime>,
+    /// The same, of the entry being handled: taken, not yet in a window or applied (the
+    /// calls before that may wait for site-b).
+    handling: Option<UTime>,
     /// When a commit position was last written.
     last_commit: Option<SystemTime>,
     /// Counters.
@@ -226,6 +229,7 @@ impl<'a> JournalReplayer<'a> {
             commits,
             window_opened: HashMap::new(),
             newest_entry_time: None,
+            handling: None,
             last_commit: None,
             counters: ReplayCounters::default(),
             bandwidth: ImageBandwidth::unlimited(),
@@ -457,9 +461,11 @@ impl<'a> JournalReplayer<'a> {
     /// since the primary stopped answering (what it wrote meanwhile is unknown, the copy may
     /// be as old as the unanswered read: the most it can be behind, for the lag alerts).
     fn lag(&self, progress: &ReplayProgress) -> Lag {
-        let waiting =
-            progress.entries_behind_primary() > 0 || !self.in_flight.is_empty() || self.open.is_some();
-        let lag = match self.newest_entry_time {
+        let waiting = progress.entries_behind_primary() > 0
+            || !self.in_flight.is_empty()
+            || self.open.is_some()
+            || self.handling.is_some();
+        let lag = match self.handling.or(self.newest_entry_time) {
             Some(t) if waiting => Lag::Since(t.to_system_time()),
             _ => Lag::CaughtUp,
         };
@@ -699,13 +705,11 @@ impl<'a> JournalReplayer<'a> {
         // Error context is formatted on the error path only: this runs for every entry.
         let entry = EventEntry::decode_payload(payload)
             .map_err(|e| ReplayError::decode(event_context(&self.remote_image_id, position), e))?;
+        self.handling = Some(entry.timestamp);
         if self.published_lag == Lag::CaughtUp {
             // The copy lacks this entry from now on: the registry's lag grows from it, also
             // while the calls below wait (site-b out of reach).
-            self.published_lag = Lag::Since(entry.timestamp.to_system_time());
-            if let Some(registry) = &self.registry {
-                registry.update(|s| s.lag = self.published_lag);
-            }
+            self.refresh_lag();
         }
         if self.current_tag != Some(position.tag_tid) {
             self.flush().await?;
@@ -733,6 +737,7 @@ impl<'a> JournalReplayer<'a> {
                     ReplayError::Invalid(format!("{e} ({})", event_context(&self.remote_image_id, position)))
                 })?;
                 self.commits.push_entry(position);
+                self.handling = None;
             }
             Err(event) => {
                 if let Event::Unknown { event_type } = event {
@@ -758,6 +763,8 @@ impl<'a> JournalReplayer<'a> {
                 // Bytes written inline (compare-and-write) count as the windows' do.
                 durable.bytes += bytes;
                 self.count(durable);
+                self.handling = None;
+                self.refresh_lag();
             }
         }
         // A demotion epoch holds only its DemotePromote marker: replay ends after it.
