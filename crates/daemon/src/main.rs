@@ -93,8 +93,35 @@ fn main() -> ExitCode {
     });
     // What still runs is given up: positions were committed within the shutdown grace, and
     // a blocking librados call (a connection to a peer whose monitors do not answer) would
-    // otherwise hold the exit until it returns.
+    // otherwise hold the exit until it returns. The teardowns of what was dropped
+    // (`rados_shutdown`, which joins a cluster's threads) are waited for (a bounded while):
+    // exiting during one runs librados' static destructors beside it (a crash at exit, seen
+    // once on a loaded machine, after `check` had printed its report).
+    let teardown_deadline = std::time::Instant::now() + TEARDOWN_WAIT;
+    while rados_ffi::teardowns_in_flight() > 0 && std::time::Instant::now() < teardown_deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let code = exit_code(result, &mut process);
+    let (calls, teardowns) = (rados_ffi::blocking_calls_in_flight(), rados_ffi::teardowns_in_flight());
+    if calls + teardowns > 0 {
+        tracing::warn!(calls, teardowns, "exiting with librados calls still under way (given up)");
+        // ExitCode keeps its value to itself: found by comparison.
+        let value = (0..=u8::MAX).find(|&n| ExitCode::from(n) == code).unwrap_or(1);
+        rados_ffi::process::exit_leaving_calls(value);
+    }
+    code
+}
+
+/// How long the exit waits for the teardowns of dropped cluster handles.
+const TEARDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The process's exit status for what its command returned (an error is logged, and said
+/// where the daemon was started from).
+fn exit_code(
+    result: Result<ExitCode, Box<dyn std::error::Error>>,
+    process: &mut daemonize::Process,
+) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

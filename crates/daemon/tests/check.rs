@@ -27,9 +27,14 @@ fn check_json(site: &lab::Site, client_id: &str, extra: &[&str]) -> (bool, Value
     let out = check(site, client_id, &args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("check output is not JSON ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr))
-    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("check output is not JSON ({e}); stderr: {stderr}"));
+    // How it ended, for a failure's message (an exit by a signal after the report was
+    // printed is not an error count).
+    if !out.status.success() {
+        println!("check on {} ended with {}; stderr: {stderr}", site.name, out.status);
+    }
     (out.status.success(), report)
 }
 

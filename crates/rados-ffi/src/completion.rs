@@ -11,6 +11,7 @@
 use std::ffi::{c_int, c_void};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
@@ -226,6 +227,39 @@ fn blocking_slots() -> &'static Semaphore {
     SLOTS.get_or_init(|| Semaphore::new(MAX_BLOCKING_CALLS))
 }
 
+/// Blocking C calls ([`blocking`]) and teardowns ([`teardown`]) under way on the blocking
+/// pool: what a process that exits now would leave inside librados.
+static CALLS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static TEARDOWNS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one call in `counter` for as long as it lives (dropped at its end, also by a panic).
+struct InFlight(&'static AtomicUsize);
+
+impl InFlight {
+    fn new(counter: &'static AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Blocking librados calls under way (a connection being made, a pool lookup, ...).
+pub fn blocking_calls_in_flight() -> usize {
+    CALLS_IN_FLIGHT.load(Ordering::SeqCst)
+}
+
+/// Teardowns under way (`rados_shutdown` of a dropped cluster handle, which joins its
+/// threads, and the like): a process must not exit during one (librados' static
+/// destructors would run beside it).
+pub fn teardowns_in_flight() -> usize {
+    TEARDOWNS_IN_FLIGHT.load(Ordering::SeqCst)
+}
+
 /// Runs a blocking C call on tokio's blocking pool, bounded by [`MAX_BLOCKING_CALLS`].
 /// Panics inside `f` are propagated to the caller.
 pub(crate) async fn blocking<T, F>(f: F) -> T
@@ -234,6 +268,11 @@ where
     T: Send + 'static,
 {
     let _slot = blocking_slots().acquire().await;
+    let counted = InFlight::new(&CALLS_IN_FLIGHT);
+    let f = move || {
+        let _counted = counted;
+        f()
+    };
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -244,6 +283,11 @@ where
 /// Runs teardown code (close, destroy, shutdown) that may block: on the blocking pool when
 /// called from inside a tokio runtime, inline otherwise. Used by `Drop` impls.
 pub(crate) fn teardown(f: impl FnOnce() + Send + 'static) {
+    let counted = InFlight::new(&TEARDOWNS_IN_FLIGHT);
+    let f = move || {
+        let _counted = counted;
+        f()
+    };
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
             drop(handle.spawn_blocking(f));

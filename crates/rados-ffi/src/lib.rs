@@ -33,7 +33,7 @@ mod watch;
 
 pub use buffer::{is_shared, ObjectBuffer};
 pub use cluster::{ClusterConfig, Rados, DEFAULT_CONNECT_TIMEOUT};
-pub use completion::MAX_BLOCKING_CALLS;
+pub use completion::{blocking_calls_in_flight, teardowns_in_flight, MAX_BLOCKING_CALLS};
 pub use error::{RadosError, Result};
 pub use ioctx::{IoCtx, NotifyReply, ObjectStat, WatchEvent, WriteOp};
 pub use lock::{Locker, Lockers};

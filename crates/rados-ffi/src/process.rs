@@ -317,6 +317,21 @@ fn lookup_group(name: &str) -> std::io::Result<Option<u32>> {
     Ok((!result.is_null()).then_some(grp.gr_gid))
 }
 
+/// Ends the process with `code` without running its exit handlers: for a process that
+/// gives up a librados call still under way ([`crate::blocking_calls_in_flight`], e.g. a
+/// connection to monitors that do not answer), whose thread is inside librados. A normal
+/// exit would run librados' static destructors beside it. Standard output and error are
+/// flushed first; whatever else must reach a file must be written before.
+pub fn exit_leaving_calls(code: u8) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` ends the process at once and takes no pointer; skipping the exit
+    // handlers (and C++ static destructors) is the point, and Rust's buffered output was
+    // flushed above.
+    unsafe { libc::_exit(i32::from(code)) }
+}
+
 /// Whether the process runs as root (real uid 0).
 pub fn is_root() -> bool {
     // SAFETY: getuid cannot fail and touches no memory.
