@@ -95,8 +95,8 @@ fn main() -> ExitCode {
     // a blocking librados call (a connection to a peer whose monitors do not answer) would
     // otherwise hold the exit until it returns. The teardowns of what was dropped
     // (`rados_shutdown`, which joins a cluster's threads) are waited for (a bounded while):
-    // exiting during one runs librados' static destructors beside it (a crash at exit, seen
-    // once on a loaded machine, after `check` had printed its report).
+    // exiting during one runs librados' static destructors beside it (the likely cause of
+    // `check` failing once on a loaded machine after printing a clean report).
     let teardown_deadline = std::time::Instant::now() + TEARDOWN_WAIT;
     while rados_ffi::teardowns_in_flight() > 0 && std::time::Instant::now() < teardown_deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
