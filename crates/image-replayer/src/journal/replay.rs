@@ -441,16 +441,10 @@ impl<'a> JournalReplayer<'a> {
 
     async fn report(&mut self, status: &mut StatusPublisher, entries_per_second: f64, bytes_per_second: f64) {
         let progress = self.progress(entries_per_second, bytes_per_second);
-        let behind = progress.entries_behind_primary();
-        let lag = self.lag(&progress);
-        self.published_lag = lag;
         self.account(status.image());
         let last_commit = self.last_commit;
-        status.image().update(|s| {
-            s.entries_behind_primary = behind;
-            s.last_commit = last_commit;
-            s.lag = lag;
-        });
+        status.image().update(|s| s.last_commit = last_commit);
+        self.publish_lag(&progress);
         let (local, remote) = (&self.ctx.local_io, &self.ctx.remote_io);
         status.publish(local, remote, MirrorImageStatusState::Replaying, &progress.description()).await;
     }
@@ -479,9 +473,14 @@ impl<'a> JournalReplayer<'a> {
     /// without writing the status. (Stored as a time, the lag then grows by itself while
     /// the loop waits, e.g. for site-b to answer.)
     fn refresh_lag(&mut self) {
-        let Some(registry) = &self.registry else { return };
         let progress = self.progress(0.0, 0.0);
-        let (behind, lag) = (progress.entries_behind_primary(), self.lag(&progress));
+        self.publish_lag(&progress);
+    }
+
+    /// Sets the registry's lag and entries behind for `progress`.
+    fn publish_lag(&mut self, progress: &ReplayProgress) {
+        let Some(registry) = &self.registry else { return };
+        let (behind, lag) = (progress.entries_behind_primary(), self.lag(progress));
         registry.update(|s| {
             s.entries_behind_primary = behind;
             s.lag = lag;

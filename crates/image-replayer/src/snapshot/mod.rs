@@ -298,9 +298,7 @@ impl SnapshotReplayStatus {
         }
         format!("replaying, {v}")
     }
-}
 
-impl SnapshotReplayStatus {
     /// This status, saying that the primary has not answered for `silent` seconds (in the
     /// description and the lag).
     fn silent(&self, silent: u64) -> SilentStatus {
