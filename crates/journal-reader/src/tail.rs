@@ -263,29 +263,11 @@ impl JournalTail {
     /// The next entry; waits (watch notification or poll) until one is there. Cancel-safe.
     pub async fn next(&mut self) -> Result<PlayedEntry, TailError> {
         loop {
-            if let Some(e) = self.next_or_caught_up(false).await? {
-                return Ok(e);
-            }
-        }
-    }
-
-    /// The next entry, as [`Self::next`]; with `caught_up_returns`, `None` where `next`
-    /// would wait: a look found nothing new (just now, or earlier and the next look is not
-    /// due), so the caller has every entry written as far as the tail knows (the journal
-    /// replayer then sends what it holds rather than wait for more). Cancel-safe.
-    pub async fn next_or_caught_up(
-        &mut self,
-        caught_up_returns: bool,
-    ) -> Result<Option<PlayedEntry>, TailError> {
-        loop {
-            if let Some(due) = self.next_look {
-                if caught_up_returns && due > Instant::now() {
-                    return Ok(None);
-                }
+            if self.next_look.is_some() {
                 self.wait().await;
             }
             if let Some(e) = self.try_next().await? {
-                return Ok(Some(e));
+                return Ok(e);
             }
             self.empty_looks = self.empty_looks.saturating_add(1);
             let now = Instant::now();

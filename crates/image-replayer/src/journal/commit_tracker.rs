@@ -140,11 +140,6 @@ impl CommitTracker {
         self.windows.len()
     }
 
-    /// Payload bytes the windows in flight write.
-    pub(crate) fn bytes_in_flight(&self) -> u64 {
-        self.windows.values().map(|w| w.bytes).sum()
-    }
-
     /// The position after the durable prefix.
     pub(crate) fn committable(&self) -> &ObjectSetPosition {
         &self.committable
@@ -229,18 +224,16 @@ mod tests {
         assert_eq!(d, Durable::default());
         let (b0, b1) = push(&mut t, 2);
         let (w2, _) = t.submit_window(b0, b1, 1, 200, SPLAY);
-        assert_eq!((t.windows_in_flight(), t.bytes_in_flight()), (2, 500));
         // The later window completes first: nothing is committable yet.
         assert_eq!(t.object_op_done(w2, SPLAY), Durable { entries: 0, bytes: 200, window_entries: 2 });
         assert!(t.uncommitted().is_none());
-        assert_eq!(t.bytes_in_flight(), 300);
         assert_eq!(t.object_op_done(w1, SPLAY), Durable::default());
         assert_eq!(t.object_op_done(w1, SPLAY), Durable { entries: 5, bytes: 300, window_entries: 3 });
         assert_eq!(last_committed(&t), Some(4));
         assert!(t.uncommitted().is_some());
         t.committed();
         assert!(t.uncommitted().is_none());
-        assert_eq!((t.windows_in_flight(), t.bytes_in_flight()), (0, 0));
+        assert_eq!(t.windows_in_flight(), 0);
     }
 
     #[test]

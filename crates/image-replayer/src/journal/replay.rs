@@ -81,12 +81,6 @@ pub const TAIL_FETCH_BYTES: usize = 128 << 10;
 /// Most windows whose writes are in flight; one more is filled meanwhile. A second one
 /// gained no throughput and holds one more window of read buffers (benches/results/TUNING.md).
 pub const WINDOWS_IN_FLIGHT: usize = 1;
-/// Most windows in flight when the tail is caught up with the primary (live replay): the
-/// open window then goes at once, beside those in flight, instead of waiting for the slowest
-/// write of the window before it, as long as all of them write no more than one full
-/// window's data ([`WINDOW_HELD_BYTES`]). A backlog never finds the tail caught up, so its
-/// windows stay full (benches/results/TUNING.md).
-pub const LIVE_WINDOWS_IN_FLIGHT: usize = 8;
 
 /// The planned operations of one object in one window, running: (window, object, result).
 type ObjectFuture = Pin<Box<dyn Future<Output = (u64, u64, Result<()>)> + Send>>;
@@ -112,10 +106,9 @@ impl OpenWindow {
 /// Consecutive IO events form a window (up to [`WINDOW_ENTRIES`] entries or
 /// [`WINDOW_HELD_BYTES`] of data), planned as one compound write operation per object
 /// ([`crate::local::write_batch`]); a window is submitted when full, or at once when no window is in
-/// flight, and up to [`WINDOWS_IN_FLIGHT`] run at a time; once the tail is caught up with the
-/// primary, a partial window goes at once beside up to [`LIVE_WINDOWS_IN_FLIGHT`]. The
-/// operations of one object run one after the other across windows, so the image ends up as
-/// if the events were applied in journal order. Everything else (operations, tag changes, compare-and-write) waits for all
+/// flight, and up to [`WINDOWS_IN_FLIGHT`] run at a time. The operations of one object run one
+/// after the other across windows, so the image ends up as if the events were applied in
+/// journal order. Everything else (operations, tag changes, compare-and-write) waits for all
 /// IO. The commit position advances over the longest prefix of entries whose effects are
 /// durable (a window's entries are durable when all its object operations are), so a crash
 /// never commits an entry that was not applied.
@@ -327,7 +320,6 @@ impl<'a> JournalReplayer<'a> {
         let mut reported_entries = self.counters.entries;
         loop {
             let room = self.open.as_ref().is_none_or(|w| !w.is_full()) && self.held_until.is_none();
-            let early = self.may_go_early();
             let check_every = if local_watch.is_some() { LOCAL_STATE_CHECK } else { status_interval };
             // Idle (nothing open, in flight, held back or to commit): no 1 s tick, which would
             // wake every idle image every second; the loop wakes for an entry, a notification,
@@ -352,25 +344,20 @@ impl<'a> JournalReplayer<'a> {
                 Some((window, object, r)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.complete(window, object, r)?;
                 }
-                entry = self.tail.next_or_caught_up(early), if room => match entry? {
-                    // Caught up: nothing joins the open window before the next look.
-                    None => self.submit(),
-                    Some(entry) => {
-                        // The bandwidth caps: the next entry waits (completions and commits go on).
-                        let wait = self.bandwidth.reserve(entry.entry.payload.len() as u64);
-                        if !wait.is_zero() {
-                            self.held_until = Some(tokio::time::Instant::now() + wait);
-                        }
-                        if !self.replay_delay.is_zero()
-                            && self.wait_until_due(&entry.entry.payload, cancel, status).await?
-                        {
-                            return Ok(ReplayEnd::Cancelled);
-                        }
-                        if self.handle(entry.position(), &entry.entry.payload).await? {
-                            return Ok(ReplayEnd::RemoteDemoted);
-                        }
+                entry = self.tail.next(), if room => {
+                    let entry = entry?;
+                    // The bandwidth caps: the next entry waits (completions and commits go on).
+                    let wait = self.bandwidth.reserve(entry.entry.payload.len() as u64);
+                    if !wait.is_zero() {
+                        self.held_until = Some(tokio::time::Instant::now() + wait);
                     }
-                },
+                    if !self.replay_delay.is_zero() && self.wait_until_due(&entry.entry.payload, cancel, status).await? {
+                        return Ok(ReplayEnd::Cancelled);
+                    }
+                    if self.handle(entry.position(), &entry.entry.payload).await? {
+                        return Ok(ReplayEnd::RemoteDemoted);
+                    }
+                }
                 _ = tick.tick(), if !idle => {
                     commit_interval = self.ctx.config().rbd_mirror_journal_commit_age;
                 }
@@ -404,8 +391,7 @@ impl<'a> JournalReplayer<'a> {
                 }
             }
             // A full window goes as soon as a slot is free; a partial one when the pipeline
-            // is idle (it keeps filling while earlier windows run), or beside the windows in
-            // flight once the tail is caught up (above, `early`).
+            // is idle (it keeps filling while earlier windows run).
             if let Some(w) = &self.open {
                 let full = w.is_full();
                 let in_flight = self.commits.windows_in_flight();
@@ -551,17 +537,6 @@ impl<'a> JournalReplayer<'a> {
             m.journal_commits.increment(1);
         }
         Ok(())
-    }
-
-    /// Whether the open window, partial, may go beside the windows in flight once the tail is
-    /// caught up ([`LIVE_WINDOWS_IN_FLIGHT`]); with none in flight it goes anyway.
-    fn may_go_early(&self) -> bool {
-        let in_flight = self.commits.windows_in_flight();
-        self.open.as_ref().is_some_and(|w| {
-            !w.is_full()
-                && (1..LIVE_WINDOWS_IN_FLIGHT).contains(&in_flight)
-                && self.commits.bytes_in_flight() + w.planner.held_bytes() <= WINDOW_HELD_BYTES
-        })
     }
 
     /// Submits the open window: each object's operations start now, or behind the
