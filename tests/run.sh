@@ -43,6 +43,8 @@ step "unit and property tests"
 cargo test --workspace --locked --lib --bins
 
 step "lab up: two instances, for the integration tests' two streams"
+# Instances 0 and 1, whatever the caller's environment says (the deploy tests use instance 0).
+export RBD_MIRROR_LAB_INSTANCE=0
 lab_down() {
   if [[ ${RBD_MIRROR_LAB_KEEP:-0} != 1 ]]; then
     step "lab down"
