@@ -12,7 +12,9 @@
 //!
 //! One look at the journal ("pass") reads the header, then the next chunk of the data
 //! objects of the (at most two) object sets that can hold entries after the position: those
-//! with nothing left to play, and the one playback stopped on. Then it plans playback
+//! with nothing left to play, the one playback stopped on, and, behind the writer, those with
+//! less than half a chunk left (the objects of a set are then read together, one round trip
+//! for all). Then it plans playback
 //! ([`crate::player::plan_playback_partial`]): an object read while its set was active, or
 //! whose last read came back full, may grow, so playback waits there. The active tag ends
 //! where its next entry would be in an object read to its end after a newer tag was
@@ -459,12 +461,20 @@ impl JournalFollower {
         Ok(Planned { more, newer_tag })
     }
 
-    /// Whether a pass reads the next chunk of `object_number`: when nothing of it is left to
-    /// play (read-ahead of about one read per object), and the object playback stopped on,
-    /// whose next bytes are what it waits for. Reading every object instead would pull a
-    /// whole backlog into memory.
+    /// Whether a pass reads the next chunk of `object_number`: the object playback stopped
+    /// on, whose next bytes are what it waits for; an object with nothing left to play; and,
+    /// behind the writer (its last read came back full), one with less than half a read left,
+    /// so that the objects of a set are read together, one pass for all. (Each object read
+    /// only once it ran dry, a backlog is read one object per pass, a quarter of a read's
+    /// worth of entries per round trip to the primary, which a busy primary's writer can
+    /// outrun.) Reading every object further instead would pull a whole backlog into memory.
     fn wants_read(&self, object_number: u64) -> bool {
-        self.unplayed(object_number) == 0 || self.stuck_on == Some(object_number)
+        if self.stuck_on == Some(object_number) {
+            return true;
+        }
+        let left = self.unplayed_bytes(object_number);
+        let behind = self.objects.get(&object_number).is_some_and(|o| o.more);
+        left == 0 || (behind && left < self.fetch_bytes / 2)
     }
 
     /// Drops the cached entries already handed out, except each object's last one: the
@@ -481,25 +491,25 @@ impl JournalFollower {
         }
     }
 
-    /// Cached entries of an object after the planned position of its splay offset: what is
-    /// left to play there. Entries at or before it (the position's own, or committed
-    /// entries read again after a restart) do not count, so such an object is read further.
-    fn unplayed(&self, object_number: u64) -> usize {
+    /// Bytes of the cached entries of an object after the planned position of its splay
+    /// offset: what is left to play there. Entries at or before it (the position's own, or
+    /// committed entries read again after a restart) do not count, so such an object is
+    /// read further.
+    fn unplayed_bytes(&self, object_number: u64) -> usize {
         let Some(cached) = self.objects.get(&object_number) else {
             return 0;
         };
         let width = self.width();
         let position =
             self.planned.object_positions.iter().find(|p| p.object_number % width == object_number % width);
-        match position {
-            None => cached.entries.len(),
+        let after = |e: &&Entry| match position {
+            None => true,
             // Playback of this splay offset is past the object.
-            Some(p) if p.object_number > object_number => 0,
-            Some(p) if p.object_number < object_number => cached.entries.len(),
-            Some(p) => {
-                cached.entries.iter().filter(|e| (e.tag_tid, e.entry_tid) > (p.tag_tid, p.entry_tid)).count()
-            }
-        }
+            Some(p) if p.object_number > object_number => false,
+            Some(p) if p.object_number < object_number => true,
+            Some(p) => (e.tag_tid, e.entry_tid) > (p.tag_tid, p.entry_tid),
+        };
+        cached.entries.iter().filter(after).map(Entry::encoded_len).sum()
     }
 }
 

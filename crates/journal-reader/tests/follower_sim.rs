@@ -252,3 +252,47 @@ proptest! {
         prop_assert_eq!(&all, &w.sent);
     }
 }
+
+/// Behind the writer, the objects of a set are read together, one pass for all: read one
+/// at a time as each ran dry, a follower took a quarter of a read's worth of entries per
+/// round trip to the primary, and a writer that appends more than that between two passes
+/// left it further behind with every pass.
+#[test]
+fn a_follower_behind_the_writer_reads_the_objects_of_a_set_together() {
+    for seed in 1..=8 {
+        let passes = passes_behind_a_writer(seed, 6000);
+        // Keeping up: about one pass per 60 entries (104-111 passes; read one object at a
+        // time as each ran dry, 159-207).
+        assert!(passes <= 6000 / 50, "seed {seed}: {passes} passes for 6000 entries");
+    }
+}
+
+/// Follows a writer of `total` entries that appends 60 on average between two passes;
+/// returns the number of passes until every entry was handed out.
+fn passes_behind_a_writer(seed: u64, total: usize) -> usize {
+    // Entries of 130 bytes: 31.5 in a 4 KiB read, so the objects run dry at different entries.
+    let script: Script = (0..total).map(|_| (1, 106)).collect();
+    let mut w = Writer::new(seed, 4, 1 << 20, script);
+    let mut f = JournalFollower::new("img", CLIENT, 1, w.header.clone(), ObjectSetPosition::default(), 4096);
+    let (mut got, mut passes, mut waits) = (Vec::new(), 0, 0);
+    while waits < 3 {
+        match f.want().unwrap() {
+            Want::Header => f.header_read(w.header.clone()).unwrap(),
+            Want::Read(_) => {
+                // Between two passes, the writer appends 0 to 120 entries, 60 on average (one
+                // object's read holds 31): more than a pass of one object takes, less than
+                // one of four; its appends to the four objects land out of order.
+                w.steps(240);
+                passes += 1;
+                for r in f.pass_reads() {
+                    f.object_read(r.object_number, w.read(r.object_number, r.offset, r.len)).unwrap();
+                }
+            }
+            Want::Entry(e) => got.push((e.entry.tag_tid, e.entry.entry_tid)),
+            Want::Wait if w.done() => waits += 1,
+            Want::Wait => w.steps(240),
+        }
+    }
+    assert_eq!(got, w.sent);
+    passes
+}
