@@ -19,9 +19,12 @@ overwrites an earlier one: seeing k+2 means k's write has landed too).
 lag(k) = readable(k) - acknowledged(k), in milliseconds. Writes SAMPLES (one line per sentinel:
 k, acknowledged time, readable time, lag ms; "-" for never seen) and prints one summary line
 of key=value pairs: writes issued and failed, the achieved write rate, the primary's write
-latency p50/p99, sentinels seen and missing, lag p50/p99/max (nearest rank), the number of
-reads. After the writer stops, the reader keeps going until the last sentinel is readable or
-DRAIN (env LAG_DRAIN_S, 60) seconds have passed; sentinels not seen by then are "missing": their
+latency p50/p99, sentinels overtaken, seen and missing, lag p50/p99/max (nearest rank), the
+number of reads. After the writer stops, it reads block 0 of site-a: the primary's final
+sentinel, the last one the replica can show (two sentinels in flight at once may land in either
+order, so the last ones issued may be "overtaken" on the primary itself: no lag is measured for
+them). The reader keeps going until that sentinel is readable on site-b or DRAIN (env
+LAG_DRAIN_S, 60) seconds have passed; sentinels not seen by then are "missing": their
 lag is at least (the reader's end - acknowledged), and a percentile on or above such a lower
 bound is printed as ">=value". "stuck=1": sentinels are missing and none became readable after
 the writes ended (the replica stopped following, not merely slow).
@@ -198,13 +201,20 @@ def main(argv):
         while state["inflight"] > 0:
             cv.wait()
     t_end = time.time()
+    # The sentinel the primary ended with: two sentinels in flight at once may land in either
+    # order (librbd acknowledged them out of order), so the last one issued may have been
+    # overwritten by the one before it on site-a itself. A sentinel above the primary's final
+    # one is "overtaken": the replica cannot show it, and has no lag for it.
+    magic, final, _ = HEAD.unpack(primary.read(0, HEAD.size))
+    if magic != MAGIC or not 0 < final <= sentinels:
+        sys.exit("live_lag.py: site-a's block 0 holds no sentinel of this run after the writes")
 
     primary.close()
     io_a.close()
     site_a.shutdown()
 
     # the reader's findings: "reads N errors N", then "k t" when a counter k was first read
-    os.write(to_reader_w, b"%d\n" % sentinels)
+    os.write(to_reader_w, b"%d\n" % final)
     os.close(to_reader_w)
     seen = {}
     reads, read_errors, reader_end = from_reader.readline().split()[1::2]
@@ -212,7 +222,7 @@ def main(argv):
     last, last_seen = 0, None
     for line in from_reader:
         k, t = line.split()
-        k, t = min(int(k), sentinels), float(t)
+        k, t = min(int(k), final), float(t)
         for j in range(last + 1, k + 1):
             seen[j] = t
         last, last_seen = max(last, k), t
@@ -227,7 +237,9 @@ def main(argv):
         f.write("k\tacknowledged\treadable\tlag_ms\n")
         for k in range(1, sentinels + 1):
             a, s = acked.get(k), seen.get(k)
-            if a is not None and s is not None:
+            if k > final:
+                f.write("%d\t%s\t-\t-\n" % (k, "-" if a is None else "%.6f" % a))
+            elif a is not None and s is not None:
                 lag = (s - a) * 1000.0
                 lags.append((lag, True))
                 f.write("%d\t%.6f\t%.6f\t%.3f\n" % (k, a, s, lag))
@@ -245,16 +257,16 @@ def main(argv):
             return "-"
         return (">=" if bounds and bounds[0] <= v else "") + "%.2f" % v
 
-    missing = sentinels - len(seen)
+    missing = final - len(seen)
     # stuck: sentinels missing and not one new sentinel readable after the writes ended
     stuck = int(missing > 0 and (last_seen is None or last_seen < t_end))
     latencies.sort()
     print(
         "writes=%d failed=%d write_secs=%.3f write_rate=%.1f write_lat_p50_ms=%s write_lat_p99_ms=%s "
-        "stalls=%d sentinels=%d seen=%d missing=%d stuck=%d lag_p50_ms=%s lag_p99_ms=%s lag_max_ms=%s "
-        "drain_s=%.1f reads=%d read_errors=%d"
+        "stalls=%d sentinels=%d overtaken=%d seen=%d missing=%d stuck=%d lag_p50_ms=%s lag_p99_ms=%s "
+        "lag_max_ms=%s drain_s=%.1f reads=%d read_errors=%d"
         % (total, state["failed"], t_end - t0, total / (t_end - t0), fmt(pct(latencies, 50)), fmt(pct(latencies, 99)),
-           stalls, sentinels, len(seen), missing, stuck, lag_fmt(pct(values, 50)), lag_fmt(pct(values, 99)),
+           stalls, sentinels, sentinels - final, len(seen), missing, stuck, lag_fmt(pct(values, 50)), lag_fmt(pct(values, 99)),
            lag_fmt(values[-1] if values else None), reader_end - t_end, int(reads), int(read_errors)),
         flush=True,
     )
