@@ -465,9 +465,10 @@ impl JournalFollower {
     /// on, whose next bytes are what it waits for; an object with nothing left to play; and,
     /// behind the writer (its last read came back full), one with less than half a read left,
     /// so that the objects of a set are read together, one pass for all. (Each object read
-    /// only once it ran dry, a backlog is read one object per pass, a quarter of a read's
-    /// worth of entries per round trip to the primary, which a busy primary's writer can
-    /// outrun.) Reading every object further instead would pull a whole backlog into memory.
+    /// only once it ran dry, the objects of a set run dry at different entries and a backlog
+    /// is read one object per pass: a quarter of the entries per round trip to the primary,
+    /// which a busy primary's writer can outrun.) Reading every object further instead would
+    /// pull a whole backlog into memory.
     fn wants_read(&self, object_number: u64) -> bool {
         if self.stuck_on == Some(object_number) {
             return true;

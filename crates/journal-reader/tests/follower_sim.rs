@@ -254,9 +254,9 @@ proptest! {
 }
 
 /// Behind the writer, the objects of a set are read together, one pass for all: read one
-/// at a time as each ran dry, a follower took a quarter of a read's worth of entries per
-/// round trip to the primary, and a writer that appends more than that between two passes
-/// left it further behind with every pass.
+/// at a time as each ran dry, a follower took one object's read of entries per round trip to
+/// the primary, and a writer that appends more than that between two passes left it further
+/// behind with every pass.
 #[test]
 fn a_follower_behind_the_writer_reads_the_objects_of_a_set_together() {
     for seed in 1..=8 {
