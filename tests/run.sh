@@ -53,6 +53,12 @@ lab_down() {
   fi
 }
 trap lab_down EXIT
+# Waits for the two instances' background jobs (lab 0's, then lab 1's); sets rc0 and rc1.
+wait_both() {
+  rc0=0 rc1=0
+  wait "$1" || rc0=$?
+  wait "$2" || rc1=$?
+}
 # Instance 0 (127.0.0.x) with site-c for three_sites.rs (~1.2 GiB for the three sites;
 # site-a's second peer, site-c, only while a three_sites.rs test runs: the other tests see
 # the two-site lab); instance 1 (127.0.1.x) with site-a and site-b. Brought up side by side.
@@ -60,9 +66,7 @@ RBD_MIRROR_LAB_SITES="site-a site-b site-c" tests/lab/lab.sh up 2>&1 | sed -u 's
 up0=$!
 env -u RBD_MIRROR_LAB_DIR RBD_MIRROR_LAB_INSTANCE=1 RBD_MIRROR_LAB_SITES="site-a site-b" tests/lab/lab.sh up 2>&1 | sed -u 's/^/[lab1] /' &
 up1=$!
-rc0=0 rc1=0
-wait $up0 || rc0=$?
-wait $up1 || rc1=$?
+wait_both $up0 $up1
 ((rc0 == 0 && rc1 == 0)) || { echo "lab up failed: lab 0 exit $rc0, lab 1 exit $rc1" >&2; exit 1; }
 
 step "integration tests against the lab: two streams, one per lab instance"
@@ -93,9 +97,7 @@ stream1() {
 test0=$!
 (set -e; stream1) 2>&1 | sed -u 's/^/[lab1] /' &
 test1=$!
-rc0=0 rc1=0
-wait $test0 || rc0=$?
-wait $test1 || rc1=$?
+wait_both $test0 $test1
 step "integration tests: lab 0 exit $rc0, lab 1 exit $rc1"
 ((rc0 == 0 && rc1 == 0)) || { echo "integration tests failed (look for 'FAILED' or 'panicked' with the [labN] prefix)" >&2; exit 1; }
 

@@ -3,7 +3,6 @@
 //! daemon does and prints.
 
 use std::io::IsTerminal;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use dr_ops::{
@@ -17,12 +16,12 @@ use rbd_types::encoding::UTime;
 use crate::cli::{Args, DrillArgs, FailbackArgs, FailoverArgs, Format, LagArgs, VerifyArgs};
 
 /// `lag`: exit 0/1/2/3 for ok/warning/critical/unknown.
-pub async fn lag(args: &Args, lag: &LagArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub async fn lag(args: &Args, lag: &LagArgs) -> Result<u8, Box<dyn std::error::Error>> {
     let local = match Rados::connect(&crate::check::local_config(args)).await {
         Ok(r) => r,
         Err(e) => {
             println!("UNKNOWN: {e}");
-            return Ok(ExitCode::from(Level::Unknown.exit_code()));
+            return Ok(Level::Unknown.exit_code());
         }
     };
     let opts = LagOptions {
@@ -157,19 +156,19 @@ fn finish<R: serde::Serialize>(
     report: dr_ops::Result<R>,
     render: fn(&R) -> String,
     exit: fn(&R) -> u8,
-) -> Result<ExitCode, Box<dyn std::error::Error>> {
+) -> Result<u8, Box<dyn std::error::Error>> {
     let report = match report {
         Ok(r) => r,
         Err(e) => {
             eprintln!("rbd-mirror-rs {command}: {e}");
-            return Ok(ExitCode::from(3));
+            return Ok(3);
         }
     };
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Plain => print!("{}", render(&report)),
     }
-    Ok(ExitCode::from(exit(&report)))
+    Ok(exit(&report))
 }
 
 /// The status line of a TTY's progress: the images finished and waiting, redrawn by a thread
@@ -318,7 +317,7 @@ impl Drop for LiveLine {
 
 /// `failover --planned`: exit 0 when every image is primary here (or would be, with
 /// `--dry-run`), 1 when one failed, 3 when the pool could not be reached.
-pub async fn failover(args: &Args, f: &FailoverArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub async fn failover(args: &Args, f: &FailoverArgs) -> Result<u8, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
     if f.force {
         return failover_forced(&local, f).await;
@@ -369,7 +368,7 @@ fn render_failover(r: &FailoverReport) -> String {
 
 /// `failback`: exit 0 when every image is primary here (or would be, with `--dry-run`), 1
 /// when one failed or was not finished, 3 when the pool could not be reached.
-pub async fn failback(args: &Args, f: &FailbackArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub async fn failback(args: &Args, f: &FailbackArgs) -> Result<u8, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
     let opts: FailbackOptions = scope(args, &f.pool, &f.images, f.dry_run, f.sync_timeout, f.parallel);
     let report = dr_ops::failback(&local, &opts, &progress_printer()).await;
@@ -433,7 +432,7 @@ fn utc(t: f64) -> String {
 /// `verify`: exit 0 when every image is clean (or would be compared, with `--dry-run`), 1
 /// on a mismatch, 2 when an image could not be compared, 3 when the pool could not be
 /// reached.
-pub async fn verify(args: &Args, v: &VerifyArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub async fn verify(args: &Args, v: &VerifyArgs) -> Result<u8, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
     let opts: VerifyOptions = scope(args, &v.pool, &v.images, v.dry_run, v.sync_timeout, v.parallel);
     let report = dr_ops::verify(&local, &opts, &progress_printer()).await;
@@ -498,7 +497,7 @@ fn render_verify(r: &VerifyReport) -> String {
 
 /// `drill`: exit 0 when every image passed (or would be drilled, with `--dry-run`), 1 when
 /// one failed (a step or the command), 3 when the pool could not be reached.
-pub async fn drill(args: &Args, d: &DrillArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub async fn drill(args: &Args, d: &DrillArgs) -> Result<u8, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
     let mut exec_env = vec![
         ("RBD_MIRROR_DRILL_CLUSTER".to_owned(), args.cluster.clone()),
@@ -562,7 +561,7 @@ fn render_drill(r: &DrillReport) -> String {
 
 /// `failover --force`: exit 0 when every image is primary here (or would be, with
 /// `--dry-run`), 1 when one failed, 3 when the pool could not be read.
-async fn failover_forced(local: &Rados, f: &FailoverArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn failover_forced(local: &Rados, f: &FailoverArgs) -> Result<u8, Box<dyn std::error::Error>> {
     let opts = ForcedOptions {
         pool: f.pool.clone(),
         images: f.images.clone(),

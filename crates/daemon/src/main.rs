@@ -106,11 +106,9 @@ fn main() -> ExitCode {
     let (calls, teardowns) = (rados_ffi::blocking_calls_in_flight(), rados_ffi::teardowns_in_flight());
     if calls + teardowns > 0 {
         tracing::warn!(calls, teardowns, "exiting with librados calls still under way (given up)");
-        // ExitCode keeps its value to itself: found by comparison.
-        let value = (0..=u8::MAX).find(|&n| ExitCode::from(n) == code).unwrap_or(1);
-        rados_ffi::process::exit_leaving_calls(value);
+        rados_ffi::process::exit_leaving_calls(code);
     }
-    code
+    ExitCode::from(code)
 }
 
 /// How long the exit waits for the teardowns of dropped cluster handles.
@@ -118,10 +116,7 @@ const TEARDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The process's exit status for what its command returned (an error is logged, and said
 /// where the daemon was started from).
-fn exit_code(
-    result: Result<ExitCode, Box<dyn std::error::Error>>,
-    process: &mut daemonize::Process,
-) -> ExitCode {
+fn exit_code(result: Result<u8, Box<dyn std::error::Error>>, process: &mut daemonize::Process) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -133,7 +128,7 @@ fn exit_code(
                 }
                 None => eprintln!("rbd-mirror-rs: {e}"),
             }
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -2,7 +2,6 @@
 //! replicate every mirrored pool from its receiving peers (`peer-manager`), and on SIGTERM /
 //! SIGINT stop every image replayer, each committing its replayed position first.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use image_replayer::{ConfigHandle, MirrorConfig, Registry};
@@ -15,7 +14,7 @@ use crate::cli::{Args, MetricsAddr};
 use crate::daemonize::Process;
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(args: &Args, process: &mut Process) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub async fn run(args: &Args, process: &mut Process) -> Result<u8, Box<dyn std::error::Error>> {
     let local = Rados::connect(&crate::check::local_config(args)).await?;
     let instance_id = local.instance_id().to_string();
     tracing::info!(cluster = %args.cluster, fsid = %local.fsid(), %instance_id, "connected to the local cluster");
@@ -144,7 +143,7 @@ pub async fn run(args: &Args, process: &mut Process) -> Result<ExitCode, Box<dyn
                     Ok(Err(e)) => tracing::error!(error = %e, "replication failed"),
                     Err(e) => tracing::error!(error = %e, "replication task failed"),
                 }
-                return Ok(ExitCode::FAILURE);
+                return Ok(1);
             }
             _ = release.tick() => {
                 rados_ffi::process::release_free_memory();
@@ -168,7 +167,7 @@ pub async fn run(args: &Args, process: &mut Process) -> Result<ExitCode, Box<dyn
         Ok(_) => tracing::info!("all image replayers stopped"),
         Err(_) => tracing::warn!("image replayers did not stop within {grace:?}"),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 /// One line for systemd's `STATUS=`: pools, images, and how many are in error.
