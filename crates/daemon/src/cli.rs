@@ -59,7 +59,8 @@ pub struct Args {
     #[arg(long, global = true, default_value = "30", value_parser = parse_secs)]
     pub connect_timeout: Duration,
 
-    /// Log filter (tracing `EnvFilter` syntax); `RBD_MIRROR_RS_LOG` overrides it.
+    /// Log filter: a default level and `target=level` directives (`info,image_replayer=debug`);
+    /// `RBD_MIRROR_RS_LOG` overrides it.
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 

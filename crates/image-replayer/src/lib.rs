@@ -49,7 +49,7 @@ pub use local::{is_primary, non_primary_snapshot_name};
 pub use registry::{
     Deletion, Deletions, ImageHandle, ImageKey, ImageState, Lag, LeaderState, PoolState, Registry,
 };
-pub use replayer::run;
+pub use replayer::spawn;
 pub use status::StatusBook;
 pub use throttle::Throttle;
 

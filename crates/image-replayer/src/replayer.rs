@@ -17,6 +17,19 @@ use crate::registry::{Control, ImageHandle};
 use crate::status::{bootstrap_step, publish, StatusPublisher};
 use crate::{Attempt, PeerContext};
 
+/// Starts the task of [`run`], in the caller's span. The task is spawned here, not by the
+/// caller: an async fn's state machine is compiled in the crate that polls it, so the
+/// replay path is compiled with this crate's optimisation (the crates that manage pools
+/// are optimised for size, see the workspace's Cargo.toml).
+pub fn spawn(
+    ctx: Arc<PeerContext>,
+    remote_image_id: String,
+    image: ImageHandle,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(ctx, remote_image_id, image, cancel).instrument(tracing::Span::current()))
+}
+
 /// Runs the replayer of remote image `remote_image_id` until `cancel` fires, reporting in
 /// `image` (whose key holds the pool, namespace and global image id).
 pub async fn run(

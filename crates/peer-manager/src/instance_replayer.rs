@@ -9,7 +9,6 @@ use std::sync::Arc;
 use image_replayer::{ImageKey, PeerContext, Registry};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// The running image replayers of one namespace replayer.
 #[derive(Debug)]
@@ -51,8 +50,7 @@ impl InstanceReplayer {
         let token = parent.child_token();
         let image = self.registry.image(self.key(global_id));
         // The image's span is a child of the namespace replayer's (pool, peer, namespace).
-        let replayer = image_replayer::run(self.ctx.clone(), remote_image_id, image, token.clone());
-        let task = tokio::spawn(replayer.instrument(tracing::Span::current()));
+        let task = image_replayer::spawn(self.ctx.clone(), remote_image_id, image, token.clone());
         self.images.insert(global_id.to_owned(), (token, task));
     }
 
