@@ -44,12 +44,14 @@ fn directive(log_level: &str, debug_rbd_mirror: Option<&str>) -> String {
     }
 }
 
-/// The filter a directive says, or, when it does not parse, `info` and why (said once
-/// logging is up).
+/// The filter a directive says, or, when it does not parse, `info` and why (for the log).
 fn filter(directive: &str) -> (Targets, Option<String>) {
     match Targets::from_str(directive) {
         Ok(t) => (t, None),
-        Err(e) => (Targets::new().with_default(tracing::Level::INFO), Some(format!("{directive:?}: {e}"))),
+        Err(e) => (
+            Targets::new().with_default(tracing::Level::INFO),
+            Some(format!("{directive:?}: {e}; info instead")),
+        ),
     }
 }
 
@@ -66,7 +68,7 @@ pub fn init(log_level: &str, debug_rbd_mirror: Option<String>) {
     let follows_ceph = fixed.is_none();
     let targets = fixed.unwrap_or_else(|| {
         let (t, why) = filter(&directive(log_level, debug_rbd_mirror.as_deref()));
-        unparsed.extend(why.map(|w| format!("{w}; info instead")));
+        unparsed.extend(why);
         t
     });
     let (targets, handle) = tracing_subscriber::reload::Layer::new(targets);
@@ -100,7 +102,7 @@ pub fn follow_debug_rbd_mirror(value: Option<String>) {
     let directive = directive(&state.0, value.as_deref());
     let (targets, unparsed) = filter(&directive);
     if let Some(why) = unparsed {
-        tracing::warn!("log filter {why}; info instead");
+        tracing::warn!("log filter {why}");
     }
     match reload(targets) {
         Ok(()) => {

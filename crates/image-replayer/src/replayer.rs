@@ -32,12 +32,7 @@ pub fn spawn(
 
 /// Runs the replayer of remote image `remote_image_id` until `cancel` fires, reporting in
 /// `image` (whose key holds the pool, namespace and global image id).
-pub async fn run(
-    ctx: Arc<PeerContext>,
-    remote_image_id: String,
-    image: ImageHandle,
-    cancel: CancellationToken,
-) {
+async fn run(ctx: Arc<PeerContext>, remote_image_id: String, image: ImageHandle, cancel: CancellationToken) {
     let global_id = image.key().global_id.clone();
     let span = tracing::info_span!("image", global_id = %global_id, remote_image_id = %remote_image_id);
     async move {
