@@ -12,9 +12,9 @@
 //!
 //! One look at the journal ("pass") reads the header, then the next chunk of the data
 //! objects of the (at most two) object sets that can hold entries after the position: those
-//! with nothing left to play, the one playback stopped on, and, behind the writer, those with
-//! less than half a chunk left (the objects of a set are then read together, one round trip
-//! for all). Then it plans playback
+//! with nothing left to play, the one playback stopped on, and those that may grow (behind
+//! the writer, or in the active set) with less than half a chunk left (the objects of a set
+//! are then read together, one round trip for all). Then it plans playback
 //! ([`crate::player::plan_playback_partial`]): an object read while its set was active, or
 //! whose last read came back full, may grow, so playback waits there. The active tag ends
 //! where its next entry would be in an object read to its end after a newer tag was
@@ -462,20 +462,22 @@ impl JournalFollower {
     }
 
     /// Whether a pass reads the next chunk of `object_number`: the object playback stopped
-    /// on, whose next bytes are what it waits for; an object with nothing left to play; and,
-    /// behind the writer (its last read came back full), one with less than half a read left,
-    /// so that the objects of a set are read together, one pass for all. (Each object read
-    /// only once it ran dry, the objects of a set run dry at different entries and a backlog
-    /// is read one object per pass: a quarter of the entries per round trip to the primary,
-    /// which a busy primary's writer can outrun.) Reading every object further instead would
-    /// pull a whole backlog into memory.
+    /// on, whose next bytes are what it waits for; an object with nothing left to play; and
+    /// one that may grow (behind the writer, or in the active set) with less than half a
+    /// read left, so that the objects of a set are read together, one pass for all. Each
+    /// object read only once it ran dry, the objects of a set run dry at different entries:
+    /// behind the writer, a backlog is read one object per pass (a quarter of the entries
+    /// per round trip to the primary, which a busy primary's writer can outrun); level with
+    /// it, an entry waits for about one pass per object of the set, as playback reaches
+    /// each object's end in turn (benches/results/TUNING.md). Reading every object further
+    /// instead would pull a whole backlog into memory.
     fn wants_read(&self, object_number: u64) -> bool {
         if self.stuck_on == Some(object_number) {
             return true;
         }
         let left = self.unplayed_bytes(object_number);
-        let behind = self.objects.get(&object_number).is_some_and(|o| o.more);
-        left == 0 || (behind && left < self.fetch_bytes / 2)
+        let may_grow = self.objects.get(&object_number).is_some_and(CachedObject::may_grow);
+        left == 0 || (may_grow && left < self.fetch_bytes / 2)
     }
 
     /// Drops the cached entries already handed out, except each object's last one: the
