@@ -44,24 +44,26 @@ fn directive(log_level: &str, debug_rbd_mirror: Option<&str>) -> String {
     }
 }
 
+/// The filter a directive says, or why it does not parse.
+fn parse(directive: &str) -> Result<Targets, String> {
+    Targets::from_str(directive).map_err(|e| format!("{directive:?}: {e}"))
+}
+
 /// The filter a directive says, or, when it does not parse, `info` and why (for the log).
 fn filter(directive: &str) -> (Targets, Option<String>) {
-    match Targets::from_str(directive) {
+    match parse(directive) {
         Ok(t) => (t, None),
-        Err(e) => (
-            Targets::new().with_default(tracing::Level::INFO),
-            Some(format!("{directive:?}: {e}; info instead")),
-        ),
+        Err(why) => (Targets::new().with_default(tracing::Level::INFO), Some(format!("{why}; info instead"))),
     }
 }
 
 /// Starts logging to stderr (the log file once output is redirected there).
 pub fn init(log_level: &str, debug_rbd_mirror: Option<String>) {
     let mut unparsed = Vec::new();
-    let fixed = std::env::var("RBD_MIRROR_RS_LOG").ok().and_then(|v| match Targets::from_str(&v) {
+    let fixed = std::env::var("RBD_MIRROR_RS_LOG").ok().and_then(|v| match parse(&v) {
         Ok(t) => Some(t),
-        Err(e) => {
-            unparsed.push(format!("RBD_MIRROR_RS_LOG {v:?}: {e}; ignored"));
+        Err(why) => {
+            unparsed.push(format!("RBD_MIRROR_RS_LOG {why}; ignored"));
             None
         }
     });
