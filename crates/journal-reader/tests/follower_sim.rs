@@ -271,41 +271,53 @@ proptest! {
 #[test]
 fn a_follower_behind_the_writer_reads_the_objects_of_a_set_together() {
     for seed in 1..=8 {
-        let passes = passes_behind_a_writer(seed, 6000);
+        // Between two passes, the writer appends 0 to 120 entries, 60 on average (one
+        // object's 4 KiB read holds 31): more than a pass of one object takes, less than one
+        // of four.
+        let (passes, _) = follow_in_passes(seed, 6000, 4096, 240);
         // Keeping up: about one pass per 60 entries (104-111 passes; read one object at a
         // time as each ran dry, 159-207).
         assert!(passes <= 6000 / 50, "seed {seed}: {passes} passes for 6000 entries");
     }
 }
 
-/// Follows a writer of `total` entries that appends 60 on average between two passes;
-/// returns the number of passes until every entry was handed out.
-fn passes_behind_a_writer(seed: u64, total: usize) -> usize {
-    // Entries of 130 bytes: 31.5 in a 4 KiB read, so the objects run dry at different entries.
+/// Follows a writer of `total` entries of 130 bytes (31.5 in a 4 KiB read, so the objects run
+/// dry at different entries), reading `fetch_bytes` at a time, while the writer sends 0 to
+/// `max_steps / 2` entries between two passes and lands its appends out of order across the
+/// objects. Returns the passes until every entry was handed out, and the entries that were on
+/// disk when a pass read but not handed out after it, summed over the passes.
+fn follow_in_passes(seed: u64, total: usize, fetch_bytes: usize, max_steps: u64) -> (usize, usize) {
     let script: Script = (0..total).map(|_| (1, 106)).collect();
     let mut w = Writer::new(seed, 4, 1 << 20, script);
-    let mut f = JournalFollower::new("img", CLIENT, 1, w.header.clone(), ObjectSetPosition::default(), 4096);
-    let (mut got, mut passes, mut waits) = (Vec::new(), 0, 0);
+    let mut f =
+        JournalFollower::new("img", CLIENT, 1, w.header.clone(), ObjectSetPosition::default(), fetch_bytes);
+    let (mut got, mut passes, mut waits, mut late) = (Vec::new(), 0, 0, 0);
+    // The landed prefix when the last pass read.
+    let mut readable = 0;
     while waits < 3 {
         match f.want().unwrap() {
-            Want::Header => f.header_read(w.header.clone()).unwrap(),
+            Want::Header => {
+                late += readable - got.len();
+                f.header_read(w.header.clone()).unwrap();
+            }
             Want::Read(_) => {
-                // Between two passes, the writer appends 0 to 120 entries, 60 on average (one
-                // object's read holds 31): more than a pass of one object takes, less than
-                // one of four; its appends to the four objects land out of order.
-                w.steps(240);
+                w.steps(max_steps);
                 passes += 1;
+                readable = w.landed_prefix();
                 for r in f.pass_reads() {
                     f.object_read(r.object_number, w.read(r.object_number, r.offset, r.len)).unwrap();
                 }
             }
             Want::Entry(e) => got.push((e.entry.tag_tid, e.entry.entry_tid)),
             Want::Wait if w.done() => waits += 1,
-            Want::Wait => w.steps(240),
+            Want::Wait => {
+                late += readable - got.len();
+                w.steps(max_steps);
+            }
         }
     }
     assert_eq!(got, w.sent);
-    passes
+    (passes, late)
 }
 
 /// Level with the writer, a pass reads every object of the active set: it hands out every
@@ -315,35 +327,9 @@ fn passes_behind_a_writer(seed: u64, total: usize) -> usize {
 #[test]
 fn a_follower_level_with_the_writer_hands_out_what_its_pass_could_read() {
     for seed in 1..=8 {
-        let script: Script = (0..3000).map(|_| (1, 106)).collect();
-        let mut w = Writer::new(seed, 4, 1 << 20, script);
-        let mut f =
-            JournalFollower::new("img", CLIENT, 1, w.header.clone(), ObjectSetPosition::default(), 1 << 20);
-        let (mut got, mut waits, mut passes, mut late) = (Vec::new(), 0, 0, 0);
-        // The landed prefix when the last pass read.
-        let mut readable = 0;
-        while waits < 3 {
-            match f.want().unwrap() {
-                Want::Header => {
-                    late += readable - got.len();
-                    f.header_read(w.header.clone()).unwrap();
-                }
-                Want::Read(_) => {
-                    // Between two passes the writer sends 0 to 8 entries, 4 on average, and
-                    // lands some of its appends, out of order across the objects.
-                    w.steps(16);
-                    passes += 1;
-                    readable = w.landed_prefix();
-                    for r in f.pass_reads() {
-                        f.object_read(r.object_number, w.read(r.object_number, r.offset, r.len)).unwrap();
-                    }
-                }
-                Want::Entry(e) => got.push((e.entry.tag_tid, e.entry.entry_tid)),
-                Want::Wait if w.done() => waits += 1,
-                Want::Wait => late += readable - got.len(),
-            }
-        }
-        assert_eq!(got, w.sent);
+        // Between two passes the writer sends 0 to 8 entries, 4 on average; a read of 1 MiB
+        // takes whatever an object holds.
+        let (passes, late) = follow_in_passes(seed, 3000, 1 << 20, 16);
         assert_eq!(late, 0, "seed {seed}: entries on disk at a pass's reads but not handed out after it, summed over {passes} passes");
     }
 }
